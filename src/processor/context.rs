@@ -1,0 +1,195 @@
+//! The per-pass [`Context`] a processor works through, and the [`Requests`] it collects.
+//!
+//! Everything here writes into buffers sized at preparation: no method allocates. When a bounded
+//! buffer is full the request is dropped and counted, never grown.
+
+use std::time::Instant;
+
+use super::Event;
+use crate::protocol::SampleRate;
+
+/// Most events processors may emit in one pass; more are dropped and counted.
+pub const MAX_EVENTS_PER_PASS: usize = 32;
+
+/// Most `notify` requests processors may make in one pass; more are dropped and counted.
+pub const MAX_NOTIFIES_PER_PASS: usize = 8;
+
+/// What the processors asked for during one pass, collected for the session to act on.
+#[derive(Debug)]
+pub struct Requests {
+    pub(crate) clear: bool,
+    pub(crate) notifies: Vec<u64>,
+    pub(crate) events: Vec<(Option<usize>, Event)>,
+    pub(crate) queued: Vec<i16>,
+    pub(crate) queue_room: usize,
+    pub(crate) dropped_events: u64,
+    pub(crate) dropped_notifies: u64,
+    pub(crate) dropped_samples: u64,
+}
+
+impl Requests {
+    /// Buffers for a session whose outbound queue holds at most `queue_capacity` samples.
+    pub fn new(queue_capacity: usize) -> Requests {
+        Requests {
+            clear: false,
+            notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
+            events: Vec::with_capacity(MAX_EVENTS_PER_PASS),
+            queued: Vec::with_capacity(queue_capacity),
+            queue_room: queue_capacity,
+            dropped_events: 0,
+            dropped_notifies: 0,
+            dropped_samples: 0,
+        }
+    }
+
+    /// Forgets the requests of the previous pass (keeps the drop counters and the buffers).
+    pub(crate) fn reset(&mut self, queue_room: usize) {
+        self.clear = false;
+        self.notifies.clear();
+        self.events.clear();
+        self.queued.clear();
+        self.queue_room = queue_room.min(self.queued.capacity());
+    }
+}
+
+/// One processor's view of one 20 ms pass.
+#[derive(Debug)]
+pub struct Context<'a> {
+    now: Instant,
+    position: u64,
+    rate: SampleRate,
+    input: &'a mut [i16],
+    input_present: bool,
+    output: &'a mut [i16],
+    output_written: bool,
+    requests: &'a mut Requests,
+    stage: usize,
+}
+
+impl<'a> Context<'a> {
+    /// A context over the given buffers. `input` and `output` are one frame long.
+    pub fn new(
+        now: Instant,
+        position: u64,
+        rate: SampleRate,
+        input: &'a mut [i16],
+        input_present: bool,
+        output: &'a mut [i16],
+        requests: &'a mut Requests,
+    ) -> Context<'a> {
+        debug_assert_eq!(input.len(), rate.frame_samples());
+        debug_assert_eq!(output.len(), rate.frame_samples());
+        Context { now, position, rate, input, input_present, output, output_written: false, requests, stage: 0 }
+    }
+
+    pub(crate) fn set_stage(&mut self, stage: usize) {
+        self.stage = stage;
+    }
+
+    /// The scheduled time of this pass on the call's 20 ms grid.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The pass number: frames of call time since the call started.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The call's sample rate.
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// The caller's frame, as changed by earlier processors. Silence when no frame arrived.
+    pub fn input(&self) -> &[i16] {
+        self.input
+    }
+
+    /// The caller's frame, to change for the processors after this one (e.g. to mute a tone).
+    pub fn input_mut(&mut self) -> &mut [i16] {
+        self.input
+    }
+
+    /// Whether the caller's frame for this pass arrived (the platform may pause in silence).
+    pub fn input_present(&self) -> bool {
+        self.input_present
+    }
+
+    /// The outbound frame for this pass, as written by earlier processors.
+    pub fn output(&self) -> &[i16] {
+        self.output
+    }
+
+    /// Whether any processor has written to this pass's outbound frame.
+    pub fn output_written(&self) -> bool {
+        self.output_written
+    }
+
+    /// The outbound frame, to write into directly. Marks the frame as written, so it is sent.
+    pub fn output_mut(&mut self) -> &mut [i16] {
+        self.output_written = true;
+        self.output
+    }
+
+    /// The caller's frame and the outbound frame together, e.g. to copy one into the other.
+    /// Marks the outbound frame as written.
+    pub fn input_and_output_mut(&mut self) -> (&[i16], &mut [i16]) {
+        self.output_written = true;
+        (self.input, self.output)
+    }
+
+    /// Mixes `samples` into the outbound frame from its start, saturating. Extra samples are
+    /// ignored. Marks the frame as written.
+    pub fn mix_output(&mut self, samples: &[i16]) {
+        self.output_written = true;
+        for (out, s) in self.output.iter_mut().zip(samples) {
+            *out = out.saturating_add(*s);
+        }
+    }
+
+    /// Appends audio of any length to the outbound stream, after everything already queued; the
+    /// session re-frames it and the pacer plays it out in real time. Returns how many samples
+    /// were accepted: the queue is bounded, and what does not fit is dropped and counted.
+    pub fn enqueue_output(&mut self, samples: &[i16]) -> usize {
+        let r = &mut *self.requests;
+        let room = r.queue_room.saturating_sub(r.queued.len());
+        let n = samples.len().min(room);
+        r.queued.extend_from_slice(&samples[..n]);
+        r.dropped_samples += (samples.len() - n) as u64;
+        n
+    }
+
+    /// Samples that [`enqueue_output`](Self::enqueue_output) would still accept in this pass.
+    pub fn output_room(&self) -> usize {
+        self.requests.queue_room.saturating_sub(self.requests.queued.len())
+    }
+
+    /// Barge-in: drops all of callpipe's pending outbound audio (including what earlier
+    /// processors wrote in this pass), then sends `{"action":"clear"}` to the platform.
+    pub fn clear(&mut self) {
+        self.requests.clear = true;
+        self.requests.queued.clear();
+        self.output.fill(0);
+        self.output_written = false;
+    }
+
+    /// Asks to be told, with [`Event::NotifyPlayed`], when everything queued so far (including
+    /// this pass's output) has played at the platform.
+    pub fn notify(&mut self, marker: u64) {
+        if self.requests.notifies.len() < self.requests.notifies.capacity() {
+            self.requests.notifies.push(marker);
+        } else {
+            self.requests.dropped_notifies += 1;
+        }
+    }
+
+    /// Emits an event: to the call's event stream, and to the other processors at the next pass.
+    pub fn emit(&mut self, event: Event) {
+        if self.requests.events.len() < self.requests.events.capacity() {
+            self.requests.events.push((Some(self.stage), event));
+        } else {
+            self.requests.dropped_events += 1;
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The [`Processor`] trait: the one extension point of the media path.
+//!
+//! A call's [`Pipeline`] is an ordered chain of processors built from its route. Every 20 ms the
+//! media thread runs one *pass*: each processor in turn sees the caller's frame (as changed by the
+//! processors before it), may change it, may mix audio into the outbound frame, queue longer
+//! audio, emit events, and ask for a `clear` or a `notify`.
+//!
+//! # The real-time contract
+//!
+//! * [`Processor::prepare`] runs once, off the hot path, when the rate and frame size are known.
+//!   Allocate everything there.
+//! * [`Processor::process`] and [`Processor::handle_event`] run on a media thread that serves
+//!   many calls. They must not allocate, free, lock, block, log, format strings or touch files.
+//!   File and network work belongs to another thread fed by a ring (see the recorder and bridge
+//!   processors). [`Event::Custom`] carries a `serde_json::Value` and so allocates: emit it on
+//!   rare occasions only, never per frame.
+//! * One pass is exactly one frame of call time, whether or not the caller's frame arrived:
+//!   [`Context::input_present`] says which. Pipelines therefore keep time with the call.
+
+mod context;
+mod echo;
+mod registry;
+
+use std::time::Duration;
+
+pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
+pub use echo::Echo;
+pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
+
+use crate::protocol::{DtmfDigit, Metadata, SampleRate};
+
+/// A call's identity and metadata, as processors see them at preparation.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The call id: from the URI query or a metadata header, or generated.
+    pub id: String,
+    /// The URL path the platform connected to.
+    pub path: String,
+    /// The parsed metadata frame.
+    pub metadata: Metadata,
+}
+
+/// What a processor learns before the first frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// The call's sample rate.
+    pub rate: SampleRate,
+    /// The call.
+    pub call: &'a CallInfo,
+}
+
+impl Setup<'_> {
+    /// Samples per 20 ms frame at the call's rate.
+    pub fn frame_samples(&self) -> usize {
+        self.rate.frame_samples()
+    }
+}
+
+/// Where a DTMF event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    /// Reported by the platform as `websocket:dtmf`.
+    Platform,
+    /// Detected in the caller's audio.
+    Inband,
+    /// Both, merged into one event.
+    Both,
+}
+
+/// An event that processors receive and emit.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A keypress.
+    Dtmf {
+        /// The key.
+        digit: DtmfDigit,
+        /// How long it was held, when known.
+        duration_ms: Option<u32>,
+        /// Who detected it.
+        source: DtmfSource,
+    },
+    /// The platform has played everything sent before the `notify` with this marker.
+    NotifyPlayed {
+        /// The marker the processor passed to [`Context::notify`].
+        marker: u64,
+    },
+    /// The platform acknowledged a `clear`.
+    Cleared,
+    /// A processor's own event. Allocates: for rare occasions only.
+    Custom {
+        /// The event name, e.g. `"vad:speech"`.
+        name: &'static str,
+        /// Its data.
+        data: serde_json::Value,
+    },
+}
+
+/// Why a processor could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorError {
+    /// A parameter is missing or out of range.
+    #[error("processor {processor}: {message}")]
+    Config {
+        /// The processor type.
+        processor: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The route names a processor type that is not registered.
+    #[error("unknown processor type {0}")]
+    Unknown(String),
+}
+
+/// One stage of a call's media pipeline. See the [module docs](self) for the real-time contract.
+pub trait Processor: Send + 'static {
+    /// A short name for logs and metrics, e.g. `"echo"`.
+    fn name(&self) -> &'static str;
+
+    /// Called once before the first frame. Allocate here.
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let _ = setup;
+        Ok(())
+    }
+
+    /// Called once per 20 ms pass. Must not allocate, lock or block.
+    fn process(&mut self, cx: &mut Context<'_>);
+
+    /// Called at the start of a pass for each event that arrived since the previous pass:
+    /// platform events, and events emitted by *other* processors in the previous pass.
+    fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
+        let _ = (event, cx);
+    }
+
+    /// Called once when the call ends, for whatever reason. May flush (the pass's output is still
+    /// delivered when the call is being hung up by callpipe).
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// The delay this processor adds between its input and its output.
+    fn delay(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A call's ordered chain of processors.
+pub struct Pipeline {
+    stages: Vec<Box<dyn Processor>>,
+}
+
+impl Pipeline {
+    /// A pipeline running `stages` in order.
+    pub fn new(stages: Vec<Box<dyn Processor>>) -> Pipeline {
+        Pipeline { stages }
+    }
+
+    /// Prepares every stage.
+    pub fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        self.stages.iter_mut().try_for_each(|stage| stage.prepare(setup))
+    }
+
+    /// The stages' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.stages.iter().map(|s| s.name())
+    }
+
+    /// The number of stages.
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether the pipeline has no stages.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The sum of the stages' delays.
+    pub fn delay(&self) -> Duration {
+        self.stages.iter().map(|s| s.delay()).sum()
+    }
+
+    /// Delivers `events` (each with the index of the stage that emitted it, or `None` for the
+    /// platform) to every other stage, then runs one pass.
+    pub fn run(&mut self, events: &[(Option<usize>, Event)], cx: &mut Context<'_>) {
+        for (origin, event) in events {
+            for (i, stage) in self.stages.iter_mut().enumerate() {
+                if *origin != Some(i) {
+                    cx.set_stage(i);
+                    stage.handle_event(event, cx);
+                }
+            }
+        }
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            cx.set_stage(i);
+            stage.process(cx);
+        }
+    }
+
+    /// Lets every stage finish.
+    pub fn finish(&mut self, cx: &mut Context<'_>) {
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            cx.set_stage(i);
+            stage.finish(cx);
+        }
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}

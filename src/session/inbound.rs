@@ -1,0 +1,178 @@
+//! The caller's audio on its way in: a byte FIFO that re-frames whatever arrives into exact
+//! 20 ms frames, with a small jitter policy so that inbound backlog never becomes permanent
+//! latency.
+//!
+//! Bytes are kept as bytes, so a frame of odd length (a sample split across two WebSocket
+//! messages) loses nothing. One frame is taken per pass. A backlog above `max_backlog` frames
+//! (a sender running faster than real time, or a burst after a network stall) is cut back to one
+//! frame at once; a *standing* backlog of two or more frames held for a whole second is cut by
+//! one frame. Both are counted as dropped frames: chosen on purpose, never silent.
+
+use std::collections::VecDeque;
+
+use crate::protocol::{MAX_FRAME_BYTES, SampleRate, decode_l16};
+
+/// Passes over which a standing backlog is measured (one second).
+const STANDING_WINDOW: u32 = 50;
+
+/// The inbound re-framer and jitter policy of one call.
+#[derive(Debug)]
+pub struct InboundBuffer {
+    frame_bytes: usize,
+    bytes: VecDeque<u8>,
+    max_backlog: usize,
+    window_passes: u32,
+    window_min: usize,
+    dropped_frames: u64,
+    overflow_bytes: u64,
+}
+
+impl InboundBuffer {
+    /// A buffer for `rate` holding at most `capacity_frames` frames, cutting backlog above
+    /// `max_backlog` frames (at least 1).
+    pub fn new(rate: SampleRate, capacity_frames: usize, max_backlog: usize) -> InboundBuffer {
+        let frame_bytes = rate.frame_bytes();
+        let max_backlog = max_backlog.max(1);
+        let capacity = frame_bytes * capacity_frames.max(max_backlog + 2);
+        InboundBuffer {
+            frame_bytes,
+            bytes: VecDeque::with_capacity(capacity),
+            max_backlog,
+            window_passes: 0,
+            window_min: usize::MAX,
+            dropped_frames: 0,
+            overflow_bytes: 0,
+        }
+    }
+
+    /// Appends received bytes (any length). What does not fit is dropped and counted; the
+    /// buffer never grows.
+    pub fn push(&mut self, data: &[u8]) {
+        let room = self.bytes.capacity() - self.bytes.len();
+        let n = data.len().min(room);
+        self.bytes.extend(&data[..n]);
+        self.overflow_bytes += (data.len() - n) as u64;
+    }
+
+    /// Whole frames waiting.
+    pub fn backlog(&self) -> usize {
+        self.bytes.len() / self.frame_bytes
+    }
+
+    /// Bytes waiting, including a partial frame.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Frames dropped by the jitter policy.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// Bytes dropped because the buffer was full.
+    pub fn overflow_bytes(&self) -> u64 {
+        self.overflow_bytes
+    }
+
+    /// Applies the jitter policy, then decodes the next frame into `out` (one frame long).
+    /// Returns false, leaving `out` untouched, when no whole frame is waiting.
+    pub fn pop_frame(&mut self, out: &mut [i16]) -> bool {
+        let backlog = self.backlog();
+        if backlog > self.max_backlog {
+            self.drop_frames(backlog - 1);
+        } else {
+            self.window_min = self.window_min.min(backlog);
+            self.window_passes += 1;
+            if self.window_passes >= STANDING_WINDOW {
+                if self.window_min >= 2 {
+                    self.drop_frames(1);
+                }
+                self.window_passes = 0;
+                self.window_min = usize::MAX;
+            }
+        }
+        if self.backlog() == 0 {
+            return false;
+        }
+        let mut frame = [0u8; MAX_FRAME_BYTES];
+        let frame = &mut frame[..self.frame_bytes];
+        for (dst, src) in frame.iter_mut().zip(self.bytes.drain(..self.frame_bytes)) {
+            *dst = src;
+        }
+        decode_l16(frame, out);
+        true
+    }
+
+    fn drop_frames(&mut self, frames: usize) {
+        self.bytes.drain(..frames * self.frame_bytes);
+        self.dropped_frames += frames as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(value: i16) -> Vec<u8> {
+        std::iter::repeat_n(value.to_le_bytes(), 160).flatten().collect()
+    }
+
+    #[test]
+    fn reframes_odd_sizes_without_losing_a_sample() {
+        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 5);
+        let stream: Vec<u8> = (0..480i16).flat_map(|s| s.to_le_bytes()).collect();
+        // 960 bytes in pieces of 1, 7, 333 and the rest: samples straddle messages.
+        inbound.push(&stream[..1]);
+        inbound.push(&stream[1..8]);
+        inbound.push(&stream[8..341]);
+        let mut out = [0i16; 160];
+        assert!(inbound.pop_frame(&mut out));
+        assert_eq!(out[0], 0);
+        assert_eq!(out[159], 159);
+        assert!(!inbound.pop_frame(&mut out), "only 21 bytes of the second frame so far");
+        inbound.push(&stream[341..]);
+        assert!(inbound.pop_frame(&mut out));
+        assert_eq!((out[0], out[159]), (160, 319));
+        assert!(inbound.pop_frame(&mut out));
+        assert_eq!((out[0], out[159]), (320, 479));
+        assert_eq!(inbound.len_bytes(), 0);
+        assert_eq!(inbound.dropped_frames(), 0);
+    }
+
+    #[test]
+    fn a_burst_above_the_limit_is_cut_to_the_newest_frame() {
+        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 3);
+        for i in 0..7 {
+            inbound.push(&frame(i));
+        }
+        let mut out = [0i16; 160];
+        assert!(inbound.pop_frame(&mut out));
+        assert_eq!(out[0], 6, "frames 0..6 were stale and dropped");
+        assert_eq!(inbound.dropped_frames(), 6);
+    }
+
+    #[test]
+    fn a_standing_backlog_drains_by_one_frame_a_second() {
+        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 5);
+        inbound.push(&frame(0));
+        inbound.push(&frame(0));
+        let mut out = [0i16; 160];
+        // One frame in, one frame out per pass: the backlog of 2 stands for a second.
+        for _ in 0..STANDING_WINDOW {
+            inbound.push(&frame(1));
+            assert!(inbound.pop_frame(&mut out));
+        }
+        assert_eq!(inbound.dropped_frames(), 1);
+        assert_eq!(inbound.backlog(), 1);
+    }
+
+    #[test]
+    fn overflow_is_counted_not_grown() {
+        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 4, 1);
+        let capacity = inbound.bytes.capacity();
+        inbound.push(&vec![0u8; capacity + 100]);
+        assert_eq!(inbound.len_bytes(), capacity);
+        assert_eq!(inbound.overflow_bytes(), 100);
+        assert_eq!(inbound.bytes.capacity(), capacity);
+    }
+}

@@ -1,0 +1,383 @@
+//! One call as a state machine, with no socket, thread or clock of its own.
+//!
+//! A [`Session`] lives on a media thread. The caller's bytes go in through
+//! [`handle_audio`](Session::handle_audio), platform events through
+//! [`handle_platform`](Session::handle_platform), and time through
+//! [`handle_tick`](Session::handle_tick), whose `now` is the tick's scheduled instant on the
+//! call's 20 ms grid. Each tick runs exactly one pipeline pass, then the pacer decides what may
+//! leave. What leaves comes out of [`poll_transmit`](Session::poll_transmit) (exact frames,
+//! `clear`, `notify`) and [`poll_event`](Session::poll_event) (events for logs and webhooks).
+//!
+//! Nothing here allocates after [`Session::new`]: every queue is sized there and full queues drop
+//! and count instead of growing. Tests drive it with byte literals and a fake clock.
+
+mod inbound;
+mod opening;
+mod outbound;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+pub use inbound::InboundBuffer;
+pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
+pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
+
+use crate::processor::{CallInfo, Context, DtmfSource, Event, Pipeline, ProcessorError, Requests, Setup};
+use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, SampleRate, encode_l16};
+
+/// Events kept for the next pass (platform events and processors' emitted events).
+const MAX_PENDING_EVENTS: usize = 64;
+
+/// Per-call limits of the media path. Every field has a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Frames the pacer may keep ahead at the platform (PROTOCOL.md section 3). Default 3.
+    pub lookahead_frames: u32,
+    /// Capacity of the outbound queue, in frames. Default 50 (one second).
+    pub outbound_queue_frames: usize,
+    /// Capacity of the inbound buffer, in frames. Default 16.
+    pub inbound_buffer_frames: usize,
+    /// Inbound backlog, in frames, above which stale frames are dropped. Default 5.
+    pub max_inbound_backlog: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig { lookahead_frames: 3, outbound_queue_frames: 50, inbound_buffer_frames: 16, max_inbound_backlog: 5 }
+    }
+}
+
+/// An event from the platform, in the form the media thread takes (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundEvent {
+    /// `websocket:dtmf`.
+    Dtmf {
+        /// The key.
+        digit: DtmfDigit,
+        /// Its duration, when the platform gave one.
+        duration_ms: Option<u32>,
+    },
+    /// `websocket:cleared`.
+    Cleared,
+    /// `websocket:notify` carrying one of our markers.
+    NotifyPlayed {
+        /// The marker.
+        marker: u64,
+    },
+}
+
+/// Something to send to the platform, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// One frame, encoded into the caller's buffer; it starts to play at `deadline`.
+    Audio {
+        /// When the platform should start playing it (the pacing grid).
+        deadline: Instant,
+        /// Bytes written into the buffer: always exactly one frame.
+        len: usize,
+    },
+    /// `{"action":"clear"}`.
+    Clear,
+    /// `{"action":"notify","payload":{"callpipe_marker":N}}`.
+    Notify {
+        /// The marker.
+        marker: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Audio(Instant),
+    Clear,
+    Notify(u64),
+}
+
+/// Counters of one session. Plain integers: the media thread publishes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Passes run (frames of call time).
+    pub passes: u64,
+    /// Passes in which the caller's frame was missing.
+    pub input_missing: u64,
+    /// Frames released to the platform.
+    pub frames_released: u64,
+    /// Inbound frames dropped by the jitter policy, plus whole frames' worth of overflow.
+    pub dropped_in: u64,
+    /// Outbound frames' worth of audio dropped because the queue was full.
+    pub dropped_out: u64,
+    /// Partial outbound frames completed with silence.
+    pub padded_frames: u64,
+    /// `clear` requests sent.
+    pub clears: u64,
+    /// `notify` requests sent.
+    pub notifies: u64,
+    /// Events or requests dropped because a per-pass buffer was full.
+    pub dropped_requests: u64,
+    /// Platform acknowledgements that matched nothing we sent.
+    pub unmatched_acks: u64,
+}
+
+/// One call's media state. See the [module docs](self).
+#[derive(Debug)]
+pub struct Session {
+    rate: SampleRate,
+    pipeline: Pipeline,
+    inbound: InboundBuffer,
+    outbound: Outbound,
+    requests: Requests,
+    input: Vec<i16>,
+    output: Vec<i16>,
+    position: u64,
+    events_now: Vec<(Option<usize>, Event)>,
+    events_next: Vec<(Option<usize>, Event)>,
+    events_out: VecDeque<Event>,
+    transmit: VecDeque<Pending>,
+    released: VecDeque<i16>,
+    awaiting_notify: VecDeque<u64>,
+    awaiting_clears: u64,
+    stats: SessionStats,
+    finished: bool,
+}
+
+impl Session {
+    /// Prepares `pipeline` for a call at `rate` and sizes every buffer.
+    pub fn new(rate: SampleRate, call: &CallInfo, mut pipeline: Pipeline, config: SessionConfig) -> Result<Session, ProcessorError> {
+        pipeline.prepare(&Setup { rate, call })?;
+        let frame = rate.frame_samples();
+        let lookahead = config.lookahead_frames.max(1) as usize;
+        let staging = frame * config.outbound_queue_frames.clamp(1, 50);
+        let transmit_capacity = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
+        Ok(Session {
+            rate,
+            pipeline,
+            inbound: InboundBuffer::new(rate, config.inbound_buffer_frames, config.max_inbound_backlog),
+            outbound: Outbound::new(rate, config.outbound_queue_frames, config.lookahead_frames),
+            requests: Requests::new(staging),
+            input: vec![0; frame],
+            output: vec![0; frame],
+            position: 0,
+            events_now: Vec::with_capacity(MAX_PENDING_EVENTS),
+            events_next: Vec::with_capacity(MAX_PENDING_EVENTS),
+            events_out: VecDeque::with_capacity(MAX_PENDING_EVENTS),
+            transmit: VecDeque::with_capacity(transmit_capacity),
+            released: VecDeque::with_capacity(frame * (lookahead + 1)),
+            awaiting_notify: VecDeque::with_capacity(MAX_PENDING_MARKERS),
+            awaiting_clears: 0,
+            stats: SessionStats::default(),
+            finished: false,
+        })
+    }
+
+    /// The call's sample rate.
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// The pipeline's total processing delay.
+    pub fn pipeline_delay(&self) -> Duration {
+        self.pipeline.delay()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SessionStats {
+        let frame = self.rate.frame_samples() as u64;
+        SessionStats {
+            dropped_in: self.inbound.dropped_frames() + self.inbound.overflow_bytes().div_ceil(frame * 2),
+            dropped_out: self.stats.dropped_out + (self.outbound.dropped_samples() + self.requests.dropped_samples).div_ceil(frame),
+            padded_frames: self.outbound.padded_frames(),
+            dropped_requests: self.stats.dropped_requests + self.requests.dropped_events + self.requests.dropped_notifies,
+            ..self.stats
+        }
+    }
+
+    /// The caller's audio: any number of bytes, re-framed here.
+    pub fn handle_audio(&mut self, bytes: &[u8]) {
+        self.inbound.push(bytes);
+    }
+
+    /// A platform event; processors see it at the next pass.
+    pub fn handle_platform(&mut self, event: InboundEvent) {
+        let event = match event {
+            InboundEvent::Dtmf { digit, duration_ms } => Event::Dtmf { digit, duration_ms, source: DtmfSource::Platform },
+            InboundEvent::Cleared => {
+                if self.awaiting_clears == 0 {
+                    self.stats.unmatched_acks += 1;
+                    return;
+                }
+                self.awaiting_clears -= 1;
+                Event::Cleared
+            }
+            InboundEvent::NotifyPlayed { marker } => match self.awaiting_notify.iter().position(|m| *m == marker) {
+                Some(i) => {
+                    self.awaiting_notify.remove(i);
+                    Event::NotifyPlayed { marker }
+                }
+                None => {
+                    self.stats.unmatched_acks += 1;
+                    return;
+                }
+            },
+        };
+        self.push_event(None, event);
+    }
+
+    /// Runs one pass at `now`, the tick's scheduled instant, then lets the pacer release frames.
+    pub fn handle_tick(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        let present = self.inbound.pop_frame(&mut self.input);
+        if !present {
+            self.input.fill(0);
+            self.stats.input_missing += 1;
+        }
+        self.output.fill(0);
+        self.requests.reset(self.outbound.room());
+        std::mem::swap(&mut self.events_now, &mut self.events_next);
+        let mut cx = Context::new(now, self.position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests);
+        self.pipeline.run(&self.events_now, &mut cx);
+        let written = cx.output_written();
+        self.events_now.clear();
+        self.position += 1;
+        self.stats.passes += 1;
+        self.apply_requests(written);
+        self.release(now, written, false);
+    }
+
+    /// Ends the call: lets every processor finish, then (when callpipe is the one hanging up)
+    /// pads and releases a trailing partial frame. Later ticks do nothing.
+    pub fn finish(&mut self, now: Instant, hanging_up: bool) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.input.fill(0);
+        self.output.fill(0);
+        self.requests.reset(self.outbound.room());
+        let mut cx = Context::new(now, self.position, self.rate, &mut self.input, false, &mut self.output, &mut self.requests);
+        self.pipeline.finish(&mut cx);
+        let written = cx.output_written();
+        self.apply_requests(written);
+        if hanging_up {
+            self.release(now, true, true);
+        }
+    }
+
+    /// Whether [`finish`](Session::finish) has run.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next thing to send, in order. Audio is encoded into `frame`, which must hold a frame.
+    pub fn poll_transmit(&mut self, frame: &mut [u8; MAX_FRAME_BYTES]) -> Option<Transmit> {
+        match self.transmit.pop_front()? {
+            Pending::Audio(deadline) => {
+                let samples = self.rate.frame_samples();
+                let mut pcm = [0i16; crate::protocol::MAX_FRAME_SAMPLES];
+                for (dst, src) in pcm.iter_mut().zip(self.released.drain(..samples)) {
+                    *dst = src;
+                }
+                let len = encode_l16(&pcm[..samples], frame);
+                Some(Transmit::Audio { deadline, len })
+            }
+            Pending::Clear => Some(Transmit::Clear),
+            Pending::Notify(marker) => Some(Transmit::Notify { marker }),
+        }
+    }
+
+    /// The next event the processors emitted.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events_out.pop_front()
+    }
+
+    fn push_event(&mut self, origin: Option<usize>, event: Event) {
+        if self.events_next.len() < self.events_next.capacity() {
+            self.events_next.push((origin, event));
+        } else {
+            self.stats.dropped_requests += 1;
+        }
+    }
+
+    fn apply_requests(&mut self, written: bool) {
+        if self.requests.clear {
+            self.outbound.clear();
+            self.push_transmit(Pending::Clear);
+            self.awaiting_clears += 1;
+            self.stats.clears += 1;
+        }
+        self.outbound.append(&self.requests.queued);
+        if written {
+            self.outbound.append(&self.output);
+        }
+        for i in 0..self.requests.notifies.len() {
+            let marker = self.requests.notifies[i];
+            if !self.outbound.mark(marker) {
+                self.send_notify(marker);
+            }
+        }
+        for i in 0..self.requests.events.len() {
+            let (origin, event) = self.requests.events[i].clone();
+            if self.events_out.len() < self.events_out.capacity() {
+                self.events_out.push_back(event.clone());
+            } else {
+                self.stats.dropped_requests += 1;
+            }
+            self.push_event(origin, event);
+        }
+    }
+
+    fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
+        let fresh = fresh || !self.requests.queued.is_empty();
+        let Session { outbound, transmit, released, stats, .. } = self;
+        let mut notifies = [0u64; MAX_PENDING_MARKERS];
+        let mut n_notifies = 0;
+        outbound.release(now, fresh, finishing, |r| match r {
+            Released::Frame { deadline, samples } => {
+                if transmit.len() < transmit.capacity() && released.len() + samples.len() <= released.capacity() {
+                    released.extend(samples);
+                    transmit.push_back(Pending::Audio(deadline));
+                    stats.frames_released += 1;
+                } else {
+                    stats.dropped_out += 1;
+                }
+            }
+            Released::Notify(marker) => {
+                if transmit.len() < transmit.capacity() && n_notifies < notifies.len() {
+                    transmit.push_back(Pending::Notify(marker));
+                    notifies[n_notifies] = marker;
+                    n_notifies += 1;
+                } else {
+                    stats.dropped_requests += 1;
+                }
+            }
+        });
+        for marker in &notifies[..n_notifies] {
+            self.await_notify(*marker);
+        }
+    }
+
+    fn send_notify(&mut self, marker: u64) {
+        self.push_transmit(Pending::Notify(marker));
+        self.await_notify(marker);
+    }
+
+    fn await_notify(&mut self, marker: u64) {
+        if self.awaiting_notify.len() == self.awaiting_notify.capacity() {
+            self.awaiting_notify.pop_front();
+            self.stats.dropped_requests += 1;
+        }
+        self.awaiting_notify.push_back(marker);
+        self.stats.notifies += 1;
+    }
+
+    fn push_transmit(&mut self, pending: Pending) {
+        if self.transmit.len() < self.transmit.capacity() {
+            self.transmit.push_back(pending);
+        } else {
+            self.stats.dropped_requests += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
