@@ -4,9 +4,11 @@
 //!
 //! Bytes are kept as bytes, so a frame of odd length (a sample split across two WebSocket
 //! messages) loses nothing. One frame is taken per pass. A backlog above `max_backlog` frames
-//! (a sender running faster than real time, or a burst after a network stall) is cut back to one
-//! frame at once; a *standing* backlog of two or more frames held for a whole second is cut by
-//! one frame. Both are counted as dropped frames: chosen on purpose, never silent.
+//! (a burst after a long network stall, or a sender far faster than real time) is cut back to
+//! the newest frame at once and counted as dropped: on purpose, never silent. A *standing*
+//! backlog of two or more frames held for a whole second (a call that joined its media thread
+//! mid-stream, or a sender slightly faster than real time) is made up instead: the session runs
+//! one extra pass, so no caller audio is lost and the latency does not stay.
 
 use std::collections::VecDeque;
 
@@ -25,6 +27,7 @@ pub struct InboundBuffer {
     window_min: usize,
     dropped_frames: u64,
     overflow_bytes: u64,
+    catchups: u64,
 }
 
 impl InboundBuffer {
@@ -42,6 +45,7 @@ impl InboundBuffer {
             window_min: usize::MAX,
             dropped_frames: 0,
             overflow_bytes: 0,
+            catchups: 0,
         }
     }
 
@@ -74,23 +78,38 @@ impl InboundBuffer {
         self.overflow_bytes
     }
 
-    /// Applies the jitter policy, then decodes the next frame into `out` (one frame long).
-    /// Returns false, leaving `out` untouched, when no whole frame is waiting.
-    pub fn pop_frame(&mut self, out: &mut [i16]) -> bool {
+    /// Extra passes run to make up a standing backlog.
+    pub fn catchups(&self) -> u64 {
+        self.catchups
+    }
+
+    /// Applies the jitter policy at the start of a tick and returns how many passes to run:
+    /// 1, or 2 when a standing backlog is to be made up.
+    pub fn plan_tick(&mut self) -> usize {
         let backlog = self.backlog();
         if backlog > self.max_backlog {
             self.drop_frames(backlog - 1);
-        } else {
-            self.window_min = self.window_min.min(backlog);
-            self.window_passes += 1;
-            if self.window_passes >= STANDING_WINDOW {
-                if self.window_min >= 2 {
-                    self.drop_frames(1);
-                }
-                self.window_passes = 0;
-                self.window_min = usize::MAX;
-            }
+            self.reset_window();
+            return 1;
         }
+        self.window_min = self.window_min.min(backlog);
+        self.window_passes += 1;
+        if self.window_passes < STANDING_WINDOW {
+            return 1;
+        }
+        let standing = self.window_min >= 2;
+        self.reset_window();
+        if standing {
+            self.catchups += 1;
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Decodes the next frame into `out` (one frame long). Returns false, leaving `out`
+    /// untouched, when no whole frame is waiting.
+    pub fn pop_frame(&mut self, out: &mut [i16]) -> bool {
         if self.backlog() == 0 {
             return false;
         }
@@ -101,6 +120,11 @@ impl InboundBuffer {
         }
         decode_l16(frame, out);
         true
+    }
+
+    fn reset_window(&mut self) {
+        self.window_passes = 0;
+        self.window_min = usize::MAX;
     }
 
     fn drop_frames(&mut self, frames: usize) {
@@ -146,24 +170,32 @@ mod tests {
             inbound.push(&frame(i));
         }
         let mut out = [0i16; 160];
+        assert_eq!(inbound.plan_tick(), 1);
         assert!(inbound.pop_frame(&mut out));
         assert_eq!(out[0], 6, "frames 0..6 were stale and dropped");
         assert_eq!(inbound.dropped_frames(), 6);
     }
 
     #[test]
-    fn a_standing_backlog_drains_by_one_frame_a_second() {
+    fn a_standing_backlog_is_made_up_with_an_extra_pass() {
         let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 5);
         inbound.push(&frame(0));
-        inbound.push(&frame(0));
         let mut out = [0i16; 160];
-        // One frame in, one frame out per pass: the backlog of 2 stands for a second.
+        // One frame in, one frame out per tick: a backlog of 2 stands for a second.
+        let mut passes = Vec::new();
         for _ in 0..STANDING_WINDOW {
             inbound.push(&frame(1));
-            assert!(inbound.pop_frame(&mut out));
+            let n = inbound.plan_tick();
+            passes.push(n);
+            for _ in 0..n {
+                assert!(inbound.pop_frame(&mut out));
+            }
         }
-        assert_eq!(inbound.dropped_frames(), 1);
-        assert_eq!(inbound.backlog(), 1);
+        assert_eq!(passes.iter().filter(|n| **n == 2).count(), 1, "one extra pass at the end of the window");
+        assert_eq!(*passes.last().unwrap(), 2);
+        assert_eq!(inbound.dropped_frames(), 0, "nothing is lost");
+        assert_eq!(inbound.catchups(), 1);
+        assert_eq!(inbound.backlog(), 0);
     }
 
     #[test]

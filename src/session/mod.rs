@@ -103,6 +103,8 @@ pub struct SessionStats {
     pub frames_released: u64,
     /// Inbound frames dropped by the jitter policy, plus whole frames' worth of overflow.
     pub dropped_in: u64,
+    /// Extra passes run to make up a standing inbound backlog.
+    pub catchups: u64,
     /// Outbound frames' worth of audio dropped because the queue was full.
     pub dropped_out: u64,
     /// Partial outbound frames completed with silence.
@@ -185,6 +187,7 @@ impl Session {
             dropped_in: self.inbound.dropped_frames() + self.inbound.overflow_bytes().div_ceil(frame * 2),
             dropped_out: self.stats.dropped_out + (self.outbound.dropped_samples() + self.requests.dropped_samples).div_ceil(frame),
             padded_frames: self.outbound.padded_frames(),
+            catchups: self.inbound.catchups(),
             dropped_requests: self.stats.dropped_requests + self.requests.dropped_events + self.requests.dropped_notifies,
             ..self.stats
         }
@@ -221,11 +224,23 @@ impl Session {
         self.push_event(None, event);
     }
 
-    /// Runs one pass at `now`, the tick's scheduled instant, then lets the pacer release frames.
+    /// Runs the tick at `now`, its scheduled instant: one pass (two when the jitter policy makes
+    /// up a standing inbound backlog), then lets the pacer release frames.
     pub fn handle_tick(&mut self, now: Instant) {
         if self.finished {
             return;
         }
+        let passes = self.inbound.plan_tick();
+        let mut fresh = false;
+        for _ in 0..passes {
+            fresh |= self.run_pass(now);
+        }
+        self.release(now, fresh, false);
+    }
+
+    /// One pipeline pass over the next caller frame (or silence). Returns whether any audio was
+    /// queued for the platform.
+    fn run_pass(&mut self, now: Instant) -> bool {
         let present = self.inbound.pop_frame(&mut self.input);
         if !present {
             self.input.fill(0);
@@ -241,7 +256,7 @@ impl Session {
         self.position += 1;
         self.stats.passes += 1;
         self.apply_requests(written);
-        self.release(now, written, false);
+        written || !self.requests.queued.is_empty()
     }
 
     /// Ends the call: lets every processor finish, then (when callpipe is the one hanging up)
@@ -327,7 +342,6 @@ impl Session {
     }
 
     fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
-        let fresh = fresh || !self.requests.queued.is_empty();
         let Session { outbound, transmit, released, stats, .. } = self;
         let mut notifies = [0u64; MAX_PENDING_MARKERS];
         let mut n_notifies = 0;

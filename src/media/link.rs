@@ -1,0 +1,210 @@
+//! The rings between a call's connection task and its media thread.
+//!
+//! Each call has single-producer/single-consumer rings (the `ringbuf` crate) in both directions:
+//! caller audio bytes and platform events in; pacer-released frames, actions and processor events
+//! out. Full or empty is never a wait: the writer drops and counts. The shared [`CallLink`] holds
+//! only atomics and the connection task's waker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use atomic_waker::AtomicWaker;
+use ringbuf::traits::Split;
+use ringbuf::{HeapCons, HeapProd, HeapRb};
+
+use crate::processor::Event;
+use crate::session::{InboundEvent, SessionStats};
+
+/// An item the media thread hands to the connection task, in send order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutItem {
+    /// The next frame's bytes wait in the audio ring; it starts to play at `deadline`.
+    Audio {
+        /// The frame's place on the pacing grid.
+        deadline: Instant,
+    },
+    /// Send `{"action":"clear"}`.
+    Clear,
+    /// Send a `notify` with this marker.
+    Notify(u64),
+}
+
+/// Ring capacities of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSizes {
+    /// Bytes of caller audio waiting for the media thread.
+    pub audio_in_bytes: usize,
+    /// Bytes of released audio waiting for the socket.
+    pub audio_out_bytes: usize,
+    /// Items (frames and actions) waiting for the socket.
+    pub items_out: usize,
+}
+
+impl RingSizes {
+    /// Sizes for frames of `frame_bytes`, with room for `lookahead` frames out.
+    pub fn for_frames(frame_bytes: usize, inbound_frames: usize, lookahead: usize) -> RingSizes {
+        let out_frames = lookahead.max(1) * 2 + 2;
+        RingSizes { audio_in_bytes: frame_bytes * inbound_frames.max(2), audio_out_bytes: frame_bytes * out_frames, items_out: out_frames + 16 }
+    }
+}
+
+/// What both sides of a call share: flags, counters and the connection task's waker.
+#[derive(Debug)]
+pub struct CallLink {
+    /// When the link was made: the origin of [`first_audio_ns`](CallLink::first_audio_ns).
+    pub created: Instant,
+    /// When the caller's first frame arrived, in ns after `created` (0 until then). The media
+    /// thread uses it to place the call's ticks half a frame after its arrivals.
+    pub first_audio_ns: AtomicU64,
+    /// Woken by the media thread (through the relay) when there is something to send.
+    pub waker: AtomicWaker,
+    /// Set by the connection side when the socket is gone: the media thread finishes the call.
+    pub peer_closed: AtomicBool,
+    /// Set by the connection side when callpipe hangs up: the media thread finishes the call and
+    /// flushes its last partial frame.
+    pub hangup: AtomicBool,
+    /// Set by the media thread once the session has finished and its final counters are here.
+    pub media_done: AtomicBool,
+    /// Counters the media thread publishes.
+    pub stats: LinkStats,
+}
+
+impl Default for CallLink {
+    fn default() -> CallLink {
+        CallLink {
+            created: Instant::now(),
+            first_audio_ns: AtomicU64::new(0),
+            waker: AtomicWaker::new(),
+            peer_closed: AtomicBool::new(false),
+            hangup: AtomicBool::new(false),
+            media_done: AtomicBool::new(false),
+            stats: LinkStats::default(),
+        }
+    }
+}
+
+impl CallLink {
+    /// Records the arrival of the caller's first frame (later calls do nothing).
+    pub fn mark_first_audio(&self, at: Instant) {
+        let ns = u64::try_from(at.saturating_duration_since(self.created).as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self.first_audio_ns.compare_exchange(0, ns, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// When the caller's first frame arrived, if it has.
+    pub fn first_audio(&self) -> Option<Instant> {
+        match self.first_audio_ns.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.created + std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Whether the media thread has finished with the call.
+    pub fn is_media_done(&self) -> bool {
+        self.media_done.load(Ordering::Acquire)
+    }
+}
+
+/// A session's counters, published by the media thread with relaxed stores.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    passes: AtomicU64,
+    input_missing: AtomicU64,
+    frames_released: AtomicU64,
+    dropped_in: AtomicU64,
+    catchups: AtomicU64,
+    dropped_out: AtomicU64,
+    padded_frames: AtomicU64,
+    clears: AtomicU64,
+    notifies: AtomicU64,
+    dropped_requests: AtomicU64,
+    unmatched_acks: AtomicU64,
+    /// Caller bytes the connection task could not push because the inbound ring was full.
+    pub ring_overrun_in_bytes: AtomicU64,
+    /// Frames the media thread could not push because the outbound rings were full.
+    pub ring_overrun_out: AtomicU64,
+    /// Processor events dropped because the event ring was full.
+    pub events_dropped: AtomicU64,
+}
+
+impl LinkStats {
+    /// Publishes a session's counters.
+    pub fn publish(&self, s: &SessionStats) {
+        let r = Ordering::Relaxed;
+        self.passes.store(s.passes, r);
+        self.input_missing.store(s.input_missing, r);
+        self.frames_released.store(s.frames_released, r);
+        self.dropped_in.store(s.dropped_in, r);
+        self.catchups.store(s.catchups, r);
+        self.dropped_out.store(s.dropped_out, r);
+        self.padded_frames.store(s.padded_frames, r);
+        self.clears.store(s.clears, r);
+        self.notifies.store(s.notifies, r);
+        self.dropped_requests.store(s.dropped_requests, r);
+        self.unmatched_acks.store(s.unmatched_acks, r);
+    }
+
+    /// The last published counters.
+    pub fn session(&self) -> SessionStats {
+        let r = Ordering::Relaxed;
+        SessionStats {
+            passes: self.passes.load(r),
+            input_missing: self.input_missing.load(r),
+            frames_released: self.frames_released.load(r),
+            dropped_in: self.dropped_in.load(r),
+            catchups: self.catchups.load(r),
+            dropped_out: self.dropped_out.load(r),
+            padded_frames: self.padded_frames.load(r),
+            clears: self.clears.load(r),
+            notifies: self.notifies.load(r),
+            dropped_requests: self.dropped_requests.load(r),
+            unmatched_acks: self.unmatched_acks.load(r),
+        }
+    }
+}
+
+/// The connection task's ends of a call's rings.
+pub struct ConnEnd {
+    /// The shared state.
+    pub link: Arc<CallLink>,
+    /// Caller audio bytes, to the media thread.
+    pub audio_in: HeapProd<u8>,
+    /// Platform events, to the media thread.
+    pub events_in: HeapProd<InboundEvent>,
+    /// Frames and actions, from the media thread.
+    pub items_out: HeapCons<OutItem>,
+    /// Frame bytes, from the media thread.
+    pub audio_out: HeapCons<u8>,
+    /// Processor events, from the media thread.
+    pub events_out: HeapCons<Event>,
+}
+
+/// The media thread's ends of a call's rings.
+pub struct MediaEnd {
+    /// The shared state.
+    pub link: Arc<CallLink>,
+    /// Caller audio bytes.
+    pub audio_in: HeapCons<u8>,
+    /// Platform events.
+    pub events_in: HeapCons<InboundEvent>,
+    /// Frames and actions to send.
+    pub items_out: HeapProd<OutItem>,
+    /// Frame bytes to send.
+    pub audio_out: HeapProd<u8>,
+    /// Processor events.
+    pub events_out: HeapProd<Event>,
+}
+
+/// Makes a call's rings and link.
+pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
+    let link = Arc::new(CallLink::default());
+    let (audio_in_p, audio_in_c) = HeapRb::<u8>::new(sizes.audio_in_bytes).split();
+    let (events_in_p, events_in_c) = HeapRb::<InboundEvent>::new(32).split();
+    let (items_p, items_c) = HeapRb::<OutItem>::new(sizes.items_out).split();
+    let (audio_out_p, audio_out_c) = HeapRb::<u8>::new(sizes.audio_out_bytes).split();
+    let (events_out_p, events_out_c) = HeapRb::<Event>::new(64).split();
+    (
+        ConnEnd { link: link.clone(), audio_in: audio_in_p, events_in: events_in_p, items_out: items_c, audio_out: audio_out_c, events_out: events_out_c },
+        MediaEnd { link, audio_in: audio_in_c, events_in: events_in_c, items_out: items_p, audio_out: audio_out_p, events_out: events_out_p },
+    )
+}

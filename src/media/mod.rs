@@ -1,0 +1,170 @@
+//! Media threads, the rings that feed them, and the absolute-deadline clock.
+//!
+//! ```text
+//!   tokio workers (sockets)                      media threads (std::thread, one per core)
+//!  ┌──────────────────────┐  audio_in (bytes)   ┌────────────────────────────────────────┐
+//!  │ connection task      │ ──────────────────► │ every 20 ms, in the call's 1 ms slot:  │
+//!  │  reads frames,       │  events_in          │   ring → Session::handle_audio         │
+//!  │  parses text,        │ ──────────────────► │   Session::handle_tick (one pass)      │
+//!  │  writes frames       │  items_out, audio_out│  pacer → ring                         │
+//!  │                      │ ◄────────────────── │                                        │
+//!  └──────────▲───────────┘  events_out         └──────────────────┬─────────────────────┘
+//!             │ wake (in-runtime)                                  │ one wake per slot
+//!        ┌────┴─────┐ ◄──────── links of the slot's calls ─────────┘
+//!        │  relay   │
+//!        └──────────┘
+//! ```
+//!
+//! Every ring is single-producer/single-consumer and fixed in size: full is a counted drop,
+//! never a wait. The only cross-thread wake-up is one per occupied slot (to the relay task),
+//! instead of one per call per frame; the relay then wakes the slot's connection tasks from
+//! inside the runtime, where a wake-up is a lock-free push to a worker's local queue.
+
+mod clock;
+mod link;
+mod worker;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use ringbuf::traits::{Consumer, Split};
+use ringbuf::{HeapCons, HeapRb};
+
+pub use clock::{Clock, SystemClock, grid_instant};
+pub use link::{CallLink, ConnEnd, LinkStats, MediaEnd, OutItem, RingSizes, call_rings};
+pub use worker::{MediaStats, NewCall, SLOT, SLOTS};
+
+use worker::{Command, RelayFeed, Worker};
+
+/// Media thread settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Media threads; 0 means one per core.
+    pub threads: usize,
+    /// How far a thread may fall behind and still make up every missed tick. Default 200 ms.
+    pub max_catchup: Duration,
+    /// Calls one thread can have waiting for a wake-up in one slot. Default 4096.
+    pub relay_capacity: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> MediaConfig {
+        MediaConfig { threads: 0, max_catchup: Duration::from_millis(200), relay_capacity: 4096 }
+    }
+}
+
+struct ThreadHandle {
+    commands: Sender<Command>,
+    relay: Arc<AtomicWaker>,
+    load: Arc<AtomicUsize>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// The fixed pool of media threads.
+pub struct MediaPool {
+    threads: Vec<ThreadHandle>,
+    stats: Arc<MediaStats>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl MediaPool {
+    /// Starts the threads. Each comes with a [`Relay`] future that the caller must spawn on its
+    /// async runtime: it wakes the connection tasks of the calls the thread served.
+    pub fn start(config: MediaConfig) -> std::io::Result<(MediaPool, Vec<Relay>)> {
+        let count = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let stats = Arc::new(MediaStats::default());
+        let stopped = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(count);
+        let mut relays = Vec::with_capacity(count);
+        for i in 0..count {
+            let (tx, rx) = channel();
+            let (ring_p, ring_c) = HeapRb::<Arc<CallLink>>::new(config.relay_capacity.max(1)).split();
+            let waker = Arc::new(AtomicWaker::new());
+            let load = Arc::new(AtomicUsize::new(0));
+            let worker = Worker::new(SystemClock, rx, RelayFeed { ring: ring_p, waker: waker.clone() }, load.clone(), stats.clone(), config.max_catchup);
+            let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || worker.run())?;
+            threads.push(ThreadHandle { commands: tx, relay: waker.clone(), load, join: Some(join) });
+            relays.push(Relay { ring: ring_c, waker, stopped: stopped.clone() });
+        }
+        Ok((MediaPool { threads, stats, stopped }, relays))
+    }
+
+    /// The number of media threads.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Counters shared by the threads.
+    pub fn stats(&self) -> &Arc<MediaStats> {
+        &self.stats
+    }
+
+    /// Hands a call to the least-loaded thread. Gives the call back if no thread is running.
+    pub fn add(&self, call: NewCall) -> Result<(), Box<NewCall>> {
+        let mut call = Box::new(call);
+        let mut order: Vec<&ThreadHandle> = self.threads.iter().collect();
+        order.sort_by_key(|t| t.load.load(Ordering::Relaxed));
+        for thread in order {
+            match thread.commands.send(Command::Add(call)) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    let Command::Add(back) = err.0 else { unreachable!("only Add was sent") };
+                    call = back;
+                }
+            }
+        }
+        Err(call)
+    }
+
+    /// Stops every thread, finishing the calls still on them, and waits for them.
+    pub fn shutdown(&mut self) {
+        for thread in &self.threads {
+            let _ = thread.commands.send(Command::Shutdown);
+        }
+        for thread in &mut self.threads {
+            if let Some(join) = thread.join.take() {
+                let _ = join.join();
+            }
+        }
+        self.stopped.store(true, Ordering::Release);
+        for thread in &self.threads {
+            thread.relay.wake();
+        }
+    }
+}
+
+impl Drop for MediaPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Wakes the connection tasks of the calls a media thread has just served. Spawn it on the
+/// runtime that runs the connection tasks; it ends when the pool shuts down.
+pub struct Relay {
+    ring: HeapCons<Arc<CallLink>>,
+    waker: Arc<AtomicWaker>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Future for Relay {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        while let Some(link) = self.ring.try_pop() {
+            link.waker.wake();
+        }
+        if self.stopped.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}

@@ -1,0 +1,298 @@
+//! One media thread: a wheel of 1 ms slots over the 20 ms cycle, each call in one slot.
+//!
+//! The thread sleeps to the absolute instant of the next occupied slot, runs one pass for every
+//! call in it with that slot's *scheduled* instant as `now`, pushes the results into the calls'
+//! rings, and wakes the relay once for the whole slot. Calls are spread over the slots so that
+//! their work (and their sends) are spread over the cycle instead of bunching on one instant.
+//!
+//! If the thread wakes late it runs every slot it missed, back to back, each with its own
+//! scheduled instant: missed ticks are made up. Beyond `max_catchup` it jumps to the present and
+//! counts the skipped ticks; the calls' jitter policies then drop the stale audio on purpose.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use ringbuf::HeapProd;
+use ringbuf::traits::{Consumer, Observer, Producer};
+
+use super::clock::{Clock, grid_instant};
+use super::link::{CallLink, MediaEnd, OutItem};
+use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES};
+use crate::session::{Session, Transmit};
+use crate::stats::Histogram;
+
+/// Width of one slot of the wheel.
+pub const SLOT: Duration = Duration::from_millis(1);
+
+/// Slots in one 20 ms cycle.
+pub const SLOTS: usize = 20;
+
+const _: () = assert!(SLOT.as_nanos() * SLOTS as u128 == FRAME_DURATION.as_nanos());
+
+/// A call handed to a media thread.
+pub struct NewCall {
+    /// The call's media state, prepared.
+    pub session: Session,
+    /// The media thread's ends of the call's rings.
+    pub end: MediaEnd,
+}
+
+/// Messages to a media thread.
+pub(crate) enum Command {
+    Add(Box<NewCall>),
+    Shutdown,
+}
+
+/// Counters shared by all media threads.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    /// How late each slot's processing started after its scheduled instant.
+    pub tick_lateness: Histogram,
+    /// Ticks given up because a thread fell more than `max_catchup` behind.
+    pub skipped_ticks: AtomicU64,
+    /// Calls currently on media threads.
+    pub calls: AtomicUsize,
+}
+
+/// The media thread's side of its relay.
+pub(crate) struct RelayFeed {
+    pub ring: HeapProd<Arc<CallLink>>,
+    pub waker: Arc<AtomicWaker>,
+}
+
+struct MediaCall {
+    session: Session,
+    end: MediaEnd,
+    /// Whether the call's slot has been placed after its arrivals.
+    aligned: bool,
+}
+
+/// What became of a call after its tick.
+enum AfterTick {
+    Keep,
+    Move(usize),
+    Remove,
+}
+
+pub(crate) struct Worker<C: Clock> {
+    pub clock: C,
+    pub commands: Receiver<Command>,
+    pub relay: RelayFeed,
+    pub load: Arc<AtomicUsize>,
+    pub stats: Arc<MediaStats>,
+    pub max_catchup: Duration,
+    calls: Vec<Option<MediaCall>>,
+    free: Vec<usize>,
+    slots: Vec<Vec<usize>>,
+    epoch: Instant,
+    next: u64,
+}
+
+impl<C: Clock> Worker<C> {
+    pub fn new(clock: C, commands: Receiver<Command>, relay: RelayFeed, load: Arc<AtomicUsize>, stats: Arc<MediaStats>, max_catchup: Duration) -> Self {
+        let epoch = clock.now();
+        Worker { clock, commands, relay, load, stats, max_catchup, calls: Vec::new(), free: Vec::new(), slots: vec![Vec::new(); SLOTS], epoch, next: 0 }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            if self.active() == 0 {
+                match self.commands.recv() {
+                    Ok(Command::Add(call)) => {
+                        self.next = self.slot_at(self.clock.now()) + 1;
+                        self.add(*call);
+                    }
+                    Ok(Command::Shutdown) | Err(_) => return,
+                }
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Add(call)) => self.add(*call),
+                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                        self.finish_all();
+                        return;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.run_next_slot();
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.calls.len() - self.free.len()
+    }
+
+    fn slot_at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn add(&mut self, call: NewCall) {
+        // The least-populated slot spreads the calls' work over the cycle.
+        let slot = (0..SLOTS).min_by_key(|s| (self.slots[*s].len(), (*s + SLOTS - (self.next as usize % SLOTS)) % SLOTS)).unwrap_or(0);
+        let entry = MediaCall { session: call.session, end: call.end, aligned: false };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.calls[i] = Some(entry);
+                i
+            }
+            None => {
+                self.calls.push(Some(entry));
+                self.calls.len() - 1
+            }
+        };
+        self.slots[slot].push(index);
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn run_next_slot(&mut self) {
+        let mut k = self.next;
+        let mut steps = 0;
+        while self.slots[(k % SLOTS as u64) as usize].is_empty() {
+            k += 1;
+            steps += 1;
+            if steps > SLOTS {
+                self.next = k;
+                return;
+            }
+        }
+        let scheduled = grid_instant(self.epoch, SLOT, k);
+        self.clock.sleep_until(scheduled);
+        let now = self.clock.now();
+        let late = now.saturating_duration_since(scheduled);
+        if late > self.max_catchup {
+            let resume = self.slot_at(now);
+            let skipped_cycles = (resume - k) / SLOTS as u64;
+            self.stats.skipped_ticks.fetch_add(skipped_cycles * self.active() as u64, Ordering::Relaxed);
+            self.next = resume;
+            return;
+        }
+        self.stats.tick_lateness.record(late);
+        let slot = (k % SLOTS as u64) as usize;
+        let mut i = 0;
+        while i < self.slots[slot].len() {
+            let index = self.slots[slot][i];
+            match self.tick_call(index, scheduled) {
+                AfterTick::Keep => i += 1,
+                AfterTick::Move(to) => {
+                    self.slots[slot].swap_remove(i);
+                    self.slots[to].push(index);
+                }
+                AfterTick::Remove => {
+                    self.slots[slot].swap_remove(i);
+                    self.remove(index);
+                }
+            }
+        }
+        self.relay.waker.wake();
+        self.next = k + 1;
+    }
+
+    /// Runs one pass of a call.
+    fn tick_call(&mut self, index: usize, now: Instant) -> AfterTick {
+        let epoch = self.epoch;
+        let Some(call) = self.calls[index].as_mut() else {
+            return AfterTick::Remove;
+        };
+        let link = &call.end.link;
+        let closed = link.peer_closed.load(Ordering::Acquire);
+        let hangup = link.hangup.load(Ordering::Acquire);
+        if closed || hangup {
+            call.session.finish(now, hangup && !closed);
+            flush(&mut call.session, &mut call.end);
+            call.end.link.stats.publish(&call.session.stats());
+            call.end.link.media_done.store(true, Ordering::Release);
+            wake(&mut self.relay, &call.end.link);
+            return AfterTick::Remove;
+        }
+        while let Some(event) = call.end.events_in.try_pop() {
+            call.session.handle_platform(event);
+        }
+        let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
+        loop {
+            let n = call.end.audio_in.pop_slice(&mut bytes);
+            if n == 0 {
+                break;
+            }
+            call.session.handle_audio(&bytes[..n]);
+        }
+        call.session.handle_tick(now);
+        flush(&mut call.session, &mut call.end);
+        call.end.link.stats.publish(&call.session.stats());
+        wake(&mut self.relay, &call.end.link);
+        if !call.aligned
+            && let Some(first) = call.end.link.first_audio()
+        {
+            // Tick half a frame after the caller's frames arrive, so that arrival jitter of up
+            // to ±10 ms neither starves a pass nor leaves a frame waiting a whole tick. This
+            // happens once per call, when its audio starts.
+            call.aligned = true;
+            let slot = ((first + FRAME_DURATION / 2).saturating_duration_since(epoch).as_nanos() / SLOT.as_nanos()) as usize % SLOTS;
+            return AfterTick::Move(slot);
+        }
+        AfterTick::Keep
+    }
+
+    fn remove(&mut self, index: usize) {
+        if self.calls[index].take().is_some() {
+            self.free.push(index);
+            self.load.fetch_sub(1, Ordering::Relaxed);
+            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn finish_all(&mut self) {
+        let now = self.clock.now();
+        for index in 0..self.calls.len() {
+            if let Some(call) = self.calls[index].as_mut() {
+                call.session.finish(now, false);
+                call.end.link.stats.publish(&call.session.stats());
+                call.end.link.media_done.store(true, Ordering::Release);
+                call.end.link.waker.wake();
+            }
+            self.remove(index);
+        }
+        for slot in &mut self.slots {
+            slot.clear();
+        }
+    }
+}
+
+/// Moves everything the session released into the call's outbound rings.
+fn flush(session: &mut Session, end: &mut MediaEnd) {
+    let mut frame = [0u8; MAX_FRAME_BYTES];
+    while let Some(transmit) = session.poll_transmit(&mut frame) {
+        let item = match transmit {
+            Transmit::Audio { deadline, len } => {
+                if end.audio_out.vacant_len() < len || end.items_out.is_full() {
+                    end.link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                end.audio_out.push_slice(&frame[..len]);
+                OutItem::Audio { deadline }
+            }
+            Transmit::Clear => OutItem::Clear,
+            Transmit::Notify { marker } => OutItem::Notify(marker),
+        };
+        if end.items_out.try_push(item).is_err() {
+            end.link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    while let Some(event) = session.poll_event() {
+        if end.events_out.try_push(event).is_err() {
+            end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Queues a call's connection task for the relay to wake; wakes it directly if the relay's ring
+/// is full.
+fn wake(relay: &mut RelayFeed, link: &Arc<CallLink>) {
+    if let Err(link) = relay.ring.try_push(link.clone()) {
+        link.waker.wake();
+    }
+}

@@ -1,0 +1,164 @@
+//! The tokio side: the accept loop, admission, routing and graceful drain.
+//!
+//! [`run`] takes its listener and its shutdown signal as arguments. Each connection runs in its
+//! own task ([`conn`]); a connection's errors end that connection only. Media work happens on
+//! the media threads, never here.
+
+mod conn;
+mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{error, info, warn};
+
+pub use stats::{LATE_THRESHOLD_US, ServerStats};
+
+use crate::config::Config;
+use crate::media::{CallLink, MediaPool, MediaStats};
+use crate::processor::ProcessorRegistry;
+
+/// How long an upgrade request may take to arrive in full.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the grace period, how long closing calls get to finish their close handshakes.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// State shared by the accept loop and every connection task.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub registry: ProcessorRegistry,
+    pub media: MediaPool,
+    pub stats: Arc<ServerStats>,
+    pub calls: Mutex<HashMap<u64, Arc<CallLink>>>,
+    pub next_call: AtomicU64,
+    pub draining: AtomicBool,
+    pub idle: Notify,
+    pub permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn live_links(&self) -> Vec<Arc<CallLink>> {
+        self.calls.lock().map(|calls| calls.values().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// A running server's counters, for tests and reports.
+#[derive(Clone)]
+pub struct Handle {
+    /// Server-wide counters.
+    pub stats: Arc<ServerStats>,
+    /// Media thread counters.
+    pub media: Arc<MediaStats>,
+}
+
+/// Serves calls on `listener` until `shutdown` completes, then drains: new upgrades get 503,
+/// live calls get the configured grace period to end, the rest are closed with 1001.
+///
+/// `on_start` receives the server's counters once the media threads run.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    registry: ProcessorRegistry,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(Handle),
+) -> std::io::Result<()> {
+    let (media, relays) = MediaPool::start(config.media)?;
+    let relays: Vec<_> = relays.into_iter().map(tokio::spawn).collect();
+    let stats = Arc::new(ServerStats::default());
+    let media_stats = media.stats().clone();
+    on_start(Handle { stats: stats.clone(), media: media_stats.clone() });
+    let shared = Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(config.server.max_calls)),
+        config,
+        registry,
+        media,
+        stats: stats.clone(),
+        calls: Mutex::new(HashMap::new()),
+        next_call: AtomicU64::new(1),
+        draining: AtomicBool::new(false),
+        idle: Notify::new(),
+    });
+    info!(listen = %listener.local_addr()?, media_threads = shared.media.threads(), routes = shared.config.routes.len(), "callpipe serving");
+    let reporter = shared.config.server.stats_interval.map(|every| {
+        let (stats, media_stats) = (stats.clone(), media_stats.clone());
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                info!("{}", stats.summary(&media_stats));
+            }
+        })
+    });
+
+    tokio::select! {
+        () = accept_loop(&listener, &shared) => {}
+        () = shutdown => {}
+    }
+    drop(listener);
+    drain(&shared).await;
+    info!("{}", stats.summary(&media_stats));
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    match Arc::try_unwrap(shared) {
+        Ok(mut shared) => shared.media.shutdown(),
+        Err(_) => warn!("connections still hold the server state; media threads stop when they end"),
+    }
+    for relay in relays {
+        relay.abort();
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let shared = shared.clone();
+                tokio::spawn(async move { conn::serve(stream, peer, shared).await });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn drain(shared: &Arc<Shared>) {
+    shared.draining.store(true, Ordering::Release);
+    let active = || shared.stats.calls_active.load(Ordering::Acquire);
+    if active() > 0 {
+        info!(calls = active(), grace_ms = shared.config.server.shutdown_grace.as_millis() as u64, "draining");
+        let _ = tokio::time::timeout(shared.config.server.shutdown_grace, wait_idle(shared)).await;
+    }
+    if active() > 0 {
+        info!(calls = active(), "grace period over: closing calls with 1001");
+        for link in shared.live_links() {
+            link.hangup.store(true, Ordering::Release);
+            link.waker.wake();
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, wait_idle(shared)).await;
+    }
+}
+
+async fn wait_idle(shared: &Shared) {
+    loop {
+        let idle = shared.idle.notified();
+        if shared.stats.calls_active.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        idle.await;
+    }
+}

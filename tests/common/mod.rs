@@ -1,0 +1,103 @@
+//! Helpers for end-to-end tests: a server on 127.0.0.1:0 and a WebSocket client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callpipe::config::Config;
+use callpipe::processor::ProcessorRegistry;
+use callpipe::server::Handle;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config_text: &str) -> TestServer {
+        TestServer::start_with(config_text, ProcessorRegistry::with_builtins()).await
+    }
+
+    pub async fn start_with(config_text: &str, registry: ProcessorRegistry) -> TestServer {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
+        let config = Config::parse(config_text, &registry).expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            callpipe::server::run(listener, config, registry, async { let _ = stop_rx.await; }, move |h| {
+                let _ = handle_tx.send(h);
+            })
+            .await
+            .unwrap();
+        });
+        let handle = handle_rx.await.unwrap();
+        TestServer { addr, handle, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self, path: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url(path)).await.expect("upgrade");
+        ws
+    }
+
+    /// Connects and sends metadata at `rate`.
+    pub async fn call(&self, path: &str, rate: u32) -> Client {
+        let mut ws = self.connect(path).await;
+        ws.send(Message::text(format!(r#"{{"event":"websocket:connected","content-type":"audio/l16;rate={rate}"}}"#))).await.unwrap();
+        ws
+    }
+
+    /// Signals shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task).await.expect("server stops").unwrap();
+        }
+    }
+}
+
+pub const ECHO_CONFIG: &str = r#"
+[server]
+stats_interval_ms = 0
+metadata_timeout_ms = 500
+shutdown_grace_ms = 300
+[media]
+threads = 2
+[[route]]
+path = "/echo"
+processors = [{ type = "echo" }]
+"#;
+
+/// Reads messages until a close frame (or the end); returns its code.
+pub async fn close_code(ws: &mut Client) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+            Err(_) => panic!("no close within 5 s"),
+        }
+    }
+}
+
+/// A deterministic, audio-like frame: every byte depends on the frame number and position.
+pub fn test_frame(n: u32, bytes: usize) -> Vec<u8> {
+    (0..bytes / 2).flat_map(|i| (((n as i32 * 7919 + i as i32 * 31) % 20000 - 10000) as i16).to_le_bytes()).collect()
+}

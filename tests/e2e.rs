@@ -1,0 +1,222 @@
+//! End to end over real WebSockets on 127.0.0.1: echo at every rate, routing, close codes,
+//! protocol behaviours and graceful drain.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use callpipe::processor::{Context, Event, Processor, ProcessorRegistry};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sends `frames` frames on a 20 ms clock while collecting what comes back, then waits for the
+/// echo to finish. Returns every binary message received, in order.
+async fn echo_call(server: &TestServer, rate: u32, frames: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let bytes = rate as usize / 50 * 2;
+    let ws = server.call("/echo", rate).await;
+    let (mut tx, mut rx) = ws.split();
+    let sent: Vec<Vec<u8>> = (0..frames).map(|n| test_frame(n, bytes)).collect();
+    let to_send = sent.clone();
+    let sender = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for (n, frame) in to_send.into_iter().enumerate() {
+            tokio::time::sleep_until(start + Duration::from_millis(20 * n as u64)).await;
+            tx.send(Message::binary(frame)).await.unwrap();
+        }
+        tx
+    });
+    let mut received = Vec::new();
+    while received.len() < frames as usize {
+        match tokio::time::timeout(Duration::from_secs(2), rx.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => received.push(b.to_vec()),
+            Ok(Some(Ok(_))) => {}
+            other => {
+                eprintln!("echo stalled after {} frames at {rate} Hz: {other:?}", received.len());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
+            }
+        }
+    }
+    let mut tx = sender.await.unwrap();
+    tx.send(Message::Close(None)).await.unwrap();
+    (sent, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_call_echoes_byte_exact_at_every_rate() {
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let calls = [8000, 16000, 24000].map(|rate| {
+        let server = &server;
+        async move { (rate, echo_call(server, rate, 500).await) }
+    });
+    for (rate, (sent, received)) in futures_util::future::join_all(calls).await {
+        let size = rate as usize / 50 * 2;
+        assert!(received.iter().all(|f| f.len() == size), "every frame is exactly {size} bytes at {rate} Hz");
+        assert_eq!(received.len(), sent.len(), "{rate} Hz");
+        assert!(received == sent, "{rate} Hz: echo must be byte-exact and in order");
+    }
+    let stats = &server.handle.stats;
+    assert_eq!(stats.frames_out.load(std::sync::atomic::Ordering::Relaxed), 1500);
+    assert_eq!(stats.wrong_size.load(std::sync::atomic::Ordering::Relaxed), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_sizes_are_reframed_in_lenient_mode() {
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let mut ws = server.call("/echo", 8000).await;
+    let stream: Vec<u8> = (0..10).flat_map(|n| test_frame(n, 320)).collect();
+    for chunk in stream.chunks(333) {
+        ws.send(Message::binary(chunk.to_vec())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut back = Vec::new();
+    while back.len() < stream.len() {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                assert_eq!(b.len(), 320, "output is always exact");
+                back.extend_from_slice(&b);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("stalled after {} bytes: {other:?}", back.len()),
+        }
+    }
+    assert_eq!(back, stream);
+    assert_eq!(server.handle.stats.wrong_size.load(std::sync::atomic::Ordering::Relaxed), 10);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn faults_get_their_close_codes() {
+    let strict = ECHO_CONFIG.replace("[server]", "[server]\nframe_policy = \"strict\"\nmax_message_bytes = 4096");
+    let server = TestServer::start(&strict).await;
+
+    let mut ws = server.connect("/echo").await;
+    ws.send(Message::binary(vec![0u8; 320])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1008), "binary before metadata");
+
+    let mut ws = server.connect("/echo").await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1007), "unparsable metadata");
+
+    let mut ws = server.connect("/echo").await;
+    ws.send(Message::text(r#"{"event":"websocket:connected","content-type":"audio/l16;rate=44100"}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1003), "unsupported rate");
+
+    let mut ws = server.connect("/echo").await;
+    let started = Instant::now();
+    assert_eq!(close_code(&mut ws).await, Some(1008), "no metadata in time");
+    assert!(started.elapsed() >= Duration::from_millis(450));
+
+    let mut ws = server.call("/echo", 16000).await;
+    ws.send(Message::binary(vec![0u8; 641])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1007), "wrong frame size in strict mode");
+
+    let mut ws = server.call("/echo", 16000).await;
+    ws.send(Message::binary(vec![0u8; 5000])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1009), "message over the limit");
+
+    let err = tokio_tungstenite::connect_async(server.url("/nowhere")).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 404),
+        other => panic!("expected HTTP 404, got {other:?}"),
+    }
+
+    // The server still serves well-behaved calls.
+    let mut ws = server.call("/echo", 8000).await;
+    ws.send(Message::binary(test_frame(1, 320))).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, Message::binary(test_frame(1, 320)));
+    let stats = &server.handle.stats;
+    let r = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!((stats.closed_1003.load(r), stats.closed_1007.load(r), stats.closed_1008.load(r), stats.closed_1009.load(r)), (1, 2, 2, 1));
+    assert_eq!(stats.rejected_not_found.load(r), 1);
+    server.stop().await;
+}
+
+/// Plays a prompt, asks for a notify after it, and barges in (clear) on any DTMF.
+struct Prompt {
+    started: bool,
+}
+
+impl Processor for Prompt {
+    fn name(&self) -> &'static str {
+        "prompt"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        if !self.started {
+            self.started = true;
+            let frame = vec![1000i16; cx.rate().frame_samples()];
+            for _ in 0..10 {
+                cx.enqueue_output(&frame);
+            }
+            cx.notify(7);
+        }
+    }
+
+    fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
+        match event {
+            Event::Dtmf { .. } => {
+                cx.clear();
+                let frame = vec![-1000i16; cx.rate().frame_samples()];
+                cx.enqueue_output(&frame);
+            }
+            Event::NotifyPlayed { marker } => cx.emit(Event::Custom { name: "played", data: (*marker).into() }),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn notify_follows_its_audio_and_dtmf_barge_in_clears() {
+    let mut registry = ProcessorRegistry::with_builtins();
+    registry.register("prompt", |_| Ok(Box::new(Prompt { started: false })));
+    let config = "[server]\nstats_interval_ms = 0\n[[route]]\npath = \"/bot\"\nprocessors = [{ type = \"prompt\" }]\n";
+    let server = TestServer::start_with(config, registry).await;
+    let mut ws = server.call("/bot", 8000).await;
+    let mut frames = 0;
+    let started = Instant::now();
+    // Ten frames, then the notify: never before the tenth frame.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap().unwrap().unwrap() {
+            Message::Binary(b) => {
+                assert_eq!(b.len(), 320);
+                frames += 1;
+            }
+            Message::Text(t) => {
+                assert_eq!(t.as_str(), r#"{"action":"notify","payload":{"callpipe_marker":7}}"#);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(frames, 10);
+    // Paced: ten frames with three ahead take at least 7 ticks.
+    assert!(started.elapsed() >= Duration::from_millis(130), "{:?}", started.elapsed());
+    ws.send(Message::text(r#"{"event":"websocket:notify","payload":{"callpipe_marker":7}}"#)).await.unwrap();
+    ws.send(Message::text(r#" {"event":"websocket:dtmf","digit":"5","duration":120}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"event":"something:new"}"#)).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(t) => assert_eq!(t.as_str(), r#"{"action":"clear"}"#),
+        other => panic!("expected clear, got {other:?}"),
+    }
+    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Binary(b) => assert_eq!(i16::from_le_bytes([b[0], b[1]]), -1000, "the new prompt follows the clear"),
+        other => panic!("expected audio, got {other:?}"),
+    }
+    ws.send(Message::Close(None)).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_live_calls_with_1001_after_the_grace_period() {
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let mut ws = server.call("/echo", 16000).await;
+    ws.send(Message::binary(test_frame(0, 640))).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap();
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    stopping.await.unwrap();
+}
