@@ -39,7 +39,7 @@ use ringbuf::{HeapCons, HeapRb};
 
 pub use clock::{Clock, SystemClock, grid_instant};
 pub use link::{CallLink, ConnEnd, LinkStats, MediaEnd, OutItem, RingSizes, call_rings};
-pub use worker::{MediaStats, NewCall, SLOT, SLOTS};
+pub use worker::{MediaStats, NewCall, SLOT, SLOTS, step};
 
 use worker::{Command, RelayFeed, Worker};
 

@@ -209,20 +209,7 @@ impl<C: Clock> Worker<C> {
             wake(&mut self.relay, &call.end.link);
             return AfterTick::Remove;
         }
-        while let Some(event) = call.end.events_in.try_pop() {
-            call.session.handle_platform(event);
-        }
-        let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
-        loop {
-            let n = call.end.audio_in.pop_slice(&mut bytes);
-            if n == 0 {
-                break;
-            }
-            call.session.handle_audio(&bytes[..n]);
-        }
-        call.session.handle_tick(now);
-        flush(&mut call.session, &mut call.end);
-        call.end.link.stats.publish(&call.session.stats());
+        step(&mut call.session, &mut call.end, now);
         wake(&mut self.relay, &call.end.link);
         if !call.aligned
             && let Some(first) = call.end.link.first_audio()
@@ -260,6 +247,26 @@ impl<C: Clock> Worker<C> {
             slot.clear();
         }
     }
+}
+
+/// One call's steady-state work for one tick, exactly as a media thread runs it: platform
+/// events and caller audio from the rings into the session, one tick, and everything released
+/// back into the rings. Allocation-free (see `tests/no_alloc.rs`).
+pub fn step(session: &mut Session, end: &mut MediaEnd, now: Instant) {
+    while let Some(event) = end.events_in.try_pop() {
+        session.handle_platform(event);
+    }
+    let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
+    loop {
+        let n = end.audio_in.pop_slice(&mut bytes);
+        if n == 0 {
+            break;
+        }
+        session.handle_audio(&bytes[..n]);
+    }
+    session.handle_tick(now);
+    flush(session, end);
+    end.link.stats.publish(&session.stats());
 }
 
 /// Moves everything the session released into the call's outbound rings.
