@@ -26,17 +26,11 @@ const PRE_ROLL_FRAMES: u32 = 50;
 
 /// One frame of non-silent L16 audio at `rate`: a ramp, little-endian.
 fn frame_bytes(rate: SampleRate) -> Vec<u8> {
-    (0..rate.frame_samples())
-        .flat_map(|i| ((i as i16).wrapping_mul(97)).to_le_bytes())
-        .collect()
+    (0..rate.frame_samples()).flat_map(|i| ((i as i16).wrapping_mul(97)).to_le_bytes()).collect()
 }
 
 fn call_info(rate: SampleRate) -> CallInfo {
-    CallInfo {
-        id: "bench".into(),
-        path: "/echo".into(),
-        metadata: Metadata::new(rate),
-    }
+    CallInfo { id: "bench".into(), path: "/echo".into(), metadata: Metadata::new(rate) }
 }
 
 /// An echo session at `rate`, built as the echo route builds it.
@@ -46,12 +40,7 @@ fn echo_session(rate: SampleRate, delay_ms: u32) -> Session {
         Err(err) => panic!("echo processor: {err}"),
     };
     let stages: Vec<Box<dyn Processor>> = vec![Box::new(echo)];
-    match Session::new(
-        rate,
-        &call_info(rate),
-        Pipeline::new(stages),
-        SessionConfig::default(),
-    ) {
+    match Session::new(rate, &call_info(rate), Pipeline::new(stages), SessionConfig::default()) {
         Ok(session) => session,
         Err(err) => panic!("session: {err}"),
     }
@@ -60,12 +49,7 @@ fn echo_session(rate: SampleRate, delay_ms: u32) -> Session {
 /// The media thread's per-frame work: caller audio in, one tick, everything released drained.
 /// Returns the number of audio frames released.
 #[inline(always)]
-fn echo_frame(
-    session: &mut Session,
-    frame: &[u8],
-    now: Instant,
-    out: &mut [u8; MAX_FRAME_BYTES],
-) -> usize {
+fn echo_frame(session: &mut Session, frame: &[u8], now: Instant, out: &mut [u8; MAX_FRAME_BYTES]) -> usize {
     session.handle_audio(frame);
     session.handle_tick(now);
     let mut frames = 0;
@@ -80,12 +64,8 @@ fn echo_frame(
 }
 
 fn bench_parse(c: &mut Criterion) {
-    c.bench_function("metadata_parse", |b| {
-        b.iter(|| black_box(Metadata::parse(black_box(METADATA))))
-    });
-    c.bench_function("platform_event_parse", |b| {
-        b.iter(|| black_box(PlatformEvent::parse(black_box(DTMF))))
-    });
+    c.bench_function("metadata_parse", |b| b.iter(|| black_box(Metadata::parse(black_box(METADATA)))));
+    c.bench_function("platform_event_parse", |b| b.iter(|| black_box(PlatformEvent::parse(black_box(DTMF)))));
 }
 
 fn bench_ring(c: &mut Criterion) {
@@ -95,18 +75,14 @@ fn bench_ring(c: &mut Criterion) {
         let frame = frame_bytes(rate);
         let (mut prod, mut cons) = HeapRb::<u8>::new(rate.frame_bytes() * RING_FRAMES).split();
         let mut popped = [0u8; 2 * MAX_FRAME_BYTES];
-        group.bench_with_input(
-            BenchmarkId::from_parameter(rate.hz()),
-            &frame,
-            |b, frame| {
-                b.iter(|| {
-                    let pushed = prod.push_slice(black_box(frame));
-                    let n = cons.pop_slice(&mut popped);
-                    debug_assert_eq!((pushed, n), (frame.len(), frame.len()));
-                    black_box((pushed, &popped[..n]));
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::from_parameter(rate.hz()), &frame, |b, frame| {
+            b.iter(|| {
+                let pushed = prod.push_slice(black_box(frame));
+                let n = cons.pop_slice(&mut popped);
+                debug_assert_eq!((pushed, n), (frame.len(), frame.len()));
+                black_box((pushed, &popped[..n]));
+            })
+        });
     }
     group.finish();
 }
@@ -124,24 +100,15 @@ fn bench_echo(c: &mut Criterion, name: &str, rates: &[SampleRate], delay_ms: u32
             released = echo_frame(&mut session, &frame, now, &mut out);
             now += FRAME_DURATION;
         }
-        assert_eq!(
-            released,
-            1,
-            "{name}/{}: the pre-rolled session releases one frame per tick",
-            rate.hz()
-        );
+        assert_eq!(released, 1, "{name}/{}: the pre-rolled session releases one frame per tick", rate.hz());
         let before = session.stats();
-        group.bench_with_input(
-            BenchmarkId::from_parameter(rate.hz()),
-            &frame,
-            |b, frame| {
-                b.iter(|| {
-                    let released = echo_frame(&mut session, frame, now, &mut out);
-                    now += FRAME_DURATION;
-                    released
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::from_parameter(rate.hz()), &frame, |b, frame| {
+            b.iter(|| {
+                let released = echo_frame(&mut session, frame, now, &mut out);
+                now += FRAME_DURATION;
+                released
+            })
+        });
         let stats = session.stats();
         assert_eq!(
             stats.frames_released - before.frames_released,
@@ -149,12 +116,7 @@ fn bench_echo(c: &mut Criterion, name: &str, rates: &[SampleRate], delay_ms: u32
             "{name}/{}: one frame out per frame in",
             rate.hz()
         );
-        assert_eq!(
-            (stats.dropped_in, stats.dropped_out, stats.input_missing),
-            (0, 0, 0),
-            "{name}/{}: {stats:?}",
-            rate.hz()
-        );
+        assert_eq!((stats.dropped_in, stats.dropped_out, stats.input_missing), (0, 0, 0), "{name}/{}: {stats:?}", rate.hz());
     }
     group.finish();
 }
@@ -168,10 +130,7 @@ fn bench_echo_pipeline_delayed(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
 
 criterion_group! {

@@ -132,7 +132,10 @@ impl Config {
         let s = raw.server;
         let listen = s.listen.parse().map_err(|e| invalid(format!("server.listen {:?}: {e}", s.listen)))?;
         if s.max_message_bytes < crate::protocol::MAX_FRAME_BYTES {
-            return Err(invalid(format!("server.max_message_bytes must be at least one 24 kHz frame ({} bytes)", crate::protocol::MAX_FRAME_BYTES)));
+            return Err(invalid(format!(
+                "server.max_message_bytes must be at least one 24 kHz frame ({} bytes)",
+                crate::protocol::MAX_FRAME_BYTES
+            )));
         }
         if s.metadata_timeout_ms == 0 || s.max_calls == 0 {
             return Err(invalid("server.metadata_timeout_ms and server.max_calls must be positive".into()));

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 use callpipe::config::Config;
 use callpipe::processor::ProcessorRegistry;
+use clap::{Parser, Subcommand};
 
 /// A real-time media engine for telephony WebSocket audio.
 #[derive(Debug, Parser)]

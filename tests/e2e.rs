@@ -1,5 +1,6 @@
 //! End to end over real WebSockets on 127.0.0.1: echo at every rate, routing, close codes,
 //! protocol behaviours and graceful drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! The counting allocator is the crate's only `unsafe` code (the library itself forbids it).
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -99,7 +100,8 @@ fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -
     let call = CallInfo { id: "a".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
     let config = SessionConfig::default();
     let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
-    let (mut conn, mut media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+    let (mut conn, mut media) =
+        call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
     let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
     let mut out = [0u8; MAX_FRAME_BYTES];
     let t0 = Instant::now();

@@ -45,7 +45,11 @@ impl RingSizes {
     /// Sizes for frames of `frame_bytes`, with room for `lookahead` frames out.
     pub fn for_frames(frame_bytes: usize, inbound_frames: usize, lookahead: usize) -> RingSizes {
         let out_frames = lookahead.max(1) * 2 + 2;
-        RingSizes { audio_in_bytes: frame_bytes * inbound_frames.max(2), audio_out_bytes: frame_bytes * out_frames, items_out: out_frames + 16 }
+        RingSizes {
+            audio_in_bytes: frame_bytes * inbound_frames.max(2),
+            audio_out_bytes: frame_bytes * out_frames,
+            items_out: out_frames + 16,
+        }
     }
 }
 
@@ -204,7 +208,21 @@ pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
     let (audio_out_p, audio_out_c) = HeapRb::<u8>::new(sizes.audio_out_bytes).split();
     let (events_out_p, events_out_c) = HeapRb::<Event>::new(64).split();
     (
-        ConnEnd { link: link.clone(), audio_in: audio_in_p, events_in: events_in_p, items_out: items_c, audio_out: audio_out_c, events_out: events_out_c },
-        MediaEnd { link, audio_in: audio_in_c, events_in: events_in_c, items_out: items_p, audio_out: audio_out_p, events_out: events_out_p },
+        ConnEnd {
+            link: link.clone(),
+            audio_in: audio_in_p,
+            events_in: events_in_p,
+            items_out: items_c,
+            audio_out: audio_out_c,
+            events_out: events_out_c,
+        },
+        MediaEnd {
+            link,
+            audio_in: audio_in_c,
+            events_in: events_in_c,
+            items_out: items_p,
+            audio_out: audio_out_p,
+            events_out: events_out_p,
+        },
     )
 }

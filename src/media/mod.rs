@@ -91,7 +91,14 @@ impl MediaPool {
             let (ring_p, ring_c) = HeapRb::<Arc<CallLink>>::new(config.relay_capacity.max(1)).split();
             let waker = Arc::new(AtomicWaker::new());
             let load = Arc::new(AtomicUsize::new(0));
-            let worker = Worker::new(SystemClock, rx, RelayFeed { ring: ring_p, waker: waker.clone() }, load.clone(), stats.clone(), config.max_catchup);
+            let worker = Worker::new(
+                SystemClock,
+                rx,
+                RelayFeed { ring: ring_p, waker: waker.clone() },
+                load.clone(),
+                stats.clone(),
+                config.max_catchup,
+            );
             let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || worker.run())?;
             threads.push(ThreadHandle { commands: tx, relay: waker.clone(), load, join: Some(join) });
             relays.push(Relay { ring: ring_c, waker, stopped: stopped.clone() });

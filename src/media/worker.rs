@@ -92,9 +92,28 @@ pub(crate) struct Worker<C: Clock> {
 }
 
 impl<C: Clock> Worker<C> {
-    pub fn new(clock: C, commands: Receiver<Command>, relay: RelayFeed, load: Arc<AtomicUsize>, stats: Arc<MediaStats>, max_catchup: Duration) -> Self {
+    pub fn new(
+        clock: C,
+        commands: Receiver<Command>,
+        relay: RelayFeed,
+        load: Arc<AtomicUsize>,
+        stats: Arc<MediaStats>,
+        max_catchup: Duration,
+    ) -> Self {
         let epoch = clock.now();
-        Worker { clock, commands, relay, load, stats, max_catchup, calls: Vec::new(), free: Vec::new(), slots: vec![Vec::new(); SLOTS], epoch, next: 0 }
+        Worker {
+            clock,
+            commands,
+            relay,
+            load,
+            stats,
+            max_catchup,
+            calls: Vec::new(),
+            free: Vec::new(),
+            slots: vec![Vec::new(); SLOTS],
+            epoch,
+            next: 0,
+        }
     }
 
     pub fn run(mut self) {

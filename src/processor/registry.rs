@@ -117,7 +117,9 @@ impl<'a> Params<'a> {
     pub fn u32_or(&self, key: &str, default: u32) -> Result<u32, ProcessorError> {
         match self.table.get(key) {
             None => Ok(default),
-            Some(toml::Value::Integer(n)) => u32::try_from(*n).map_err(|_| self.error(format!("`{key}` must be between 0 and {}", u32::MAX))),
+            Some(toml::Value::Integer(n)) => {
+                u32::try_from(*n).map_err(|_| self.error(format!("`{key}` must be between 0 and {}", u32::MAX)))
+            }
             Some(other) => Err(self.error(format!("`{key}` must be an integer, not {}", other.type_str()))),
         }
     }
@@ -136,7 +138,12 @@ mod tests {
         let registry = ProcessorRegistry::with_builtins();
         assert_eq!(registry.build(&spec("type = 'echo'")).unwrap().name(), "echo");
         assert_eq!(registry.build(&spec("type = 'echo'\ndelay_ms = 200")).unwrap().delay().as_millis(), 200);
-        for bad in ["type = 'echo'\ndelay_ms = -1", "type = 'echo'\ndelay_ms = 'x'", "type = 'echo'\ndelay = 5", "type = 'echo'\ndelay_ms = 600000"] {
+        for bad in [
+            "type = 'echo'\ndelay_ms = -1",
+            "type = 'echo'\ndelay_ms = 'x'",
+            "type = 'echo'\ndelay = 5",
+            "type = 'echo'\ndelay_ms = 600000",
+        ] {
             assert!(matches!(registry.build(&spec(bad)), Err(ProcessorError::Config { .. })), "{bad}");
         }
         assert!(matches!(registry.build(&spec("type = 'nope'")), Err(ProcessorError::Unknown(_))));

@@ -127,9 +127,7 @@ impl PlatformEvent {
                 Ok(PlatformEvent::Dtmf { digit, duration_ms })
             }
             "websocket:cleared" => Ok(PlatformEvent::Cleared),
-            "websocket:notify" => Ok(PlatformEvent::Notify {
-                payload: fields.get("payload").cloned().unwrap_or(Value::Null),
-            }),
+            "websocket:notify" => Ok(PlatformEvent::Notify { payload: fields.get("payload").cloned().unwrap_or(Value::Null) }),
             other => Ok(PlatformEvent::Unknown { event: other.to_owned() }),
         }
     }
@@ -178,9 +176,7 @@ impl AppAction {
         let fields = parse_object(text)?;
         match fields.get("action").and_then(Value::as_str).map(str::trim) {
             Some("clear") => Ok(AppAction::Clear),
-            Some("notify") => Ok(AppAction::Notify {
-                payload: fields.get("payload").cloned().unwrap_or(Value::Null),
-            }),
+            Some("notify") => Ok(AppAction::Notify { payload: fields.get("payload").cloned().unwrap_or(Value::Null) }),
             Some(other) => Err(MessageError::UnknownAction(other.to_owned())),
             None => Err(MessageError::BadField("action")),
         }

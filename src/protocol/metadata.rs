@@ -155,7 +155,8 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_serve() {
         use MetadataError::*;
-        let cases: [(&str, fn(&MetadataError) -> bool); 8] = [
+        type Check = fn(&MetadataError) -> bool;
+        let cases: [(&str, Check); 8] = [
             ("not json", |e| matches!(e, Json(_))),
             ("[1,2]", |e| matches!(e, NotAnObject)),
             (r#"{"event":"websocket:connected"}"#, |e| matches!(e, MissingContentType)),

@@ -17,11 +17,11 @@ use futures_util::{SinkExt, StreamExt};
 use ringbuf::traits::{Consumer, Observer, Producer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
@@ -62,6 +62,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let permit = shared.permits.clone().try_acquire_owned().ok();
     let draining = shared.draining.load(Ordering::Acquire);
     let mut target = None;
+    // The error type is tungstenite's own callback contract; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let path = request.uri().path();
         target = Some((path.to_owned(), request.uri().query().map(str::to_owned)));
@@ -123,10 +125,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let rate = metadata.rate;
     let call = CallInfo { id: id.clone(), path: path.clone(), metadata };
-    let session = shared
-        .registry
-        .build_pipeline(&route.processors)
-        .and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session));
+    let session =
+        shared.registry.build_pipeline(&route.processors).and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session));
     let session = match session {
         Ok(session) => session,
         Err(e) => {
@@ -136,7 +136,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return;
         }
     };
-    let sizes = RingSizes::for_frames(rate.frame_bytes(), shared.config.session.inbound_buffer_frames, shared.config.session.lookahead_frames as usize);
+    let sizes = RingSizes::for_frames(
+        rate.frame_bytes(),
+        shared.config.session.inbound_buffer_frames,
+        shared.config.session.lookahead_frames as usize,
+    );
     let (mut end, media_end) = call_rings(sizes);
     if shared.media.add(NewCall { session, end: media_end }).is_err() {
         shared.stats.count_close(CloseCode::Internal);

@@ -115,9 +115,7 @@ impl InboundBuffer {
         }
         let mut frame = [0u8; MAX_FRAME_BYTES];
         let frame = &mut frame[..self.frame_bytes];
-        for (dst, src) in frame.iter_mut().zip(self.bytes.drain(..self.frame_bytes)) {
-            *dst = src;
-        }
+        super::pop_front_into(&mut self.bytes, frame);
         decode_l16(frame, out);
         true
     }

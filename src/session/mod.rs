@@ -289,9 +289,7 @@ impl Session {
             Pending::Audio(deadline) => {
                 let samples = self.rate.frame_samples();
                 let mut pcm = [0i16; crate::protocol::MAX_FRAME_SAMPLES];
-                for (dst, src) in pcm.iter_mut().zip(self.released.drain(..samples)) {
-                    *dst = src;
-                }
+                pop_front_into(&mut self.released, &mut pcm[..samples]);
                 let len = encode_l16(&pcm[..samples], frame);
                 Some(Transmit::Audio { deadline, len })
             }
@@ -391,6 +389,17 @@ impl Session {
             self.stats.dropped_requests += 1;
         }
     }
+}
+
+/// Moves the first `out.len()` items of `deque` into `out` with two slice copies. The caller
+/// guarantees that many are there.
+pub(crate) fn pop_front_into<T: Copy>(deque: &mut VecDeque<T>, out: &mut [T]) {
+    let n = out.len();
+    let (a, b) = deque.as_slices();
+    let from_a = n.min(a.len());
+    out[..from_a].copy_from_slice(&a[..from_a]);
+    out[from_a..].copy_from_slice(&b[..n - from_a]);
+    deque.drain(..n);
 }
 
 #[cfg(test)]

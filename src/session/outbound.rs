@@ -154,9 +154,7 @@ impl Outbound {
                 // Markers placed after the partial audio now sit inside this frame's span and
                 // are released right after it.
             }
-            for (dst, src) in self.frame.iter_mut().zip(self.samples.drain(..self.frame_samples)) {
-                *dst = src;
-            }
+            super::pop_front_into(&mut self.samples, &mut self.frame);
             self.head += self.frame_samples as u64;
             self.played_until = Some(start + FRAME_DURATION);
             emit(Released::Frame { deadline: start, samples: &self.frame });

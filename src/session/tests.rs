@@ -175,7 +175,10 @@ fn queued_audio_is_paced_and_notify_follows_it() {
 #[test]
 fn clear_drops_pending_audio_at_once_then_sends_clear_then_pending_notifies() {
     let t0 = Instant::now();
-    let mut s = session_with(vec![Box::new(Prompt { frames: 40, started: false })], SessionConfig { outbound_queue_frames: 200, ..Default::default() });
+    let mut s = session_with(
+        vec![Box::new(Prompt { frames: 40, started: false })],
+        SessionConfig { outbound_queue_frames: 200, ..Default::default() },
+    );
     s.handle_tick(t0);
     assert_eq!(drain(&mut s, t0).len(), 3);
     s.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
@@ -198,7 +201,8 @@ fn the_grid_never_drifts_over_a_simulated_hour() {
     // A producer that queues exactly one frame per tick, with ticks delivered late by a varying
     // amount as a busy media thread would: deadlines stay exactly on the 20 ms grid.
     let t0 = Instant::now();
-    let mut s = session_with(vec![Box::new(Prompt { frames: 0, started: true }), Box::new(Echo::new(0).unwrap())], SessionConfig::default());
+    let mut s =
+        session_with(vec![Box::new(Prompt { frames: 0, started: true }), Box::new(Echo::new(0).unwrap())], SessionConfig::default());
     let ticks = 3600 * 50u32;
     let mut last_deadline = None;
     for n in 0..ticks {

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: a server on 127.0.0.1:0 and a WebSocket client.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,16 +29,27 @@ impl TestServer {
     }
 
     pub async fn start_with(config_text: &str, registry: ProcessorRegistry) -> TestServer {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let config = Config::parse(config_text, &registry).expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (handle_tx, handle_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            callpipe::server::run(listener, config, registry, async { let _ = stop_rx.await; }, move |h| {
-                let _ = handle_tx.send(h);
-            })
+            callpipe::server::run(
+                listener,
+                config,
+                registry,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |h| {
+                    let _ = handle_tx.send(h);
+                },
+            )
             .await
             .unwrap();
         });
