@@ -7,6 +7,9 @@
 # (read_mode = tick) or `minimal` (examples/minimal_echo.rs, the one-task-per-connection
 # baseline). The load driver (examples/echo_load.rs) runs on the same machine; only the server's
 # own utime+stime is counted, over a window that starts after the ramp and ends before hang-up.
+# The driver runs at nice 10 so that, on a 2-core machine, it stands in for a platform on
+# another host instead of competing with the server on equal terms. MEDIA_THREADS=N passes
+# --media-threads N to callpipe.
 # Prints CPU-seconds per call-minute, RSS, and for callpipe its own pacing-lateness summary.
 # Loopback only; bounded in calls and time.
 set -euo pipefail
@@ -20,18 +23,18 @@ port=$((20000 + RANDOM % 20000))
 cargo build --release --quiet --bin callpipe --example echo_load --example minimal_echo
 log=$(mktemp)
 case "$server" in
-  callpipe) target/release/callpipe serve --listen 127.0.0.1:$port >"$log" 2>&1 & ;;
+  callpipe) ${SERVER_WRAPPER:-} target/release/callpipe serve --listen 127.0.0.1:$port ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
   callpipe-tick)
     conf=$(mktemp --suffix=.toml)
     sed 's/^read_mode = "readiness"/read_mode = "tick"/' callpipe.toml >"$conf"
-    target/release/callpipe serve --listen 127.0.0.1:$port --config "$conf" >"$log" 2>&1 & ;;
+    ${SERVER_WRAPPER:-} target/release/callpipe serve --listen 127.0.0.1:$port --config "$conf" ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
   minimal) target/release/examples/minimal_echo 127.0.0.1:$port >"$log" 2>&1 & ;;
   *) echo "unknown server $server" >&2; exit 2 ;;
 esac
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 sleep 1
-target/release/examples/echo_load ws://127.0.0.1:$port/echo "$calls" "$seconds" "$rate" "$ramp" >"$log.load" &
+nice -n 10 target/release/examples/echo_load ws://127.0.0.1:$port/echo "$calls" "$seconds" "$rate" "$ramp" >"$log.load" &
 load=$!
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

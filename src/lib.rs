@@ -1,4 +1,58 @@
 //! callpipe: a real-time media engine for telephony WebSocket audio.
+//!
+//! A voice platform (the Vonage Voice API's `connect` action with a `websocket` endpoint) opens a
+//! WebSocket to callpipe, sends one JSON metadata frame, then streams the call's audio as 20 ms
+//! frames of 16-bit linear PCM at 8, 16 or 24 kHz, and plays back what callpipe sends. callpipe
+//! runs each call's audio through a chain of [`processor::Processor`]s on dedicated media threads
+//! and sends audio back on a 20 ms grid.
+//!
+//! # Layers
+//!
+//! Dependencies point one way, from the wire inwards; only `server` (and the CLI) names tokio,
+//! sockets, the file system or the wall clock.
+//!
+//! ```text
+//!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
+//!     ▲
+//!  processor  the Processor trait, Pipeline, built-ins (echo)           (no I/O, no clock)
+//!     ▲
+//!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
+//!             pacer, clear/notify bookkeeping
+//!     ▲
+//!  media      media threads, SPSC rings, absolute-deadline clock        (std threads)
+//!     ▲
+//!  server     tokio accept loop, routing, admission, drain               (tokio, sockets)
+//!  config     the TOML configuration, validated once into types
+//! ```
+//!
+//! # Threads and rings
+//!
+//! ```text
+//!  socket ──► connection task ──audio_in / events_in──► media thread ──► Session (pipeline, pacer)
+//!  socket ◄── connection task ◄──items_out / audio_out── media thread ◄──┘
+//!                    ▲                                       │
+//!                    └──────────── relay task ◄──────────────┘ one wake-up per 1 ms slot
+//! ```
+//!
+//! Each call has fixed-size single-producer/single-consumer rings in both directions. A small
+//! pool of media threads (one per core by default) serves every call; each thread keeps a wheel
+//! of twenty 1 ms slots and ticks each call once per 20 ms in its slot, placed half a frame after
+//! the caller's frames arrive. See [`media`].
+//!
+//! # The real-time contract
+//!
+//! * A tick runs exactly one pipeline pass per 20 ms of call time, whether or not the caller's
+//!   frame arrived (the platform may pause in silence): processors keep time with the call.
+//! * The per-frame path allocates nothing, takes no lock and never blocks (`tests/no_alloc.rs`
+//!   counts allocations over 10,000 ticks). Full rings drop and count; they never wait.
+//! * Outbound frames are always exactly 20 ms: audio of any length is re-framed, a final partial
+//!   frame is padded with silence. The pacer keeps at most `lookahead_frames` frames ahead at the
+//!   platform, on absolute deadlines: missed ticks are made up, or dropped on purpose and
+//!   counted, never turned into permanent latency.
+//! * Bad input is answered with a close code and a log line (see [`session::CloseCode`]); it
+//!   never panics and never touches another call.
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod media;
 pub mod processor;

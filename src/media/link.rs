@@ -19,9 +19,11 @@ use crate::session::{InboundEvent, SessionStats};
 /// An item the media thread hands to the connection task, in send order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutItem {
-    /// The next frame's bytes wait in the audio ring; it starts to play at `deadline`.
+    /// The next frame's bytes wait in the audio ring.
     Audio {
-        /// The frame's place on the pacing grid.
+        /// The tick at which the pacer released it: the frame's place on the call's 20 ms grid.
+        released: Instant,
+        /// When the platform should start playing it.
         deadline: Instant,
     },
     /// Send `{"action":"clear"}`.

@@ -293,13 +293,13 @@ fn flush(session: &mut Session, end: &mut MediaEnd) {
     let mut frame = [0u8; MAX_FRAME_BYTES];
     while let Some(transmit) = session.poll_transmit(&mut frame) {
         let item = match transmit {
-            Transmit::Audio { deadline, len } => {
+            Transmit::Audio { released, deadline, len } => {
                 if end.audio_out.vacant_len() < len || end.items_out.is_full() {
                     end.link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 end.audio_out.push_slice(&frame[..len]);
-                OutItem::Audio { deadline }
+                OutItem::Audio { released, deadline }
             }
             Transmit::Clear => OutItem::Clear,
             Transmit::Notify { marker } => OutItem::Notify(marker),

@@ -325,13 +325,13 @@ impl<'a> CallIo<'a> {
             }
             let Some(item) = end.items_out.try_pop() else { break };
             let message = match item {
-                OutItem::Audio { deadline } => {
+                OutItem::Audio { released, deadline } => {
                     let frame = &mut self.frame[..self.frame_bytes];
                     let n = end.audio_out.pop_slice(frame);
                     debug_assert_eq!(n, frame.len(), "the media thread pushes whole frames");
-                    let late = Instant::now().saturating_duration_since(deadline);
-                    self.shared.stats.send_lateness.record(late);
-                    if late.as_micros() > u128::from(LATE_THRESHOLD_US) {
+                    let now = Instant::now();
+                    self.shared.stats.send_lateness.record(now.saturating_duration_since(released));
+                    if now.saturating_duration_since(deadline).as_micros() > u128::from(LATE_THRESHOLD_US) {
                         self.late_frames += 1;
                         self.shared.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                     }

@@ -7,7 +7,7 @@ use crate::media::MediaStats;
 use crate::session::CloseCode;
 use crate::stats::Histogram;
 
-/// Frames written more than this after their deadline count as late.
+/// Frames written more than this after their playout deadline count as late.
 pub const LATE_THRESHOLD_US: u64 = 1000;
 
 /// Counters of the whole server.
@@ -39,11 +39,13 @@ pub struct ServerStats {
     pub frames_out: AtomicU64,
     /// Inbound frames of the wrong size.
     pub wrong_size: AtomicU64,
-    /// Outbound frames written more than [`LATE_THRESHOLD_US`] after their deadline.
+    /// Outbound frames written more than [`LATE_THRESHOLD_US`] after their playout deadline
+    /// (the platform may have run dry before they arrived).
     pub late_frames: AtomicU64,
     /// Text messages that were not valid JSON objects.
     pub bad_text: AtomicU64,
-    /// How long after its deadline each outbound frame was written to the socket.
+    /// How long after its grid instant (the tick that released it) each outbound frame was
+    /// written to the socket.
     pub send_lateness: Histogram,
 }
 

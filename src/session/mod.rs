@@ -71,7 +71,11 @@ pub enum InboundEvent {
 pub enum Transmit {
     /// One frame, encoded into the caller's buffer; it starts to play at `deadline`.
     Audio {
-        /// When the platform should start playing it (the pacing grid).
+        /// The tick (on the call's 20 ms grid) at which the pacer let it leave: it should be on
+        /// the wire right after this instant.
+        released: Instant,
+        /// When the platform should start playing it; at or after `released`, by up to the
+        /// look-ahead.
         deadline: Instant,
         /// Bytes written into the buffer: always exactly one frame.
         len: usize,
@@ -87,7 +91,7 @@ pub enum Transmit {
 
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    Audio(Instant),
+    Audio { released: Instant, deadline: Instant },
     Clear,
     Notify(u64),
 }
@@ -286,12 +290,12 @@ impl Session {
     /// The next thing to send, in order. Audio is encoded into `frame`, which must hold a frame.
     pub fn poll_transmit(&mut self, frame: &mut [u8; MAX_FRAME_BYTES]) -> Option<Transmit> {
         match self.transmit.pop_front()? {
-            Pending::Audio(deadline) => {
+            Pending::Audio { released, deadline } => {
                 let samples = self.rate.frame_samples();
                 let mut pcm = [0i16; crate::protocol::MAX_FRAME_SAMPLES];
                 pop_front_into(&mut self.released, &mut pcm[..samples]);
                 let len = encode_l16(&pcm[..samples], frame);
-                Some(Transmit::Audio { deadline, len })
+                Some(Transmit::Audio { released, deadline, len })
             }
             Pending::Clear => Some(Transmit::Clear),
             Pending::Notify(marker) => Some(Transmit::Notify { marker }),
@@ -347,7 +351,7 @@ impl Session {
             Released::Frame { deadline, samples } => {
                 if transmit.len() < transmit.capacity() && released.len() + samples.len() <= released.capacity() {
                     released.extend(samples);
-                    transmit.push_back(Pending::Audio(deadline));
+                    transmit.push_back(Pending::Audio { released: now, deadline });
                     stats.frames_released += 1;
                 } else {
                     stats.dropped_out += 1;

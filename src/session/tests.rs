@@ -36,7 +36,7 @@ fn drain(session: &mut Session, now: Instant) -> Vec<Out> {
     let mut out = Vec::new();
     while let Some(t) = session.poll_transmit(&mut buf) {
         out.push(match t {
-            Transmit::Audio { deadline, len } => {
+            Transmit::Audio { deadline, len, .. } => {
                 assert_eq!(len, 320, "every frame is exactly 20 ms");
                 Out::Audio(deadline.saturating_duration_since(now), buf[..len].to_vec())
             }
