@@ -322,3 +322,117 @@ fn wake(relay: &mut RelayFeed, link: &Arc<CallLink>) {
         link.waker.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::channel;
+
+    use ringbuf::HeapRb;
+    use ringbuf::traits::Split;
+
+    use super::*;
+    use crate::media::link::{ConnEnd, RingSizes, call_rings};
+    use crate::processor::{CallInfo, Echo, Pipeline};
+    use crate::protocol::{Metadata, SampleRate};
+    use crate::session::SessionConfig;
+
+    /// A clock that only moves when told to, or when slept on.
+    #[derive(Clone)]
+    struct FakeClock(Arc<Mutex<Instant>>);
+
+    impl FakeClock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+
+        fn sleep_until(&self, deadline: Instant) {
+            let mut now = self.0.lock().unwrap();
+            *now = (*now).max(deadline);
+        }
+    }
+
+    fn worker_with_call() -> (Worker<FakeClock>, FakeClock, ConnEnd) {
+        let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+        let (_tx, rx) = channel();
+        let (ring, _relay) = HeapRb::<Arc<CallLink>>::new(16).split();
+        let relay = RelayFeed { ring, waker: Arc::new(AtomicWaker::new()) };
+        let mut worker = Worker::new(
+            clock.clone(),
+            rx,
+            relay,
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(MediaStats::default()),
+            Duration::from_millis(200),
+        );
+        let rate = SampleRate::Hz8000;
+        let call = CallInfo { id: "w".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
+        let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), SessionConfig::default()).unwrap();
+        let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+        worker.next = worker.slot_at(clock.now()) + 1;
+        worker.add(NewCall { session, end: media });
+        (worker, clock, conn)
+    }
+
+    fn passes(conn: &ConnEnd) -> u64 {
+        conn.link.stats.session().passes
+    }
+
+    #[test]
+    fn ticks_land_on_the_grid_and_missed_ones_are_made_up() {
+        let (mut worker, clock, conn) = worker_with_call();
+        let start = clock.now();
+        for _ in 0..10 {
+            worker.run_next_slot();
+        }
+        assert_eq!(passes(&conn), 10);
+        // Ten ticks, one cycle apart, on time: the clock only moved by sleeping to them.
+        let elapsed = clock.now() - start;
+        assert!(elapsed > FRAME_DURATION * 9 && elapsed <= FRAME_DURATION * 10, "{elapsed:?}");
+        assert_eq!(worker.stats.tick_lateness.max_us(), 0);
+
+        // A 100 ms stall: the next five ticks run back to back, each at its own instant.
+        clock.advance(Duration::from_millis(100));
+        let stalled_at = clock.now();
+        for _ in 0..5 {
+            worker.run_next_slot();
+        }
+        assert_eq!(passes(&conn), 15, "missed ticks are made up");
+        assert_eq!(clock.now(), stalled_at, "made up without sleeping");
+        assert!(worker.stats.tick_lateness.max_us() >= 80_000);
+        worker.run_next_slot();
+        assert!(clock.now() > stalled_at, "then back on the grid, sleeping again");
+        assert_eq!(worker.stats.skipped_ticks.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stall_beyond_the_catch_up_limit_skips_ticks_on_purpose() {
+        let (mut worker, clock, conn) = worker_with_call();
+        worker.run_next_slot();
+        assert_eq!(passes(&conn), 1);
+        clock.advance(Duration::from_secs(1));
+        worker.run_next_slot();
+        assert_eq!(passes(&conn), 1, "no burst of 50 passes");
+        let skipped = worker.stats.skipped_ticks.load(Ordering::Relaxed);
+        assert!((49..=50).contains(&skipped), "{skipped}");
+        worker.run_next_slot();
+        assert_eq!(passes(&conn), 2, "and then ticks resume on the grid");
+    }
+
+    #[test]
+    fn a_closed_call_is_finished_and_removed() {
+        let (mut worker, _clock, conn) = worker_with_call();
+        worker.run_next_slot();
+        conn.link.peer_closed.store(true, Ordering::Release);
+        worker.run_next_slot();
+        assert!(conn.link.is_media_done());
+        assert_eq!(worker.active(), 0);
+        assert_eq!(worker.load.load(Ordering::Relaxed), 0);
+    }
+}

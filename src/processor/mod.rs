@@ -212,3 +212,97 @@ impl std::fmt::Debug for Pipeline {
         f.debug_list().entries(self.names()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Halves the caller's audio and emits one event on the first pass.
+    struct Halve;
+
+    impl Processor for Halve {
+        fn name(&self) -> &'static str {
+            "halve"
+        }
+
+        fn process(&mut self, cx: &mut Context<'_>) {
+            for s in cx.input_mut() {
+                *s /= 2;
+            }
+            if cx.position() == 0 {
+                cx.emit(Event::Cleared);
+            }
+        }
+    }
+
+    /// Copies what it hears to the output and records the events it is given.
+    #[derive(Default)]
+    struct Listen {
+        events: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+    }
+
+    impl Processor for Listen {
+        fn name(&self) -> &'static str {
+            "listen"
+        }
+
+        fn process(&mut self, cx: &mut Context<'_>) {
+            let (input, output) = cx.input_and_output_mut();
+            output.copy_from_slice(input);
+        }
+
+        fn handle_event(&mut self, event: &Event, _cx: &mut Context<'_>) {
+            self.events.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[test]
+    fn later_stages_see_earlier_changes_and_events_reach_the_others() {
+        let rate = SampleRate::Hz8000;
+        let listen = Listen::default();
+        let heard = listen.events.clone();
+        let mut pipeline = Pipeline::new(vec![Box::new(Halve), Box::new(listen)]);
+        let mut requests = Requests::new(1600);
+        let mut input = vec![1000i16; 160];
+        let mut output = vec![0i16; 160];
+        let now = Instant::now();
+        let mut cx = Context::new(now, 0, rate, &mut input, true, &mut output, &mut requests);
+        pipeline.run(&[], &mut cx);
+        assert!(cx.output_written());
+        assert_eq!(output[0], 500, "the second stage heard the first stage's change");
+        // The event emitted by stage 0 goes to stage 1 at the next pass, not back to stage 0.
+        let events = requests.events.clone();
+        assert_eq!(events, [(Some(0), Event::Cleared)]);
+        requests.reset(1600);
+        let mut input = vec![1000i16; 160];
+        let mut cx = Context::new(now, 1, rate, &mut input, true, &mut output, &mut requests);
+        pipeline.run(&events, &mut cx);
+        assert_eq!(*heard.lock().unwrap(), [Event::Cleared], "stage 1 got stage 0's event once");
+        assert_eq!(pipeline.names().collect::<Vec<_>>(), ["halve", "listen"]);
+    }
+
+    #[test]
+    fn requests_are_bounded_and_counted() {
+        let rate = SampleRate::Hz8000;
+        let mut requests = Requests::new(320);
+        let mut input = vec![0i16; 160];
+        let mut output = vec![0i16; 160];
+        let mut cx = Context::new(Instant::now(), 0, rate, &mut input, false, &mut output, &mut requests);
+        assert_eq!(cx.enqueue_output(&[1; 300]), 300);
+        assert_eq!(cx.enqueue_output(&[1; 300]), 20, "only what fits");
+        assert_eq!(cx.output_room(), 0);
+        for m in 0..20 {
+            cx.notify(m);
+        }
+        for _ in 0..40 {
+            cx.emit(Event::Cleared);
+        }
+        cx.clear();
+        assert_eq!(cx.output_room(), 320, "clear also drops what this pass queued");
+        assert_eq!(requests.dropped_samples, 280);
+        assert_eq!(requests.dropped_notifies, 20 - MAX_NOTIFIES_PER_PASS as u64);
+        assert_eq!(requests.dropped_events, 40 - MAX_EVENTS_PER_PASS as u64);
+    }
+}
