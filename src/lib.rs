@@ -51,8 +51,9 @@
 //!   counted, never turned into permanent latency.
 //! * Bad input is answered with a close code and a log line (see [`session::CloseCode`]); it
 //!   never panics and never touches another call.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod media;
 pub mod processor;

@@ -2,11 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use callpipe::client::engine::{self, Progress, RunConfig, Target};
+use callpipe::client::platform::{CallPlan, Source};
+use callpipe::client::report::{LoadReport, Thresholds, call_summary};
+use callpipe::client::{audio, plot};
 use callpipe::config::Config;
 use callpipe::processor::ProcessorRegistry;
-use clap::{Parser, Subcommand};
+use callpipe::protocol::{DtmfDigit, SampleRate};
+use clap::{Args, Parser, Subcommand};
 
 /// A real-time media engine for telephony WebSocket audio.
 #[derive(Debug, Parser)]
@@ -30,37 +39,266 @@ enum Command {
         #[arg(long)]
         media_threads: Option<usize>,
     },
+    /// Play the platform's side of one call against a bot, and report what it did.
+    Call {
+        /// The bot's WebSocket URL (ws://host:port/path?query).
+        url: String,
+        #[command(flatten)]
+        call: CallArgs,
+        /// Record a stereo WAV: left what the emulator sent, right what the bot played.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run many emulated calls at once and measure latency, jitter and loss.
+    Load {
+        /// The server's WebSocket URL.
+        url: String,
+        #[command(flatten)]
+        call: CallArgs,
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 10)]
+        calls: usize,
+        /// Seconds over which the calls start.
+        #[arg(long, default_value_t = 5.0)]
+        ramp: f64,
+        /// Driver threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write every figure as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Draw latency and jitter over time, and histograms, as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Fail if the p99 inter-arrival deviation from 20 ms is over this many ms.
+        #[arg(long)]
+        max_p99_jitter_ms: Option<f64>,
+        /// Fail if the p99 echo round trip is over this many ms.
+        #[arg(long)]
+        max_p99_rtt_ms: Option<f64>,
+        /// Fail if more than this fraction of frames is lost (e.g. 0.001).
+        #[arg(long)]
+        max_loss: Option<f64>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Options shared by `call` and `load`.
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// Sample rate: 8000, 16000 or 24000.
+    #[arg(long, default_value_t = 16000)]
+    rate: u32,
+    /// A metadata header, flattened into the first message (repeatable). JSON values are
+    /// kept as JSON: `--header n=5` sends a number.
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
+    /// The Authorization header of the upgrade, e.g. "Bearer eyJ...".
+    #[arg(long)]
+    authorization: Option<String>,
+    /// Play this WAV file (any rate, mono or stereo, 16/24/32-bit or float), resampled.
+    #[arg(long, conflicts_with = "tone")]
+    play: Option<PathBuf>,
+    /// Play a sine at this frequency in Hz.
+    #[arg(long)]
+    tone: Option<f64>,
+    /// Seconds of audio to stream.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Keys to press: "12#" (one a second from --dtmf-start), or "1@0.5,2@1.2,#@3" with times.
+    #[arg(long)]
+    dtmf: Option<String>,
+    /// When the first of a plain --dtmf sequence is pressed, in s.
+    #[arg(long, default_value_t = 1.0)]
+    dtmf_start: f64,
+    /// Also play the keys as in-band tones.
+    #[arg(long)]
+    dtmf_inband: bool,
+    /// Hang up this many seconds after the start, even mid-stream.
+    #[arg(long)]
+    hangup_after: Option<f64>,
+    /// Frames the playout buffer holds (the platform's limit).
+    #[arg(long, default_value_t = 3072)]
+    playout_limit: usize,
+    /// Close the call on a frame of the wrong size, as the platform does.
+    #[arg(long)]
+    strict: bool,
+}
+
+impl CallArgs {
+    fn plan(&self, tag_frames: bool, record: Option<PathBuf>) -> anyhow::Result<CallPlan> {
+        let rate = SampleRate::from_hz(self.rate).with_context(|| format!("--rate {} is not 8000, 16000 or 24000", self.rate))?;
+        if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= 86_400.0) {
+            bail!("--duration must be between 0 and 86400 seconds");
+        }
+        let mut plan = CallPlan::new(rate, Duration::from_secs_f64(self.duration));
+        for header in &self.headers {
+            let (key, value) = header.split_once('=').with_context(|| format!("--header {header}: expected KEY=VALUE"))?;
+            let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+            plan.headers.insert(key.to_owned(), value);
+        }
+        if let Some(auth) = &self.authorization {
+            plan.upgrade_headers.push(("Authorization".into(), auth.clone()));
+        }
+        plan.source = match (&self.play, self.tone) {
+            (Some(path), _) => Source::Samples(audio::load_wav(path, rate)?.into()),
+            (None, Some(hz)) => Source::Tone(hz),
+            (None, None) => Source::Silence,
+        };
+        if let Some(keys) = &self.dtmf {
+            plan.dtmf = parse_dtmf(keys, self.dtmf_start)?;
+        }
+        plan.dtmf_inband = self.dtmf_inband;
+        plan.hangup_after = self.hangup_after.map(Duration::from_secs_f64);
+        plan.playout_limit = self.playout_limit.max(1);
+        plan.strict = self.strict;
+        plan.tag_frames = tag_frames;
+        plan.record = record;
+        Ok(plan)
+    }
+}
+
+/// `"12#"` → one key a second from `start`; `"1@0.5,2@1.2"` → keys at those seconds.
+fn parse_dtmf(keys: &str, start: f64) -> anyhow::Result<Vec<(Duration, DtmfDigit)>> {
+    let digit = |c: char| DtmfDigit::from_char(c).with_context(|| format!("{c:?} is not a DTMF key"));
+    if keys.contains('@') {
+        let mut out = Vec::new();
+        for item in keys.split(',') {
+            let (k, at) = item.trim().split_once('@').with_context(|| format!("{item:?}: expected KEY@SECONDS"))?;
+            let mut chars = k.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else { bail!("{item:?}: one key per entry") };
+            let at: f64 = at.parse().with_context(|| format!("{item:?}: bad time"))?;
+            if !(at.is_finite() && at >= 0.0) {
+                bail!("{item:?}: bad time");
+            }
+            out.push((Duration::from_secs_f64(at), digit(c)?));
+        }
+        out.sort_by_key(|(at, _)| *at);
+        Ok(out)
+    } else {
+        keys.chars().enumerate().map(|(i, c)| Ok((Duration::from_secs_f64(start.max(0.0) + i as f64), digit(c)?))).collect()
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve { listen, config, media_threads } => {
-            let registry = ProcessorRegistry::with_builtins();
-            let mut config = match &config {
-                Some(path) => Config::load(path, &registry)?,
-                None => Config::embedded(&registry)?,
-            };
-            if let Some(listen) = listen {
-                config.server.listen = listen;
-            }
-            if let Some(threads) = media_threads {
-                config.media.threads = threads;
-            }
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.server.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-                callpipe::server::run(listener, config, registry, shutdown_signal(), |_| {}).await?;
-                anyhow::Ok(())
-            })
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, config, media_threads } => serve(listen, config, media_threads),
+        Command::Call { url, call, record, json } => {
+            let target = Target::parse(&url)?;
+            let plan = Arc::new(call.plan(true, record)?);
+            let config =
+                RunConfig { calls: 1, ramp: Duration::ZERO, threads: 1, connect_timeout: Duration::from_secs(5), max_message: 1 << 20 };
+            let result = engine::run(&target, plan, &config, Arc::new(Progress::default()))?;
+            let report = result.reports.first().cloned().unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", call_summary(&url, &report, &result));
+            }
+            let failed = report.error.is_some() || report.violation_count() > 0;
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Load { url, call, calls, ramp, threads, report, plot: plot_path, max_p99_jitter_ms, max_p99_rtt_ms, max_loss } => {
+            let target = Target::parse(&url)?;
+            let plan = Arc::new(call.plan(true, None)?);
+            if calls == 0 || calls > 100_000 {
+                bail!("--calls must be between 1 and 100000");
+            }
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let config = RunConfig {
+                calls,
+                ramp: Duration::from_secs_f64(ramp.clamp(0.0, 3600.0)),
+                threads,
+                connect_timeout: Duration::from_secs(10),
+                max_message: 1 << 20,
+            };
+            let progress = Arc::new(Progress::default());
+            let ticker = spawn_progress(progress.clone(), calls);
+            let result = engine::run(&target, plan, &config, progress.clone());
+            ticker.store(true, Ordering::Relaxed);
+            let result = result?;
+            let thresholds = Thresholds { max_p99_jitter_ms, max_p99_rtt_ms, max_loss };
+            let load = LoadReport::new(&url, call.rate, &result, &thresholds);
+            print!("{}", load.summary());
+            if let Some(path) = report {
+                std::fs::write(&path, serde_json::to_string_pretty(&load)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = plot_path {
+                plot::write_svg(&load, &path)?;
+            }
+            Ok(if load.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// Prints a progress line to stderr every second until the returned flag is set.
+fn spawn_progress(progress: Arc<Progress>, calls: usize) -> Arc<std::sync::atomic::AtomicBool> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut last = (0, 0);
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            let r = Ordering::Relaxed;
+            let (sent, received) = (progress.sent.load(r), progress.received.load(r));
+            let connected = progress.connected.load(r);
+            let ended = progress.ended.load(r);
+            eprintln!(
+                "[{:>5.0}s] calls {}/{} live {} failed {} | frames/s sent {} received {}",
+                start.elapsed().as_secs_f64(),
+                connected,
+                calls,
+                connected.saturating_sub(ended),
+                progress.failed.load(r),
+                sent - last.0,
+                received - last.1
+            );
+            last = (sent, received);
+        }
+    });
+    stop
+}
+
+fn serve(listen: Option<SocketAddr>, config: Option<PathBuf>, media_threads: Option<usize>) -> anyhow::Result<ExitCode> {
+    let registry = ProcessorRegistry::with_builtins();
+    let mut config = match &config {
+        Some(path) => Config::load(path, &registry)?,
+        None => Config::embedded(&registry)?,
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if let Some(threads) = media_threads {
+        config.media.threads = threads;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        callpipe::server::run(listener, config, registry, shutdown_signal(), |_| {}).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -83,5 +321,21 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtmf_schedules() {
+        let plain = parse_dtmf("12#", 1.0).unwrap();
+        assert_eq!(plain.len(), 3);
+        assert_eq!(plain[2], (Duration::from_secs(3), DtmfDigit::Pound));
+        let timed = parse_dtmf("2@1.5, 1@0.5", 0.0).unwrap();
+        assert_eq!(timed[0], (Duration::from_millis(500), DtmfDigit::Digit(1)));
+        assert!(parse_dtmf("x", 0.0).is_err());
+        assert!(parse_dtmf("12@1", 0.0).is_err());
     }
 }

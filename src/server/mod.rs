@@ -90,9 +90,15 @@ pub async fn run(
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.tick().await;
+            let mut last_frames = 0;
             loop {
                 interval.tick().await;
-                info!("{}", stats.summary(&media_stats));
+                // Quiet while idle: log when calls are live or something moved since last time.
+                let frames = stats.frames_in.load(Ordering::Relaxed) + stats.calls_total.load(Ordering::Relaxed);
+                if stats.calls_active.load(Ordering::Relaxed) > 0 || frames != last_frames {
+                    info!("{}", stats.summary(&media_stats));
+                }
+                last_frames = frames;
             }
         })
     });
@@ -106,6 +112,21 @@ pub async fn run(
     info!("{}", stats.summary(&media_stats));
     if let Some(reporter) = reporter {
         reporter.abort();
+    }
+    // Connection tasks that have just ended may still be dropping their handle.
+    let mut shared = shared;
+    for _ in 0..100 {
+        match Arc::try_unwrap(shared) {
+            Ok(mut owned) => {
+                owned.media.shutdown();
+                for relay in relays {
+                    relay.abort();
+                }
+                return Ok(());
+            }
+            Err(still_shared) => shared = still_shared,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match Arc::try_unwrap(shared) {
         Ok(mut shared) => shared.media.shutdown(),
