@@ -32,6 +32,13 @@ const SLOT: Duration = Duration::from_millis(1);
 const SLOTS: usize = 20;
 /// How long a closing call waits for the server's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes a call may have waiting for a socket the server does not read before its new frames
+/// are dropped (and counted) instead of queued: memory stays bounded whatever the server does.
+const MAX_SEND_BACKLOG: usize = 64 * 1024;
+/// The kernel send buffer of each call. A real-time stream needs a few frames in flight, not
+/// the megabytes TCP autotuning would allow: with this, a server that stops reading shows up
+/// as unsent frames within seconds instead of as latency hidden in the kernel.
+const SEND_BUFFER: usize = 32 * 1024;
 
 /// Where to connect.
 #[derive(Debug, Clone)]
@@ -184,6 +191,7 @@ fn connect(target: &Target, plan: &CallPlan, timeout: Duration) -> Result<(TcpSt
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&target.addr, timeout).map_err(ClientError::Io)?;
     stream.set_nodelay(true).map_err(ClientError::Io)?;
+    socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(ClientError::Io)?;
     let key_bytes: [u8; 16] = std::array::from_fn(|i| (random_u64() >> (i % 8 * 8)) as u8);
     let (request, key) = wire::upgrade_request(&target.host, &target.path_and_query, &plan.upgrade_headers, key_bytes);
     stream.set_write_timeout(Some(timeout)).map_err(ClientError::Io)?;
@@ -468,8 +476,16 @@ impl Driver {
         let now = Instant::now();
         let Conn { call, out, rng, .. } = conn;
         let before = call.report().frames_sent;
-        let mut emit = |o: Out<'_>| encode_out(o, out, rng);
+        let mut unsent = 0;
+        let mut emit = |o: Out<'_>| {
+            if out.len() > MAX_SEND_BACKLOG && matches!(o, Out::Binary(_)) {
+                unsent += 1;
+            } else {
+                encode_out(o, out, rng);
+            }
+        };
         call.handle_tick(scheduled, now, &mut self.metrics, &mut emit);
+        call.note_unsent(unsent);
         let sent = call.report().frames_sent - before;
         self.progress.sent.fetch_add(sent, Ordering::Relaxed);
         self.flush(key);

@@ -136,6 +136,8 @@ pub struct CallReport {
     pub echoed: u64,
     /// RFC 3550 interarrival jitter at the end of the call, in ms.
     pub jitter_ms: f64,
+    /// Frames the emulator could not send because the server stopped reading its socket.
+    pub unsent_frames: u64,
     /// Who closed, and how.
     pub close_code: Option<u16>,
     /// Whether the emulator closed the call because of a protocol violation.
@@ -147,9 +149,9 @@ pub struct CallReport {
 }
 
 impl CallReport {
-    /// Protocol violations seen: wrong sizes and unknown text.
+    /// Protocol violations seen: wrong sizes, unknown text, and a server that stopped reading.
     pub fn violation_count(&self) -> u64 {
-        self.wrong_size + self.bad_text
+        self.wrong_size + self.bad_text + u64::from(self.unsent_frames > 0)
     }
 }
 
@@ -507,6 +509,19 @@ impl PlatformCall {
             self.report.close_code = Some(code);
             emit(Out::Close(code));
         }
+    }
+
+    /// `frames` of this tick's audio could not be written because the server is not reading:
+    /// they are counted as unsent instead of sent.
+    pub fn note_unsent(&mut self, frames: u64) {
+        if frames == 0 {
+            return;
+        }
+        if self.report.unsent_frames == 0 {
+            self.violation("the server stopped reading: frames could not be sent".into());
+        }
+        self.report.frames_sent -= frames.min(self.report.frames_sent);
+        self.report.unsent_frames += frames;
     }
 
     /// The connection ended without a close frame.

@@ -56,6 +56,8 @@ pub struct Totals {
     pub reordered: u64,
     /// Received frames of the wrong size.
     pub wrong_size: u64,
+    /// Frames that could not be sent because the server stopped reading.
+    pub unsent: u64,
     /// Text messages that were not a known action.
     pub bad_text: u64,
     /// Frames dropped at the playout limit.
@@ -118,6 +120,7 @@ impl LoadReport {
             totals.duplicated += r.duplicated;
             totals.reordered += r.reordered;
             totals.wrong_size += r.wrong_size;
+            totals.unsent += r.unsent_frames;
             totals.bad_text += r.bad_text;
             totals.playout_overflow += r.playout_overflow;
             totals.underrun_gaps += r.underrun_gaps;
@@ -175,6 +178,9 @@ impl LoadReport {
         }
         if self.totals.failed > 0 {
             self.failures.push(format!("{} of {} calls failed", self.totals.failed, self.totals.calls));
+        }
+        if self.totals.unsent > 0 {
+            self.failures.push(format!("{} frames could not be sent: the server stopped reading", self.totals.unsent));
         }
         if self.totals.wrong_size > 0 {
             self.failures.push(format!("{} frames of the wrong size", self.totals.wrong_size));

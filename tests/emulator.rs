@@ -1,0 +1,187 @@
+//! The platform emulator end to end: against `callpipe serve`, and against deliberately bad
+//! servers written here, whose faults the report must name.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callpipe::client::engine::{self, Progress, RunConfig, RunResult, Target};
+use callpipe::client::platform::{CallPlan, CallReport};
+use callpipe::client::report::{LoadReport, Thresholds};
+use callpipe::protocol::SampleRate;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn run_calls(url: String, plan: CallPlan, calls: usize) -> RunResult {
+    tokio::task::spawn_blocking(move || {
+        let target = Target::parse(&url).unwrap();
+        let config = RunConfig {
+            calls,
+            ramp: Duration::from_millis(200),
+            threads: 2,
+            connect_timeout: Duration::from_secs(5),
+            max_message: 1 << 20,
+        };
+        engine::run(&target, Arc::new(plan), &config, Arc::new(Progress::default())).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn one_call(url: String, plan: CallPlan) -> CallReport {
+    run_calls(url, plan, 1).await.reports.remove(0)
+}
+
+fn plan(rate: SampleRate, millis: u64) -> CallPlan {
+    CallPlan { tag_frames: true, linger: Duration::from_millis(300), ..CallPlan::new(rate, Duration::from_millis(millis)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_and_a_load_against_callpipe_echo_are_clean() {
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let report = one_call(server.url("/echo?call_id=emu"), plan(SampleRate::Hz8000, 2000)).await;
+    assert_eq!(report.frames_sent, 100);
+    assert_eq!((report.echoed, report.lost, report.wrong_size, report.violation_count()), (100, 0, 0, 0), "{report:?}");
+    assert_eq!(report.close_code, Some(1000));
+    assert!(report.error.is_none(), "{report:?}");
+
+    let result = run_calls(server.url("/echo"), plan(SampleRate::Hz16000, 2000), 20).await;
+    let load = LoadReport::new("ws://test/echo", 16000, &result, &Thresholds { max_loss: Some(0.0), ..Thresholds::default() });
+    assert!(load.failures.is_empty(), "{}", load.summary());
+    assert_eq!(load.totals.frames_sent, 2000);
+    assert_eq!(load.rtt.count, 2000, "every frame's round trip measured");
+    assert!(load.rtt.p50 > 0.0 && load.rtt.p50 < 30.0, "{}", load.summary());
+    assert!(!load.windows.is_empty());
+    server.stop().await;
+}
+
+/// A bot that misbehaves in one way, on 127.0.0.1:0.
+async fn bad_server(
+    behaviour: fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> futures_util::future::BoxFuture<'static, ()>,
+    small_buffers: bool,
+) -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if small_buffers {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+                if let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+                    // Wait for the metadata, as a bot would.
+                    let _ = ws.next().await;
+                    behaviour(ws).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_sending_wrong_sizes_is_named() {
+    let addr = bad_server(
+        |mut ws| {
+            Box::pin(async move {
+                while let Some(Ok(Message::Binary(_))) = ws.next().await {
+                    let _ = ws.send(Message::binary(vec![0u8; 300])).await;
+                }
+            })
+        },
+        false,
+    )
+    .await;
+    let report = one_call(format!("ws://{addr}/bot"), plan(SampleRate::Hz8000, 500)).await;
+    assert!(report.wrong_size >= 20, "{report:?}");
+    assert_eq!(report.violations[0], "frame of 300 bytes, expected 320");
+    assert!(report.violation_count() > 0);
+
+    let strict = one_call(format!("ws://{addr}/bot"), CallPlan { strict: true, ..plan(SampleRate::Hz8000, 500) }).await;
+    assert!(strict.closed_for_violation);
+    assert_eq!((strict.close_code, strict.wrong_size), (Some(1007), 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_bursting_ten_seconds_at_once_fills_the_playout_buffer() {
+    let addr = bad_server(
+        |mut ws| {
+            Box::pin(async move {
+                for _ in 0..500 {
+                    let _ = ws.feed(Message::binary(vec![1u8; 320])).await;
+                }
+                let _ = ws.flush().await;
+                while ws.next().await.is_some() {}
+            })
+        },
+        false,
+    )
+    .await;
+    let report = one_call(format!("ws://{addr}/bot"), CallPlan { tag_frames: false, ..plan(SampleRate::Hz8000, 1000) }).await;
+    assert_eq!(report.frames_received, 500);
+    assert!(report.playout_high_water >= 440, "{report:?}");
+    assert!((55..=70).contains(&report.frames_played), "played in real time, not at once: {report:?}");
+    assert_eq!(report.playout_overflow, 0);
+    let limited =
+        one_call(format!("ws://{addr}/bot"), CallPlan { playout_limit: 100, tag_frames: false, ..plan(SampleRate::Hz8000, 1000) }).await;
+    assert!(limited.playout_overflow >= 390, "{limited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_never_reads_is_named_and_memory_stays_bounded() {
+    let addr = bad_server(
+        |ws| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(ws);
+            })
+        },
+        true,
+    )
+    .await;
+    let report = one_call(
+        format!("ws://{addr}/bot"),
+        CallPlan { tag_frames: false, hangup_after: Some(Duration::from_secs(6)), ..plan(SampleRate::Hz24000, 6000) },
+    )
+    .await;
+    assert!(report.unsent_frames > 0, "{report:?}");
+    assert!(report.violations.iter().any(|v| v.contains("stopped reading")), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_closes_mid_frame_is_named() {
+    let addr = bad_server(
+        |mut ws| {
+            Box::pin(async move {
+                let _ = ws.send(Message::binary(vec![1u8; 320])).await;
+                // Half a frame, then the TCP connection goes away.
+                let stream = ws.get_mut();
+                let _ = stream.write_all(&[0x82, 0x7E, 0x01, 0x40]).await;
+                let _ = stream.write_all(&[0u8; 100]).await;
+                let _ = stream.shutdown().await;
+            })
+        },
+        false,
+    )
+    .await;
+    let report = one_call(format!("ws://{addr}/bot"), plan(SampleRate::Hz8000, 2000)).await;
+    assert_eq!(report.close_code, Some(1006), "{report:?}");
+    assert_eq!(report.frames_received, 1);
+    assert!(report.error.as_deref().unwrap_or_default().contains("without a close frame"), "{report:?}");
+}
+
+#[tokio::test]
+async fn refused_upgrades_are_reported() {
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let report = one_call(server.url("/nowhere"), plan(SampleRate::Hz8000, 500)).await;
+    assert!(report.error.as_deref().unwrap_or_default().contains("HTTP 404"), "{report:?}");
+    server.stop().await;
+}
