@@ -194,14 +194,15 @@ impl LoadReport {
         let _ = writeln!(s, "{} calls to {} at {} Hz in {:.1} s: {} failed", t.calls, self.url, self.rate, self.elapsed_s, t.failed);
         let _ = writeln!(
             s,
-            "frames sent {} received {} lost {} ({:.4}%) duplicated {} reordered {} wrong-size {}",
+            "frames sent {} received {} lost {} ({:.4}%) duplicated {} reordered {} wrong-size {} unsent {}",
             t.frames_sent,
             t.frames_received,
             t.lost,
             t.loss * 100.0,
             t.duplicated,
             t.reordered,
-            t.wrong_size
+            t.wrong_size,
+            t.unsent
         );
         let _ = writeln!(s, "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "ms", "p50", "p90", "p99", "p99.9", "max", "count");
         for (name, p) in [
@@ -240,8 +241,11 @@ pub fn call_summary(url: &str, report: &CallReport, result: &RunResult) -> Strin
         result.elapsed.as_secs_f64(),
         r.close_code.map_or("nothing".into(), |c| c.to_string())
     );
-    let _ =
-        writeln!(s, "frames sent {} received {} played {} wrong-size {}", r.frames_sent, r.frames_received, r.frames_played, r.wrong_size);
+    let _ = writeln!(
+        s,
+        "frames sent {} received {} played {} wrong-size {} unsent (server not reading) {}",
+        r.frames_sent, r.frames_received, r.frames_played, r.wrong_size, r.unsent_frames
+    );
     let _ = writeln!(s, "playout buffer high-water {} frames, overflow {} frames", r.playout_high_water, r.playout_overflow);
     let _ = writeln!(s, "underruns: {} gaps ({} ms of silence) while the bot was speaking", r.underrun_gaps, r.underrun_ticks * 20);
     let _ = writeln!(s, "events received: {} clear, {} notify; bad text {}", r.clears, r.notifies, r.bad_text);
