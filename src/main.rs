@@ -51,6 +51,10 @@ enum Command {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Tag each frame with its sequence number and send time in its first 16 bytes, to
+        /// measure an echo's round trip and loss (the tag is audible as a click per frame).
+        #[arg(long)]
+        tag: bool,
     },
     /// Run many emulated calls at once and measure latency, jitter and loss.
     Load {
@@ -201,9 +205,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { listen, config, media_threads } => serve(listen, config, media_threads),
-        Command::Call { url, call, record, json } => {
+        Command::Call { url, call, record, json, tag } => {
             let target = Target::parse(&url)?;
-            let plan = Arc::new(call.plan(true, record)?);
+            let plan = Arc::new(call.plan(tag, record)?);
             let config =
                 RunConfig { calls: 1, ramp: Duration::ZERO, threads: 1, connect_timeout: Duration::from_secs(5), max_message: 1 << 20 };
             let result = engine::run(&target, plan, &config, Arc::new(Progress::default()))?;
