@@ -23,6 +23,9 @@
 //!     ▲
 //!  server     tokio accept loop, routing, admission, drain               (tokio, sockets)
 //!  config     the TOML configuration, validated once into types
+//!
+//!  client     the platform's side: `callpipe call` / `callpipe load`       (threads, sockets)
+//!             (uses protocol only: it speaks the wire format, not callpipe's internals)
 //! ```
 //!
 //! # Threads and rings

@@ -583,10 +583,11 @@ fn next_mask(state: &mut u64) -> [u8; 4] {
     (x as u32).to_le_bytes()
 }
 
+/// A seed for keys and masks: std's per-process random hasher keys, mixed with the time.
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.finish()
 }
 
