@@ -68,7 +68,7 @@ enum Command {
         /// Seconds over which the calls start.
         #[arg(long, default_value_t = 5.0)]
         ramp: f64,
-        /// Driver threads (default: one per core).
+        /// Driver threads (default: one per 1,000 calls, at most one per core).
         #[arg(long)]
         threads: Option<usize>,
         /// Write every figure as JSON to this file.
@@ -226,7 +226,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if calls == 0 || calls > 100_000 {
                 bail!("--calls must be between 1 and 100000");
             }
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = threads.unwrap_or_else(|| calls.div_ceil(1000).clamp(1, cores));
             let config = RunConfig {
                 calls,
                 ramp: Duration::from_secs_f64(ramp.clamp(0.0, 3600.0)),

@@ -291,19 +291,25 @@ impl Driver {
             if self.handed >= self.expected && self.active() == 0 {
                 return (self.reports, self.metrics);
             }
-            let slot_at = self.epoch + SLOT * u32::try_from(self.next_slot).unwrap_or(u32::MAX);
+            // Sleep to the next slot that has calls in it.
+            let mut due = self.next_slot;
+            while self.slots[(due % SLOTS as u64) as usize].is_empty() && due < self.next_slot + SLOTS as u64 {
+                due += 1;
+            }
+            let slot_at = self.epoch + SLOT * u32::try_from(due).unwrap_or(u32::MAX);
             events.clear();
             if self.active() == 0 {
                 let _ = self.poller.wait(&mut events, Some(Duration::from_millis(50)));
             } else {
                 let _ = self.poller.wait_deadline(&mut events, slot_at);
             }
+            // Arrivals are stamped with the wake-up instant; sends go first so that reading a
+            // burst of replies never delays a frame that is due.
             let now = Instant::now();
-            let ready: Vec<(usize, bool)> = events.iter().map(|e| (e.key, e.writable)).collect();
-            for (key, writable) in ready {
-                self.handle_ready(key, writable, now);
-            }
             self.run_due_slots();
+            for event in events.iter() {
+                self.handle_ready(event.key, event.writable, now);
+            }
         }
     }
 
