@@ -217,7 +217,14 @@ async fn shutdown_closes_live_calls_with_1001_after_the_grace_period() {
     let mut ws = server.call("/echo", 16000).await;
     ws.send(Message::binary(test_frame(0, 640))).await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.unwrap();
+    let url = server.url("/echo");
     let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While draining, new upgrades are refused with 503.
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected HTTP 503 while draining, got {other:?}"),
+    }
     assert_eq!(close_code(&mut ws).await, Some(1001));
     stopping.await.unwrap();
 }

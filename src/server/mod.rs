@@ -57,8 +57,9 @@ pub struct Handle {
     pub media: Arc<MediaStats>,
 }
 
-/// Serves calls on `listener` until `shutdown` completes, then drains: new upgrades get 503,
-/// live calls get the configured grace period to end, the rest are closed with 1001.
+/// Serves calls on `listener` until `shutdown` completes, then drains: new upgrades get 503
+/// while live calls get the configured grace period to end; the rest are closed with 1001, and
+/// the listener is closed.
 ///
 /// `on_start` receives the server's counters once the media threads run.
 pub async fn run(
@@ -103,12 +104,21 @@ pub async fn run(
         })
     });
 
-    tokio::select! {
-        () = accept_loop(&listener, &shared) => {}
-        () = shutdown => {}
+    {
+        let accept = accept_loop(&listener, &shared);
+        tokio::pin!(accept);
+        tokio::select! {
+            () = &mut accept => {}
+            () = shutdown => {}
+        }
+        // Keep accepting while draining, so that new upgrades get a clear 503 instead of a
+        // refused connection; then stop listening.
+        tokio::select! {
+            () = &mut accept => {}
+            () = drain(&shared) => {}
+        }
     }
     drop(listener);
-    drain(&shared).await;
     info!("{}", stats.summary(&media_stats));
     if let Some(reporter) = reporter {
         reporter.abort();
