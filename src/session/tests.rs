@@ -273,3 +273,31 @@ fn hanging_up_pads_the_final_partial_frame() {
     assert!(bytes[80..].iter().all(|b| *b == 0));
     assert!(s.is_finished());
 }
+
+#[test]
+fn a_19_ms_sender_cannot_build_up_latency() {
+    // The platform's clock runs 5 % fast: a frame every 19 ms against a 20 ms tick. The backlog
+    // (and so the latency it adds) stays bounded: the excess is dropped on purpose, and counted.
+    let t0 = Instant::now();
+    let mut s = echo_session();
+    let config = SessionConfig::default();
+    let mut next_send = Duration::ZERO;
+    let mut sent = 0u64;
+    let mut max_backlog = 0;
+    for n in 0..3000u32 {
+        let now = FRAME_DURATION * n;
+        while next_send <= now {
+            s.handle_audio(&frame_bytes(n as i16));
+            next_send += Duration::from_millis(19);
+            sent += 1;
+        }
+        max_backlog = max_backlog.max(s.inbound.backlog());
+        s.handle_tick(t0 + now);
+        drain(&mut s, t0 + now);
+    }
+    assert!(max_backlog <= config.max_inbound_backlog + 1, "backlog peaked at {max_backlog} frames");
+    let stats = s.stats();
+    assert!(stats.dropped_in > 0, "{stats:?}");
+    // Every frame sent is accounted for: processed by a pass, dropped on purpose, or waiting.
+    assert_eq!(stats.passes - stats.input_missing + stats.dropped_in + s.inbound.backlog() as u64, sent);
+}
