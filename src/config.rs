@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub max_calls: usize,
     /// Grace period on shutdown.
     pub shutdown_grace: Duration,
+    /// How long a peer may leave callpipe's frames unread before the call is closed.
+    pub write_timeout: Duration,
+    /// The kernel send buffer of each call's socket; `None` leaves the OS default.
+    pub send_buffer_bytes: Option<usize>,
     /// Period of the summary log line; `None` for none.
     pub stats_interval: Option<Duration>,
     /// When connections read audio.
@@ -137,8 +141,8 @@ impl Config {
                 crate::protocol::MAX_FRAME_BYTES
             )));
         }
-        if s.metadata_timeout_ms == 0 || s.max_calls == 0 {
-            return Err(invalid("server.metadata_timeout_ms and server.max_calls must be positive".into()));
+        if s.metadata_timeout_ms == 0 || s.max_calls == 0 || s.write_timeout_ms == 0 {
+            return Err(invalid("server.metadata_timeout_ms, server.max_calls and server.write_timeout_ms must be positive".into()));
         }
         let m = raw.media;
         if !(1..=50).contains(&m.lookahead_frames) {
@@ -177,6 +181,8 @@ impl Config {
                 max_message_bytes: s.max_message_bytes,
                 max_calls: s.max_calls,
                 shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+                write_timeout: Duration::from_millis(s.write_timeout_ms),
+                send_buffer_bytes: (s.send_buffer_bytes > 0).then_some(s.send_buffer_bytes),
                 stats_interval: (s.stats_interval_ms > 0).then(|| Duration::from_millis(s.stats_interval_ms)),
                 read_mode: s.read_mode,
             },
@@ -222,6 +228,8 @@ struct RawServer {
     max_message_bytes: usize,
     max_calls: usize,
     shutdown_grace_ms: u64,
+    write_timeout_ms: u64,
+    send_buffer_bytes: usize,
     stats_interval_ms: u64,
     read_mode: ReadMode,
 }
@@ -235,6 +243,8 @@ impl Default for RawServer {
             max_message_bytes: 65536,
             max_calls: 10_000,
             shutdown_grace_ms: 10_000,
+            write_timeout_ms: 10_000,
+            send_buffer_bytes: 65_536,
             stats_interval_ms: 10_000,
             read_mode: ReadMode::Readiness,
         }

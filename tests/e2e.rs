@@ -228,3 +228,45 @@ async fn shutdown_closes_live_calls_with_1001_after_the_grace_period() {
     assert_eq!(close_code(&mut ws).await, Some(1001));
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_closed_and_others_are_unharmed() {
+    let config = ECHO_CONFIG.replace("[server]", "[server]\nwrite_timeout_ms = 1000\nsend_buffer_bytes = 16384");
+    let server = TestServer::start(&config).await;
+    // A client with a tiny receive window that sends 24 kHz audio and never reads the echo.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (mut deaf, _) = tokio_tungstenite::client_async(server.url("/echo"), stream).await.unwrap();
+    deaf.send(Message::text(r#"{"event":"websocket:connected","content-type":"audio/l16;rate=24000"}"#)).await.unwrap();
+    let healthy = tokio::spawn({
+        let url = server.url("/echo");
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            ws.send(Message::text(r#"{"event":"websocket:connected","content-type":"audio/l16;rate=8000"}"#)).await.unwrap();
+            let mut back = 0;
+            for n in 0..150u32 {
+                ws.send(Message::binary(test_frame(n, 320))).await.unwrap();
+                while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(15), ws.next()).await {
+                    if let Message::Binary(b) = m {
+                        assert_eq!(b.to_vec(), test_frame(back, 320));
+                        back += 1;
+                    }
+                }
+            }
+            back
+        }
+    });
+    let closed = &server.handle.stats.closed_1008;
+    let started = Instant::now();
+    let mut n = 0;
+    while closed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the deaf peer was never closed");
+        let _ = tokio::time::timeout(Duration::from_millis(50), deaf.send(Message::binary(test_frame(n, 960)))).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = healthy.await.unwrap();
+    assert!(back >= 145, "the well-behaved call kept echoing: {back} of 150 frames back");
+    server.stop().await;
+}

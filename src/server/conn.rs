@@ -59,6 +59,9 @@ enum Ending {
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = shared.config.server.send_buffer_bytes {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let permit = shared.permits.clone().try_acquire_owned().ok();
     let draining = shared.draining.load(Ordering::Acquire);
     let mut target = None;
@@ -270,6 +273,8 @@ struct CallIo<'a> {
     late_frames: u64,
     wrong_size: u64,
     needs_flush: bool,
+    /// Since when the socket has refused our writes (the peer is not reading).
+    blocked_since: Option<Instant>,
     frame: [u8; MAX_FRAME_BYTES],
 }
 
@@ -285,6 +290,7 @@ impl<'a> CallIo<'a> {
             late_frames: 0,
             wrong_size: 0,
             needs_flush: false,
+            blocked_since: None,
             frame: [0; MAX_FRAME_BYTES],
         }
     }
@@ -304,6 +310,12 @@ impl<'a> CallIo<'a> {
             return Poll::Ready(ending);
         }
         self.drain_events(end);
+        if let Some(since) = self.blocked_since
+            && since.elapsed() >= self.shared.config.server.write_timeout
+        {
+            let reason = format!("peer left our frames unread for {} ms", self.shared.config.server.write_timeout.as_millis());
+            return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
+        }
         if end.link.is_media_done() {
             return Poll::Ready(Ending::Hangup(CloseCode::Away));
         }
@@ -321,7 +333,10 @@ impl<'a> CallIo<'a> {
             match ws.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Err(Ending::PeerLost(e.to_string())),
-                Poll::Pending => return Ok(()),
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
             }
             let Some(item) = end.items_out.try_pop() else { break };
             let message = match item {
@@ -351,9 +366,14 @@ impl<'a> CallIo<'a> {
         }
         if self.needs_flush {
             match ws.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.blocked_since = None;
+                }
                 Poll::Ready(Err(e)) => return Err(Ending::PeerLost(e.to_string())),
-                Poll::Pending => {}
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert_with(Instant::now);
+                }
             }
         }
         Ok(())
