@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use callpipe::processor::{CallInfo, Echo, Pipeline, Processor};
+use callpipe::processor::{CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Requests, Setup};
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
 use callpipe::session::{Session, SessionConfig, Transmit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -129,6 +129,89 @@ fn bench_echo_pipeline_delayed(c: &mut Criterion) {
     bench_echo(c, "echo_pipeline_delayed", &[SampleRate::Hz16000], 200);
 }
 
+/// `seconds` of speech-like noise at `rate`: a jittered 120 Hz pulse train and white noise through
+/// two formant resonators (500 and 1500 Hz) that move every 150 ms, at about -20 dBFS. Not a
+/// tone: the detector's usual input.
+fn speech_like(rate: SampleRate, seconds: u32) -> Vec<i16> {
+    let fs = f64::from(rate.hz());
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut resonators = [(0.0f64, 0.0f64); 2];
+    let mut out = Vec::new();
+    for i in 0..(seconds * rate.hz()) as usize {
+        let segment = (i as f64 / fs / 0.15) as usize;
+        let formants = [500.0 + 60.0 * (segment % 5) as f64, 1500.0 - 90.0 * (segment % 7) as f64];
+        let pulse = if i % (fs / 120.0) as usize == 0 { 40.0 } else { 0.0 };
+        let mut x = pulse + noise();
+        let mut y = 0.0;
+        for ((y1, y2), hz) in resonators.iter_mut().zip(formants) {
+            let r = (-std::f64::consts::PI * 100.0 / fs).exp();
+            let v = (1.0 - r) * x + 2.0 * r * (std::f64::consts::TAU * hz / fs).cos() * *y1 - r * r * *y2;
+            (*y2, *y1) = (*y1, v);
+            y += v;
+        }
+        x = y;
+        out.push((x * 3000.0).clamp(-32768.0, 32767.0) as i16);
+    }
+    out
+}
+
+/// `seconds` of the key 5 (770 and 1336 Hz at -10 dBFS each): the detector's dearest input,
+/// every window of which runs every check.
+fn key_five(rate: SampleRate, seconds: u32) -> Vec<i16> {
+    let fs = f64::from(rate.hz());
+    let amplitude = 32_767.0 * 10f64.powf(-0.5);
+    (0..(seconds * rate.hz()) as usize)
+        .map(|i| {
+            let t = i as f64 / fs;
+            let tau = std::f64::consts::TAU;
+            (amplitude * ((tau * 770.0 * t).sin() + (tau * 1336.0 * t).sin())) as i16
+        })
+        .collect()
+}
+
+fn bench_dtmf_detect(c: &mut Criterion) {
+    bench_detector(c, "dtmf_detect", speech_like);
+    bench_detector(c, "dtmf_detect_key", key_five);
+}
+
+/// `dtmf_detect`'s `process` on 20 ms frames of `audio`, one frame per iteration.
+fn bench_detector(c: &mut Criterion, name: &str, audio: fn(SampleRate, u32) -> Vec<i16>) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+    for rate in SampleRate::ALL {
+        let mut detector = match DtmfDetect::new(DtmfDetectConfig::default()) {
+            Ok(detector) => detector,
+            Err(err) => panic!("dtmf_detect: {err}"),
+        };
+        let call = call_info(rate);
+        if let Err(err) = detector.prepare(&Setup { rate, call: &call }) {
+            panic!("dtmf_detect prepare: {err}");
+        }
+        let audio = audio(rate, 2);
+        let mut frames: Vec<Vec<i16>> = audio.chunks_exact(rate.frame_samples()).map(<[i16]>::to_vec).collect();
+        let mut output = vec![0i16; rate.frame_samples()];
+        let mut requests = Requests::new(rate.frame_samples());
+        let now = Instant::now();
+        let mut position = 0u64;
+        group.bench_function(BenchmarkId::from_parameter(rate.hz()), |b| {
+            b.iter(|| {
+                let n = frames.len();
+                let input = &mut frames[position as usize % n];
+                let mut cx = Context::new(now, position, rate, input, true, &mut output, &mut requests);
+                detector.process(black_box(&mut cx));
+                position += 1;
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
@@ -136,6 +219,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed
+    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect
 }
 criterion_main!(benches);

@@ -14,7 +14,7 @@
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
 //!     ▲
-//!  processor  the Processor trait, Pipeline, built-ins (echo)           (no I/O, no clock)
+//!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
 //!     ▲
 //!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
 //!             pacer, clear/notify bookkeeping

@@ -1,6 +1,7 @@
 //! The media path's steady state allocates nothing: a counting global allocator watches the
 //! exact per-call step a media thread runs (rings in, one tick, rings out), plus the connection
-//! side's ring operations, over thousands of ticks with DTMF, clear and notify traffic.
+//! side's ring operations, over thousands of ticks with DTMF, clear and notify traffic, and with
+//! the DTMF detector (fed real keying) and generator in the pipeline.
 //!
 //! The counting allocator is the crate's only `unsafe` code (the library itself forbids it).
 #![allow(unsafe_code)]
@@ -8,46 +9,47 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::f64::consts::TAU;
 use std::time::Instant;
 
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
-use callpipe::processor::{CallInfo, Context, Echo, Event, Pipeline, Processor};
+use callpipe::processor::{CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Processor};
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
 use ringbuf::traits::{Consumer, Producer};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static WATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: tests run in parallel, and one test's allocations must not count in another's.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one allocation (or free) if this thread is watching.
+fn count() {
+    if WATCHING.with(Cell::get) {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+    }
 }
 
 // SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
 // the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if WATCHING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -58,11 +60,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations (and frees) made by this thread while `f` runs.
 fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     WATCHING.with(|w| w.set(true));
     f();
     WATCHING.with(|w| w.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 /// Queues a prompt every 50 passes with a notify after it, mixes a tone into every frame, and
@@ -97,17 +99,31 @@ impl Processor for Busy {
 
 /// Allocations over 10,000 steady-state ticks, and the session's counters at the end.
 fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -> (usize, callpipe::session::SessionStats) {
+    let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
+    let (allocations, stats, _) = steady_state_allocations_with(rate, stages, &[frame], 3);
+    (allocations, stats)
+}
+
+/// The same with the caller sending `frames` over and over, `cut` bytes short every seventh
+/// one; also returns the DTMF events the processors emitted.
+fn steady_state_allocations_with(
+    rate: SampleRate,
+    stages: Vec<Box<dyn Processor>>,
+    frames: &[Vec<u8>],
+    cut: usize,
+) -> (usize, callpipe::session::SessionStats, usize) {
     let call = CallInfo { id: "a".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
     let config = SessionConfig::default();
     let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
     let (mut conn, mut media) =
         call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
-    let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
     let mut out = [0u8; MAX_FRAME_BYTES];
+    let mut dtmf_events = 0;
     let t0 = Instant::now();
     let mut tick = |n: u32| {
         // Connection side: a frame in (sometimes an odd size), a DTMF now and then.
-        let cut = if n % 7 == 0 { frame.len() - 3 } else { frame.len() };
+        let frame = &frames[n as usize % frames.len()];
+        let cut = if n % 7 == 0 { frame.len() - cut } else { frame.len() };
         conn.audio_in.push_slice(&frame[..cut]);
         if n % 97 == 0 {
             let _ = conn.events_in.try_push(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
@@ -125,7 +141,11 @@ fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -
             }
         }
         // Processor events are rare and leave on the connection side, which may allocate.
-        while conn.events_out.try_pop().is_some() {}
+        while let Some(event) = conn.events_out.try_pop() {
+            if let Event::Dtmf { .. } = event {
+                dtmf_events += 1;
+            }
+        }
     };
     for n in 0..200 {
         tick(n);
@@ -135,7 +155,7 @@ fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -
             tick(n);
         }
     });
-    (allocations, session.stats())
+    (allocations, session.stats(), dtmf_events)
 }
 
 #[test]
@@ -157,6 +177,55 @@ fn clear_notify_mixing_and_events_never_allocate() {
         let (allocations, stats) = steady_state_allocations(rate, stages);
         assert_eq!(allocations, 0, "{rate}");
         assert!(stats.clears >= 100 && stats.notifies >= 100, "the traffic really ran: {stats:?}");
+    }
+}
+
+/// The caller keying "1234567890*#ABCD" over and over (60 ms tones at -12 dBFS per tone, 60 ms
+/// gaps), as little-endian frames.
+fn keying(rate: SampleRate) -> Vec<Vec<u8>> {
+    let fs = f64::from(rate.hz());
+    let amplitude = 32_767.0 * 10f64.powf(-12.0 / 20.0);
+    let tone = (0.06 * fs) as usize;
+    let mut samples: Vec<i16> = Vec::new();
+    for c in "1234567890*#ABCD".chars() {
+        let i = DtmfDigit::ALL.iter().position(|d| d.as_char() == c).unwrap();
+        let (low, high) = ([697.0, 770.0, 852.0, 941.0][i / 4], [1209.0, 1336.0, 1477.0, 1633.0][i % 4]);
+        samples.extend((0..tone).map(|n| {
+            let t = n as f64 / fs;
+            (amplitude * ((TAU * low * t).sin() + (TAU * high * t).sin())) as i16
+        }));
+        samples.extend(std::iter::repeat_n(0, tone));
+    }
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    bytes.chunks_exact(rate.frame_bytes()).map(<[u8]>::to_vec).collect()
+}
+
+#[test]
+fn dtmf_detection_merging_and_muting_never_allocate() {
+    for rate in SampleRate::ALL {
+        for mute in [false, true] {
+            let detect = DtmfDetect::new(DtmfDetectConfig { mute, ..DtmfDetectConfig::default() }).unwrap();
+            let stages: Vec<Box<dyn Processor>> = vec![Box::new(detect), Box::new(Echo::new(0).unwrap())];
+            // Frames one sample short now and then keep the samples aligned (odd cuts would not).
+            let (allocations, stats, keys) = steady_state_allocations_with(rate, stages, &keying(rate), 2);
+            assert_eq!(allocations, 0, "{rate} mute {mute}");
+            // 200 s of keying at 16 keys per 1.92 s, and a platform 1 every 97 ticks.
+            assert!(keys >= 1_600, "{rate}: the detector really ran: {keys} keys");
+            assert!(stats.frames_released >= 10_000, "{stats:?}");
+        }
+    }
+}
+
+#[test]
+fn dtmf_sending_never_allocates() {
+    for rate in SampleRate::ALL {
+        // 64 keys of 1.5 s with 2 s gaps: the sequence (and its one "dtmf:sent" event, which
+        // allocates when the session clones it) outlasts the 200 s measured.
+        let config = DtmfSendConfig { digits: "1234567890*#ABCD".repeat(4), tone_ms: 1_500, gap_ms: 2_000, ..DtmfSendConfig::default() };
+        let stages: Vec<Box<dyn Processor>> = vec![Box::new(DtmfSend::new(config).unwrap()), Box::new(Echo::new(0).unwrap())];
+        let (allocations, stats) = steady_state_allocations(rate, stages);
+        assert_eq!(allocations, 0, "{rate}");
+        assert!(stats.frames_released >= 10_000, "{stats:?}");
     }
 }
 

@@ -18,12 +18,16 @@
 //!   [`Context::input_present`] says which. Pipelines therefore keep time with the call.
 
 mod context;
+mod dtmf;
+mod dtmf_gen;
 mod echo;
 mod registry;
 
 use std::time::Duration;
 
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
+pub use dtmf::{DtmfDetect, DtmfDetectConfig};
+pub use dtmf_gen::{DtmfSend, DtmfSendConfig};
 pub use echo::Echo;
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 

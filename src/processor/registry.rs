@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Echo, Pipeline, Processor, ProcessorError};
+use super::{DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Processor, ProcessorError};
 
 /// One processor in a route: its type and the rest of its TOML table as parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,30 @@ impl ProcessorRegistry {
             p.only(&["delay_ms"])?;
             let delay_ms = p.u32_or("delay_ms", 0)?;
             Ok(Box::new(Echo::new(delay_ms)?))
+        });
+        registry.register("dtmf_detect", |params| {
+            let p = Params::new("dtmf_detect", params);
+            p.only(&["min_duration_ms", "merge_window_ms", "mute", "level_floor_dbfs"])?;
+            let d = DtmfDetectConfig::default();
+            Ok(Box::new(DtmfDetect::new(DtmfDetectConfig {
+                min_duration_ms: p.u32_or("min_duration_ms", d.min_duration_ms)?,
+                merge_window_ms: p.u32_or("merge_window_ms", d.merge_window_ms)?,
+                mute: p.bool_or("mute", d.mute)?,
+                level_floor_dbfs: p.f64_or("level_floor_dbfs", d.level_floor_dbfs)?,
+            })?))
+        });
+        registry.register("dtmf_send", |params| {
+            let p = Params::new("dtmf_send", params);
+            p.only(&["digits", "tone_ms", "gap_ms", "level_dbfs", "start_ms"])?;
+            let d = DtmfSendConfig::default();
+            let digits = p.str("digits")?.ok_or_else(|| p.error("`digits` is required, e.g. digits = \"1234#\""))?;
+            Ok(Box::new(DtmfSend::new(DtmfSendConfig {
+                digits: digits.to_owned(),
+                tone_ms: p.u32_or("tone_ms", d.tone_ms)?,
+                gap_ms: p.u32_or("gap_ms", d.gap_ms)?,
+                level_dbfs: p.f64_or("level_dbfs", d.level_dbfs)?,
+                start_ms: p.u32_or("start_ms", d.start_ms)?,
+            })?))
         });
         registry
     }
@@ -123,6 +147,34 @@ impl<'a> Params<'a> {
             Some(other) => Err(self.error(format!("`{key}` must be an integer, not {}", other.type_str()))),
         }
     }
+
+    /// A number parameter (integer or float), or `default` when absent.
+    pub fn f64_or(&self, key: &str, default: f64) -> Result<f64, ProcessorError> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Integer(n)) => Ok(*n as f64),
+            Some(toml::Value::Float(x)) => Ok(*x),
+            Some(other) => Err(self.error(format!("`{key}` must be a number, not {}", other.type_str()))),
+        }
+    }
+
+    /// A boolean parameter, or `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ProcessorError> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(other) => Err(self.error(format!("`{key}` must be true or false, not {}", other.type_str()))),
+        }
+    }
+
+    /// A string parameter, or `None` when absent.
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, ProcessorError> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(self.error(format!("`{key}` must be a string, not {}", other.type_str()))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +200,41 @@ mod tests {
         }
         assert!(matches!(registry.build(&spec("type = 'nope'")), Err(ProcessorError::Unknown(_))));
         assert!(ProcessorSpec::from_table(toml::from_str("delay_ms = 1").unwrap()).is_err());
+    }
+
+    #[test]
+    fn builds_the_dtmf_processors_with_typed_params() {
+        let registry = ProcessorRegistry::with_builtins();
+        for good in [
+            "type = 'dtmf_detect'",
+            "type = 'dtmf_detect'\nmin_duration_ms = 50\nmerge_window_ms = 0\nmute = true\nlevel_floor_dbfs = -40",
+            "type = 'dtmf_detect'\nlevel_floor_dbfs = -37.5",
+            "type = 'dtmf_send'\ndigits = '1234#'",
+            "type = 'dtmf_send'\ndigits = '*0#ABCD'\ntone_ms = 100\ngap_ms = 60\nlevel_dbfs = -12.5\nstart_ms = 1000",
+        ] {
+            let name = registry.build(&spec(good)).unwrap().name();
+            assert!(good.contains(name), "{good}");
+        }
+        for (bad, says) in [
+            ("type = 'dtmf_detect'\nmute = 'yes'", "`mute` must be true or false"),
+            ("type = 'dtmf_detect'\nmin_duration = 40", "unknown parameter `min_duration`"),
+            ("type = 'dtmf_detect'\nmin_duration_ms = 5", "min_duration_ms"),
+            ("type = 'dtmf_detect'\nlevel_floor_dbfs = 'loud'", "`level_floor_dbfs` must be a number"),
+            ("type = 'dtmf_detect'\nlevel_floor_dbfs = 3", "level_floor_dbfs"),
+            ("type = 'dtmf_detect'\nmerge_window_ms = -1", "merge_window_ms"),
+            ("type = 'dtmf_send'", "`digits` is required"),
+            ("type = 'dtmf_send'\ndigits = 12", "`digits` must be a string"),
+            ("type = 'dtmf_send'\ndigits = '12E'", "0-9, *, #, A-D"),
+            ("type = 'dtmf_send'\ndigits = '1'\nlevel_dbfs = 0", "level_dbfs"),
+            ("type = 'dtmf_send'\ndigits = '1'\ntone = 50", "unknown parameter `tone`"),
+        ] {
+            match registry.build(&spec(bad)) {
+                Err(err @ ProcessorError::Config { .. }) => {
+                    let text = err.to_string();
+                    assert!(text.contains(says) && text.contains(spec(bad).kind.as_str()), "{bad}: {text}");
+                }
+                other => panic!("{bad}: {:?}", other.map(|p| p.name())),
+            }
+        }
     }
 }
