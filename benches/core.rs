@@ -6,7 +6,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use callpipe::processor::{CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Requests, Setup};
+use callpipe::processor::{
+    CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
+};
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
 use callpipe::session::{Session, SessionConfig, Transmit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -212,6 +214,58 @@ fn bench_detector(c: &mut Criterion, name: &str, audio: fn(SampleRate, u32) -> V
     group.finish();
 }
 
+/// Frames `record` gets in one timed run: under the ring's 100 frames (2 s).
+const RECORD_CHUNK_FRAMES: u32 = 80;
+
+/// `record`'s `process` (stereo, the default) on 20 ms frames: the reported time is per frame.
+///
+/// The writer thread empties the ring every 20 ms, far slower than a benchmark loop pushes. So
+/// each criterion iteration times [`RECORD_CHUNK_FRAMES`] frames, reports their mean, then waits
+/// (untimed) for the writer to drain: every timed push lands in the ring instead of taking the
+/// cheaper ring-full path, which the final `dropped() == 0` check confirms. The waits make each
+/// iteration take 45 ms of wall time, so this group takes few samples.
+fn bench_record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record_push");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
+    let dir = std::env::temp_dir().join(format!("callpipe-bench-record-{}", std::process::id()));
+    for rate in SampleRate::ALL {
+        let config = RecordConfig { dir: dir.clone(), template: "{call_id}-{rate}.wav".into(), channels: RecordChannels::Stereo };
+        let mut record = match Record::new(config) {
+            Ok(record) => record,
+            Err(err) => panic!("record: {err}"),
+        };
+        let call = call_info(rate);
+        if let Err(err) = record.prepare(&Setup { rate, call: &call }) {
+            panic!("record prepare: {err}");
+        }
+        let mut input: Vec<i16> = (0..rate.frame_samples()).map(|i| (i as i16).wrapping_mul(97)).collect();
+        let mut output = input.clone();
+        let mut requests = Requests::new(rate.frame_samples());
+        let now = Instant::now();
+        let mut position = 0u64;
+        group.bench_function(BenchmarkId::from_parameter(rate.hz()), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    for _ in 0..RECORD_CHUNK_FRAMES {
+                        let mut cx = Context::new(now, position, rate, &mut input, true, &mut output, &mut requests);
+                        record.process(black_box(&mut cx));
+                        position += 1;
+                    }
+                    timed += started.elapsed() / RECORD_CHUNK_FRAMES;
+                    std::thread::sleep(Duration::from_millis(45));
+                }
+                timed
+            })
+        });
+        assert_eq!(record.dropped(), 0, "every timed push went into the ring");
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
@@ -219,6 +273,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect
+    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record
 }
 criterion_main!(benches);

@@ -13,7 +13,10 @@ use std::f64::consts::TAU;
 use std::time::Instant;
 
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
-use callpipe::processor::{CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Processor};
+use callpipe::processor::{
+    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Processor, Record, RecordChannels,
+    RecordConfig,
+};
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
 use ringbuf::traits::{Consumer, Producer};
@@ -226,6 +229,30 @@ fn dtmf_sending_never_allocates() {
         let (allocations, stats) = steady_state_allocations(rate, stages);
         assert_eq!(allocations, 0, "{rate}");
         assert!(stats.frames_released >= 10_000, "{stats:?}");
+    }
+}
+
+#[test]
+fn recording_never_allocates_on_the_media_thread() {
+    // The writer thread allocates and writes on its own thread, which this per-thread counter
+    // does not watch; the media thread only copies into the ring. The "recording" event of the
+    // first pass (and the writer's start) fall in the unmeasured first 200 ticks.
+    for rate in SampleRate::ALL {
+        for channels in [RecordChannels::Stereo, RecordChannels::Mixed, RecordChannels::Caller] {
+            let dir = std::env::temp_dir().join(format!("callpipe-no-alloc-{}-{rate}-{}", std::process::id(), channels.as_str()));
+            let config = RecordConfig { dir: dir.clone(), template: "{call_id}.wav".into(), channels };
+            let mut record = Record::new(config).unwrap();
+            let outcomes = record.outcomes().unwrap();
+            let stages: Vec<Box<dyn Processor>> = vec![Box::new(Echo::new(0).unwrap()), Box::new(record)];
+            let (allocations, stats) = steady_state_allocations(rate, stages);
+            assert_eq!(allocations, 0, "{rate} {channels:?}");
+            assert!(stats.frames_released >= 10_000, "{stats:?}");
+            // The session (and with it the recorder) is gone: the writer finalizes the file.
+            let outcome = outcomes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+            assert_eq!(outcome.error, None);
+            assert!(outcome.samples > 0, "{outcome:?}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod context;
 mod dtmf;
 mod dtmf_gen;
 mod echo;
+mod record;
 mod registry;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests}
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig};
 pub use echo::Echo;
+pub use record::{Record, RecordChannels, RecordConfig, RecordingOutcome};
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 
 use crate::protocol::{DtmfDigit, Metadata, SampleRate};

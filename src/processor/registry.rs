@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Processor, ProcessorError};
+use super::{
+    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Processor, ProcessorError, Record, RecordChannels, RecordConfig,
+};
 
 /// One processor in a route: its type and the rest of its TOML table as parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,17 @@ impl ProcessorRegistry {
                 level_dbfs: p.f64_or("level_dbfs", d.level_dbfs)?,
                 start_ms: p.u32_or("start_ms", d.start_ms)?,
             })?))
+        });
+        registry.register("record", |params| {
+            let p = Params::new("record", params);
+            p.only(&["dir", "template", "channels"])?;
+            let dir = p.str("dir")?.ok_or_else(|| p.error("`dir` is required, e.g. dir = \"/var/lib/callpipe/recordings\""))?;
+            let channels = p.str("channels")?.unwrap_or("stereo");
+            let channels = RecordChannels::parse(channels).ok_or_else(|| {
+                p.error(format!("`channels` must be \"caller\", \"outbound\", \"stereo\" or \"mixed\", not {channels:?}"))
+            })?;
+            let template = p.str("template")?.unwrap_or(super::record::DEFAULT_TEMPLATE).to_owned();
+            Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels })?))
         });
         registry
     }
@@ -211,6 +224,8 @@ mod tests {
             "type = 'dtmf_detect'\nlevel_floor_dbfs = -37.5",
             "type = 'dtmf_send'\ndigits = '1234#'",
             "type = 'dtmf_send'\ndigits = '*0#ABCD'\ntone_ms = 100\ngap_ms = 60\nlevel_dbfs = -12.5\nstart_ms = 1000",
+            "type = 'record'\ndir = '/tmp/rec'",
+            "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{header:caller}-{rate}.wav'\nchannels = 'mixed'",
         ] {
             let name = registry.build(&spec(good)).unwrap().name();
             assert!(good.contains(name), "{good}");
@@ -227,6 +242,10 @@ mod tests {
             ("type = 'dtmf_send'\ndigits = '12E'", "0-9, *, #, A-D"),
             ("type = 'dtmf_send'\ndigits = '1'\nlevel_dbfs = 0", "level_dbfs"),
             ("type = 'dtmf_send'\ndigits = '1'\ntone = 50", "unknown parameter `tone`"),
+            ("type = 'record'", "`dir` is required"),
+            ("type = 'record'\ndir = '/tmp'\nchannels = 'quad'", "`channels` must be"),
+            ("type = 'record'\ndir = '/tmp'\ntemplate = '{nope}.wav'", "unknown placeholder"),
+            ("type = 'record'\ndir = '/tmp'\ntemplate = '../x.wav'", "not allowed in a file name"),
         ] {
             match registry.build(&spec(bad)) {
                 Err(err @ ProcessorError::Config { .. }) => {

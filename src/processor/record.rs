@@ -1,0 +1,522 @@
+//! The `record` processor: writes the call to a 16-bit PCM WAV file at the call's rate.
+//!
+//! The media thread only copies each frame into a fixed-capacity ring (sized in
+//! [`Processor::prepare`] for [`RING_SECONDS`] of audio); a writer thread named
+//! `callpipe-recorder` owns the file, pops from the ring every [`POLL_INTERVAL`] and writes. When
+//! the ring is full the frame is dropped and counted, never waited for.
+//!
+//! # What is recorded
+//!
+//! * `caller`: the caller's frame as this processor hears it (after the processors before it).
+//! * `outbound`: the outbound frame as written by the processors *before* this one. Place
+//!   `record` last in a route to capture everything callpipe sends. Audio queued with
+//!   `enqueue_output` is released by the session after the pass and is not seen here.
+//! * `stereo` (the default): left the caller, right the outbound frame, interleaved in the ring.
+//! * `mixed`: one channel, the saturating sum of the two.
+//!
+//! One pass is one frame of call time, so the file's duration is the call's duration in passes;
+//! passes in which the caller sent nothing record silence.
+//!
+//! # Guarantees
+//!
+//! * `process`, `finish` and `Drop` never allocate, lock, block or touch files: `finish` (and
+//!   `Drop`, when `finish` never ran) only set a flag; the writer then drains the ring and
+//!   finalizes the file within one poll interval.
+//! * The writer rewrites the WAV header at least once per second of audio, so a file cut off by a
+//!   crash or `kill -9` still opens in ordinary tools, missing at most the last second.
+//! * Recording errors never end the call. A directory that cannot be created or a file that
+//!   cannot be opened in `prepare` disables the recorder (one `tracing::warn!`, and a
+//!   `recording` event with `"state": "error"` at the first pass); a write error (a full disk)
+//!   makes the writer log one warning and drop the rest of the audio, counted.
+//!
+//! # Events
+//!
+//! At the first pass the processor emits one [`Event::Custom`] named `"recording"`:
+//! `{"state": "started", "path": ..., "channels": ...}`, or `{"state": "error", "error": ...}`.
+//! Both are built in `prepare`. The end of a recording is known only to the writer thread, after
+//! `finish` has returned, when the pipeline can no longer emit: the writer logs one
+//! `tracing::info!` line (path, duration_ms, samples, dropped, error) and sends a
+//! [`RecordingOutcome`] on the channel from [`Record::outcomes`]. Delivering a `recording`
+//! end event to webhooks from that channel is the control plane's job (a later issue).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
+
+use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
+
+/// Seconds of audio the ring between the media thread and the writer holds.
+pub const RING_SECONDS: usize = 2;
+
+/// How often the writer thread empties the ring.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The default file name template.
+pub const DEFAULT_TEMPLATE: &str = "{call_id}-{start}.wav";
+
+type Wav = hound::WavWriter<BufWriter<File>>;
+
+/// Which audio goes into the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordChannels {
+    /// Mono: the caller's audio.
+    Caller,
+    /// Mono: what callpipe sends (as written by earlier processors).
+    Outbound,
+    /// Two channels: left the caller, right what callpipe sends.
+    Stereo,
+    /// Mono: the saturating sum of the caller and what callpipe sends.
+    Mixed,
+}
+
+impl RecordChannels {
+    /// Parses `"caller"`, `"outbound"`, `"stereo"` or `"mixed"`.
+    pub fn parse(text: &str) -> Option<RecordChannels> {
+        match text {
+            "caller" => Some(RecordChannels::Caller),
+            "outbound" => Some(RecordChannels::Outbound),
+            "stereo" => Some(RecordChannels::Stereo),
+            "mixed" => Some(RecordChannels::Mixed),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordChannels::Caller => "caller",
+            RecordChannels::Outbound => "outbound",
+            RecordChannels::Stereo => "stereo",
+            RecordChannels::Mixed => "mixed",
+        }
+    }
+
+    /// Channels in the file.
+    pub fn count(self) -> u16 {
+        if self == RecordChannels::Stereo { 2 } else { 1 }
+    }
+}
+
+/// The `record` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordConfig {
+    /// The directory for recordings, created if missing.
+    pub dir: PathBuf,
+    /// The file name: literal `[A-Za-z0-9._-]` and the placeholders `{call_id}`, `{path}`,
+    /// `{start}` (UTC, `YYYYMMDDTHHMMSSZ`), `{rate}` and `{header:NAME}`. Each placeholder's value
+    /// is sanitized to `[A-Za-z0-9._-]` (anything else becomes `_`).
+    pub template: String,
+    /// Which audio to record.
+    pub channels: RecordChannels,
+}
+
+/// How a recording ended, sent by the writer thread when the file is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// Its duration in ms.
+    pub duration_ms: u64,
+    /// Samples per channel written.
+    pub samples: u64,
+    /// Samples per channel dropped (ring full, or after a write error).
+    pub dropped: u64,
+    /// The first error, if any.
+    pub error: Option<String>,
+}
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Literal(String),
+    CallId,
+    Path,
+    Start,
+    Rate,
+    Header(String),
+}
+
+/// State shared with the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    dropped: AtomicU64,
+}
+
+/// Records the call to a WAV file through a ring and a writer thread. See the [module docs](self).
+pub struct Record {
+    config: RecordConfig,
+    template: Vec<Piece>,
+    shared: Arc<Shared>,
+    producer: Option<HeapProd<i16>>,
+    scratch: Vec<i16>,
+    announce: Option<Event>,
+    outcome_tx: Option<mpsc::Sender<RecordingOutcome>>,
+    outcome_rx: Option<mpsc::Receiver<RecordingOutcome>>,
+    stopped: bool,
+}
+
+impl Record {
+    /// A recorder with `config`, checked here (the directory is only created in `prepare`).
+    pub fn new(config: RecordConfig) -> Result<Record, ProcessorError> {
+        if config.dir.as_os_str().is_empty() {
+            return Err(config_error("`dir` must not be empty".into()));
+        }
+        let template = parse_template(&config.template).map_err(config_error)?;
+        let (tx, rx) = mpsc::channel();
+        Ok(Record {
+            config,
+            template,
+            shared: Arc::default(),
+            producer: None,
+            scratch: Vec::new(),
+            announce: None,
+            outcome_tx: Some(tx),
+            outcome_rx: Some(rx),
+            stopped: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RecordConfig {
+        &self.config
+    }
+
+    /// The channel on which the writer thread reports how the recording ended (once per
+    /// call). Can be taken once; take it before boxing the processor into a pipeline.
+    pub fn outcomes(&mut self) -> Option<mpsc::Receiver<RecordingOutcome>> {
+        self.outcome_rx.take()
+    }
+
+    /// Samples per channel dropped so far because the ring was full or the writer had failed.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The file name for `call` at `rate`, starting at `start`.
+    fn file_name(&self, call: &CallInfo, rate: u32, start: SystemTime) -> String {
+        render(&self.template, call, rate, start)
+    }
+
+    /// Disables recording for this call: logs and prepares the error event.
+    fn disable(&mut self, path: &Path, error: String) {
+        tracing::warn!(path = %path.display(), %error, "recording disabled for this call");
+        self.announce = Some(Event::Custom {
+            name: "recording",
+            data: serde_json::json!({ "state": "error", "path": path.display().to_string(), "error": error }),
+        });
+    }
+
+    /// Tells the writer to drain and finalize (once).
+    fn stop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            self.shared.stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("config", &self.config)
+            .field("recording", &self.producer.is_some())
+            .field("dropped", &self.dropped())
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor for Record {
+    fn name(&self) -> &'static str {
+        "record"
+    }
+
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let rate = setup.rate.hz();
+        let path = self.config.dir.join(self.file_name(setup.call, rate, SystemTime::now()));
+        let channels = self.config.channels;
+        if let Err(err) = std::fs::create_dir_all(&self.config.dir) {
+            self.disable(&path, format!("cannot create {}: {err}", self.config.dir.display()));
+            return Ok(());
+        }
+        let spec =
+            hound::WavSpec { channels: channels.count(), sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let writer = match hound::WavWriter::create(&path, spec).and_then(|mut w| w.flush().map(|()| w)) {
+            Ok(writer) => writer,
+            Err(err) => {
+                self.disable(&path, format!("cannot create {}: {err}", path.display()));
+                return Ok(());
+            }
+        };
+        let per_second = rate as usize * usize::from(channels.count());
+        let (producer, consumer) = HeapRb::<i16>::new(per_second * RING_SECONDS).split();
+        let Some(outcomes) = self.outcome_tx.take() else {
+            return Err(config_error("a record processor can only be prepared once".into()));
+        };
+        let writer = Writer {
+            wav: Some(writer),
+            path: path.clone(),
+            channels: channels.count(),
+            rate,
+            consumer,
+            shared: self.shared.clone(),
+            outcomes,
+        };
+        if let Err(err) = std::thread::Builder::new().name("callpipe-recorder".into()).spawn(move || writer.run()) {
+            self.disable(&path, format!("cannot start the writer thread: {err}"));
+            return Ok(());
+        }
+        self.producer = Some(producer);
+        self.scratch = vec![0; setup.frame_samples() * usize::from(channels.count())];
+        self.announce = Some(Event::Custom {
+            name: "recording",
+            data: serde_json::json!({ "state": "started", "path": path.display().to_string(), "channels": channels.as_str() }),
+        });
+        Ok(())
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        if let Some(event) = self.announce.take() {
+            cx.emit(event);
+        }
+        if self.stopped {
+            return;
+        }
+        let Some(producer) = self.producer.as_mut() else { return };
+        let (input, output) = (cx.input(), cx.output());
+        let samples: &[i16] = match self.config.channels {
+            RecordChannels::Caller => input,
+            RecordChannels::Outbound => output,
+            RecordChannels::Stereo => {
+                for ((pair, l), r) in self.scratch.chunks_exact_mut(2).zip(input).zip(output) {
+                    pair[0] = *l;
+                    pair[1] = *r;
+                }
+                &self.scratch
+            }
+            RecordChannels::Mixed => {
+                for ((m, l), r) in self.scratch.iter_mut().zip(input).zip(output) {
+                    *m = l.saturating_add(*r);
+                }
+                &self.scratch
+            }
+        };
+        // Whole frames only, so the interleaving in the ring never slips.
+        if producer.vacant_len() >= samples.len() {
+            producer.push_slice(samples);
+        } else {
+            self.shared.dropped.fetch_add(input.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn finish(&mut self, _cx: &mut Context<'_>) {
+        self.stop();
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    wav: Option<Wav>,
+    path: PathBuf,
+    channels: u16,
+    rate: u32,
+    consumer: HeapCons<i16>,
+    shared: Arc<Shared>,
+    outcomes: mpsc::Sender<RecordingOutcome>,
+}
+
+impl Writer {
+    /// Drains the ring every poll interval until told to stop, then finalizes and reports.
+    fn run(mut self) {
+        let channels = u64::from(self.channels);
+        let flush_every = u64::from(self.rate) * channels;
+        let mut buffer = vec![0i16; self.consumer.capacity().get()];
+        let mut written = 0u64;
+        let mut since_flush = 0u64;
+        let mut error: Option<String> = None;
+        loop {
+            // Read the flag before draining: everything pushed before it was set is drained.
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            loop {
+                let n = self.consumer.pop_slice(&mut buffer);
+                if n == 0 {
+                    break;
+                }
+                match self.wav.as_mut() {
+                    Some(wav) => match write_all(wav, &buffer[..n]) {
+                        Ok(()) => {
+                            written += n as u64;
+                            since_flush += n as u64;
+                        }
+                        Err(err) => self.fail(&mut error, format!("write failed: {err}"), n as u64 / channels),
+                    },
+                    None => {
+                        self.shared.dropped.fetch_add(n as u64 / channels, Ordering::Relaxed);
+                    }
+                }
+            }
+            if since_flush >= flush_every && written % channels == 0 {
+                since_flush = 0;
+                if let Some(Err(err)) = self.wav.as_mut().map(hound::WavWriter::flush) {
+                    self.fail(&mut error, format!("flush failed: {err}"), 0);
+                }
+            }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        if let Some(Err(err)) = self.wav.take().map(hound::WavWriter::finalize) {
+            error.get_or_insert(format!("finalize failed: {err}"));
+        }
+        let samples = written / channels;
+        let outcome = RecordingOutcome {
+            path: self.path,
+            duration_ms: samples * 1000 / u64::from(self.rate),
+            samples,
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            error,
+        };
+        tracing::info!(
+            path = %outcome.path.display(),
+            duration_ms = outcome.duration_ms,
+            samples = outcome.samples,
+            dropped = outcome.dropped,
+            error = outcome.error.as_deref().unwrap_or(""),
+            "recording finished"
+        );
+        let _ = self.outcomes.send(outcome);
+    }
+
+    /// Stops writing after an error: logs it once, closes the file as far as it got.
+    fn fail(&mut self, error: &mut Option<String>, message: String, lost: u64) {
+        tracing::warn!(path = %self.path.display(), error = %message, "recording stopped; the call goes on");
+        self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
+        // Dropping a hound writer tries to finalize; errors there are already reported.
+        self.wav = None;
+        error.get_or_insert(message);
+    }
+}
+
+/// Writes `samples` (whole interleaved frames) to `wav`.
+fn write_all(wav: &mut Wav, samples: &[i16]) -> Result<(), hound::Error> {
+    let mut writer = wav.get_i16_writer(samples.len() as u32);
+    for s in samples {
+        writer.write_sample(*s);
+    }
+    writer.flush()
+}
+
+fn config_error(message: String) -> ProcessorError {
+    ProcessorError::Config { processor: "record".into(), message }
+}
+
+/// Whether `c` may appear in a file name as is.
+fn is_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Appends `value` to `out` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
+fn push_sanitized(out: &mut String, value: &str) {
+    out.extend(value.chars().map(|c| if is_safe(c) { c } else { '_' }));
+}
+
+/// Parses a file name template; literal text must already be safe.
+fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let Some(open) = rest.find('{') else {
+            pieces.push(Piece::Literal(rest.to_owned()));
+            break;
+        };
+        if open > 0 {
+            pieces.push(Piece::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find('}').ok_or_else(|| format!("template {template:?} has an unclosed `{{`"))? + open;
+        let piece = match &rest[open + 1..close] {
+            "call_id" => Piece::CallId,
+            "path" => Piece::Path,
+            "start" => Piece::Start,
+            "rate" => Piece::Rate,
+            other => match other.strip_prefix("header:") {
+                Some(name) if !name.is_empty() => Piece::Header(name.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "template {template:?}: unknown placeholder `{{{other}}}` (known: call_id, path, start, rate, header:NAME)"
+                    ));
+                }
+            },
+        };
+        pieces.push(piece);
+        rest = &rest[close + 1..];
+    }
+    for piece in &pieces {
+        if let Piece::Literal(text) = piece
+            && let Some(c) = text.chars().find(|c| !is_safe(*c))
+        {
+            return Err(format!("template {template:?}: {c:?} is not allowed in a file name (use A-Z a-z 0-9 . _ -)"));
+        }
+    }
+    if pieces.is_empty() {
+        return Err("`template` must not be empty".into());
+    }
+    Ok(pieces)
+}
+
+/// Renders a parsed template. Never empty, never a hidden or parent name.
+fn render(pieces: &[Piece], call: &CallInfo, rate: u32, start: SystemTime) -> String {
+    let mut name = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => name.push_str(text),
+            Piece::CallId => push_sanitized(&mut name, &call.id),
+            Piece::Path => push_sanitized(&mut name, &call.path),
+            Piece::Start => name.push_str(&utc_stamp(start)),
+            Piece::Rate => name.push_str(&rate.to_string()),
+            Piece::Header(key) => push_sanitized(&mut name, call.metadata.header_str(key).as_deref().unwrap_or("none")),
+        }
+    }
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// `time` in UTC as `YYYYMMDDTHHMMSSZ` (times before 1970 render as 1970).
+fn utc_stamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests;
