@@ -1,9 +1,10 @@
 //! The `record` processor: writes the call to a 16-bit PCM WAV file at the call's rate.
 //!
 //! The media thread only copies each frame into a fixed-capacity ring (sized in
-//! [`Processor::prepare`] for [`RING_SECONDS`] of audio); a writer thread named
-//! `callpipe-recorder` owns the file, pops from the ring every [`POLL_INTERVAL`] and writes. When
-//! the ring is full the frame is dropped and counted, never waited for.
+//! [`Processor::prepare`] for [`RING_SECONDS`] of audio). One writer thread per process, named
+//! `callpipe-recorder` and started with the first recording, owns every open file: every
+//! [`POLL_INTERVAL`] it pops each recording's ring and writes. When a ring is full the frame is
+//! dropped and counted, never waited for.
 //!
 //! # What is recorded
 //!
@@ -42,9 +43,9 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
@@ -269,8 +270,8 @@ impl Processor for Record {
             shared: self.shared.clone(),
             outcomes,
         };
-        if let Err(err) = std::thread::Builder::new().name("callpipe-recorder".into()).spawn(move || writer.run()) {
-            self.disable(&path, format!("cannot start the writer thread: {err}"));
+        if let Err(err) = hand_to_writer_thread(writer) {
+            self.disable(&path, err);
             return Ok(());
         }
         self.producer = Some(producer);
@@ -327,7 +328,7 @@ impl Drop for Record {
     }
 }
 
-/// The writer thread's state.
+/// One recording, as the writer thread holds it.
 struct Writer {
     wav: Option<Wav>,
     path: PathBuf,
@@ -338,57 +339,115 @@ struct Writer {
     outcomes: mpsc::Sender<RecordingOutcome>,
 }
 
-impl Writer {
-    /// Drains the ring every poll interval until told to stop, then finalizes and reports.
-    fn run(mut self) {
-        let channels = u64::from(self.channels);
-        let flush_every = u64::from(self.rate) * channels;
-        let mut buffer = vec![0i16; self.consumer.capacity().get()];
-        let mut written = 0u64;
-        let mut since_flush = 0u64;
-        let mut error: Option<String> = None;
+/// A recording being written, with its progress.
+struct Job {
+    writer: Writer,
+    written: u64,
+    since_flush: u64,
+    error: Option<String>,
+}
+
+/// Samples the writer thread pops at a time.
+const WRITE_CHUNK: usize = 8192;
+
+/// Hands a recording to the process's writer thread, starting it on first use.
+fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
+    static WRITER: OnceLock<Result<mpsc::Sender<Writer>, String>> = OnceLock::new();
+    let sender = WRITER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("callpipe-recorder".into())
+            .spawn(move || write_recordings(rx))
+            .map(|_| tx)
+            .map_err(|err| format!("cannot start the writer thread: {err}"))
+    });
+    match sender {
+        Ok(sender) => sender.send(writer).map_err(|_| "the writer thread has stopped".to_owned()),
+        Err(err) => Err(err.clone()),
+    }
+}
+
+/// The writer thread: every poll interval, drains every recording's ring into its file;
+/// finalizes and forgets the recordings whose calls have ended; sleeps when there are none.
+fn write_recordings(incoming: mpsc::Receiver<Writer>) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut buffer = vec![0i16; WRITE_CHUNK];
+    loop {
+        if jobs.is_empty() {
+            match incoming.recv() {
+                Ok(writer) => jobs.push(Job::new(writer)),
+                Err(_) => return,
+            }
+        }
+        while let Ok(writer) = incoming.try_recv() {
+            jobs.push(Job::new(writer));
+        }
+        let mut i = 0;
+        while i < jobs.len() {
+            if jobs[i].poll(&mut buffer) {
+                let job = jobs.swap_remove(i);
+                job.finish();
+            } else {
+                i += 1;
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+impl Job {
+    fn new(writer: Writer) -> Job {
+        Job { writer, written: 0, since_flush: 0, error: None }
+    }
+
+    /// Drains the ring into the file and flushes the header once per second of audio.
+    /// Returns true once the call has ended and everything it pushed is written.
+    fn poll(&mut self, buffer: &mut [i16]) -> bool {
+        let channels = u64::from(self.writer.channels);
+        // Read the flag before draining: everything pushed before it was set is drained.
+        let stopping = self.writer.shared.stop.load(Ordering::Acquire);
+        // Whole interleaved frames per chunk, so a write never splits a sample pair.
+        let chunk = buffer.len() - buffer.len() % usize::from(self.writer.channels);
         loop {
-            // Read the flag before draining: everything pushed before it was set is drained.
-            let stopping = self.shared.stop.load(Ordering::Acquire);
-            loop {
-                let n = self.consumer.pop_slice(&mut buffer);
-                if n == 0 {
-                    break;
-                }
-                match self.wav.as_mut() {
-                    Some(wav) => match write_all(wav, &buffer[..n]) {
-                        Ok(()) => {
-                            written += n as u64;
-                            since_flush += n as u64;
-                        }
-                        Err(err) => self.fail(&mut error, format!("write failed: {err}"), n as u64 / channels),
-                    },
-                    None => {
-                        self.shared.dropped.fetch_add(n as u64 / channels, Ordering::Relaxed);
-                    }
-                }
-            }
-            if since_flush >= flush_every && written % channels == 0 {
-                since_flush = 0;
-                if let Some(Err(err)) = self.wav.as_mut().map(hound::WavWriter::flush) {
-                    self.fail(&mut error, format!("flush failed: {err}"), 0);
-                }
-            }
-            if stopping {
+            let n = self.writer.consumer.pop_slice(&mut buffer[..chunk]);
+            if n == 0 {
                 break;
             }
-            std::thread::sleep(POLL_INTERVAL);
+            match self.writer.wav.as_mut() {
+                Some(wav) => match write_all(wav, &buffer[..n]) {
+                    Ok(()) => {
+                        self.written += n as u64;
+                        self.since_flush += n as u64;
+                    }
+                    Err(err) => self.writer.fail(&mut self.error, format!("write failed: {err}"), n as u64 / channels),
+                },
+                None => {
+                    self.writer.shared.dropped.fetch_add(n as u64 / channels, Ordering::Relaxed);
+                }
+            }
         }
-        if let Some(Err(err)) = self.wav.take().map(hound::WavWriter::finalize) {
-            error.get_or_insert(format!("finalize failed: {err}"));
+        if self.since_flush >= u64::from(self.writer.rate) * channels && self.written % channels == 0 {
+            self.since_flush = 0;
+            if let Some(Err(err)) = self.writer.wav.as_mut().map(hound::WavWriter::flush) {
+                self.writer.fail(&mut self.error, format!("flush failed: {err}"), 0);
+            }
         }
-        let samples = written / channels;
+        stopping
+    }
+
+    /// Finalizes the file and reports how the recording ended.
+    fn finish(mut self) {
+        let channels = u64::from(self.writer.channels);
+        if let Some(Err(err)) = self.writer.wav.take().map(hound::WavWriter::finalize) {
+            self.error.get_or_insert(format!("finalize failed: {err}"));
+        }
+        let samples = self.written / channels;
         let outcome = RecordingOutcome {
-            path: self.path,
-            duration_ms: samples * 1000 / u64::from(self.rate),
+            path: self.writer.path,
+            duration_ms: samples * 1000 / u64::from(self.writer.rate),
             samples,
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
-            error,
+            dropped: self.writer.shared.dropped.load(Ordering::Relaxed),
+            error: self.error,
         };
         tracing::info!(
             path = %outcome.path.display(),
@@ -398,9 +457,11 @@ impl Writer {
             error = outcome.error.as_deref().unwrap_or(""),
             "recording finished"
         );
-        let _ = self.outcomes.send(outcome);
+        let _ = self.writer.outcomes.send(outcome);
     }
+}
 
+impl Writer {
     /// Stops writing after an error: logs it once, closes the file as far as it got.
     fn fail(&mut self, error: &mut Option<String>, message: String, lost: u64) {
         tracing::warn!(path = %self.path.display(), error = %message, "recording stopped; the call goes on");
