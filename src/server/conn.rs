@@ -128,13 +128,26 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let rate = metadata.rate;
     let call = CallInfo { id: id.clone(), path: path.clone(), metadata };
-    let session =
-        shared.registry.build_pipeline(&route.processors).and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session));
-    let session = match session {
-        Ok(session) => session,
-        Err(e) => {
+    // Preparing processors may touch files (a recorder opens its file, a player loads and
+    // resamples one): keep it off the runtime's worker threads.
+    let prepared = {
+        let (shared, specs) = (shared.clone(), route.processors.clone());
+        tokio::task::spawn_blocking(move || {
+            shared.registry.build_pipeline(&specs).and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session))
+        })
+        .await
+    };
+    let session = match prepared {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => {
             shared.stats.count_close(CloseCode::Internal);
             warn!(id, path, error = %e, "pipeline failed to prepare");
+            close(&mut ws, CloseCode::Internal, "pipeline failed to prepare").await;
+            return;
+        }
+        Err(e) => {
+            shared.stats.count_close(CloseCode::Internal);
+            warn!(id, path, error = %e, "pipeline preparation panicked");
             close(&mut ws, CloseCode::Internal, "pipeline failed to prepare").await;
             return;
         }
