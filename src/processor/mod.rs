@@ -7,8 +7,9 @@
 //!
 //! # The real-time contract
 //!
-//! * [`Processor::prepare`] runs once, off the hot path, when the rate and frame size are known.
-//!   Allocate everything there.
+//! * [`Processor::prepare`] runs once, on a blocking thread before the call joins a media
+//!   thread, when the rate and frame size are known. Allocate everything there; file I/O is
+//!   fine there too.
 //! * [`Processor::process`] and [`Processor::handle_event`] run on a media thread that serves
 //!   many calls. They must not allocate, free, lock, block, log, format strings or touch files.
 //!   File and network work belongs to another thread fed by a ring (see the recorder and bridge
