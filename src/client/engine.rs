@@ -4,12 +4,12 @@
 //! A driver sleeps in `epoll` until the next slot's absolute instant (the `polling` crate
 //! programs a timerfd, so the wake-up is sub-millisecond), handling readable sockets as they
 //! come with their arrival time, then sends the frames of every call in the due slot. Sockets
-//! are non-blocking and edge-triggered; frames are encoded by [`wire`](super::wire) into a
+//! are non-blocking and edge-triggered; frames are encoded by [`wire`] into a
 //! per-call buffer and written with one `write` each. Connections are opened by a few
 //! connector threads, so that a slow upgrade never delays another call's frames.
 //!
 //! This is the crate's one module with `unsafe`: `polling` makes registering a socket unsafe
-//! because the socket must be deleted from the poller before it is closed. [`Driver::remove`]
+//! because the socket must be deleted from the poller before it is closed. `Driver::remove`
 //! is the only place a registered socket is dropped, and it deletes it first.
 #![allow(unsafe_code)]
 

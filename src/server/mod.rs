@@ -1,7 +1,7 @@
 //! The tokio side: the accept loop, admission, routing and graceful drain.
 //!
 //! [`run`] takes its listener and its shutdown signal as arguments. Each connection runs in its
-//! own task ([`conn`]); a connection's errors end that connection only. Media work happens on
+//! own task (`conn`); a connection's errors end that connection only. Media work happens on
 //! the media threads, never here.
 
 mod conn;
