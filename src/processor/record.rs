@@ -150,7 +150,7 @@ struct Shared {
     dropped: AtomicU64,
 }
 
-/// Records the call to a WAV file through a ring and a writer thread. See the module docs of `processor::record`.
+/// Records the call to a WAV file through a ring and a writer thread. See the module documentation in `src/processor/record.rs`.
 pub struct Record {
     config: RecordConfig,
     template: Vec<Piece>,
