@@ -13,6 +13,7 @@
 //!
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
+//!  audio      WAV reading and writing, offline resampling, tones        (files only)
 //!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
 //!     ▲
@@ -56,6 +57,7 @@
 //!   never panics and never touches another call.
 #![deny(unsafe_code)]
 
+pub mod audio;
 pub mod client;
 pub mod config;
 pub mod media;

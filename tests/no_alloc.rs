@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
 use callpipe::processor::{
-    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Processor, Record, RecordChannels,
-    RecordConfig,
+    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Play, PlayConfig, Processor, Record,
+    RecordChannels, RecordConfig,
 };
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
@@ -230,6 +230,76 @@ fn dtmf_sending_never_allocates() {
         assert_eq!(allocations, 0, "{rate}");
         assert!(stats.frames_released >= 10_000, "{stats:?}");
     }
+}
+
+/// Writes a 0.25 s 16-bit mono WAV file at 11,025 Hz (resampled to every call rate).
+fn quarter_second_wav(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("callpipe-no-alloc-play-{}-{name}.wav", std::process::id()));
+    let spec = hound::WavSpec { channels: 1, sample_rate: 11_025, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for i in 0..2_756 {
+        writer.write_sample(((i * 37) % 20_000 - 10_000) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    path
+}
+
+#[test]
+fn playing_a_file_never_allocates() {
+    // The file played forever (frames that span the loop point every 12.5 passes), mixed with
+    // the echo. With barge-in, the platform's DTMF at tick 0 stops playback (its "stream:done"
+    // event, which allocates when the session clones it, falls in the unmeasured first 200
+    // ticks) and the later keys reach a stopped player; the barge-in itself is measured below.
+    let path = quarter_second_wav("steady");
+    for rate in SampleRate::ALL {
+        for barge_in in [false, true] {
+            let config = PlayConfig { loops: 0, barge_in, level_db: -3.0, ..PlayConfig::new(&path) };
+            let stages: Vec<Box<dyn Processor>> = vec![Box::new(Play::new(config).unwrap()), Box::new(Echo::new(0).unwrap())];
+            let (allocations, stats) = steady_state_allocations(rate, stages);
+            assert_eq!(allocations, 0, "{rate} barge_in {barge_in}");
+            assert!(stats.frames_released >= 10_000, "{stats:?}");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn finishing_and_barging_in_never_allocate_in_the_player() {
+    // The player alone, driven pass by pass: playing to the end and a DTMF barge-in (with its
+    // clear) only move the prebuilt "stream:done" events into the pass's bounded buffers.
+    let path = quarter_second_wav("paths");
+    for rate in SampleRate::ALL {
+        let call = CallInfo { id: "a".into(), path: "/play".into(), metadata: Metadata::new(rate) };
+        let n = rate.frame_samples();
+        for barge_in in [false, true] {
+            let mut play = Play::new(PlayConfig { loops: 2, barge_in, ..PlayConfig::new(&path) }).unwrap();
+            play.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+            let mut requests = callpipe::processor::Requests::new(n * 4);
+            let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
+            let key = Event::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: None, source: callpipe::processor::DtmfSource::Inband };
+            let mut written = [false; 40];
+            let allocations = allocations_during(|| {
+                for (pass, written) in written.iter_mut().enumerate() {
+                    output.fill(0);
+                    let mut cx = Context::new(Instant::now(), pass as u64, rate, &mut input, true, &mut output, &mut requests);
+                    if pass == 20 {
+                        play.handle_event(&key, &mut cx);
+                    }
+                    play.process(&mut cx);
+                    *written = cx.output_written();
+                }
+            });
+            assert_eq!(allocations, 0, "{rate} barge_in {barge_in}");
+            // Two plays of 0.25 s end in pass 24 (or 25 after resampling); a barge-in at pass 20.
+            let last = written.iter().rposition(|w| *w).unwrap();
+            if barge_in {
+                assert_eq!(last, 19, "{rate}");
+            } else {
+                assert!((24..=25).contains(&last), "{rate}: {last}");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]

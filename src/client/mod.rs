@@ -6,7 +6,7 @@
 //! number of them from a few threads, and [`report`] turns the results into a summary, JSON,
 //! an SVG plot and an exit status.
 
-pub mod audio;
+pub use crate::audio;
 pub mod engine;
 pub mod metrics;
 pub mod platform;

@@ -22,6 +22,7 @@ mod context;
 mod dtmf;
 mod dtmf_gen;
 mod echo;
+mod play;
 mod record;
 mod registry;
 
@@ -31,6 +32,7 @@ pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests}
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig};
 pub use echo::Echo;
+pub use play::{Play, PlayConfig};
 pub use record::{Record, RecordChannels, RecordConfig, RecordingOutcome};
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 

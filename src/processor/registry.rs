@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Processor, ProcessorError, Record, RecordChannels, RecordConfig,
+    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
+    RecordChannels, RecordConfig,
 };
 
 /// One processor in a route: its type and the rest of its TOML table as parameters.
@@ -77,6 +78,20 @@ impl ProcessorRegistry {
                 gap_ms: p.u32_or("gap_ms", d.gap_ms)?,
                 level_dbfs: p.f64_or("level_dbfs", d.level_dbfs)?,
                 start_ms: p.u32_or("start_ms", d.start_ms)?,
+            })?))
+        });
+        registry.register("play", |params| {
+            let p = Params::new("play", params);
+            p.only(&["file", "loop", "level_db", "start_ms", "barge_in"])?;
+            let file =
+                p.str("file")?.ok_or_else(|| p.error("`file` is required, e.g. file = \"/var/lib/callpipe/prompts/welcome.wav\""))?;
+            let d = PlayConfig::new(file);
+            Ok(Box::new(Play::new(PlayConfig {
+                loops: p.u32_or("loop", d.loops)?,
+                level_db: p.f64_or("level_db", d.level_db)?,
+                start_ms: p.u32_or("start_ms", d.start_ms)?,
+                barge_in: p.bool_or("barge_in", d.barge_in)?,
+                ..d
             })?))
         });
         registry.register("record", |params| {
@@ -225,6 +240,8 @@ mod tests {
             "type = 'dtmf_send'\ndigits = '1234#'",
             "type = 'dtmf_send'\ndigits = '*0#ABCD'\ntone_ms = 100\ngap_ms = 60\nlevel_dbfs = -12.5\nstart_ms = 1000",
             "type = 'record'\ndir = '/tmp/rec'",
+            "type = 'play'\nfile = 'a.wav'",
+            "type = 'play'\nfile = 'a.wav'\nloop = 0\nlevel_db = -6.5\nstart_ms = 100\nbarge_in = true",
             "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{header:caller}-{rate}.wav'\nchannels = 'mixed'",
         ] {
             let name = registry.build(&spec(good)).unwrap().name();
@@ -242,6 +259,11 @@ mod tests {
             ("type = 'dtmf_send'\ndigits = '12E'", "0-9, *, #, A-D"),
             ("type = 'dtmf_send'\ndigits = '1'\nlevel_dbfs = 0", "level_dbfs"),
             ("type = 'dtmf_send'\ndigits = '1'\ntone = 50", "unknown parameter `tone`"),
+            ("type = 'play'", "`file` is required"),
+            ("type = 'play'\nfile = 'a.wav'\nloop = -1", "`loop` must be between"),
+            ("type = 'play'\nfile = 'a.wav'\nlevel_db = 11", "level_db"),
+            ("type = 'play'\nfile = 'a.wav'\nbarge_in = 1", "`barge_in` must be true or false"),
+            ("type = 'play'\nfile = 'a.wav'\nvolume = 1", "unknown parameter `volume`"),
             ("type = 'record'", "`dir` is required"),
             ("type = 'record'\ndir = '/tmp'\nchannels = 'quad'", "`channels` must be"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '{nope}.wav'", "unknown placeholder"),

@@ -1,7 +1,8 @@
-//! Audio for the platform emulator: prompts from WAV files, tones, DTMF and call recordings.
+//! Audio files and signals shared by the emulator and the processors: prompts from WAV files,
+//! tones, DTMF and call recordings.
 //!
-//! The emulator plays a telephony platform against a bot, so it has to produce and keep the audio
-//! a platform would carry: caller prompts loaded from arbitrary WAV files and converted to the
+//! The `play` processor loads its file here; the emulator, which plays a telephony platform
+//! against a bot, produces and keeps the audio a platform would carry: caller prompts loaded from arbitrary WAV files and converted to the
 //! call's L16 rate ([`load_wav`]), continuous test tones ([`Tone`]), DTMF keys per ITU-T Q.23
 //! ([`DtmfTone`]), and a two-track recording of the call ([`StereoRecorder`]).
 //!

@@ -1,0 +1,407 @@
+//! The `play` processor: plays a WAV file to the caller (the Voice API's `stream` action), mixed
+//! into the outbound audio.
+//!
+//! [`Processor::prepare`] loads the whole file with [`load_wav`] (any WAV: mono or stereo,
+//! 16/24/32-bit integer or 32-bit float, any rate, resampled to the call's rate) and applies
+//! `level_db` once, as a linear gain with rounding and saturation. `prepare` runs off the media
+//! thread, before the first frame; a file that cannot be read or decoded makes it fail with
+//! [`ProcessorError::Config`] naming the file, and the server then closes that call with 1011
+//! (the configuration itself only checks the parameters, so a file may appear or change later).
+//!
+//! # Guarantees
+//!
+//! * From the first pass at or after `start_ms` (pass `⌈start_ms / 20⌉`), each pass mixes exactly
+//!   one frame of the file into the outbound frame with [`Context::mix_output`], so the file is
+//!   mixed with, not written over, what other processors send. The samples are sample-exact and
+//!   in order; with `loop` > 1 (or 0: until the call ends) the plays follow each other
+//!   back to back, with no gap. The last frame of the last play is mixed as far as the file goes;
+//!   the rest of that frame is silence. Frames after the end are not written.
+//! * When playback ends, one [`Event::Custom`] `"stream:done"` with
+//!   `{"file": ..., "reason": "finished"}` is emitted in the pass that carries the last samples.
+//!   With `barge_in = true`, any [`Event::Dtmf`] (from the platform or detected in-band) while
+//!   playback is pending or under way stops it, calls [`Context::clear`] (so the platform also
+//!   drops what it has buffered, and so does callpipe, including this pass's outbound audio so
+//!   far) and emits `"stream:done"` with `"reason": "barge_in"`. A call that ends first (for
+//!   example with `loop = 0`) emits nothing.
+//! * Both events are built in `prepare`; `emit` only moves one. Nothing is allocated, locked or
+//!   read from disk after `prepare`.
+//!
+//! There is no way yet to stop a playback from outside (the control API is a later issue).
+
+use std::path::PathBuf;
+
+use super::{Context, Event, Processor, ProcessorError, Setup};
+use crate::audio::load_wav;
+
+/// The quietest `level_db`.
+pub const MIN_LEVEL_DB: f64 = -60.0;
+
+/// The loudest `level_db`.
+pub const MAX_LEVEL_DB: f64 = 10.0;
+
+/// The latest `start_ms`: an hour.
+pub const MAX_START_MS: u32 = 3_600_000;
+
+/// The `play` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayConfig {
+    /// The WAV file, read in `prepare` (once per call).
+    pub file: PathBuf,
+    /// How many times to play it; 0 plays it until the call ends. Default 1 (the `loop`
+    /// parameter).
+    pub loops: u32,
+    /// Gain in dB, −60 to +10, applied with saturation. Default 0.
+    pub level_db: f64,
+    /// When playback starts, in ms after the call starts, up to an hour; rounded up to the next
+    /// 20 ms pass. Default 0.
+    pub start_ms: u32,
+    /// Whether a DTMF key from the caller stops playback and clears buffered audio. Default false.
+    pub barge_in: bool,
+}
+
+impl PlayConfig {
+    /// Plays `file` once, at its level, from the start of the call, without barge-in.
+    pub fn new(file: impl Into<PathBuf>) -> PlayConfig {
+        PlayConfig { file: file.into(), loops: 1, level_db: 0.0, start_ms: 0, barge_in: false }
+    }
+}
+
+/// Plays a WAV file to the caller, mixed into the outbound frames; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Play {
+    config: PlayConfig,
+    /// The file at the call's rate, with the gain applied.
+    samples: Vec<i16>,
+    /// The frame being assembled in a pass.
+    buffer: Vec<i16>,
+    /// The pass that carries the first sample.
+    start_pass: u64,
+    /// The next sample of the file to play.
+    cursor: usize,
+    /// Complete plays so far.
+    plays: u32,
+    /// Whether playback has ended (or was stopped).
+    stopped: bool,
+    finished: Option<Event>,
+    barged_in: Option<Event>,
+}
+
+impl Play {
+    /// A player with `config`, checked here (the file is only read in `prepare`).
+    pub fn new(config: PlayConfig) -> Result<Play, ProcessorError> {
+        let error = |message: String| Err(ProcessorError::Config { processor: "play".into(), message });
+        if config.file.as_os_str().is_empty() {
+            return error("`file` must not be empty".into());
+        }
+        if !(MIN_LEVEL_DB..=MAX_LEVEL_DB).contains(&config.level_db) {
+            return error(format!("level_db {} is not between {MIN_LEVEL_DB} and {MAX_LEVEL_DB}", config.level_db));
+        }
+        if config.start_ms > MAX_START_MS {
+            return error(format!("start_ms {} is over an hour", config.start_ms));
+        }
+        Ok(Play {
+            config,
+            samples: Vec::new(),
+            buffer: Vec::new(),
+            start_pass: 0,
+            cursor: 0,
+            plays: 0,
+            stopped: false,
+            finished: None,
+            barged_in: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PlayConfig {
+        &self.config
+    }
+
+    /// The file's samples at the call's rate with the gain applied (empty before `prepare`).
+    pub fn samples(&self) -> &[i16] {
+        &self.samples
+    }
+
+    /// Ends playback and emits the matching `stream:done` event. The other prebuilt event is
+    /// kept, not dropped: freeing it here would free on the media thread.
+    fn stop(&mut self, cx: &mut Context<'_>, barge_in: bool) {
+        self.stopped = true;
+        let event = if barge_in { self.barged_in.take() } else { self.finished.take() };
+        if let Some(event) = event {
+            cx.emit(event);
+        }
+    }
+}
+
+impl Processor for Play {
+    fn name(&self) -> &'static str {
+        "play"
+    }
+
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let file = &self.config.file;
+        let samples = load_wav(file, setup.rate)
+            .map_err(|e| ProcessorError::Config { processor: "play".into(), message: format!("file {}: {e}", file.display()) })?;
+        let gain = 10f64.powf(self.config.level_db / 20.0);
+        self.samples = if self.config.level_db == 0.0 {
+            samples
+        } else {
+            samples.iter().map(|&s| (f64::from(s) * gain).round().clamp(-32768.0, 32767.0) as i16).collect()
+        };
+        self.buffer = vec![0; setup.frame_samples()];
+        self.start_pass = u64::from(self.config.start_ms).div_ceil(20);
+        self.cursor = 0;
+        self.plays = 0;
+        self.stopped = false;
+        let name = file.display().to_string();
+        let done = |reason: &str| Event::Custom { name: "stream:done", data: serde_json::json!({ "file": name, "reason": reason }) };
+        self.finished = Some(done("finished"));
+        self.barged_in = Some(done("barge_in"));
+        Ok(())
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        if self.stopped || self.samples.is_empty() || self.buffer.is_empty() || cx.position() < self.start_pass {
+            return;
+        }
+        let n = self.buffer.len();
+        let mut filled = 0;
+        let mut ended = false;
+        while filled < n {
+            let take = (n - filled).min(self.samples.len() - self.cursor);
+            self.buffer[filled..filled + take].copy_from_slice(&self.samples[self.cursor..self.cursor + take]);
+            filled += take;
+            self.cursor += take;
+            if self.cursor == self.samples.len() {
+                self.cursor = 0;
+                self.plays = self.plays.saturating_add(1);
+                if self.config.loops != 0 && self.plays >= self.config.loops {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        cx.mix_output(&self.buffer[..filled]);
+        if ended {
+            self.stop(cx, false);
+        }
+    }
+
+    fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
+        if self.config.barge_in && !self.stopped && matches!(event, Event::Dtmf { .. }) {
+            cx.clear();
+            self.stop(cx, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::processor::{CallInfo, DtmfSource, Requests};
+    use crate::protocol::{DtmfDigit, Metadata, SampleRate};
+
+    /// Writes a 16-bit WAV file of `channels` interleaved `samples` at `hz`.
+    fn write_wav(name: &str, hz: u32, channels: u16, samples: &[i16]) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("callpipe-play-{}-{name}.wav", std::process::id()));
+        let spec = hound::WavSpec { channels, sample_rate: hz, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+        for s in samples {
+            writer.write_sample(*s).unwrap();
+        }
+        writer.finalize().unwrap();
+        path
+    }
+
+    /// 1,000 samples rising by 30 from −15,000: no zeros, so silence is easy to tell apart.
+    fn ramp() -> Vec<i16> {
+        (0..1000).map(|i| -15_000 + 30 * i as i16 + if i >= 500 { 1 } else { 0 }).collect()
+    }
+
+    /// What one play run produced: the outbound frames, whether each was written, the events
+    /// with their pass, and the passes that requested a clear.
+    #[derive(Default)]
+    struct Run {
+        frames: Vec<Vec<i16>>,
+        written: Vec<bool>,
+        events: Vec<(u64, Event)>,
+        clears: Vec<u64>,
+    }
+
+    impl Run {
+        fn sent(&self) -> Vec<i16> {
+            self.frames.concat()
+        }
+    }
+
+    fn prepared(config: PlayConfig, rate: SampleRate) -> Play {
+        let mut play = Play::new(config).unwrap();
+        let call = CallInfo { id: "t".into(), path: "/play".into(), metadata: Metadata::new(rate) };
+        play.prepare(&Setup { rate, call: &call }).unwrap();
+        play
+    }
+
+    /// Runs `passes` passes, giving each pass the events `events(pass)` first.
+    fn drive(play: &mut Play, rate: SampleRate, passes: u64, events: impl Fn(u64) -> Vec<Event>) -> Run {
+        let n = rate.frame_samples();
+        let mut requests = Requests::new(n * 10);
+        let mut out = Run::default();
+        let now = Instant::now();
+        for pass in 0..passes {
+            requests.reset(n * 10);
+            let mut input = vec![0i16; n];
+            let mut output = vec![0i16; n];
+            let mut cx = Context::new(now, pass, rate, &mut input, true, &mut output, &mut requests);
+            for event in events(pass) {
+                play.handle_event(&event, &mut cx);
+            }
+            play.process(&mut cx);
+            out.written.push(cx.output_written());
+            out.frames.push(output);
+            if requests.clear {
+                out.clears.push(pass);
+            }
+            out.events.extend(requests.events.drain(..).map(|(_, e)| (pass, e)));
+        }
+        out
+    }
+
+    fn done(path: &Path, reason: &str) -> Event {
+        Event::Custom { name: "stream:done", data: serde_json::json!({ "file": path.display().to_string(), "reason": reason }) }
+    }
+
+    fn key() -> Event {
+        Event::Dtmf { digit: DtmfDigit::Digit(5), duration_ms: Some(100), source: DtmfSource::Platform }
+    }
+
+    #[test]
+    fn plays_the_file_sample_exact_then_reports_finished() {
+        let path = write_wav("exact", 8000, 1, &ramp());
+        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz8000);
+        let run = drive(&mut play, SampleRate::Hz8000, 10, |_| vec![]);
+        // 1,000 samples: 6 full frames of 160 and 40 samples in pass 6.
+        let sent = run.sent();
+        assert_eq!(sent[..1000], ramp()[..]);
+        assert!(sent[1000..].iter().all(|s| *s == 0));
+        assert_eq!(run.written, [true, true, true, true, true, true, true, false, false, false]);
+        assert_eq!(run.events, [(6, done(&path, "finished"))]);
+        assert!(run.clears.is_empty());
+    }
+
+    #[test]
+    fn loops_back_to_back_and_mixes_with_what_is_there() {
+        let path = write_wav("loop", 8000, 1, &ramp());
+        let mut config = PlayConfig::new(&path);
+        config.loops = 3;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let run = drive(&mut play, SampleRate::Hz8000, 25, |_| vec![]);
+        let sent = run.sent();
+        assert_eq!(sent[..3000], ramp().repeat(3)[..]);
+        assert!(sent[3000..].iter().all(|s| *s == 0));
+        // 3,000 samples end in pass 18.
+        assert_eq!(run.events, [(18, done(&path, "finished"))]);
+
+        // `loop = 0` keeps going; mix_output adds to an earlier processor's audio.
+        let mut config = PlayConfig::new(&path);
+        config.loops = 0;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let mut requests = Requests::new(1600);
+        for pass in 0..100u64 {
+            let mut input = vec![0i16; 160];
+            let mut output = vec![7i16; 160];
+            let mut cx = Context::new(Instant::now(), pass, SampleRate::Hz8000, &mut input, true, &mut output, &mut requests);
+            play.process(&mut cx);
+            let at = (pass as usize * 160) % 1000;
+            assert_eq!(output[0], ramp()[at] + 7, "pass {pass}");
+        }
+        assert!(requests.events.is_empty());
+    }
+
+    #[test]
+    fn level_db_scales_the_samples() {
+        let path = write_wav("level", 8000, 1, &ramp());
+        let mut config = PlayConfig::new(&path);
+        config.level_db = -6.0206;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let sent = drive(&mut play, SampleRate::Hz8000, 7, |_| vec![]).sent();
+        for (got, want) in sent.iter().zip(ramp()) {
+            assert!((i32::from(*got) - i32::from(want) / 2).abs() <= 1, "{got} vs {want}");
+        }
+        // +10 dB saturates instead of wrapping.
+        let mut config = PlayConfig::new(&path);
+        config.level_db = 10.0;
+        let play = prepared(config, SampleRate::Hz8000);
+        assert_eq!(play.samples()[0], -32768);
+        assert_eq!(play.samples()[999], 32767);
+    }
+
+    #[test]
+    fn start_ms_delays_playback_to_its_pass() {
+        let path = write_wav("start", 8000, 1, &ramp());
+        let mut config = PlayConfig::new(&path);
+        config.start_ms = 100;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let run = drive(&mut play, SampleRate::Hz8000, 15, |_| vec![]);
+        assert_eq!(run.written.iter().position(|w| *w), Some(5));
+        assert_eq!(run.sent()[800..1800], ramp()[..]);
+        assert_eq!(run.events, [(11, done(&path, "finished"))]);
+    }
+
+    #[test]
+    fn a_44k_stereo_file_plays_at_16k_with_the_right_length() {
+        // 0.5 s of a 440 Hz sine in both channels.
+        let samples: Vec<i16> =
+            (0..22_050).flat_map(|i| [((i as f64 * std::f64::consts::TAU * 440.0 / 44_100.0).sin() * 10_000.0) as i16; 2]).collect();
+        let path = write_wav("stereo", 44_100, 2, &samples);
+        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz16000);
+        let run = drive(&mut play, SampleRate::Hz16000, 40, |_| vec![]);
+        let frames = run.written.iter().filter(|w| **w).count();
+        // 0.5 s is 25 frames (8,000 samples).
+        assert!((25..=26).contains(&frames), "{frames} frames");
+        assert!(play.samples().len().abs_diff(8000) <= 320, "{}", play.samples().len());
+        assert_eq!(run.events.len(), 1);
+    }
+
+    #[test]
+    fn barge_in_stops_playback_and_clears() {
+        let path = write_wav("barge", 8000, 1, &ramp());
+        let mut config = PlayConfig::new(&path);
+        config.barge_in = true;
+        config.loops = 0;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let run = drive(&mut play, SampleRate::Hz8000, 10, |pass| if pass == 3 || pass == 5 { vec![key()] } else { vec![] });
+        assert_eq!(run.written, [true, true, true, false, false, false, false, false, false, false]);
+        assert_eq!(run.clears, [3], "one clear, at the key; the second key finds nothing playing");
+        assert_eq!(run.events, [(3, done(&path, "barge_in"))]);
+
+        // Without barge_in, keys change nothing.
+        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz8000);
+        let run = drive(&mut play, SampleRate::Hz8000, 10, |pass| if pass < 5 { vec![key()] } else { vec![] });
+        assert_eq!(run.sent()[..1000], ramp()[..]);
+        assert!(run.clears.is_empty());
+        assert_eq!(run.events, [(6, done(&path, "finished"))]);
+    }
+
+    #[test]
+    fn bad_parameters_and_missing_files_are_refused() {
+        for config in [
+            PlayConfig::new(""),
+            PlayConfig { level_db: -61.0, ..PlayConfig::new("a.wav") },
+            PlayConfig { level_db: 10.5, ..PlayConfig::new("a.wav") },
+            PlayConfig { level_db: f64::NAN, ..PlayConfig::new("a.wav") },
+            PlayConfig { start_ms: MAX_START_MS + 1, ..PlayConfig::new("a.wav") },
+        ] {
+            assert!(matches!(Play::new(config.clone()), Err(ProcessorError::Config { .. })), "{config:?}");
+        }
+        let missing = std::env::temp_dir().join("callpipe-play-no-such-file.wav");
+        let mut play = Play::new(PlayConfig::new(&missing)).unwrap();
+        let call = CallInfo { id: "t".into(), path: "/play".into(), metadata: Metadata::new(SampleRate::Hz8000) };
+        match play.prepare(&Setup { rate: SampleRate::Hz8000, call: &call }) {
+            Err(err @ ProcessorError::Config { .. }) => assert!(err.to_string().contains("callpipe-play-no-such-file.wav"), "{err}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
