@@ -30,7 +30,7 @@ use std::io::{BufWriter, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::protocol::SampleRate;
+use crate::protocol::{DtmfDigit, SampleRate};
 
 /// The most samples [`load_wav_bytes`] reserves up front, whatever the WAV header claims (64 Mi).
 ///
@@ -602,23 +602,10 @@ impl Tone {
     }
 }
 
-/// The DTMF low-group (row) frequencies, ITU-T Q.23.
-const DTMF_LOW_HZ: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
-
-/// The DTMF high-group (column) frequencies, ITU-T Q.23.
-const DTMF_HIGH_HZ: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-
-/// The keypad: rows match [`DTMF_LOW_HZ`], columns [`DTMF_HIGH_HZ`].
-const DTMF_KEYPAD: [[char; 4]; 4] = [['1', '2', '3', 'A'], ['4', '5', '6', 'B'], ['7', '8', '9', 'C'], ['*', '0', '#', 'D']];
-
 /// The (low, high) frequency pair of a DTMF key per ITU-T Q.23, for `0`-`9`, `*`, `#` and `A`-`D`
 /// (letters in either case); `None` for anything else.
 pub fn dtmf_frequencies(digit: char) -> Option<(f64, f64)> {
-    let key = digit.to_ascii_uppercase();
-    DTMF_KEYPAD
-        .iter()
-        .zip(DTMF_LOW_HZ)
-        .find_map(|(row, low)| row.iter().zip(DTMF_HIGH_HZ).find_map(|(&candidate, high)| (candidate == key).then_some((low, high))))
+    DtmfDigit::from_char(digit).map(DtmfDigit::frequencies)
 }
 
 /// A DTMF key's two sines summed at a call's rate, generated frame by frame without clicks.
@@ -1083,7 +1070,7 @@ mod tests {
 
     #[test]
     fn each_dtmf_digit_is_its_two_frequencies() {
-        let all_hz: Vec<f64> = DTMF_LOW_HZ.iter().chain(&DTMF_HIGH_HZ).copied().collect();
+        let all_hz: Vec<f64> = DtmfDigit::ROW_HZ.iter().chain(&DtmfDigit::COLUMN_HZ).copied().collect();
         for rate in [SampleRate::Hz8000, SampleRate::Hz16000] {
             for digit in "0123456789*#ABCD".chars() {
                 let (low, high) = dtmf_frequencies(digit).unwrap();

@@ -28,10 +28,6 @@ use crate::protocol::DtmfDigit;
 /// The most keys in one sequence.
 pub const MAX_DIGITS: usize = 64;
 
-/// The DTMF frequencies, ITU-T Q.23: rows then columns, matching [`DtmfDigit::ALL`].
-const LOW_HZ: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
-const HIGH_HZ: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-
 /// Edges of each tone, in ms.
 const RAMP_MS: u64 = 1;
 
@@ -181,8 +177,8 @@ impl Processor for DtmfSend {
             .keys
             .iter()
             .map(|key| {
-                let i = DtmfDigit::ALL.iter().position(|d| d == key).unwrap_or(0);
-                [LOW_HZ[i / 4], HIGH_HZ[i % 4]].map(|f| {
+                let (low, high) = key.frequencies();
+                [low, high].map(|f| {
                     let omega = TAU * f / hz as f64;
                     (2.0 * omega.cos(), omega)
                 })

@@ -44,6 +44,24 @@ impl DtmfDigit {
         DtmfDigit::Letter(b'D'),
     ];
 
+    /// The low-group (row) frequencies in Hz, ITU-T Q.23; [`ALL`](Self::ALL) is in row order.
+    pub const ROW_HZ: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
+
+    /// The high-group (column) frequencies in Hz, ITU-T Q.23.
+    pub const COLUMN_HZ: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+
+    /// The key's (row, column) position on the 4 × 4 keypad.
+    pub fn keypad_position(self) -> (usize, usize) {
+        let index = DtmfDigit::ALL.iter().position(|d| *d == self).unwrap_or(0);
+        (index / 4, index % 4)
+    }
+
+    /// The key's (low, high) frequency pair in Hz, ITU-T Q.23.
+    pub fn frequencies(self) -> (f64, f64) {
+        let (row, column) = self.keypad_position();
+        (DtmfDigit::ROW_HZ[row], DtmfDigit::COLUMN_HZ[column])
+    }
+
     /// The key for a character, if it is one (letters in either case).
     pub fn from_char(c: char) -> Option<DtmfDigit> {
         match c {
@@ -251,6 +269,15 @@ mod tests {
         assert_eq!(notify.to_json(), r#"{"action":"notify","payload":{"callpipe_marker":3}}"#);
         assert_eq!(AppAction::parse(&notify.to_json()).unwrap(), notify);
         assert!(matches!(AppAction::parse(r#"{"action":"hangup"}"#), Err(MessageError::UnknownAction(_))));
+    }
+
+    #[test]
+    fn keys_have_their_q23_frequencies() {
+        assert_eq!(DtmfDigit::Digit(1).frequencies(), (697.0, 1209.0));
+        assert_eq!(DtmfDigit::Star.frequencies(), (941.0, 1209.0));
+        assert_eq!(DtmfDigit::Pound.frequencies(), (941.0, 1477.0));
+        assert_eq!(DtmfDigit::Letter(b'D').frequencies(), (941.0, 1633.0));
+        assert_eq!(DtmfDigit::Digit(0).keypad_position(), (3, 1));
     }
 
     #[test]

@@ -39,7 +39,10 @@ use super::complex::Complex;
 use crate::protocol::{DtmfDigit, SampleRate};
 
 /// The DTMF frequencies (ITU-T Q.23): the low group (rows) then the high group (columns).
-pub(super) const FREQUENCIES_HZ: [f64; 8] = [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0];
+pub(super) const FREQUENCIES_HZ: [f64; 8] = {
+    let (r, c) = (DtmfDigit::ROW_HZ, DtmfDigit::COLUMN_HZ);
+    [r[0], r[1], r[2], r[3], c[0], c[1], c[2], c[3]]
+};
 
 /// The hop: one Goertzel block, 4 ms (32, 64 or 96 samples; five per 20 ms frame).
 pub(super) const HOP_MS: u32 = 4;
