@@ -10,6 +10,7 @@ use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
 };
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
+use callpipe::resample::Resampler;
 use callpipe::session::{Session, SessionConfig, Transmit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringbuf::{HeapRb, traits::*};
@@ -266,6 +267,32 @@ fn bench_record(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// [`Resampler::process`] on one 20 ms frame of speech-like audio: one conversion per iteration.
+fn bench_resample(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resample");
+    group.throughput(Throughput::Elements(1));
+    for (from, to) in [(8000, 16000), (16000, 8000), (8000, 24000), (24000, 8000), (16000, 24000), (8000, 48000), (48000, 8000)] {
+        let mut resampler = match Resampler::new(from, to) {
+            Ok(resampler) => resampler,
+            Err(err) => panic!("resampler: {err}"),
+        };
+        // 48 kHz is no call rate: speech-like audio made at 24 kHz serves (the cost does not
+        // depend on the content).
+        let audio = speech_like(SampleRate::from_hz(from).unwrap_or(SampleRate::Hz24000), 2);
+        let frames: Vec<&[i16]> = audio.chunks_exact(resampler.input_frame_len()).collect();
+        let mut output = vec![0i16; resampler.output_frame_len()];
+        let mut position = 0usize;
+        group.bench_function(BenchmarkId::from_parameter(format!("{}to{}", from / 1000, to / 1000)), |b| {
+            b.iter(|| {
+                resampler.process(black_box(frames[position % frames.len()]), &mut output);
+                position += 1;
+                black_box(&output);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
@@ -273,6 +300,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record
+    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record, bench_resample
 }
 criterion_main!(benches);

@@ -63,6 +63,7 @@ pub mod config;
 pub mod media;
 pub mod processor;
 pub mod protocol;
+pub mod resample;
 pub mod server;
 pub mod session;
 pub mod stats;
