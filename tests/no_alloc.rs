@@ -15,7 +15,7 @@ use std::time::Instant;
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Play, PlayConfig, Processor, Record,
-    RecordChannels, RecordConfig,
+    RecordChannels, RecordConfig, Resample,
 };
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
@@ -126,12 +126,12 @@ fn steady_state_allocations_with(
     let mut tick = |n: u32| {
         // Connection side: a frame in (sometimes an odd size), a DTMF now and then.
         let frame = &frames[n as usize % frames.len()];
-        let cut = if n % 7 == 0 { frame.len() - cut } else { frame.len() };
+        let cut = if n.is_multiple_of(7) { frame.len() - cut } else { frame.len() };
         conn.audio_in.push_slice(&frame[..cut]);
-        if n % 97 == 0 {
+        if n.is_multiple_of(97) {
             let _ = conn.events_in.try_push(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
         }
-        if n % 53 == 0 {
+        if n.is_multiple_of(53) {
             let _ = conn.events_in.try_push(InboundEvent::Cleared);
             let _ = conn.events_in.try_push(InboundEvent::NotifyPlayed { marker: u64::from(n.saturating_sub(3)) });
         }
@@ -330,4 +330,19 @@ fn recording_never_allocates_on_the_media_thread() {
 fn the_counter_sees_allocations() {
     // The test above would pass vacuously if the allocator were not counting.
     assert!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 64]))) >= 1);
+}
+
+#[test]
+fn processors_at_another_rate_never_allocate() {
+    for rate in SampleRate::ALL {
+        for inner in SampleRate::ALL.into_iter().filter(|r| *r != rate) {
+            let stages: Vec<Box<dyn Processor>> =
+                vec![Box::new(DtmfDetect::new(DtmfDetectConfig::default()).unwrap()), Box::new(Echo::new(0).unwrap()), Box::new(Busy)];
+            let stages: Vec<Box<dyn Processor>> = vec![Box::new(Resample::new(inner, Pipeline::new(stages)))];
+            let (allocations, stats, keys) = steady_state_allocations_with(rate, stages, &keying(rate), 2);
+            assert_eq!(allocations, 0, "{rate} inside {inner}");
+            assert!(keys >= 1_600, "{rate} inside {inner}: the detector heard the keys through the resampler: {keys} keys");
+            assert!(stats.clears >= 100 && stats.notifies >= 100, "clear and notify passed out: {stats:?}");
+        }
+    }
 }

@@ -25,6 +25,7 @@ mod echo;
 mod play;
 mod record;
 mod registry;
+mod resample;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use echo::Echo;
 pub use play::{Play, PlayConfig};
 pub use record::{Record, RecordChannels, RecordConfig, RecordingOutcome};
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
+pub use resample::Resample;
 
 use crate::protocol::{DtmfDigit, Metadata, SampleRate};
 

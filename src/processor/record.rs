@@ -426,7 +426,7 @@ impl Job {
                 }
             }
         }
-        if self.since_flush >= u64::from(self.writer.rate) * channels && self.written % channels == 0 {
+        if self.since_flush >= u64::from(self.writer.rate) * channels && self.written.is_multiple_of(channels) {
             self.since_flush = 0;
             if let Some(Err(err)) = self.writer.wav.as_mut().map(hound::WavWriter::flush) {
                 self.writer.fail(&mut self.error, format!("flush failed: {err}"), 0);

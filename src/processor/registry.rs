@@ -5,13 +5,17 @@
 //! register their own types next to the built-ins. Specs are checked once when the configuration
 //! loads, so a bad parameter is a start-up error, not a failed call.
 
+use crate::protocol::SampleRate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
     DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
-    RecordChannels, RecordConfig,
+    RecordChannels, RecordConfig, Resample,
 };
+
+/// The type name of the built-in wrapper that runs processors at another rate.
+const RESAMPLE: &str = "resample";
 
 /// One processor in a route: its type and the rest of its TOML table as parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,13 +122,44 @@ impl ProcessorRegistry {
 
     /// The registered type names.
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
-        self.factories.keys().map(String::as_str)
+        std::iter::once(RESAMPLE).chain(self.factories.keys().map(String::as_str).filter(|k| *k != RESAMPLE))
     }
 
     /// Builds one processor.
+    ///
+    /// `resample` is built here rather than by a factory, because it holds processors of its
+    /// own: `{ type = "resample", rate = 16000, processors = [...] }` (see [`Resample`]).
     pub fn build(&self, spec: &ProcessorSpec) -> Result<Box<dyn Processor>, ProcessorError> {
+        if spec.kind == RESAMPLE {
+            return self.build_resample(&spec.params);
+        }
         let factory = self.factories.get(&spec.kind).ok_or_else(|| ProcessorError::Unknown(spec.kind.clone()))?;
         factory(&spec.params)
+    }
+
+    fn build_resample(&self, params: &toml::Table) -> Result<Box<dyn Processor>, ProcessorError> {
+        let p = Params::new(RESAMPLE, params);
+        p.only(&["rate", "processors"])?;
+        let hz = p.u32_or("rate", 0)?;
+        let rate = SampleRate::from_hz(hz).ok_or_else(|| p.error("`rate` must be 8000, 16000 or 24000"))?;
+        let Some(toml::Value::Array(items)) = params.get("processors") else {
+            return Err(p.error("`processors` must list the processors to run at `rate`, e.g. processors = [{ type = \"echo\" }]"));
+        };
+        let specs = items
+            .iter()
+            .map(|item| match item {
+                toml::Value::Table(table) => ProcessorSpec::from_table(table.clone()),
+                other => Err(p.error(format!("`processors` must hold tables, not {}", other.type_str()))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Errors inside name their place: "processor resample/echo: ...".
+        let inner = self.build_pipeline(&specs).map_err(|e| match e {
+            ProcessorError::Config { processor, message } => {
+                ProcessorError::Config { processor: format!("{RESAMPLE}/{processor}"), message }
+            }
+            other => other,
+        })?;
+        Ok(Box::new(Resample::new(rate, inner)))
     }
 
     /// Builds a pipeline from a route's specs, in order.
@@ -227,6 +262,11 @@ mod tests {
             assert!(matches!(registry.build(&spec(bad)), Err(ProcessorError::Config { .. })), "{bad}");
         }
         assert!(matches!(registry.build(&spec("type = 'nope'")), Err(ProcessorError::Unknown(_))));
+        assert!(matches!(
+            registry.build(&spec("type = 'resample'\nrate = 16000\nprocessors = [{ type = 'nope' }]")),
+            Err(ProcessorError::Unknown(_))
+        ));
+        assert!(registry.kinds().any(|k| k == "resample"));
         assert!(ProcessorSpec::from_table(toml::from_str("delay_ms = 1").unwrap()).is_err());
     }
 
@@ -243,6 +283,8 @@ mod tests {
             "type = 'play'\nfile = 'a.wav'",
             "type = 'play'\nfile = 'a.wav'\nloop = 0\nlevel_db = -6.5\nstart_ms = 100\nbarge_in = true",
             "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{header:caller}-{rate}.wav'\nchannels = 'mixed'",
+            "type = 'resample'\nrate = 16000\nprocessors = [{ type = 'dtmf_detect' }, { type = 'echo' }]",
+            "type = 'resample'\nrate = 8000\nprocessors = []",
         ] {
             let name = registry.build(&spec(good)).unwrap().name();
             assert!(good.contains(name), "{good}");
@@ -268,6 +310,12 @@ mod tests {
             ("type = 'record'\ndir = '/tmp'\nchannels = 'quad'", "`channels` must be"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '{nope}.wav'", "unknown placeholder"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '../x.wav'", "not allowed in a file name"),
+            ("type = 'resample'\nprocessors = []", "`rate` must be 8000, 16000 or 24000"),
+            ("type = 'resample'\nrate = 48000\nprocessors = []", "`rate` must be"),
+            ("type = 'resample'\nrate = 16000", "`processors` must list"),
+            ("type = 'resample'\nrate = 16000\nprocessors = [1]", "`processors` must hold tables"),
+            ("type = 'resample'\nrate = 16000\nprocessors = []\nquality = 5", "unknown parameter `quality`"),
+            ("type = 'resample'\nrate = 16000\nprocessors = [{ type = 'echo', delay = 1 }]", "unknown parameter `delay`"),
         ] {
             match registry.build(&spec(bad)) {
                 Err(err @ ProcessorError::Config { .. }) => {

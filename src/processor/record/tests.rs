@@ -166,7 +166,7 @@ fn the_ring_drops_whole_frames_when_full() {
         requests.reset(rate.frame_samples());
         record.process(&mut Context::new(Instant::now(), n as u64, rate, &mut input, true, &mut output, &mut requests));
     }
-    assert!(record.dropped() > 0 && record.dropped() % 160 == 0, "{}", record.dropped());
+    assert!(record.dropped() > 0 && record.dropped().is_multiple_of(160), "{}", record.dropped());
     drop(record);
     let _ = std::fs::remove_dir_all(&dir);
 }
