@@ -95,7 +95,12 @@ impl Processor for Busy {
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
         if let Event::Dtmf { .. } = event {
             cx.clear();
-            cx.emit(Event::Dtmf { digit: DtmfDigit::Pound, duration_ms: None, source: callpipe::processor::DtmfSource::Inband });
+            cx.emit(Event::Dtmf {
+                digit: DtmfDigit::Pound,
+                start_ms: None,
+                duration_ms: None,
+                source: callpipe::processor::DtmfSource::Inband,
+            });
         }
     }
 }
@@ -276,7 +281,12 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
             play.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
             let mut requests = callpipe::processor::Requests::new(n * 4);
             let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
-            let key = Event::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: None, source: callpipe::processor::DtmfSource::Inband };
+            let key = Event::Dtmf {
+                digit: DtmfDigit::Digit(1),
+                start_ms: None,
+                duration_ms: None,
+                source: callpipe::processor::DtmfSource::Inband,
+            };
             let mut written = [false; 40];
             let allocations = allocations_during(|| {
                 for (pass, written) in written.iter_mut().enumerate() {

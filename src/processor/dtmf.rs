@@ -43,9 +43,8 @@
 //! leave in the order of the keys, so one held detection holds back the ones after it. So:
 //!
 //! * an `Inband` event leaves in the first pass that ends at least `merge_window_ms` after the
-//!   tone ended (and no earlier than the key ends, 20 ms after the tone): with the default
-//!   window, the tone started `duration_ms + merge_window_ms` (up to one frame, 20 ms, more)
-//!   before the end of the pass that emits it;
+//!   tone ended (and no earlier than the key ends, 20 ms after the tone); the event's
+//!   `start_ms` says when the tone started, in call time;
 //! * a `Both` event leaves between the end of the tone and `merge_window_ms` after it;
 //! * platform reports with no in-band twin are not repeated (the session already delivers
 //!   them), and a platform report merges with at most one detection.
@@ -128,7 +127,8 @@ impl Default for DtmfDetectConfig {
 /// tones of 40 ms or more accepted and of 20 ms or less rejected, keys 40 ms apart kept apart,
 /// keys detected at 15 dB SNR.
 ///
-/// Each key is emitted once, after it ends, as [`Event::Dtmf`] with its duration (within 2 ms).
+/// Each key is emitted once, after it ends, as [`Event::Dtmf`] with its start in call time and
+/// its duration (each within 2 ms).
 /// A platform report of the same key within `merge_window_ms` of the tone turns it into one
 /// [`DtmfSource::Both`] event; otherwise it leaves as [`DtmfSource::Inband`] once the window
 /// has passed after the tone (the detector's only delay). With `mute`, the caller's frames are
@@ -377,7 +377,8 @@ impl Tracker {
             }
             let source = if head.twin { DtmfSource::Both } else { DtmfSource::Inband };
             let duration_ms = ((head.end - head.start) * 1000 + self.rate_hz / 2) / self.rate_hz;
-            cx.emit(Event::Dtmf { digit: head.digit, duration_ms: Some(duration_ms as u32), source });
+            let start_ms = (head.start * 1000 + self.rate_hz / 2) / self.rate_hz;
+            cx.emit(Event::Dtmf { digit: head.digit, start_ms: Some(start_ms), duration_ms: Some(duration_ms as u32), source });
             self.pending.pop_front();
         }
         // A run opens about one window after its tone starts; a report is useful while a tone

@@ -86,6 +86,9 @@ pub enum Event {
     Dtmf {
         /// The key.
         digit: DtmfDigit,
+        /// When it started, in ms of call time since the call started (the pass position × 20),
+        /// when known: detected in-band, to the sample; the platform's reports carry no time.
+        start_ms: Option<u64>,
         /// How long it was held, when known.
         duration_ms: Option<u32>,
         /// Who detected it.

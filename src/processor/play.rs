@@ -26,12 +26,21 @@
 //! * Both events are built in `prepare`; `emit` only moves one. Nothing is allocated, locked or
 //!   read from disk after `prepare`.
 //!
+//! # Starting on an event
+//!
+//! With `on_digit` (a key, from the platform or detected in-band) or `on_event` (the name of
+//! another processor's event, such as another player's `"stream:done"`), the player waits
+//! instead of starting with the call, and plays `start_ms` after each such event: "press 1 to
+//! hear the menu again" restarts it from the beginning, even mid-play. Re-arming rebuilds the two
+//! prebuilt `stream:done` events, the one allocation after `prepare`, once per trigger.
+//!
 //! There is no way yet to stop a playback from outside (the control API is a later issue).
 
 use std::path::PathBuf;
 
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::audio::load_wav;
+use crate::protocol::DtmfDigit;
 
 /// The quietest `level_db`.
 pub const MIN_LEVEL_DB: f64 = -60.0;
@@ -57,12 +66,16 @@ pub struct PlayConfig {
     pub start_ms: u32,
     /// Whether a DTMF key from the caller stops playback and clears buffered audio. Default false.
     pub barge_in: bool,
+    /// Wait for this key instead of starting with the call (the `on_digit` parameter).
+    pub on_digit: Option<DtmfDigit>,
+    /// Wait for an event of this name from another processor (the `on_event` parameter).
+    pub on_event: Option<String>,
 }
 
 impl PlayConfig {
     /// Plays `file` once, at its level, from the start of the call, without barge-in.
     pub fn new(file: impl Into<PathBuf>) -> PlayConfig {
-        PlayConfig { file: file.into(), loops: 1, level_db: 0.0, start_ms: 0, barge_in: false }
+        PlayConfig { file: file.into(), loops: 1, level_db: 0.0, start_ms: 0, barge_in: false, on_digit: None, on_event: None }
     }
 }
 
@@ -84,6 +97,8 @@ pub struct Play {
     stopped: bool,
     finished: Option<Event>,
     barged_in: Option<Event>,
+    /// The file's name, for rebuilding the events when a trigger re-arms the player.
+    name: String,
 }
 
 impl Play {
@@ -95,6 +110,9 @@ impl Play {
         }
         if !(MIN_LEVEL_DB..=MAX_LEVEL_DB).contains(&config.level_db) {
             return error(format!("level_db {} is not between {MIN_LEVEL_DB} and {MAX_LEVEL_DB}", config.level_db));
+        }
+        if config.on_event.as_deref() == Some("") {
+            return error("`on_event` must name an event, e.g. \"stream:done\"".into());
         }
         if config.start_ms > MAX_START_MS {
             return error(format!("start_ms {} is over an hour", config.start_ms));
@@ -109,6 +127,7 @@ impl Play {
             stopped: false,
             finished: None,
             barged_in: None,
+            name: String::new(),
         })
     }
 
@@ -120,6 +139,37 @@ impl Play {
     /// The file's samples at the call's rate with the gain applied (empty before `prepare`).
     pub fn samples(&self) -> &[i16] {
         &self.samples
+    }
+
+    /// Whether playback waits for a trigger rather than starting with the call.
+    fn triggered(&self) -> bool {
+        self.config.on_digit.is_some() || self.config.on_event.is_some()
+    }
+
+    /// Whether `event` is this player's trigger.
+    fn is_trigger(&self, event: &Event) -> bool {
+        match event {
+            Event::Dtmf { digit, .. } => self.config.on_digit == Some(*digit),
+            Event::Custom { name, .. } => self.config.on_event.as_deref() == Some(*name),
+            _ => false,
+        }
+    }
+
+    /// (Re)starts playback from the beginning, `start_ms` after this pass.
+    fn arm(&mut self, cx: &Context<'_>) {
+        self.start_pass = cx.position() + u64::from(self.config.start_ms).div_ceil(20);
+        self.cursor = 0;
+        self.plays = 0;
+        self.stopped = false;
+        if self.finished.is_none() || self.barged_in.is_none() {
+            self.build_events();
+        }
+    }
+
+    fn build_events(&mut self) {
+        let done = |reason: &str| Event::Custom { name: "stream:done", data: serde_json::json!({ "file": self.name, "reason": reason }) };
+        self.finished = Some(done("finished"));
+        self.barged_in = Some(done("barge_in"));
     }
 
     /// Ends playback and emits the matching `stream:done` event. The other prebuilt event is
@@ -152,11 +202,9 @@ impl Processor for Play {
         self.start_pass = u64::from(self.config.start_ms).div_ceil(20);
         self.cursor = 0;
         self.plays = 0;
-        self.stopped = false;
-        let name = file.display().to_string();
-        let done = |reason: &str| Event::Custom { name: "stream:done", data: serde_json::json!({ "file": name, "reason": reason }) };
-        self.finished = Some(done("finished"));
-        self.barged_in = Some(done("barge_in"));
+        self.stopped = self.triggered();
+        self.name = file.display().to_string();
+        self.build_events();
         Ok(())
     }
 
@@ -191,6 +239,9 @@ impl Processor for Play {
         if self.config.barge_in && !self.stopped && matches!(event, Event::Dtmf { .. }) {
             cx.clear();
             self.stop(cx, true);
+        }
+        if self.is_trigger(event) && !self.samples.is_empty() {
+            self.arm(cx);
         }
     }
 }
@@ -274,7 +325,7 @@ mod tests {
     }
 
     fn key() -> Event {
-        Event::Dtmf { digit: DtmfDigit::Digit(5), duration_ms: Some(100), source: DtmfSource::Platform }
+        Event::Dtmf { digit: DtmfDigit::Digit(5), start_ms: None, duration_ms: Some(100), source: DtmfSource::Platform }
     }
 
     #[test]
@@ -363,6 +414,42 @@ mod tests {
         assert!((25..=26).contains(&frames), "{frames} frames");
         assert!(play.samples().len().abs_diff(8000) <= 320, "{}", play.samples().len());
         assert_eq!(run.events.len(), 1);
+    }
+
+    #[test]
+    fn a_key_or_another_event_starts_it_and_restarts_it() {
+        let path = write_wav("trigger", 8000, 1, &ramp());
+        let mut config = PlayConfig::new(&path);
+        config.on_digit = Some(DtmfDigit::Digit(1));
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let one = Event::Dtmf { digit: DtmfDigit::Digit(1), start_ms: None, duration_ms: Some(80), source: DtmfSource::Inband };
+        // Key 5 does nothing; key 1 at pass 3 starts it; key 1 again at pass 5 starts it over;
+        // after it finishes, key 1 at pass 20 plays it once more.
+        let run = drive(&mut play, SampleRate::Hz8000, 30, |pass| match pass {
+            2 => vec![key()],
+            3 | 5 | 20 => vec![one.clone()],
+            _ => vec![],
+        });
+        assert_eq!(run.written.iter().position(|w| *w), Some(3), "nothing before the key");
+        let sent = run.sent();
+        assert_eq!(sent[480..800], ramp()[..320], "passes 3-4: the first 320 samples");
+        assert_eq!(sent[800..1800], ramp()[..], "pass 5: from the beginning again");
+        assert!(sent[1800..3200].iter().all(|s| *s == 0));
+        assert_eq!(sent[3200..4200], ramp()[..]);
+        assert_eq!(run.events, [(11, done(&path, "finished")), (26, done(&path, "finished"))]);
+
+        let mut config = PlayConfig::new(&path);
+        config.on_event = Some("stream:done".into());
+        config.start_ms = 40;
+        let mut play = prepared(config, SampleRate::Hz8000);
+        let run = drive(
+            &mut play,
+            SampleRate::Hz8000,
+            12,
+            |pass| if pass == 1 { vec![done(Path::new("intro.wav"), "finished")] } else { vec![] },
+        );
+        assert_eq!(run.written.iter().position(|w| *w), Some(3), "40 ms after the other player finished");
+        assert_eq!(run.sent()[480..1480], ramp()[..]);
     }
 
     #[test]

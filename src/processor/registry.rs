@@ -5,7 +5,7 @@
 //! register their own types next to the built-ins. Specs are checked once when the configuration
 //! loads, so a bad parameter is a start-up error, not a failed call.
 
-use crate::protocol::SampleRate;
+use crate::protocol::{DtmfDigit, SampleRate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -86,7 +86,7 @@ impl ProcessorRegistry {
         });
         registry.register("play", |params| {
             let p = Params::new("play", params);
-            p.only(&["file", "loop", "level_db", "start_ms", "barge_in"])?;
+            p.only(&["file", "loop", "level_db", "start_ms", "barge_in", "on_digit", "on_event"])?;
             let file =
                 p.str("file")?.ok_or_else(|| p.error("`file` is required, e.g. file = \"/var/lib/callpipe/prompts/welcome.wav\""))?;
             let d = PlayConfig::new(file);
@@ -95,6 +95,17 @@ impl ProcessorRegistry {
                 level_db: p.f64_or("level_db", d.level_db)?,
                 start_ms: p.u32_or("start_ms", d.start_ms)?,
                 barge_in: p.bool_or("barge_in", d.barge_in)?,
+                on_digit: match p.str("on_digit")? {
+                    None => None,
+                    Some(text) => {
+                        let mut chars = text.chars();
+                        match (chars.next().and_then(DtmfDigit::from_char), chars.next()) {
+                            (Some(digit), None) => Some(digit),
+                            _ => return Err(p.error(format!("`on_digit` must be one key (0-9, *, #, A-D), not {text:?}"))),
+                        }
+                    }
+                },
+                on_event: p.str("on_event")?.map(str::to_owned),
                 ..d
             })?))
         });
@@ -282,6 +293,8 @@ mod tests {
             "type = 'record'\ndir = '/tmp/rec'",
             "type = 'play'\nfile = 'a.wav'",
             "type = 'play'\nfile = 'a.wav'\nloop = 0\nlevel_db = -6.5\nstart_ms = 100\nbarge_in = true",
+            "type = 'play'\nfile = 'a.wav'\non_digit = '1'",
+            "type = 'play'\nfile = 'a.wav'\non_event = 'stream:done'",
             "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{header:caller}-{rate}.wav'\nchannels = 'mixed'",
             "type = 'resample'\nrate = 16000\nprocessors = [{ type = 'dtmf_detect' }, { type = 'echo' }]",
             "type = 'resample'\nrate = 8000\nprocessors = []",
@@ -306,6 +319,9 @@ mod tests {
             ("type = 'play'\nfile = 'a.wav'\nlevel_db = 11", "level_db"),
             ("type = 'play'\nfile = 'a.wav'\nbarge_in = 1", "`barge_in` must be true or false"),
             ("type = 'play'\nfile = 'a.wav'\nvolume = 1", "unknown parameter `volume`"),
+            ("type = 'play'\nfile = 'a.wav'\non_digit = '12'", "`on_digit` must be one key"),
+            ("type = 'play'\nfile = 'a.wav'\non_digit = 'E'", "`on_digit` must be one key"),
+            ("type = 'play'\nfile = 'a.wav'\non_event = ''", "`on_event` must name an event"),
             ("type = 'record'", "`dir` is required"),
             ("type = 'record'\ndir = '/tmp'\nchannels = 'quad'", "`channels` must be"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '{nope}.wav'", "unknown placeholder"),

@@ -360,7 +360,7 @@ mod tests {
         let probe = Probe { queue: 1000, ..Probe::default() };
         let seen = probe.seen.clone();
         let mut call = Call::new(rate, SampleRate::Hz16000, vec![Box::new(probe)]);
-        let digit = Event::Dtmf { digit: DtmfDigit::Digit(5), duration_ms: Some(100), source: DtmfSource::Platform };
+        let digit = Event::Dtmf { digit: DtmfDigit::Digit(5), start_ms: None, duration_ms: Some(100), source: DtmfSource::Platform };
         call.pass(rate, &[0; 160], std::slice::from_ref(&digit));
         call.pass(rate, &[0; 160], &[]);
         assert_eq!(call.requests.events.len(), 1, "the inner event is the call's");

@@ -205,7 +205,7 @@ impl Session {
     /// A platform event; processors see it at the next pass.
     pub fn handle_platform(&mut self, event: InboundEvent) {
         let event = match event {
-            InboundEvent::Dtmf { digit, duration_ms } => Event::Dtmf { digit, duration_ms, source: DtmfSource::Platform },
+            InboundEvent::Dtmf { digit, duration_ms } => Event::Dtmf { digit, start_ms: None, duration_ms, source: DtmfSource::Platform },
             InboundEvent::Cleared => {
                 if self.awaiting_clears == 0 {
                     self.stats.unmatched_acks += 1;

@@ -303,7 +303,7 @@ impl<P: Processor> Harness<P> {
 
     /// Reports `digit` from the platform at the next pass.
     pub fn platform(&mut self, digit: DtmfDigit) {
-        self.platform.push(Event::Dtmf { digit, duration_ms: Some(100), source: DtmfSource::Platform });
+        self.platform.push(Event::Dtmf { digit, start_ms: None, duration_ms: Some(100), source: DtmfSource::Platform });
     }
 
     /// Ends the call.
@@ -343,10 +343,21 @@ impl<P: Processor> Harness<P> {
         self.dtmf().map(|(digit, _, _)| digit.as_char()).collect()
     }
 
+    /// The DTMF events' start times, in ms since the call started.
+    pub fn starts(&self) -> Vec<Option<u64>> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Dtmf { start_ms, .. } => Some(*start_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The DTMF events: key, duration and source.
     pub fn dtmf(&self) -> impl Iterator<Item = (DtmfDigit, Option<u32>, DtmfSource)> + '_ {
         self.events.iter().filter_map(|(_, e)| match e {
-            Event::Dtmf { digit, duration_ms, source } => Some((*digit, *duration_ms, *source)),
+            Event::Dtmf { digit, duration_ms, source, .. } => Some((*digit, *duration_ms, *source)),
             _ => None,
         })
     }

@@ -31,12 +31,14 @@ fn jitter(rate: SampleRate, ms: f64, rng: &mut Rng) -> Vec<f64> {
 }
 
 #[test]
-fn every_key_is_detected_once_with_its_duration() {
+fn every_key_is_detected_once_with_its_start_and_duration() {
     for rate in SampleRate::ALL {
         let mut rng = Rng::new(1);
         let mut audio = Vec::new();
+        let mut starts = Vec::new();
         for digit in DtmfDigit::ALL {
             audio.extend(jitter(rate, 40.0, &mut rng));
+            starts.push(audio.len() as f64 * 1000.0 / f64::from(rate.hz()));
             audio.extend(key(rate, digit, 50.0, -10.0, &mut rng));
             audio.extend(silence(rate, 60.0));
         }
@@ -47,6 +49,10 @@ fn every_key_is_detected_once_with_its_duration() {
         for (digit, duration, source) in h.dtmf() {
             assert_eq!(source, DtmfSource::Inband);
             assert!((48..=52).contains(&duration.unwrap()), "{rate} {digit}: {duration:?} ms for 50");
+        }
+        for (got, want) in h.starts().into_iter().zip(&starts) {
+            let got = got.unwrap() as f64;
+            assert!((got - want).abs() <= 2.0, "{rate}: started at {got} ms, not {want:.1} ms");
         }
         for ms in [100.0, 250.0, 1000.0] {
             let mut h = detector(at_once(), rate);
