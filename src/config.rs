@@ -290,6 +290,22 @@ mod tests {
     use super::*;
     use crate::protocol::SampleRate;
 
+    /// Every TOML example in the README is a valid configuration, so the README stays true.
+    #[test]
+    fn the_readme_examples_are_valid_configurations() {
+        let readme = include_str!("../README.md");
+        let registry = ProcessorRegistry::with_builtins();
+        let mut checked = 0;
+        for block in readme.split("```toml").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            if let Err(e) = Config::parse(text, &registry) {
+                panic!("README example does not load: {e}\n{text}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "found {checked} examples");
+    }
+
     #[test]
     fn the_embedded_default_is_valid_and_serves_echo() {
         let config = Config::embedded(&ProcessorRegistry::with_builtins()).unwrap();
