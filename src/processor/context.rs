@@ -42,13 +42,37 @@ impl Requests {
         }
     }
 
-    /// Forgets the requests of the previous pass (keeps the drop counters and the buffers).
-    pub(crate) fn reset(&mut self, queue_room: usize) {
+    /// Forgets the requests of the previous pass (keeps the drop counters and the buffers);
+    /// `queue_room` is how much audio the next pass may queue. The session calls this before
+    /// every pass; a test that drives a processor by hand does the same.
+    pub fn reset(&mut self, queue_room: usize) {
         self.clear = false;
         self.notifies.clear();
         self.events.clear();
         self.queued.clear();
         self.queue_room = queue_room.min(self.queued.capacity());
+    }
+}
+
+impl Requests {
+    /// Whether a processor asked for a `clear` in this pass.
+    pub fn clear_requested(&self) -> bool {
+        self.clear
+    }
+
+    /// The `notify` markers requested in this pass, in order.
+    pub fn notifies(&self) -> &[u64] {
+        &self.notifies
+    }
+
+    /// The events emitted in this pass, each with the index of the stage that emitted it.
+    pub fn events(&self) -> &[(Option<usize>, Event)] {
+        &self.events
+    }
+
+    /// The audio queued in this pass.
+    pub fn queued(&self) -> &[i16] {
+        &self.queued
     }
 }
 

@@ -28,17 +28,26 @@
 //! * Recording errors never end the call. A directory that cannot be created or a file that
 //!   cannot be opened in `prepare` disables the recorder (one `tracing::warn!`, and a
 //!   `recording` event with `"state": "error"` at the first pass); a write error (a full disk)
-//!   makes the writer log one warning and drop the rest of the audio, counted.
+//!   makes the writer log one warning, emit a `recording` error event and drop the rest of the
+//!   audio, counted; the file keeps its last header (`tests/record_disk_full.rs`).
 //!
 //! # Events
 //!
-//! At the first pass the processor emits one [`Event::Custom`] named `"recording"`:
-//! `{"state": "started", "path": ..., "channels": ...}`, or `{"state": "error", "error": ...}`.
-//! Both are built in `prepare`. The end of a recording is known only to the writer thread, after
-//! `finish` has returned, when the pipeline can no longer emit: the writer logs one
+//! The processor emits [`Event::Custom`] events named `"recording"`:
+//!
+//! * at the first pass, `{"state": "started", "path": ..., "channels": ...}`, or
+//!   `{"state": "error", "error": ...}` when the file could not be opened (both built in
+//!   `prepare`);
+//! * once, at the pass after the writer thread first fails (a full disk),
+//!   `{"state": "error", "path": ..., "error": ...}`; the recording stops there, the call does not;
+//! * at the end of the call, `{"state": "finished", "path": ..., "duration_ms": ..., "samples":
+//!   ..., "dropped": ...}` plus `"error"` when writing failed: `samples` (per channel) is what the
+//!   media thread handed to the writer.
+//!
+//! The last two are built when they happen, the only allocations after `prepare`, once per
+//! recording. The writer thread finalizes the file after `finish` and then logs one
 //! `tracing::info!` line (path, duration_ms, samples, dropped, error) and sends a
-//! [`RecordingOutcome`] on the channel from [`Record::outcomes`]. Delivering a `recording`
-//! end event to webhooks from that channel is the control plane's job (a later issue).
+//! [`RecordingOutcome`] on the channel from [`Record::outcomes`], with the samples it wrote.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -148,6 +157,8 @@ enum Piece {
 struct Shared {
     stop: AtomicBool,
     dropped: AtomicU64,
+    /// The writer's first error, set once; the media thread reads it without a lock.
+    failed: OnceLock<String>,
 }
 
 /// Records the call to a WAV file through a ring and a writer thread. See the module documentation in `src/processor/record.rs`.
@@ -161,6 +172,13 @@ pub struct Record {
     outcome_tx: Option<mpsc::Sender<RecordingOutcome>>,
     outcome_rx: Option<mpsc::Receiver<RecordingOutcome>>,
     stopped: bool,
+    /// The file, once `prepare` has opened it.
+    path: Option<PathBuf>,
+    rate: u32,
+    /// Samples per channel handed to the writer.
+    pushed: u64,
+    /// Whether the writer's error has been emitted.
+    error_reported: bool,
 }
 
 impl Record {
@@ -181,6 +199,10 @@ impl Record {
             outcome_tx: Some(tx),
             outcome_rx: Some(rx),
             stopped: false,
+            path: None,
+            rate: 0,
+            pushed: 0,
+            error_reported: false,
         })
     }
 
@@ -274,6 +296,8 @@ impl Processor for Record {
             self.disable(&path, err);
             return Ok(());
         }
+        self.path = Some(path.clone());
+        self.rate = rate;
         self.producer = Some(producer);
         self.scratch = vec![0; setup.frame_samples() * usize::from(channels.count())];
         self.announce = Some(Event::Custom {
@@ -289,6 +313,14 @@ impl Processor for Record {
         }
         if self.stopped {
             return;
+        }
+        if !self.error_reported
+            && let Some(error) = self.shared.failed.get()
+        {
+            // Once per recording, on a failure: the event's allocation is the rare kind.
+            self.error_reported = true;
+            let path = self.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+            cx.emit(Event::Custom { name: "recording", data: serde_json::json!({ "state": "error", "path": path, "error": error }) });
         }
         let Some(producer) = self.producer.as_mut() else { return };
         let (input, output) = (cx.input(), cx.output());
@@ -312,13 +344,29 @@ impl Processor for Record {
         // Whole frames only, so the interleaving in the ring never slips.
         if producer.vacant_len() >= samples.len() {
             producer.push_slice(samples);
+            self.pushed += input.len() as u64;
         } else {
             self.shared.dropped.fetch_add(input.len() as u64, Ordering::Relaxed);
         }
     }
 
-    fn finish(&mut self, _cx: &mut Context<'_>) {
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        let was_recording = !self.stopped && self.producer.is_some();
         self.stop();
+        if let (true, Some(path)) = (was_recording, self.path.as_deref()) {
+            let samples = self.pushed;
+            let mut data = serde_json::json!({
+                "state": "finished",
+                "path": path.display().to_string(),
+                "duration_ms": samples * 1000 / u64::from(self.rate.max(1)),
+                "samples": samples,
+                "dropped": self.dropped(),
+            });
+            if let Some(error) = self.shared.failed.get() {
+                data["error"] = serde_json::Value::from(error.as_str());
+            }
+            cx.emit(Event::Custom { name: "recording", data });
+        }
     }
 }
 
@@ -465,6 +513,7 @@ impl Writer {
     /// Stops writing after an error: logs it once, closes the file as far as it got.
     fn fail(&mut self, error: &mut Option<String>, message: String, lost: u64) {
         tracing::warn!(path = %self.path.display(), error = %message, "recording stopped; the call goes on");
+        let _ = self.shared.failed.set(message.clone());
         self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
         // Dropping a hound writer tries to finalize; errors there are already reported.
         self.wav = None;

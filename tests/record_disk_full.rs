@@ -1,0 +1,139 @@
+//! A recording that runs out of space mid-call: the call goes on, the file stays readable up to
+//! its last header update, and the recorder says so with a `recording` error event, a
+//! `recording` end event and its outcome.
+//!
+//! "Out of space" is the process's file-size limit (`RLIMIT_FSIZE`), which makes writes past it
+//! fail with `EFBIG` exactly as a full disk fails them with `ENOSPC`, without needing a small
+//! file system. The limit is per process, so this file holds one test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use callpipe::processor::{CallInfo, Context, Event, Processor, Record, RecordChannels, RecordConfig, Requests, Setup};
+use callpipe::protocol::{Metadata, SampleRate};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Bytes any file this process writes may reach.
+const LIMIT: u64 = 100_000;
+
+#[allow(unsafe_code)]
+fn limit_file_size(bytes: u64) {
+    // SAFETY: ignoring SIGXFSZ (so that a write past the limit fails with EFBIG instead of
+    // killing the process) and lowering this process's own soft limit touch no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
+        limit.rlim_cur = bytes as libc::rlim_t;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("callpipe-disk-full-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn state(event: &Event) -> Option<(String, serde_json::Value)> {
+    match event {
+        Event::Custom { name: "recording", data } => Some((data["state"].as_str().unwrap_or_default().to_owned(), data.clone())),
+        _ => None,
+    }
+}
+
+/// The recorder driven pass by pass at 8 kHz stereo (32 kB/s): the limit is hit after about 3 s.
+fn recorder_reports_the_error_and_keeps_the_file_readable() {
+    let rate = SampleRate::Hz8000;
+    let dir = temp_dir("direct");
+    let mut record = Record::new(RecordConfig { dir: dir.clone(), template: "call.wav".into(), channels: RecordChannels::Stereo }).unwrap();
+    let outcomes = record.outcomes().unwrap();
+    let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
+    record.prepare(&Setup { rate, call: &call }).unwrap();
+    let mut requests = Requests::new(160);
+    let mut events = Vec::new();
+    let started = Instant::now();
+    // Six seconds of call time, paced a little faster than real time.
+    for n in 0..300u64 {
+        let mut input: Vec<i16> = (0..160).map(|i| ((n * 160 + i) % 2000) as i16 - 1000).collect();
+        let mut output = input.clone();
+        requests.reset(160);
+        let mut cx = Context::new(started, n, rate, &mut input, true, &mut output, &mut requests);
+        record.process(&mut cx);
+        events.extend(requests.events().iter().map(|(_, e)| e.clone()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut input, mut output) = (vec![0; 160], vec![0; 160]);
+    requests.reset(160);
+    record.finish(&mut Context::new(started, 300, rate, &mut input, false, &mut output, &mut requests));
+    events.extend(requests.events().iter().map(|(_, e)| e.clone()));
+
+    let states: Vec<_> = events.iter().filter_map(state).collect();
+    let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["started", "error", "finished"], "{states:?}");
+    assert!(states[1].1["error"].as_str().unwrap().contains("write failed"), "{states:?}");
+    let end = &states[2].1;
+    assert_eq!(end["path"], dir.join("call.wav").display().to_string());
+    assert!(end["error"].as_str().unwrap().contains("write failed"), "{end}");
+
+    let outcome = outcomes.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert!(outcome.error.as_deref().unwrap().contains("write failed"), "{outcome:?}");
+    // The limit holds 25,000 stereo frames (3.1 s); the header is rewritten every second of audio,
+    // so the file opens with at least the 2 s before the last rewrite, in whole frames.
+    let reader = hound::WavReader::open(&outcome.path).unwrap();
+    let frames = reader.duration();
+    assert!((16_000..=25_000).contains(&frames), "{frames} frames readable");
+    assert_eq!(reader.spec().channels, 2);
+    assert!(std::fs::metadata(&outcome.path).unwrap().len() <= LIMIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real call through `[echo, record]` at 16 kHz stereo (64 kB/s): the limit is hit after about
+/// 1.5 s, and the caller still hears every frame of a 4 s call, which ends normally.
+async fn the_call_goes_on() {
+    let dir = temp_dir("call");
+    let config = format!(
+        "[server]\nstats_interval_ms = 0\n[media]\nthreads = 2\n[[route]]\npath = \"/rec\"\nprocessors = [{{ type = \"echo\" }}, {{ type = \"record\", dir = \"{}\" }}]\n",
+        dir.display()
+    );
+    let server = TestServer::start(&config).await;
+    let mut ws = server.call("/rec", 16_000).await;
+    let start = tokio::time::Instant::now();
+    for n in 0..200u32 {
+        tokio::time::sleep_until(start + Duration::from_millis(20 * u64::from(n))).await;
+        ws.send(Message::binary(test_frame(n, 640))).await.unwrap();
+    }
+    let mut echoed = 0;
+    while echoed < 200 {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(frame)))) => {
+                assert_eq!(frame.to_vec(), test_frame(echoed, 640), "frame {echoed} echoed intact");
+                echoed += 1;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the call stopped after {echoed} frames: {other:?}"),
+        }
+    }
+    let normal = CloseFrame { code: CloseCode::Normal, reason: "done".into() };
+    ws.send(Message::Close(Some(normal))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000), "the call ends normally");
+    server.stop().await;
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let reader = hound::WavReader::open(&file).unwrap();
+    assert!(reader.duration() >= 16_000, "at least a second readable: {}", reader.duration());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_disk_ends_the_recording_not_the_call() {
+    limit_file_size(LIMIT);
+    recorder_reports_the_error_and_keeps_the_file_readable();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(the_call_goes_on());
+}
