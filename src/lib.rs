@@ -14,6 +14,7 @@
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
 //!  audio      WAV reading and writing, offline resampling, tones        (files only)
+//!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
 //!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
 //!     ▲
