@@ -231,7 +231,8 @@ fn bench_record(c: &mut Criterion) {
     group.sample_size(20).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
     let dir = std::env::temp_dir().join(format!("callpipe-bench-record-{}", std::process::id()));
     for rate in SampleRate::ALL {
-        let config = RecordConfig { dir: dir.clone(), template: "{call_id}-{rate}.wav".into(), channels: RecordChannels::Stereo };
+        let config =
+            RecordConfig { template: "{call_id}-{rate}.wav".into(), channels: RecordChannels::Stereo, ..RecordConfig::new(dir.clone()) };
         let mut record = match Record::new(config) {
             Ok(record) => record,
             Err(err) => panic!("record: {err}"),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Play, PlayConfig, Processor, Record,
-    RecordChannels, RecordConfig, Resample,
+    RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
@@ -316,16 +316,20 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
 fn recording_never_allocates_on_the_media_thread() {
     // The writer thread allocates and writes on its own thread, which this per-thread counter
     // does not watch; the media thread only copies into the ring. The "recording" event of the
-    // first pass (and the writer's start) fall in the unmeasured first 200 ticks.
-    for rate in SampleRate::ALL {
+    // first pass (and the writer's start) fall in the unmeasured first 200 ticks. With the `opus`
+    // feature, Opus too: the encoder runs on the writer thread.
+    let formats: &[RecordFormat] = if cfg!(feature = "opus") { &[RecordFormat::Wav, RecordFormat::Opus] } else { &[RecordFormat::Wav] };
+    for (rate, format) in SampleRate::ALL.into_iter().flat_map(|rate| formats.iter().map(move |format| (rate, *format))) {
         for channels in [RecordChannels::Stereo, RecordChannels::Mixed, RecordChannels::Caller] {
-            let dir = std::env::temp_dir().join(format!("callpipe-no-alloc-{}-{rate}-{}", std::process::id(), channels.as_str()));
-            let config = RecordConfig { dir: dir.clone(), template: "{call_id}.wav".into(), channels };
+            let name = format!("{}-{rate}-{}-{}", std::process::id(), channels.as_str(), format.as_str());
+            let dir = std::env::temp_dir().join(format!("callpipe-no-alloc-{name}"));
+            let template = format!("{{call_id}}.{}", format.as_str());
+            let config = RecordConfig { template, channels, format, ..RecordConfig::new(dir.clone()) };
             let mut record = Record::new(config).unwrap();
             let outcomes = record.outcomes().unwrap();
             let stages: Vec<Box<dyn Processor>> = vec![Box::new(Echo::new(0).unwrap()), Box::new(record)];
             let (allocations, stats) = steady_state_allocations(rate, stages);
-            assert_eq!(allocations, 0, "{rate} {channels:?}");
+            assert_eq!(allocations, 0, "{rate} {channels:?} {format:?}");
             assert!(stats.frames_released >= 10_000, "{stats:?}");
             // The session (and with it the recorder) is gone: the writer finalizes the file.
             let outcome = outcomes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();

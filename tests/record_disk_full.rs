@@ -23,19 +23,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// Bytes any file this process writes may reach.
 const LIMIT: u64 = 100_000;
 
-#[allow(unsafe_code)]
-fn limit_file_size(bytes: u64) {
-    // SAFETY: ignoring SIGXFSZ (so that a write past the limit fails with EFBIG instead of
-    // killing the process) and lowering this process's own soft limit touch no memory of ours.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
-        limit.rlim_cur = bytes as libc::rlim_t;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
-    }
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("callpipe-disk-full-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -53,7 +40,9 @@ fn state(event: &Event) -> Option<(String, serde_json::Value)> {
 fn recorder_reports_the_error_and_keeps_the_file_readable() {
     let rate = SampleRate::Hz8000;
     let dir = temp_dir("direct");
-    let mut record = Record::new(RecordConfig { dir: dir.clone(), template: "call.wav".into(), channels: RecordChannels::Stereo }).unwrap();
+    let mut record =
+        Record::new(RecordConfig { template: "call.wav".into(), channels: RecordChannels::Stereo, ..RecordConfig::new(dir.clone()) })
+            .unwrap();
     let outcomes = record.outcomes().unwrap();
     let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
     record.prepare(&Setup { rate, call: &call }).unwrap();
@@ -133,7 +122,7 @@ async fn the_call_goes_on() {
 
 #[test]
 fn a_full_disk_ends_the_recording_not_the_call() {
-    limit_file_size(LIMIT);
+    let _limit = FileSizeLimit::set(LIMIT);
     recorder_reports_the_error_and_keeps_the_file_readable();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(the_call_goes_on());
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::{
     DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
-    RecordChannels, RecordConfig, Resample,
+    RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -111,14 +111,30 @@ impl ProcessorRegistry {
         });
         registry.register("record", |params| {
             let p = Params::new("record", params);
-            p.only(&["dir", "template", "channels"])?;
+            p.only(&["dir", "template", "channels", "format", "bitrate"])?;
             let dir = p.str("dir")?.ok_or_else(|| p.error("`dir` is required, e.g. dir = \"/var/lib/callpipe/recordings\""))?;
             let channels = p.str("channels")?.unwrap_or("stereo");
             let channels = RecordChannels::parse(channels).ok_or_else(|| {
                 p.error(format!("`channels` must be \"caller\", \"outbound\", \"stereo\" or \"mixed\", not {channels:?}"))
             })?;
-            let template = p.str("template")?.unwrap_or(super::record::DEFAULT_TEMPLATE).to_owned();
-            Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels })?))
+            // `format` defaults to what the template's extension names, and the template to the
+            // format's default; `Record::new` checks that the two agree.
+            let template = p.str("template")?;
+            let format = match p.str("format")? {
+                Some(name) => {
+                    RecordFormat::parse(name).ok_or_else(|| p.error(format!("`format` must be \"wav\" or \"opus\", not {name:?}")))?
+                }
+                None => template.map(RecordFormat::from_template).unwrap_or_default(),
+            };
+            let template = template.unwrap_or(format.default_template()).to_owned();
+            let bitrate = match params.get("bitrate") {
+                None => None,
+                Some(_) => Some(p.u32_or("bitrate", 0).map_err(|_| {
+                    let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
+                    p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
+                })?),
+            };
+            Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate })?))
         });
         registry
     }
@@ -296,6 +312,7 @@ mod tests {
             "type = 'play'\nfile = 'a.wav'\non_digit = '1'",
             "type = 'play'\nfile = 'a.wav'\non_event = 'stream:done'",
             "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{header:caller}-{rate}.wav'\nchannels = 'mixed'",
+            "type = 'record'\ndir = '/tmp/rec'\nformat = 'wav'\ntemplate = '{call_id}.wav'",
             "type = 'resample'\nrate = 16000\nprocessors = [{ type = 'dtmf_detect' }, { type = 'echo' }]",
             "type = 'resample'\nrate = 8000\nprocessors = []",
         ] {
@@ -326,6 +343,11 @@ mod tests {
             ("type = 'record'\ndir = '/tmp'\nchannels = 'quad'", "`channels` must be"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '{nope}.wav'", "unknown placeholder"),
             ("type = 'record'\ndir = '/tmp'\ntemplate = '../x.wav'", "not allowed in a file name"),
+            ("type = 'record'\ndir = '/tmp'\nformat = 'mp3'", "`format` must be \"wav\" or \"opus\""),
+            ("type = 'record'\ndir = '/tmp'\nformat = 'wav'\ntemplate = '{call_id}.opus'", "must end in `.wav`"),
+            ("type = 'record'\ndir = '/tmp'\ntemplate = '{call_id}.ogg'", "must end in `.wav`"),
+            ("type = 'record'\ndir = '/tmp'\nbitrate = 32000", "`bitrate` applies to format = \"opus\" only"),
+            ("type = 'record'\ndir = '/tmp'\nformat = 'opus'\nbitrate = 'high'", "`bitrate` must be an integer"),
             ("type = 'resample'\nprocessors = []", "`rate` must be 8000, 16000 or 24000"),
             ("type = 'resample'\nrate = 48000\nprocessors = []", "`rate` must be"),
             ("type = 'resample'\nrate = 16000", "`processors` must list"),
@@ -339,6 +361,35 @@ mod tests {
                     assert!(text.contains(says) && text.contains(spec(bad).kind.as_str()), "{bad}: {text}");
                 }
                 other => panic!("{bad}: {:?}", other.map(|p| p.name())),
+            }
+        }
+    }
+
+    #[test]
+    fn opus_recording_is_refused_at_load_without_the_feature() {
+        let registry = ProcessorRegistry::with_builtins();
+        let opus = [
+            "type = 'record'\ndir = '/tmp/rec'\nformat = 'opus'",
+            "type = 'record'\ndir = '/tmp/rec'\ntemplate = '{call_id}-{rate}.opus'",
+            "type = 'record'\ndir = '/tmp/rec'\nformat = 'opus'\ntemplate = '{call_id}.opus'\nbitrate = 32000\nchannels = 'mixed'",
+        ];
+        for text in opus {
+            let built = registry.build(&spec(text)).map(|p| p.name());
+            if cfg!(feature = "opus") {
+                assert_eq!(built.ok(), Some("record"), "{text}");
+            } else {
+                let err = built.unwrap_err().to_string();
+                assert!(err.contains(super::super::record::OPUS_FEATURE_MISSING), "{text}: {err}");
+            }
+        }
+        if cfg!(feature = "opus") {
+            for (bad, says) in [
+                ("type = 'record'\ndir = '/tmp'\nformat = 'opus'\ntemplate = '{call_id}.wav'", "must end in `.opus`"),
+                ("type = 'record'\ndir = '/tmp'\nformat = 'opus'\nbitrate = 1000", "`bitrate` must be between"),
+                ("type = 'record'\ndir = '/tmp'\nformat = 'opus'\nbitrate = -1", "`bitrate` must be an integer between 6000 and 256000"),
+            ] {
+                let err = registry.build(&spec(bad)).map(|p| p.name()).unwrap_err().to_string();
+                assert!(err.contains(says), "{bad}: {err}");
             }
         }
     }

@@ -113,3 +113,36 @@ pub async fn close_code(ws: &mut Client) -> Option<u16> {
 pub fn test_frame(n: u32, bytes: usize) -> Vec<u8> {
     (0..bytes / 2).flat_map(|i| (((n as i32 * 7919 + i as i32 * 31) % 20000 - 10000) as i16).to_le_bytes()).collect()
 }
+
+/// The process's file-size limit (`RLIMIT_FSIZE`) lowered while it lives, so that writes past it
+/// fail with `EFBIG` as a full disk fails them with `ENOSPC`. It is restored on drop (a
+/// panic included) so that the test harness can go on writing its report, whose output may be a
+/// file already longer than `LIMIT` (as when CI's output goes to a log file).
+pub struct FileSizeLimit(libc::rlimit);
+
+impl FileSizeLimit {
+    #[allow(unsafe_code)]
+    pub fn set(bytes: u64) -> FileSizeLimit {
+        // SAFETY: ignoring SIGXFSZ (so that a write past the limit fails with EFBIG instead of
+        // killing the process) and lowering this process's own soft limit touch no memory of ours.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
+            let saved = limit;
+            limit.rlim_cur = bytes as libc::rlim_t;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+            FileSizeLimit(saved)
+        }
+    }
+}
+
+impl Drop for FileSizeLimit {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: as above; restores the limit read in `set`.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_FSIZE, &self.0);
+        }
+    }
+}

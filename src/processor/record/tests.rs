@@ -1,5 +1,8 @@
 //! The recorder driven directly, pass by pass, as the session drives it.
 
+#[cfg(feature = "opus")]
+mod opus;
+
 use std::time::Instant;
 
 use super::*;
@@ -21,7 +24,7 @@ fn call(rate: SampleRate) -> CallInfo {
 }
 
 fn recorder(dir: &Path, channels: RecordChannels) -> Record {
-    Record::new(RecordConfig { dir: dir.to_path_buf(), template: DEFAULT_TEMPLATE.into(), channels }).unwrap()
+    Record::new(RecordConfig { channels, ..RecordConfig::new(dir) }).unwrap()
 }
 
 /// Caller frame `n`: a ramp; outbound frame `n`: another, so that the channels differ.
@@ -169,4 +172,34 @@ fn the_ring_drops_whole_frames_when_full() {
     assert!(record.dropped() > 0 && record.dropped().is_multiple_of(160), "{}", record.dropped());
     drop(record);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_format_is_checked_against_the_build_the_template_and_the_bitrate() {
+    let dir = Path::new("/tmp/rec");
+    let config = |format, template: &str, bitrate| RecordConfig { format, template: template.into(), bitrate, ..RecordConfig::new(dir) };
+    let error = |config| match Record::new(config) {
+        Err(ProcessorError::Config { message, .. }) => message,
+        other => panic!("{other:?}"),
+    };
+    assert!(Record::new(config(RecordFormat::Wav, "{call_id}.wav", None)).is_ok());
+    assert!(error(config(RecordFormat::Wav, "{call_id}.opus", None)).contains("must end in `.wav`"));
+    assert!(error(config(RecordFormat::Wav, "{call_id}", None)).contains("must end in `.wav`"));
+    assert!(error(config(RecordFormat::Wav, "{call_id}.wav", Some(24_000))).contains("`bitrate` applies to format = \"opus\" only"));
+    let opus = Record::new(config(RecordFormat::Opus, "{call_id}.opus", None));
+    if cfg!(feature = "opus") {
+        assert!(opus.is_ok());
+        assert!(Record::new(config(RecordFormat::Opus, "{call_id}.opus", Some(64_000))).is_ok());
+        assert!(error(config(RecordFormat::Opus, "{call_id}.wav", None)).contains("must end in `.opus`"));
+        assert!(error(config(RecordFormat::Opus, "{call_id}.opus", Some(5_999))).contains("`bitrate` must be between 6000 and 256000"));
+        assert!(error(config(RecordFormat::Opus, "{call_id}.opus", Some(256_001))).contains("`bitrate` must be between"));
+    } else {
+        assert_eq!(error(config(RecordFormat::Opus, "{call_id}.opus", None)), OPUS_FEATURE_MISSING);
+    }
+    assert_eq!(RecordConfig::new(dir).opus_bitrate(), 48_000, "24 kb/s per channel, stereo by default");
+    assert_eq!(RecordConfig { channels: RecordChannels::Mixed, ..RecordConfig::new(dir) }.opus_bitrate(), 24_000);
+    assert_eq!(RecordFormat::from_template("{call_id}.opus"), RecordFormat::Opus);
+    assert_eq!(RecordFormat::from_template("{call_id}.wav"), RecordFormat::Wav);
+    assert_eq!(RecordFormat::parse("opus").map(RecordFormat::as_str), Some("opus"));
+    assert_eq!(RecordFormat::parse("ogg"), None);
 }
