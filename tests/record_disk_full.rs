@@ -10,10 +10,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use callpipe::processor::{CallInfo, Context, Event, Processor, Record, RecordChannels, RecordConfig, Requests, Setup};
-use callpipe::protocol::{Metadata, SampleRate};
+use callpipe::processor::{Record, RecordChannels, RecordConfig};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -29,42 +28,15 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn state(event: &Event) -> Option<(String, serde_json::Value)> {
-    match event {
-        Event::Custom { name: "recording", data } => Some((data["state"].as_str().unwrap_or_default().to_owned(), data.clone())),
-        _ => None,
-    }
-}
-
 /// The recorder driven pass by pass at 8 kHz stereo (32 kB/s): the limit is hit after about 3 s.
 fn recorder_reports_the_error_and_keeps_the_file_readable() {
-    let rate = SampleRate::Hz8000;
     let dir = temp_dir("direct");
     let mut record =
         Record::new(RecordConfig { template: "call.wav".into(), channels: RecordChannels::Stereo, ..RecordConfig::new(dir.clone()) })
             .unwrap();
     let outcomes = record.outcomes().unwrap();
-    let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
-    record.prepare(&Setup { rate, call: &call }).unwrap();
-    let mut requests = Requests::new(160);
-    let mut events = Vec::new();
-    let started = Instant::now();
-    // Six seconds of call time, paced a little faster than real time.
-    for n in 0..300u64 {
-        let mut input: Vec<i16> = (0..160).map(|i| ((n * 160 + i) % 2000) as i16 - 1000).collect();
-        let mut output = input.clone();
-        requests.reset(160);
-        let mut cx = Context::new(started, n, rate, &mut input, true, &mut output, &mut requests);
-        record.process(&mut cx);
-        events.extend(requests.events().iter().map(|(_, e)| e.clone()));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (mut input, mut output) = (vec![0; 160], vec![0; 160]);
-    requests.reset(160);
-    record.finish(&mut Context::new(started, 300, rate, &mut input, false, &mut output, &mut requests));
-    events.extend(requests.events().iter().map(|(_, e)| e.clone()));
-
-    let states: Vec<_> = events.iter().filter_map(state).collect();
+    // Six seconds of call time.
+    let states = record_until_full(&mut record, 300, |n| (0..160).map(|i| ((n * 160 + i) % 2000) as i16 - 1000).collect());
     let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, ["started", "error", "finished"], "{states:?}");
     assert!(states[1].1["error"].as_str().unwrap().contains("write failed"), "{states:?}");

@@ -10,27 +10,18 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use callpipe::processor::{CallInfo, Context, Event, Processor, Record, RecordChannels, RecordConfig, RecordFormat, Requests, Setup};
-use callpipe::protocol::{Metadata, SampleRate};
-use common::FileSizeLimit;
+use callpipe::processor::{Record, RecordChannels, RecordConfig, RecordFormat};
+use common::{FileSizeLimit, record_until_full};
 
 /// Bytes any file this process writes may reach: the headers and the first second of 8 kHz
 /// stereo at the default 48 kb/s (a page of about 6 kB), not the second.
 const LIMIT: u64 = 10_000;
 
-fn state(event: &Event) -> Option<(String, serde_json::Value)> {
-    match event {
-        Event::Custom { name: "recording", data } => Some((data["state"].as_str().unwrap_or_default().to_owned(), data.clone())),
-        _ => None,
-    }
-}
-
 #[test]
 fn a_full_disk_ends_the_opus_recording_not_the_call() {
     let limit = FileSizeLimit::set(LIMIT);
-    let rate = SampleRate::Hz8000;
     let dir = std::env::temp_dir().join(format!("callpipe-disk-full-opus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = RecordConfig {
@@ -41,33 +32,17 @@ fn a_full_disk_ends_the_opus_recording_not_the_call() {
     };
     let mut record = Record::new(config).unwrap();
     let outcomes = record.outcomes().unwrap();
-    let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
-    record.prepare(&Setup { rate, call: &call }).unwrap();
-    let mut requests = Requests::new(160);
-    let mut events = Vec::new();
-    let started = Instant::now();
-    // Four seconds of call time, paced faster than real time: noise, which takes the whole
-    // bitrate (a pure tone would take a fraction of it under VBR).
+    // Four seconds of call time: noise, which takes the whole bitrate (a pure tone would take a
+    // fraction of it under VBR).
     let mut seed = 1u32;
-    for n in 0..200u64 {
-        let mut input: Vec<i16> = (0..160)
+    let states = record_until_full(&mut record, 200, |_| {
+        (0..160)
             .map(|_| {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (seed >> 16) as i16 / 4
             })
-            .collect();
-        let mut output = input.clone();
-        requests.reset(160);
-        record.process(&mut Context::new(started, n, rate, &mut input, true, &mut output, &mut requests));
-        events.extend(requests.events().iter().map(|(_, e)| e.clone()));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (mut input, mut output) = (vec![0; 160], vec![0; 160]);
-    requests.reset(160);
-    record.finish(&mut Context::new(started, 200, rate, &mut input, false, &mut output, &mut requests));
-    events.extend(requests.events().iter().map(|(_, e)| e.clone()));
-
-    let states: Vec<_> = events.iter().filter_map(state).collect();
+            .collect()
+    });
     let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, ["started", "error", "finished"], "{states:?}");
     assert!(states[1].1["error"].as_str().unwrap().contains("too large"), "{states:?}");

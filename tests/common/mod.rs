@@ -146,3 +146,41 @@ impl Drop for FileSizeLimit {
         }
     }
 }
+
+/// Drives an 8 kHz `record` processor by hand until its disk fills: prepares it for a call, runs
+/// one pass per caller frame from `frames` (echoed as the outbound side; 10 ms apart, a little
+/// faster than real time so the writer keeps up), then finishes it. Returns the `recording`
+/// events' states and data, in order.
+pub fn record_until_full(
+    record: &mut callpipe::processor::Record,
+    passes: u64,
+    mut frames: impl FnMut(u64) -> Vec<i16>,
+) -> Vec<(String, serde_json::Value)> {
+    use callpipe::processor::{CallInfo, Context, Event, Processor, Requests, Setup};
+    use callpipe::protocol::{Metadata, SampleRate};
+    let rate = SampleRate::Hz8000;
+    let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
+    record.prepare(&Setup { rate, call: &call }).unwrap();
+    let mut requests = Requests::new(160);
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    for n in 0..passes {
+        let mut input = frames(n);
+        let mut output = input.clone();
+        requests.reset(160);
+        record.process(&mut Context::new(started, n, rate, &mut input, true, &mut output, &mut requests));
+        events.extend(requests.events().iter().map(|(_, e)| e.clone()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut input, mut output) = (vec![0; 160], vec![0; 160]);
+    requests.reset(160);
+    record.finish(&mut Context::new(started, passes, rate, &mut input, false, &mut output, &mut requests));
+    events.extend(requests.events().iter().map(|(_, e)| e.clone()));
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Custom { name: "recording", data } => Some((data["state"].as_str().unwrap_or_default().to_owned(), data.clone())),
+            _ => None,
+        })
+        .collect()
+}
