@@ -34,7 +34,7 @@ pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig};
 pub use echo::Echo;
 pub use play::{Play, PlayConfig};
-pub use record::{OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome};
+pub use record::{OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, wait_for_recordings};
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
 

@@ -70,7 +70,7 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -577,6 +577,25 @@ struct Job {
 /// Samples the writer thread pops at a time.
 const WRITE_CHUNK: usize = 8192;
 
+/// Recordings handed to the writer thread and not yet finalized.
+static OPEN_RECORDINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits up to `timeout` for the writer thread to finalize every recording whose call has ended
+/// (it does so within a poll interval or two of `finish`). A process that exits right after its
+/// calls end, as `callpipe serve` does after a graceful shutdown, calls this first, or the last
+/// files could lose their final header update (WAV) or end-of-stream page (Ogg/Opus). Returns
+/// whether none was left open; recordings of calls still running keep it waiting.
+pub fn wait_for_recordings(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while OPEN_RECORDINGS.load(Ordering::Acquire) > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL / 4);
+    }
+    true
+}
+
 /// Hands a recording to the process's writer thread, starting it on first use.
 fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
     static WRITER: OnceLock<Result<mpsc::Sender<Writer>, String>> = OnceLock::new();
@@ -589,7 +608,13 @@ fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
             .map_err(|err| format!("cannot start the writer thread: {err}"))
     });
     match sender {
-        Ok(sender) => sender.send(writer).map_err(|_| "the writer thread has stopped".to_owned()),
+        Ok(sender) => {
+            OPEN_RECORDINGS.fetch_add(1, Ordering::AcqRel);
+            sender.send(writer).map_err(|_| {
+                OPEN_RECORDINGS.fetch_sub(1, Ordering::AcqRel);
+                "the writer thread has stopped".to_owned()
+            })
+        }
         Err(err) => Err(err.clone()),
     }
 }
@@ -614,6 +639,7 @@ fn write_recordings(incoming: mpsc::Receiver<Writer>) {
             if jobs[i].poll(&mut buffer) {
                 let job = jobs.swap_remove(i);
                 job.finish();
+                OPEN_RECORDINGS.fetch_sub(1, Ordering::AcqRel);
             } else {
                 i += 1;
             }
