@@ -147,7 +147,7 @@ impl Drop for FileSizeLimit {
     }
 }
 
-/// Drives an 8 kHz `record` processor by hand until its disk fills: prepares it for a call, runs
+/// Drives an 8 kHz `record` processor by hand (until its disk fills, in the disk-full tests): prepares it for a call, runs
 /// one pass per caller frame from `frames` (echoed as the outbound side; 10 ms apart, a little
 /// faster than real time so the writer keeps up), then finishes it. Returns the `recording`
 /// events' states and data, in order.

@@ -203,19 +203,3 @@ fn the_format_is_checked_against_the_build_the_template_and_the_bitrate() {
     assert_eq!(RecordFormat::parse("opus").map(RecordFormat::as_str), Some("opus"));
     assert_eq!(RecordFormat::parse("ogg"), None);
 }
-
-#[test]
-fn waiting_for_recordings_returns_once_the_file_is_final() {
-    let rate = SampleRate::Hz8000;
-    let dir = temp_dir("wait");
-    let mut record = recorder(&dir, RecordChannels::Caller);
-    let outcomes = record.outcomes().unwrap();
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
-    drive(&mut record, rate, 10);
-    finish(&mut record, rate);
-    // Other tests' recordings share the writer; they all end within seconds.
-    assert!(wait_for_recordings(Duration::from_secs(20)), "the writer finalized everything");
-    let outcome = outcomes.try_recv().expect("finalized before wait_for_recordings returned");
-    assert_eq!(outcome.samples, 1600);
-    let _ = std::fs::remove_dir_all(&dir);
-}
