@@ -122,6 +122,35 @@ impl State {
     }
 }
 
+impl State {
+    /// Passes the inner pass's requests out to the call, converted to its rate, in the order the
+    /// session applies them: clear, queued audio, the frame (`written` says whether the inner
+    /// processors wrote one), notifies, events. At the `end` of the call every staged sample is
+    /// flushed.
+    fn pass_out(&mut self, cx: &mut Context<'_>, written: bool, end: bool) {
+        if self.requests.clear {
+            cx.clear();
+            self.staged.clear();
+            self.queue.reset();
+            self.queue_ringing = false;
+        }
+        self.staged.extend_from_slice(&self.requests.queued);
+        let force = end || !self.requests.notifies.is_empty();
+        self.drain_queue(cx, force);
+        if written || self.output_ringing {
+            self.up.process(&self.output, &mut self.converted);
+            cx.mix_output(&self.converted);
+        }
+        self.output_ringing = written;
+        for &marker in &self.requests.notifies {
+            cx.notify(marker);
+        }
+        for (_, event) in &self.requests.events {
+            cx.emit(event.clone());
+        }
+    }
+}
+
 impl Processor for Resample {
     fn name(&self) -> &'static str {
         "resample"
@@ -176,29 +205,8 @@ impl Processor for Resample {
         let written = inner_cx.output_written();
         state.events.clear();
 
-        // Requests out, in the order the session applies them: clear, queued audio, the frame,
-        // notifies, events.
-        if state.requests.clear {
-            cx.clear();
-            state.staged.clear();
-            state.queue.reset();
-            state.queue_ringing = false;
-        }
-        state.staged.extend_from_slice(&state.requests.queued);
         state.outstanding = state.outstanding.saturating_sub(state.call_rate.frame_samples());
-        let notifying = !state.requests.notifies.is_empty();
-        state.drain_queue(cx, notifying);
-        if written || state.output_ringing {
-            state.up.process(&state.output, &mut state.converted);
-            cx.mix_output(&state.converted);
-        }
-        state.output_ringing = written;
-        for &marker in &state.requests.notifies {
-            cx.notify(marker);
-        }
-        for (_, event) in &state.requests.events {
-            cx.emit(event.clone());
-        }
+        state.pass_out(cx, written, false);
         // The inner processors' events reach the other inner processors at the next pass.
         let State { requests, events, dropped_events, .. } = state;
         for (origin, event) in &requests.events {
@@ -219,15 +227,7 @@ impl Processor for Resample {
             Context::new(cx.now(), cx.position(), self.rate, &mut state.input, false, &mut state.output, &mut state.requests);
         self.inner.finish(&mut inner_cx);
         let written = inner_cx.output_written();
-        state.staged.extend_from_slice(&state.requests.queued);
-        state.drain_queue(cx, true);
-        if written || state.output_ringing {
-            state.up.process(&state.output, &mut state.converted);
-            cx.mix_output(&state.converted);
-        }
-        for (_, event) in &state.requests.events {
-            cx.emit(event.clone());
-        }
+        state.pass_out(cx, written, true);
     }
 
     fn delay(&self) -> Duration {
