@@ -97,13 +97,10 @@ impl ProcessorRegistry {
                 barge_in: p.bool_or("barge_in", d.barge_in)?,
                 on_digit: match p.str("on_digit")? {
                     None => None,
-                    Some(text) => {
-                        let mut chars = text.chars();
-                        match (chars.next().and_then(DtmfDigit::from_char), chars.next()) {
-                            (Some(digit), None) => Some(digit),
-                            _ => return Err(p.error(format!("`on_digit` must be one key (0-9, *, #, A-D), not {text:?}"))),
-                        }
-                    }
+                    Some(text) => Some(
+                        DtmfDigit::from_key(text)
+                            .ok_or_else(|| p.error(format!("`on_digit` must be one key (0-9, *, #, A-D), not {text:?}")))?,
+                    ),
                 },
                 on_event: p.str("on_event")?.map(str::to_owned),
                 ..d

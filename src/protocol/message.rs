@@ -62,6 +62,15 @@ impl DtmfDigit {
         (DtmfDigit::ROW_HZ[row], DtmfDigit::COLUMN_HZ[column])
     }
 
+    /// The key a string of exactly one character names, if it does (letters in either case).
+    pub fn from_key(text: &str) -> Option<DtmfDigit> {
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => DtmfDigit::from_char(c),
+            _ => None,
+        }
+    }
+
     /// The key for a character, if it is one (letters in either case).
     pub fn from_char(c: char) -> Option<DtmfDigit> {
         match c {
@@ -125,13 +134,7 @@ impl PlatformEvent {
                 let digit = fields
                     .get("digit")
                     .and_then(|d| match d {
-                        Value::String(s) => {
-                            let mut chars = s.trim().chars();
-                            match (chars.next(), chars.next()) {
-                                (Some(c), None) => DtmfDigit::from_char(c),
-                                _ => None,
-                            }
-                        }
+                        Value::String(s) => DtmfDigit::from_key(s.trim()),
                         Value::Number(n) => n.as_u64().filter(|d| *d < 10).map(|d| DtmfDigit::Digit(d as u8)),
                         _ => None,
                     })
