@@ -122,21 +122,29 @@ fn a_file_never_finalized_still_opens_after_the_periodic_flush() {
 #[test]
 fn an_unwritable_directory_disables_recording_but_not_the_call() {
     let rate = SampleRate::Hz8000;
-    let base = temp_dir("unwritable");
-    std::fs::create_dir_all(&base).unwrap();
-    let file = base.join("a-file");
-    std::fs::write(&file, b"x").unwrap();
-    let mut record = recorder(&file.join("sub"), RecordChannels::Stereo);
-    let outcomes = record.outcomes().unwrap();
-    record.prepare(&Setup { rate, call: &call(rate) }).expect("prepare never fails the call");
-    let events = drive(&mut record, rate, 10);
-    assert_eq!(events.len(), 1);
-    let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
-    assert_eq!(data["state"], "error");
-    assert!(data["error"].as_str().unwrap().contains("cannot create"), "{data}");
-    finish(&mut record, rate);
-    assert!(outcomes.recv_timeout(Duration::from_millis(100)).is_err(), "no writer ran");
-    let _ = std::fs::remove_dir_all(&base);
+    let formats = [
+        RecordFormat::Wav,
+        #[cfg(feature = "opus")]
+        RecordFormat::Opus,
+    ];
+    for format in formats {
+        let base = temp_dir(&format!("unwritable-{format:?}"));
+        std::fs::create_dir_all(&base).unwrap();
+        let file = base.join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(file.join("sub")) };
+        let mut record = Record::new(config).unwrap();
+        let outcomes = record.outcomes().unwrap();
+        record.prepare(&Setup { rate, call: &call(rate) }).expect("prepare never fails the call");
+        let events = drive(&mut record, rate, 10);
+        assert_eq!(events.len(), 1, "{format:?}");
+        let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
+        assert_eq!(data["state"], "error");
+        assert!(data["error"].as_str().unwrap().contains("cannot create"), "{data}");
+        finish(&mut record, rate);
+        assert!(outcomes.recv_timeout(Duration::from_millis(100)).is_err(), "no writer ran");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
 
 #[test]

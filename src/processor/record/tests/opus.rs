@@ -277,26 +277,6 @@ fn an_opus_file_cut_mid_page_reads_up_to_the_page_before() {
     let _ = std::fs::remove_dir_all(outcome.path.parent().unwrap());
 }
 
-#[test]
-fn an_unwritable_directory_disables_opus_recording_but_not_the_call() {
-    let rate = SampleRate::Hz24000;
-    let base = temp_dir("opus-unwritable");
-    std::fs::create_dir_all(&base).unwrap();
-    let file = base.join("a-file");
-    std::fs::write(&file, b"x").unwrap();
-    let mut record = opus_recorder(&file.join("sub"), RecordChannels::Mixed);
-    let outcomes = record.outcomes().unwrap();
-    record.prepare(&Setup { rate, call: &call(rate) }).expect("prepare never fails the call");
-    let events = drive_tones(&mut record, rate, 10);
-    assert_eq!(events.len(), 1);
-    let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
-    assert_eq!(data["state"], "error");
-    assert!(data["error"].as_str().unwrap().contains("cannot create"), "{data}");
-    finish(&mut record, rate);
-    assert!(outcomes.recv_timeout(Duration::from_millis(100)).is_err(), "no writer ran");
-    let _ = std::fs::remove_dir_all(&base);
-}
-
 /// Runs `tool` with `args`; `None` (with a note) when the tool is not installed.
 fn run_tool(tool: &str, args: &[&str]) -> Option<std::process::Output> {
     match Command::new(tool).args(args).output() {
