@@ -15,6 +15,7 @@
 //!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
 //!  audio      WAV reading and writing, offline resampling, tones        (files only)
 //!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
+//!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
 //!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
 //!     ▲
@@ -27,7 +28,7 @@
 //!  config     the TOML configuration, validated once into types
 //!
 //!  client     the platform's side: `callpipe call` / `callpipe load`       (threads, sockets)
-//!             (uses protocol only: it speaks the wire format, not callpipe's internals)
+//!             (uses protocol and auth only: it speaks the wire format, not callpipe's internals)
 //! ```
 //!
 //! # Threads and rings
@@ -59,6 +60,7 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod media;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use callpipe::auth::{PlatformJwt, Secret};
 use callpipe::client::engine::{self, Progress, RunConfig, Target};
 use callpipe::client::platform::{CallPlan, Source};
 use callpipe::client::report::{LoadReport, Thresholds, call_summary};
@@ -102,6 +103,13 @@ struct CallArgs {
     /// The Authorization header of the upgrade, e.g. "Bearer eyJ...".
     #[arg(long)]
     authorization: Option<String>,
+    /// Send each call a fresh "Bearer <JWT>" signed HS256 with this secret, as the platform does
+    /// for {"type":"vonage"}. "env:NAME" reads it from the environment (safer than the command line).
+    #[arg(long, value_name = "SECRET", conflicts_with = "authorization")]
+    jwt_secret: Option<String>,
+    /// The application_id claim of --jwt-secret's tokens.
+    #[arg(long, value_name = "ID", requires = "jwt_secret")]
+    application_id: Option<String>,
     /// Play this WAV file (any rate, mono or stereo, 16/24/32-bit or float), resampled.
     #[arg(long, conflicts_with = "tone")]
     play: Option<PathBuf>,
@@ -145,6 +153,10 @@ impl CallArgs {
         }
         if let Some(auth) = &self.authorization {
             plan.upgrade_headers.push(("Authorization".into(), auth.clone()));
+        }
+        if let Some(secret) = &self.jwt_secret {
+            let secret = Secret::parse(secret).map_err(|e| anyhow::anyhow!("--jwt-secret: {e}"))?;
+            plan.jwt = Some(PlatformJwt::new(secret, self.application_id.clone()));
         }
         plan.source = match (&self.play, self.tone) {
             (Some(path), _) => Source::Samples(audio::load_wav(path, rate)?.into()),
@@ -337,6 +349,40 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call_args(args: &[&str]) -> Result<CallArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["callpipe", "call", "ws://127.0.0.1:1/bot"].iter().chain(args))?;
+        match cli.command {
+            Command::Call { call, .. } => Ok(call),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jwt_secret_signs_a_header_the_verifier_accepts() {
+        use callpipe::auth::{Admission, Validation};
+        use std::time::SystemTime;
+        let plan = call_args(&["--jwt-secret", "cli-secret", "--application-id", "app-7"]).unwrap().plan(false, None).unwrap();
+        assert!(plan.upgrade_headers.is_empty());
+        let header = plan.jwt.as_ref().unwrap().authorization(SystemTime::now());
+        let validation = Validation { application_id: Some("app-7".into()), ..Validation::default() };
+        let admission = Admission::Jwt { secret: Secret::parse("cli-secret").unwrap(), validation };
+        assert_eq!(admission.check(Some(&header), SystemTime::now()), Ok(()));
+        let other = Admission::Jwt { secret: Secret::parse("not-the-cli-secret").unwrap(), validation: Validation::default() };
+        assert_eq!(other.check(Some(&header), SystemTime::now()).unwrap_err().reason, "bad_signature");
+    }
+
+    #[test]
+    fn jwt_secret_conflicts_with_authorization() {
+        let err = call_args(&["--jwt-secret", "s", "--authorization", "Bearer x"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let err = call_args(&["--application-id", "app"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let plan = call_args(&["--authorization", "Bearer x"]).unwrap().plan(false, None).unwrap();
+        assert!(plan.jwt.is_none());
+        assert_eq!(plan.upgrade_headers, [("Authorization".to_owned(), "Bearer x".to_owned())]);
+        assert!(call_args(&["--jwt-secret", ""]).unwrap().plan(false, None).is_err());
+    }
 
     #[test]
     fn dtmf_schedules() {

@@ -13,12 +13,13 @@
 //! is the only place a registered socket is dropped, and it deletes it first.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use polling::{Event, Events, PollMode, Poller};
 
@@ -193,7 +194,11 @@ fn connect(target: &Target, plan: &CallPlan, timeout: Duration) -> Result<(TcpSt
     stream.set_nodelay(true).map_err(ClientError::Io)?;
     socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(ClientError::Io)?;
     let key_bytes: [u8; 16] = std::array::from_fn(|i| (random_u64() >> (i % 8 * 8)) as u8);
-    let (request, key) = wire::upgrade_request(&target.host, &target.path_and_query, &plan.upgrade_headers, key_bytes);
+    let mut headers = Cow::Borrowed(&plan.upgrade_headers[..]);
+    if let Some(jwt) = &plan.jwt {
+        headers.to_mut().push(("Authorization".into(), jwt.authorization(SystemTime::now())));
+    }
+    let (request, key) = wire::upgrade_request(&target.host, &target.path_and_query, &headers, key_bytes);
     stream.set_write_timeout(Some(timeout)).map_err(ClientError::Io)?;
     stream.write_all(request.as_bytes()).map_err(ClientError::Io)?;
     let mut response = Vec::with_capacity(512);

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use super::audio::{DTMF_LEVEL_DBFS, DtmfTone, StereoRecorder, Tone};
 use super::metrics::{Metrics, record};
 use super::wire::Message;
+use crate::auth::PlatformJwt;
 use crate::protocol::{AppAction, DtmfDigit, FRAME_DURATION, Metadata, PlatformEvent, SampleRate, decode_l16, encode_l16};
 
 /// Bytes of the tag at the start of each tagged frame: sequence (u32 LE), send time in ns since
@@ -40,6 +41,9 @@ pub struct CallPlan {
     pub headers: Map<String, Value>,
     /// Extra HTTP headers on the upgrade (e.g. `Authorization`).
     pub upgrade_headers: Vec<(String, String)>,
+    /// Sign a fresh platform JWT for each call and send it as `Authorization: Bearer <JWT>`,
+    /// as the platform does for `{"type":"vonage"}`.
+    pub jwt: Option<PlatformJwt>,
     /// What the caller says.
     pub source: Source,
     /// How long the caller streams audio.
@@ -71,6 +75,7 @@ impl CallPlan {
             rate,
             headers: Map::new(),
             upgrade_headers: Vec::new(),
+            jwt: None,
             source: Source::Silence,
             duration,
             hangup_after: None,
