@@ -6,7 +6,7 @@
 //! only atomics and the connection task's waker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
@@ -14,7 +14,10 @@ use ringbuf::traits::Split;
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
 use crate::processor::Event;
-use crate::session::{InboundEvent, SessionStats};
+use crate::session::{Control, InboundEvent, SessionStats};
+
+/// Control commands waiting for the media thread, per call.
+pub const CONTROL_RING: usize = 16;
 
 /// An item the media thread hands to the connection task, in send order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub struct CallLink {
     /// Set by the connection side when callpipe hangs up: the media thread finishes the call and
     /// flushes its last partial frame.
     pub hangup: AtomicBool,
+    /// Why callpipe hangs up: a [`Hangup`] as `u8`, stored before `hangup` is set.
+    pub hangup_reason: AtomicU8,
     /// Set by the media thread once the session has finished and its final counters are here.
     pub media_done: AtomicBool,
     /// Counters the media thread publishes.
@@ -84,6 +89,7 @@ impl Default for CallLink {
             waker: AtomicWaker::new(),
             peer_closed: AtomicBool::new(false),
             hangup: AtomicBool::new(false),
+            hangup_reason: AtomicU8::new(Hangup::Shutdown as u8),
             media_done: AtomicBool::new(false),
             stats: LinkStats::default(),
         }
@@ -109,6 +115,43 @@ impl CallLink {
     pub fn is_media_done(&self) -> bool {
         self.media_done.load(Ordering::Acquire)
     }
+
+    /// Asks the media thread to finish the call because callpipe hangs up, and wakes the
+    /// connection task. The first reason given wins.
+    pub fn hang_up(&self, reason: Hangup) {
+        if !self.hangup.load(Ordering::Acquire) {
+            self.hangup_reason.store(reason as u8, Ordering::Release);
+            self.hangup.store(true, Ordering::Release);
+        }
+        self.waker.wake();
+    }
+
+    /// Why callpipe hangs up, once [`hang_up`](CallLink::hang_up) has been called.
+    pub fn hangup_reason(&self) -> Hangup {
+        Hangup::from_u8(self.hangup_reason.load(Ordering::Acquire))
+    }
+}
+
+/// Why callpipe ends a call itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Hangup {
+    /// The server is shutting down (close 1001).
+    Shutdown = 0,
+    /// The control API asked (close 1000).
+    Api = 1,
+    /// The call reached the maximum duration (close 1000).
+    MaxDuration = 2,
+}
+
+impl Hangup {
+    fn from_u8(value: u8) -> Hangup {
+        match value {
+            1 => Hangup::Api,
+            2 => Hangup::MaxDuration,
+            _ => Hangup::Shutdown,
+        }
+    }
 }
 
 /// A session's counters, published by the media thread with relaxed stores.
@@ -125,12 +168,21 @@ pub struct LinkStats {
     notifies: AtomicU64,
     dropped_requests: AtomicU64,
     unmatched_acks: AtomicU64,
+    players_active: AtomicU64,
     /// Caller bytes the connection task could not push because the inbound ring was full.
     pub ring_overrun_in_bytes: AtomicU64,
     /// Frames the media thread could not push because the outbound rings were full.
     pub ring_overrun_out: AtomicU64,
     /// Processor events dropped because the event ring was full.
     pub events_dropped: AtomicU64,
+    /// Audio frames received from the caller (written by the connection task).
+    pub frames_in: AtomicU64,
+    /// Audio frames sent to the caller (written by the connection task).
+    pub frames_out: AtomicU64,
+    /// Frames sent more than the late threshold after their playout deadline.
+    pub late_frames: AtomicU64,
+    /// Caller frames of the wrong size.
+    pub wrong_size: AtomicU64,
 }
 
 impl LinkStats {
@@ -148,6 +200,7 @@ impl LinkStats {
         self.notifies.store(s.notifies, r);
         self.dropped_requests.store(s.dropped_requests, r);
         self.unmatched_acks.store(s.unmatched_acks, r);
+        self.players_active.store(s.players_active, r);
     }
 
     /// The last published counters.
@@ -165,6 +218,7 @@ impl LinkStats {
             notifies: self.notifies.load(r),
             dropped_requests: self.dropped_requests.load(r),
             unmatched_acks: self.unmatched_acks.load(r),
+            players_active: self.players_active.load(r),
         }
     }
 }
@@ -177,6 +231,8 @@ pub struct ConnEnd {
     pub audio_in: HeapProd<u8>,
     /// Platform events, to the media thread.
     pub events_in: HeapProd<InboundEvent>,
+    /// Control API commands, to the media thread.
+    pub control_in: HeapProd<Control>,
     /// Frames and actions, from the media thread.
     pub items_out: HeapCons<OutItem>,
     /// Frame bytes, from the media thread.
@@ -193,6 +249,8 @@ pub struct MediaEnd {
     pub audio_in: HeapCons<u8>,
     /// Platform events.
     pub events_in: HeapCons<InboundEvent>,
+    /// Control API commands.
+    pub control_in: HeapCons<Control>,
     /// Frames and actions to send.
     pub items_out: HeapProd<OutItem>,
     /// Frame bytes to send.
@@ -206,6 +264,7 @@ pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
     let link = Arc::new(CallLink::default());
     let (audio_in_p, audio_in_c) = HeapRb::<u8>::new(sizes.audio_in_bytes).split();
     let (events_in_p, events_in_c) = HeapRb::<InboundEvent>::new(32).split();
+    let (control_p, control_c) = HeapRb::<Control>::new(CONTROL_RING).split();
     let (items_p, items_c) = HeapRb::<OutItem>::new(sizes.items_out).split();
     let (audio_out_p, audio_out_c) = HeapRb::<u8>::new(sizes.audio_out_bytes).split();
     let (events_out_p, events_out_c) = HeapRb::<Event>::new(64).split();
@@ -214,6 +273,7 @@ pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
             link: link.clone(),
             audio_in: audio_in_p,
             events_in: events_in_p,
+            control_in: control_p,
             items_out: items_c,
             audio_out: audio_out_c,
             events_out: events_out_c,
@@ -222,6 +282,7 @@ pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
             link,
             audio_in: audio_in_c,
             events_in: events_in_c,
+            control_in: control_c,
             items_out: items_p,
             audio_out: audio_out_p,
             events_out: events_out_p,

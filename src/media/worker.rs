@@ -275,6 +275,9 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, now: Instant) {
     while let Some(event) = end.events_in.try_pop() {
         session.handle_platform(event);
     }
+    while let Some(command) = end.control_in.try_pop() {
+        session.handle_control(command);
+    }
     let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
     loop {
         let n = end.audio_in.pop_slice(&mut bytes);

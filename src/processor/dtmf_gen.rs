@@ -23,7 +23,21 @@
 use std::f64::consts::TAU;
 
 use super::{Context, Event, Processor, ProcessorError, Setup};
-use crate::protocol::DtmfDigit;
+use crate::protocol::{DtmfDigit, SampleRate};
+
+/// Renders `digits` as DTMF at `rate`, all at once: each key's tones for `tone_ms` (with the
+/// same level and edges as [`DtmfSend`]), then `gap_ms` of silence. The control API's "send
+/// DTMF" plays this buffer.
+pub fn render_dtmf(digits: &str, rate: SampleRate, tone_ms: u32, gap_ms: u32) -> Result<Vec<i16>, ProcessorError> {
+    let mut sender = DtmfSend::new(DtmfSendConfig { digits: digits.to_owned(), tone_ms, gap_ms, ..DtmfSendConfig::default() })?;
+    sender.set_rate(rate);
+    let (period, tone) = (sender.period as usize, sender.tone as usize);
+    let mut out = vec![0i16; period * sender.keys.len()];
+    for key in 0..sender.keys.len() {
+        sender.render(key, 0, &mut out[key * period..key * period + tone]);
+    }
+    Ok(out)
+}
 
 /// The most keys in one sequence.
 pub const MAX_DIGITS: usize = 64;
@@ -166,7 +180,22 @@ impl Processor for DtmfSend {
     }
 
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
-        let hz = u64::from(setup.rate.hz());
+        self.set_rate(setup.rate);
+        self.buffer = vec![0; setup.frame_samples()];
+        let digits: String = self.keys.iter().map(|d| d.as_char()).collect();
+        self.done = Some(Event::Custom { name: "dtmf:sent", data: serde_json::json!({ "digits": digits }) });
+        Ok(())
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        self.process_frame(cx);
+    }
+}
+
+impl DtmfSend {
+    /// Sets up the timing and the oscillators for `rate`.
+    fn set_rate(&mut self, rate: SampleRate) {
+        let hz = u64::from(rate.hz());
         let per_ms = hz / 1000;
         self.start = u64::from(self.config.start_ms) * per_ms;
         self.tone = u64::from(self.config.tone_ms) * per_ms;
@@ -186,13 +215,9 @@ impl Processor for DtmfSend {
             .collect();
         self.amplitude = 32_767.0 * 10f64.powf(self.config.level_dbfs / 20.0);
         self.cursor = (usize::MAX, 0);
-        self.buffer = vec![0; setup.frame_samples()];
-        let digits: String = self.keys.iter().map(|d| d.as_char()).collect();
-        self.done = Some(Event::Custom { name: "dtmf:sent", data: serde_json::json!({ "digits": digits }) });
-        Ok(())
     }
 
-    fn process(&mut self, cx: &mut Context<'_>) {
+    fn process_frame(&mut self, cx: &mut Context<'_>) {
         let n = self.buffer.len();
         if n == 0 || self.done.is_none() {
             return;
@@ -287,6 +312,22 @@ mod tests {
                 assert!((48..=51).contains(&ms), "{rate} {digit}: {ms} ms");
             }
         }
+    }
+
+    #[test]
+    fn rendered_keys_equal_the_processors_output_and_decode() {
+        for rate in SampleRate::ALL {
+            let rendered = render_dtmf(KEYS, rate, 100, 100).unwrap();
+            assert_eq!(rendered.len(), KEYS.len() * 200 * rate.hz() as usize / 1000);
+            let mut send = sender(DtmfSendConfig { digits: KEYS.into(), tone_ms: 100, gap_ms: 100, ..Default::default() }, rate);
+            send.idle(KEYS.len() as u64 * 200);
+            assert_eq!(rendered[..], send.sent[..rendered.len()], "{rate}: the same samples as the dtmf_send processor");
+            let mut detect = Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate);
+            detect.run(&rendered);
+            assert_eq!(detect.keys(), KEYS, "{rate}");
+        }
+        assert!(render_dtmf("12x", SampleRate::Hz8000, 100, 100).is_err());
+        assert!(render_dtmf("", SampleRate::Hz8000, 100, 100).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
-pub use dtmf_gen::{DtmfSend, DtmfSendConfig};
+pub use dtmf_gen::{DtmfSend, DtmfSendConfig, render_dtmf};
 pub use echo::Echo;
 pub use play::{Play, PlayConfig};
 pub use record::{OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, wait_for_recordings};
@@ -101,6 +101,13 @@ pub enum Event {
     },
     /// The platform acknowledged a `clear`.
     Cleared,
+    /// A stream the control API started has ended.
+    StreamDone {
+        /// The stream's id, as the API returned it.
+        id: u64,
+        /// Why.
+        reason: crate::session::StreamEnd,
+    },
     /// A processor's own event. Allocates: for rare occasions only.
     Custom {
         /// The event name, e.g. `"vad:speech"`.
@@ -157,6 +164,12 @@ pub trait Processor: Send + 'static {
     fn delay(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// How many players in this processor are playing to the caller now (a player mid-file
+    /// counts one). The control API shows the call's total.
+    fn players_active(&self) -> u64 {
+        0
+    }
 }
 
 /// A call's ordered chain of processors.
@@ -193,6 +206,11 @@ impl Pipeline {
     /// The sum of the stages' delays.
     pub fn delay(&self) -> Duration {
         self.stages.iter().map(|s| s.delay()).sum()
+    }
+
+    /// Players playing now, over every stage.
+    pub fn players_active(&self) -> u64 {
+        self.stages.iter().map(|s| s.players_active()).sum()
     }
 
     /// Delivers `events` (each with the index of the stage that emitted it, or `None` for the

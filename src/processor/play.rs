@@ -188,6 +188,10 @@ impl Processor for Play {
         "play"
     }
 
+    fn players_active(&self) -> u64 {
+        u64::from(!self.stopped && !self.samples.is_empty())
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         let file = &self.config.file;
         let samples = load_wav(file, setup.rate)

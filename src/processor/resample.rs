@@ -234,6 +234,10 @@ impl Processor for Resample {
         let conversions = self.state.as_ref().map_or(Duration::ZERO, |s| s.down.delay() + s.up.delay());
         conversions + self.inner.delay()
     }
+
+    fn players_active(&self) -> u64 {
+        self.inner.players_active()
+    }
 }
 
 impl std::fmt::Debug for Resample {

@@ -11,6 +11,7 @@
 //! Nothing here allocates after [`Session::new`]: every queue is sized there and full queues drop
 //! and count instead of growing. Tests drive it with byte literals and a fake clock.
 
+mod control;
 mod inbound;
 mod opening;
 mod outbound;
@@ -18,10 +19,12 @@ mod outbound;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub use control::{Control, SharedAudio, StreamEnd};
 pub use inbound::InboundBuffer;
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 
+use control::ApiAudio;
 use crate::processor::{CallInfo, Context, DtmfSource, Event, Pipeline, ProcessorError, Requests, Setup};
 use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, SampleRate, encode_l16};
 
@@ -121,6 +124,8 @@ pub struct SessionStats {
     pub dropped_requests: u64,
     /// Platform acknowledgements that matched nothing we sent.
     pub unmatched_acks: u64,
+    /// Players playing now: the processors' and the control API's stream.
+    pub players_active: u64,
 }
 
 /// One call's media state. See the [module docs](self).
@@ -143,6 +148,11 @@ pub struct Session {
     awaiting_clears: u64,
     stats: SessionStats,
     finished: bool,
+    /// Control API state: outbound silence, deaf processors, a stream and DTMF tones.
+    muted: bool,
+    earmuffed: bool,
+    stream: Option<ApiAudio>,
+    dtmf: Option<ApiAudio>,
 }
 
 impl Session {
@@ -171,6 +181,10 @@ impl Session {
             awaiting_clears: 0,
             stats: SessionStats::default(),
             finished: false,
+            muted: false,
+            earmuffed: false,
+            stream: None,
+            dtmf: None,
         })
     }
 
@@ -193,6 +207,7 @@ impl Session {
             padded_frames: self.outbound.padded_frames(),
             catchups: self.inbound.catchups(),
             dropped_requests: self.stats.dropped_requests + self.requests.dropped_events + self.requests.dropped_notifies,
+            players_active: self.pipeline.players_active() + u64::from(self.stream.is_some()),
             ..self.stats
         }
     }
@@ -228,6 +243,43 @@ impl Session {
         self.push_event(None, event);
     }
 
+    /// A command from the control plane; it applies from the next pass.
+    pub fn handle_control(&mut self, command: Control) {
+        match command {
+            Control::Mute(on) => self.muted = on,
+            Control::Earmuff(on) => self.earmuffed = on,
+            Control::Stream { id, audio, loops, gain } => {
+                self.end_stream(StreamEnd::Replaced);
+                self.stream = Some(ApiAudio::new(id, audio, loops, gain));
+            }
+            Control::StopStream => self.end_stream(StreamEnd::Stopped),
+            Control::Dtmf { audio } => self.dtmf = Some(ApiAudio::new(0, audio, 1, 1.0)),
+            Control::Clear => self.clear_outbound(),
+            Control::Notify { marker } => {
+                if !self.outbound.mark(marker) {
+                    self.send_notify(marker);
+                }
+            }
+        }
+    }
+
+    /// Ends the API's stream, if one plays, with an event.
+    fn end_stream(&mut self, reason: StreamEnd) {
+        if let Some(stream) = self.stream.take() {
+            self.emit_own(Event::StreamDone { id: stream.id, reason });
+        }
+    }
+
+    /// An event of the session's own: to the processors at the next pass, and out.
+    fn emit_own(&mut self, event: Event) {
+        if self.events_out.len() < self.events_out.capacity() {
+            self.events_out.push_back(event.clone());
+        } else {
+            self.stats.dropped_requests += 1;
+        }
+        self.push_event(None, event);
+    }
+
     /// Runs the tick at `now`, its scheduled instant: one pass (two when the jitter policy makes
     /// up a standing inbound backlog), then lets the pacer release frames.
     pub fn handle_tick(&mut self, now: Instant) {
@@ -245,10 +297,14 @@ impl Session {
     /// One pipeline pass over the next caller frame (or silence). Returns whether any audio was
     /// queued for the platform.
     fn run_pass(&mut self, now: Instant) -> bool {
-        let present = self.inbound.pop_frame(&mut self.input);
+        let mut present = self.inbound.pop_frame(&mut self.input);
         if !present {
             self.input.fill(0);
             self.stats.input_missing += 1;
+        }
+        if self.earmuffed {
+            self.input.fill(0);
+            present = false;
         }
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
@@ -259,8 +315,31 @@ impl Session {
         self.events_now.clear();
         self.position += 1;
         self.stats.passes += 1;
+        let written = self.play_api_audio(written);
         self.apply_requests(written);
         written || !self.requests.queued.is_empty()
+    }
+
+    /// Adds the API's stream and DTMF to this pass's output and applies mute. Returns whether
+    /// the output now carries audio.
+    fn play_api_audio(&mut self, mut written: bool) -> bool {
+        if let Some(stream) = self.stream.as_mut() {
+            if stream.play_into(&mut self.output, false) {
+                self.end_stream(StreamEnd::Finished);
+            }
+            written = true;
+        }
+        if let Some(dtmf) = self.dtmf.as_mut() {
+            if dtmf.play_into(&mut self.output, true) {
+                self.dtmf = None;
+            }
+            written = true;
+        }
+        if self.muted {
+            self.requests.queued.clear();
+            return false;
+        }
+        written
     }
 
     /// Ends the call: lets every processor finish, then (when callpipe is the one hanging up)
@@ -270,6 +349,7 @@ impl Session {
             return;
         }
         self.finished = true;
+        self.end_stream(StreamEnd::Hangup);
         self.input.fill(0);
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
@@ -317,10 +397,7 @@ impl Session {
 
     fn apply_requests(&mut self, written: bool) {
         if self.requests.clear {
-            self.outbound.clear();
-            self.push_transmit(Pending::Clear);
-            self.awaiting_clears += 1;
-            self.stats.clears += 1;
+            self.clear_outbound();
         }
         self.outbound.append(&self.requests.queued);
         if written {
@@ -370,6 +447,14 @@ impl Session {
         for marker in &notifies[..n_notifies] {
             self.await_notify(*marker);
         }
+    }
+
+    /// Drops the audio queued here and asks the platform to drop its buffer.
+    fn clear_outbound(&mut self) {
+        self.outbound.clear();
+        self.push_transmit(Pending::Clear);
+        self.awaiting_clears += 1;
+        self.stats.clears += 1;
     }
 
     fn send_notify(&mut self, marker: u64) {

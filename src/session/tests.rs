@@ -301,3 +301,109 @@ fn a_19_ms_sender_cannot_build_up_latency() {
     // Every frame sent is accounted for: processed by a pass, dropped on purpose, or waiting.
     assert_eq!(stats.passes - stats.input_missing + stats.dropped_in + s.inbound.backlog() as u64, sent);
 }
+
+fn samples_of(bytes: &[u8]) -> Vec<i16> {
+    bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+fn audio_frames(out: Vec<Out>) -> Vec<Vec<i16>> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Out::Audio(_, bytes) => Some(samples_of(&bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_api_stream_plays_its_samples_exactly_then_reports_done() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![], SessionConfig::default());
+    // Two and a half frames, played twice: five frames, the last padded with silence.
+    let audio: Vec<i16> = (0..400).map(|i| i * 3 - 600).collect();
+    s.handle_control(Control::Stream { id: 7, audio: audio.clone().into(), loops: 2, gain: 1.0 });
+    let mut heard = Vec::new();
+    for n in 0..8u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_tick(now);
+        heard.extend(audio_frames(drain(&mut s, now)));
+    }
+    assert_eq!(heard.len(), 5, "two plays of 400 samples fill five 160-sample frames");
+    let flat: Vec<i16> = heard.concat();
+    let expected: Vec<i16> = audio.iter().chain(&audio).copied().chain(std::iter::repeat_n(0, 0)).collect();
+    assert_eq!(&flat[..800], &expected[..]);
+    assert_eq!(s.poll_event(), Some(Event::StreamDone { id: 7, reason: StreamEnd::Finished }));
+    assert_eq!(s.stats().players_active, 0);
+}
+
+#[test]
+fn a_new_stream_replaces_the_old_and_stop_ends_it() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![], SessionConfig::default());
+    s.handle_control(Control::Stream { id: 1, audio: vec![5i16; 160].into(), loops: 0, gain: 1.0 });
+    s.handle_tick(t0);
+    assert_eq!(s.stats().players_active, 1);
+    s.handle_control(Control::Stream { id: 2, audio: vec![9i16; 160].into(), loops: 0, gain: 0.5 });
+    assert_eq!(s.poll_event(), Some(Event::StreamDone { id: 1, reason: StreamEnd::Replaced }));
+    s.handle_tick(t0 + FRAME_DURATION);
+    let frames = audio_frames(drain(&mut s, t0 + FRAME_DURATION));
+    assert_eq!(frames.last().unwrap()[0], 5, "the gain rounds 4.5 away from zero");
+    s.handle_control(Control::StopStream);
+    assert_eq!(s.poll_event(), Some(Event::StreamDone { id: 2, reason: StreamEnd::Stopped }));
+    s.handle_tick(t0 + FRAME_DURATION * 2);
+    assert!(audio_frames(drain(&mut s, t0 + FRAME_DURATION * 2)).is_empty(), "nothing plays after the stop");
+}
+
+#[test]
+fn mute_silences_the_caller_side_and_earmuff_deafens_the_processors() {
+    let t0 = Instant::now();
+    let mut s = echo_session();
+    let tick = |s: &mut Session, n: u32| {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_audio(&frame_bytes(100));
+        s.handle_tick(now);
+        audio_frames(drain(s, now))
+    };
+    assert_eq!(tick(&mut s, 0).len(), 1);
+    s.handle_control(Control::Mute(true));
+    assert!(tick(&mut s, 1).is_empty(), "muted: nothing reaches the caller");
+    s.handle_control(Control::Mute(false));
+    assert_eq!(tick(&mut s, 2).len(), 1);
+    s.handle_control(Control::Earmuff(true));
+    assert!(tick(&mut s, 3).is_empty(), "earmuffed: the echo hears nothing to send back");
+    assert_eq!(s.stats().input_missing, 0, "the caller's frames did arrive");
+    s.handle_control(Control::Earmuff(false));
+    assert_eq!(tick(&mut s, 4)[0][0], 100);
+}
+
+#[test]
+fn api_dtmf_replaces_the_outbound_audio_while_it_plays() {
+    let t0 = Instant::now();
+    let mut s = echo_session();
+    let tones: Vec<i16> = vec![1234; 200];
+    s.handle_control(Control::Dtmf { audio: tones.into() });
+    let mut frames = Vec::new();
+    for n in 0..3u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_audio(&frame_bytes(100));
+        s.handle_tick(now);
+        frames.extend(audio_frames(drain(&mut s, now)));
+    }
+    assert!(frames[0].iter().all(|v| *v == 1234), "the echo is replaced, not mixed");
+    assert!(frames[1][..40].iter().all(|v| *v == 1234) && frames[1][40..].iter().all(|v| *v == 0));
+    assert_eq!(frames[2][0], 100, "then the echo again");
+}
+
+#[test]
+fn api_clear_and_notify_go_out_in_order() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![], SessionConfig::default());
+    s.handle_control(Control::Notify { marker: 1 << 63 });
+    s.handle_tick(t0);
+    assert_eq!(drain(&mut s, t0), [Out::Notify(1 << 63)], "nothing queued: the notify leaves at once");
+    s.handle_platform(InboundEvent::NotifyPlayed { marker: 1 << 63 });
+    s.handle_control(Control::Clear);
+    s.handle_tick(t0 + FRAME_DURATION);
+    assert_eq!(drain(&mut s, t0 + FRAME_DURATION), [Out::Clear]);
+    assert_eq!(s.stats().unmatched_acks, 0);
+}
