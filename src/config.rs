@@ -5,11 +5,16 @@
 //! default. Every route's processors are built once here, so a bad parameter fails at start-up.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::auth::{Admission, Secret};
 use crate::media::MediaConfig;
 use crate::processor::{ProcessorRegistry, ProcessorSpec};
 use crate::protocol::Metadata;
@@ -47,8 +52,84 @@ pub struct Config {
     pub session: SessionConfig,
     /// Media thread settings.
     pub media: MediaConfig,
+    /// The HTTP control API.
+    pub control: ControlConfig,
+    /// Call events: the JSON-lines log and webhooks.
+    pub events: EventsSettings,
     /// Routes, in order.
     pub routes: Vec<Route>,
+}
+
+/// The `[control]` table: the HTTP API over live calls, metrics and health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// Where the HTTP API listens; `None` turns it off.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token `/calls` requires. Without one the API must listen on loopback only.
+    pub token: Option<Secret>,
+    /// Ended calls kept for `GET /calls`.
+    pub ended_calls: usize,
+    /// Largest audio file `PUT /calls/{id}/stream` loads, in bytes.
+    pub max_stream_bytes: usize,
+    /// Time allowed to fetch an `http(s)://` stream.
+    pub fetch_timeout: Duration,
+}
+
+/// Where the JSON lines of call events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventLog {
+    /// Nowhere.
+    Off,
+    /// Standard output (the server's own log lines go to standard error).
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file.
+    File(std::path::PathBuf),
+}
+
+impl From<&EventsSettings> for crate::events::EventsConfig {
+    fn from(e: &EventsSettings) -> crate::events::EventsConfig {
+        use crate::events::LogSink;
+        crate::events::EventsConfig {
+            log: match &e.log {
+                EventLog::Off => LogSink::Off,
+                EventLog::Stdout => LogSink::Stdout,
+                EventLog::Stderr => LogSink::Stderr,
+                EventLog::File(path) => LogSink::File(path.clone()),
+            },
+            queue: e.queue,
+            timeout: e.timeout,
+            retries: e.retries,
+            backoff: e.backoff,
+            max_backoff: e.max_backoff,
+            workers: e.workers,
+            signing: e.signature_secret.as_ref().map(|s| crate::events::SigningKey::new(s.expose())),
+        }
+    }
+}
+
+/// The `[events]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsSettings {
+    /// The JSON-lines log.
+    pub log: EventLog,
+    /// Webhook deliveries waiting, in total, before new ones are dropped.
+    pub queue: usize,
+    /// Time allowed for one webhook attempt.
+    pub timeout: Duration,
+    /// Extra attempts after a failed one.
+    pub retries: u32,
+    /// The first retry's delay, doubled each time up to `max_backoff`.
+    pub backoff: Duration,
+    /// The longest delay between attempts.
+    pub max_backoff: Duration,
+    /// Webhook deliveries in flight at once.
+    pub workers: usize,
+    /// Signs webhooks (an HS256 JWT with a `payload_hash` claim) when set.
+    pub signature_secret: Option<Secret>,
+    /// How long shutdown waits for the webhook queue to empty.
+    pub flush_timeout: Duration,
 }
 
 /// The `[server]` table.
@@ -74,6 +155,27 @@ pub struct ServerConfig {
     pub stats_interval: Option<Duration>,
     /// When connections read audio.
     pub read_mode: ReadMode,
+    /// Text messages a call may send per second (burst of as many); beyond it the call is
+    /// closed with 1008.
+    pub max_text_per_second: u32,
+    /// A call that sends no audio frame for this long is closed with 1008; `None` for never.
+    pub idle_timeout: Option<Duration>,
+    /// Calls are hung up (1000) after this long; `None` for no limit.
+    pub max_duration: Option<Duration>,
+    /// TLS (`wss://`); `None` serves plain `ws://`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `[server.tls]` table, loaded: a certificate chain and its private key, checked against
+/// each other once, at configuration load. Certificates are not reloaded while serving.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate chain file (PEM, the server's certificate first), as resolved.
+    pub cert: PathBuf,
+    /// The private key file (PEM: PKCS#8, PKCS#1 or SEC1), as resolved.
+    pub key: PathBuf,
+    /// The rustls configuration built from them (ALPN `http/1.1`).
+    pub(crate) rustls: Arc<rustls::ServerConfig>,
 }
 
 /// One `[[route]]`.
@@ -85,6 +187,10 @@ pub struct Route {
     pub header: Option<(String, String)>,
     /// The processor chain.
     pub processors: Vec<ProcessorSpec>,
+    /// Where this route's call events are POSTed.
+    pub event_url: Option<String>,
+    /// What the upgrade request must carry (the same for every route of a path).
+    pub auth: Admission,
 }
 
 impl Route {
@@ -115,6 +221,16 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A `[server.tls]` file cannot be used.
+    #[error("server.tls.{key} {path}: {problem}")]
+    Tls {
+        /// Which key of `[server.tls]` names the file: `cert` or `key`.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl Config {
@@ -123,14 +239,20 @@ impl Config {
         Config::parse(DEFAULT_CONFIG, registry)
     }
 
-    /// Reads and validates a file.
+    /// Reads and validates a file. Relative paths in it (`[server.tls]`) are relative to the
+    /// file's directory.
     pub fn load(path: &Path, registry: &ProcessorRegistry) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Config::parse(&text, registry)
+        Config::parse_in(&text, path.parent().unwrap_or(Path::new("")), registry)
     }
 
-    /// Validates TOML text.
+    /// Validates TOML text. Relative paths in it are relative to the current directory.
     pub fn parse(text: &str, registry: &ProcessorRegistry) -> Result<Config, ConfigError> {
+        Config::parse_in(text, Path::new(""), registry)
+    }
+
+    /// Validates TOML text whose relative paths are relative to `dir`.
+    fn parse_in(text: &str, dir: &Path, registry: &ProcessorRegistry) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text)?;
         let invalid = |m: String| ConfigError::Invalid(m);
         let s = raw.server;
@@ -141,8 +263,10 @@ impl Config {
                 crate::protocol::MAX_FRAME_BYTES
             )));
         }
-        if s.metadata_timeout_ms == 0 || s.max_calls == 0 || s.write_timeout_ms == 0 {
-            return Err(invalid("server.metadata_timeout_ms, server.max_calls and server.write_timeout_ms must be positive".into()));
+        if s.metadata_timeout_ms == 0 || s.max_calls == 0 || s.write_timeout_ms == 0 || s.max_text_per_second == 0 {
+            return Err(invalid(
+                "server.metadata_timeout_ms, server.max_calls, server.write_timeout_ms and server.max_text_per_second must be positive".into(),
+            ));
         }
         let m = raw.media;
         if !(1..=50).contains(&m.lookahead_frames) {
@@ -171,8 +295,52 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
             registry.build_pipeline(&processors).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
-            routes.push(Route { path: r.path, header, processors });
+            if let Some(url) = &r.event_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(invalid(format!("route {}: event_url {url:?} must be an http:// or https:// URL", r.path)));
+            }
+            let auth = match &r.auth {
+                Some(table) => Admission::from_table(table).map_err(|e| invalid(format!("route {}: auth: {e}", r.path)))?,
+                None => Admission::Open,
+            };
+            if let Some(other) = routes.iter().find(|o: &&Route| o.path == r.path && o.auth != auth) {
+                return Err(invalid(format!("routes for {} must all have the same `auth` (the upgrade is checked before the metadata picks a route)", other.path)));
+            }
+            routes.push(Route { path: r.path, header, processors, event_url: r.event_url, auth });
         }
+        let c = raw.control;
+        let control_listen = match c.listen.trim() {
+            "" | "off" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|e| invalid(format!("control.listen {addr:?}: {e}")))?),
+        };
+        let token = match c.token.as_str() {
+            "" => None,
+            value => Some(Secret::parse(value).map_err(|e| invalid(format!("control.token: {e}")))?),
+        };
+        if let Some(addr) = control_listen
+            && token.is_none()
+            && !addr.ip().is_loopback()
+        {
+            return Err(invalid(format!(
+                "control.listen {addr} is not a loopback address: set control.token, or listen on 127.0.0.1 / [::1]"
+            )));
+        }
+        let e = raw.events;
+        let log = match e.log.as_str() {
+            "off" | "" => EventLog::Off,
+            "stdout" => EventLog::Stdout,
+            "stderr" => EventLog::Stderr,
+            path => EventLog::File(path.into()),
+        };
+        if e.queue == 0 || e.workers == 0 || e.timeout_ms == 0 {
+            return Err(invalid("events.queue, events.workers and events.timeout_ms must be positive".into()));
+        }
+        let signature_secret = match e.signature_secret.as_str() {
+            "" => None,
+            value => Some(Secret::parse(value).map_err(|e| invalid(format!("events.signature_secret: {e}")))?),
+        };
+        let tls = s.tls.map(|t| TlsConfig::load(&dir.join(t.cert), &dir.join(t.key))).transpose()?;
         Ok(Config {
             server: ServerConfig {
                 listen,
@@ -185,6 +353,28 @@ impl Config {
                 send_buffer_bytes: (s.send_buffer_bytes > 0).then_some(s.send_buffer_bytes),
                 stats_interval: (s.stats_interval_ms > 0).then(|| Duration::from_millis(s.stats_interval_ms)),
                 read_mode: s.read_mode,
+                tls,
+                max_text_per_second: s.max_text_per_second,
+                idle_timeout: (s.idle_timeout_ms > 0).then(|| Duration::from_millis(s.idle_timeout_ms)),
+                max_duration: (s.max_duration_s > 0).then(|| Duration::from_secs(s.max_duration_s)),
+            },
+            control: ControlConfig {
+                listen: control_listen,
+                token,
+                ended_calls: c.ended_calls,
+                max_stream_bytes: c.max_stream_bytes,
+                fetch_timeout: Duration::from_millis(c.fetch_timeout_ms.max(1)),
+            },
+            events: EventsSettings {
+                log,
+                queue: e.queue,
+                timeout: Duration::from_millis(e.timeout_ms),
+                retries: e.retries,
+                backoff: Duration::from_millis(e.backoff_ms),
+                max_backoff: Duration::from_millis(e.max_backoff_ms.max(e.backoff_ms)),
+                workers: e.workers,
+                signature_secret,
+                flush_timeout: Duration::from_millis(e.flush_timeout_ms),
             },
             session: SessionConfig {
                 lookahead_frames: m.lookahead_frames,
@@ -204,7 +394,67 @@ impl Config {
 
     /// The first route for `path` that matches `metadata`.
     pub fn route(&self, path: &str, metadata: &Metadata) -> Option<&Route> {
-        self.routes.iter().find(|r| r.path == path && r.matches(metadata))
+        self.route_index(path, metadata).map(|i| &self.routes[i])
+    }
+
+    /// The index of the first route for `path` that matches `metadata`.
+    pub fn route_index(&self, path: &str, metadata: &Metadata) -> Option<usize> {
+        self.routes.iter().position(|r| r.path == path && r.matches(metadata))
+    }
+
+    /// What an upgrade to `path` must carry.
+    pub fn admission(&self, path: &str) -> &Admission {
+        static OPEN: Admission = Admission::Open;
+        self.routes.iter().find(|r| r.path == path).map_or(&OPEN, |r| &r.auth)
+    }
+}
+
+impl TlsConfig {
+    /// Loads a PEM certificate chain and its private key, and checks that they belong together.
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsConfig, ConfigError> {
+        let fail =
+            |which: &'static str, path: &Path, problem: String| ConfigError::Tls { key: which, path: path.display().to_string(), problem };
+        let read = |which, path: &Path| std::fs::read(path).map_err(|e| fail(which, path, format!("cannot read it: {e}")));
+        let chain = CertificateDer::pem_slice_iter(&read("cert", cert)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail("cert", cert, format!("not valid PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(fail("cert", cert, "no certificate in it (expected PEM `BEGIN CERTIFICATE` sections)".into()));
+        }
+        let private = PrivateKeyDer::from_pem_slice(&read("key", key)?).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                fail("key", key, "no private key in it (expected PEM `BEGIN PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)".into())
+            }
+            e => fail("key", key, format!("not valid PEM: {e}")),
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail("cert", cert, format!("no TLS version available: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                    fail("key", key, format!("the private key does not match the certificate in {}", cert.display()))
+                }
+                e => fail("key", key, format!("unusable with the certificate in {}: {e}", cert.display())),
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsConfig { cert: cert.to_owned(), key: key.to_owned(), rustls: Arc::new(config) })
+    }
+}
+
+/// The files only: the rustls configuration holds the key.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig").field("cert", &self.cert).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// Two TLS configurations are equal when they were loaded from the same files.
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &TlsConfig) -> bool {
+        self.cert == other.cert && self.key == other.key
     }
 }
 
@@ -216,12 +466,69 @@ struct RawConfig {
     #[serde(default)]
     media: RawMedia,
     #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    events: RawEvents,
+    #[serde(default)]
     route: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawControl {
+    listen: String,
+    token: String,
+    ended_calls: usize,
+    max_stream_bytes: usize,
+    fetch_timeout_ms: u64,
+}
+
+impl Default for RawControl {
+    fn default() -> RawControl {
+        RawControl {
+            listen: "127.0.0.1:8081".into(),
+            token: String::new(),
+            ended_calls: 1000,
+            max_stream_bytes: 64 << 20,
+            fetch_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEvents {
+    log: String,
+    queue: usize,
+    timeout_ms: u64,
+    retries: u32,
+    backoff_ms: u64,
+    max_backoff_ms: u64,
+    workers: usize,
+    signature_secret: String,
+    flush_timeout_ms: u64,
+}
+
+impl Default for RawEvents {
+    fn default() -> RawEvents {
+        RawEvents {
+            log: "stdout".into(),
+            queue: 10_000,
+            timeout_ms: 5000,
+            retries: 3,
+            backoff_ms: 500,
+            max_backoff_ms: 10_000,
+            workers: 4,
+            signature_secret: String::new(),
+            flush_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawServer {
+    tls: Option<RawTls>,
     listen: String,
     metadata_timeout_ms: u64,
     frame_policy: FramePolicy,
@@ -232,11 +539,15 @@ struct RawServer {
     send_buffer_bytes: usize,
     stats_interval_ms: u64,
     read_mode: ReadMode,
+    max_text_per_second: u32,
+    idle_timeout_ms: u64,
+    max_duration_s: u64,
 }
 
 impl Default for RawServer {
     fn default() -> RawServer {
         RawServer {
+            tls: None,
             listen: "127.0.0.1:8080".into(),
             metadata_timeout_ms: 5000,
             frame_policy: FramePolicy::Lenient,
@@ -247,8 +558,19 @@ impl Default for RawServer {
             send_buffer_bytes: 65_536,
             stats_interval_ms: 10_000,
             read_mode: ReadMode::Readiness,
+            max_text_per_second: 20,
+            idle_timeout_ms: 60_000,
+            max_duration_s: 14_400,
         }
     }
+}
+
+/// `[server.tls]`: both files are required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +605,8 @@ struct RawRoute {
     header: Option<String>,
     equals: Option<String>,
     processors: Vec<toml::Table>,
+    event_url: Option<String>,
+    auth: Option<toml::Table>,
 }
 
 #[cfg(test)]

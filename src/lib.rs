@@ -26,6 +26,7 @@
 //!     ▲
 //!  server     tokio accept loop, routing, admission, drain               (tokio, sockets)
 //!  config     the TOML configuration, validated once into types
+//!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
 //!
 //!  client     the platform's side: `callpipe call` / `callpipe load`       (threads, sockets)
 //!             (uses protocol and auth only: it speaks the wire format, not callpipe's internals)
@@ -63,6 +64,7 @@ pub mod audio;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod media;
 pub mod processor;
 pub mod protocol;

@@ -10,27 +10,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use ringbuf::traits::{Consumer, Observer, Producer};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
+use super::calls::{API_MARKER_BIT, COMMAND_QUEUE, CallCommand, CallStatus, CallView, LiveCall};
+use super::tls::{self, ServerStream};
 use super::{HANDSHAKE_TIMEOUT, LATE_THRESHOLD_US, Shared};
+use crate::auth::Denied;
 use crate::config::{FramePolicy, ReadMode};
-use crate::media::{ConnEnd, NewCall, OutItem, RingSizes, call_rings};
-use crate::processor::{CallInfo, Event};
+use crate::media::{ConnEnd, Hangup, NewCall, OutItem, RingSizes, call_rings};
+use crate::processor::{CallInfo, DtmfSource, Event};
 use crate::protocol::{AppAction, MAX_FRAME_BYTES, Metadata, NOTIFY_MARKER_KEY, PlatformEvent, SampleRate};
-use crate::session::{CloseCode, FirstMessage, InboundEvent, Rejection, Session, admit_first_message, call_id_from};
+use crate::session::{CloseCode, Control, FirstMessage, InboundEvent, Rejection, Session, SharedAudio, admit_first_message, call_id_from};
 
 /// The WebSocket read buffer. tungstenite's default of 128 KiB is zero-filled before every read
 /// and costs 135 KB per connection; a few frames' worth is enough.
@@ -42,7 +47,7 @@ const MEDIA_FINISH_WAIT: Duration = Duration::from_secs(1);
 /// How long a close handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<ServerStream>;
 
 /// Why the call's I/O loop ended.
 #[derive(Debug)]
@@ -53,8 +58,8 @@ enum Ending {
     PeerLost(String),
     /// callpipe closes the call because of the peer's input.
     Reject(Rejection),
-    /// callpipe hangs up (server shutdown).
-    Hangup(CloseCode),
+    /// callpipe hangs up (the media thread has finished the call; the link says why).
+    Hangup,
 }
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -62,9 +67,13 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     if let Some(bytes) = shared.config.server.send_buffer_bytes {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
+    // The TLS handshake (if any) and the upgrade share one deadline.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let Some(stream) = tls::accept(stream, peer, &shared, deadline).await else { return };
     let permit = shared.permits.clone().try_acquire_owned().ok();
     let draining = shared.draining.load(Ordering::Acquire);
     let mut target = None;
+    let mut denied: Option<Denied> = None;
     // The error type is tungstenite's own callback contract; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
@@ -76,6 +85,13 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         if !shared.config.serves_path(path) {
             return Err(error_response(StatusCode::NOT_FOUND, "no route for this path"));
         }
+        let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(refusal) = shared.config.admission(path).check(authorization, SystemTime::now()) {
+            let mut response = error_response(StatusCode::UNAUTHORIZED, &refusal.message);
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            denied = Some(refusal);
+            return Err(response);
+        }
         Ok(response)
     };
     let ws_config = WebSocketConfig::default()
@@ -84,13 +100,16 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         .max_message_size(Some(shared.config.server.max_message_bytes))
         .max_frame_size(Some(shared.config.server.max_message_bytes));
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
-    let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let mut ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             let (path, _) = target.unwrap_or_default();
             if permit.is_none() || draining {
                 shared.stats.rejected_unavailable.fetch_add(1, Ordering::Relaxed);
                 info!(%peer, path, "upgrade refused: 503 at capacity or draining");
+            } else if let Some(refusal) = denied {
+                shared.stats.count_unauthorized(refusal.reason);
+                info!(%peer, path, reason = refusal.reason, detail = %refusal.message, "upgrade refused: 401");
             } else if !shared.config.serves_path(&path) && !path.is_empty() {
                 shared.stats.rejected_not_found.fetch_add(1, Ordering::Relaxed);
                 info!(%peer, path, "upgrade refused: 404 no route");
@@ -120,14 +139,17 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let serial = shared.next_call.fetch_add(1, Ordering::Relaxed);
     let id = call_id_from(query.as_deref(), &metadata).unwrap_or_else(|| format!("cp-{:x}-{serial}", std::process::id()));
-    let Some(route) = shared.config.route(&path, &metadata) else {
+    let Some(route_index) = shared.config.route_index(&path, &metadata) else {
         shared.stats.count_close(CloseCode::Policy);
         info!(%peer, id, path, close = 1008, "call refused: no route matches its metadata");
         close(&mut ws, CloseCode::Policy, "no route matches the metadata").await;
         return;
     };
+    let route = &shared.config.routes[route_index];
     let rate = metadata.rate;
+    let headers = metadata.headers.clone();
     let call = CallInfo { id: id.clone(), path: path.clone(), metadata };
+    let mut events = CallEvents { shared: shared.clone(), id: id.clone(), path: path.clone(), url: route.event_url.clone(), seq: 0 };
     // Preparing processors may touch files (a recorder opens its file, a player loads and
     // resamples one): keep it off the runtime's worker threads.
     let prepared = {
@@ -142,6 +164,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         Ok(Err(e)) => {
             shared.stats.count_close(CloseCode::Internal);
             warn!(id, path, error = %e, "pipeline failed to prepare");
+            events.publish("error", json!({ "error": format!("pipeline failed to prepare: {e}"), "close_code": 1011 }));
             close(&mut ws, CloseCode::Internal, "pipeline failed to prepare").await;
             return;
         }
@@ -164,13 +187,20 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         close(&mut ws, CloseCode::Internal, "media threads unavailable").await;
         return;
     }
-    shared.calls.lock().map(|mut calls| calls.insert(serial, end.link.clone())).ok();
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let live = Arc::new(LiveCall::new(serial, id.clone(), path.clone(), rate, headers.clone(), end.link.clone(), commands));
+    shared.calls.insert(live.clone());
     shared.stats.calls_total.fetch_add(1, Ordering::Relaxed);
     shared.stats.calls_active.fetch_add(1, Ordering::AcqRel);
+    if let Some(r) = shared.stats.routes.get(route_index) {
+        r.calls_total.fetch_add(1, Ordering::Relaxed);
+        r.calls_active.fetch_add(1, Ordering::Relaxed);
+    }
     let started = Instant::now();
     info!(id, path, rate = rate.hz(), processors = route.processors.len(), "call started");
+    events.publish("started", json!({ "rate": rate.hz(), "metadata": headers, "start_time": crate::events::timestamp(live.started_at) }));
 
-    let mut io = CallIo::new(&shared, &id, rate);
+    let mut io = CallIo::new(&shared, live.clone(), command_rx, events);
     let ending = poll_fn(|cx| io.poll(cx, &mut ws, &mut end)).await;
     let close_code = match &ending {
         Ending::PeerClosed(code) => {
@@ -190,14 +220,19 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             close(&mut ws, rejection.code, &rejection.reason).await;
             i32::from(rejection.code.code())
         }
-        Ending::Hangup(code) => {
+        Ending::Hangup => {
             // The media thread has finished and flushed: send what it released, then close.
             let flushed = poll_fn(|cx| match io.write(cx, &mut ws, &mut end) {
                 Ok(()) if !io.written_all(&end) => Poll::Pending,
                 _ => Poll::Ready(()),
             });
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, flushed).await;
-            close(&mut ws, *code, "callpipe is shutting down").await;
+            let (code, reason) = match end.link.hangup_reason() {
+                Hangup::Shutdown => (CloseCode::Away, "callpipe is shutting down"),
+                Hangup::Api => (CloseCode::Normal, "hung up through the control API"),
+                Hangup::MaxDuration => (CloseCode::Normal, "maximum call duration reached"),
+            };
+            close(&mut ws, code, reason).await;
             i32::from(code.code())
         }
     };
@@ -212,25 +247,109 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     )
     .await;
     io.drain_events(&mut end);
-    shared.calls.lock().map(|mut calls| calls.remove(&serial)).ok();
     let s = end.link.stats.session();
+    let mut view = live.view();
+    view.status = CallStatus::Ended;
+    view.end_time = Some(crate::events::timestamp(SystemTime::now()));
+    view.close_code = Some(close_code);
+    view.players_active = 0;
     info!(
         id,
         path,
         rate = rate.hz(),
         close = close_code,
-        duration_s = format!("{:.2}", started.elapsed().as_secs_f64()),
-        frames_in = io.frames_in,
-        frames_out = io.frames_out,
-        late = io.late_frames,
-        dropped_in = s.dropped_in + end.link.stats.ring_overrun_in_bytes.load(Ordering::Relaxed).div_ceil(rate.frame_bytes() as u64),
-        dropped_out = s.dropped_out + end.link.stats.ring_overrun_out.load(Ordering::Relaxed),
-        wrong_size = io.wrong_size,
+        duration_s = format!("{:.2}", view.duration_s),
+        frames_in = view.frames_in,
+        frames_out = view.frames_out,
+        late = view.late_frames,
+        dropped_in = view.dropped_in,
+        dropped_out = view.dropped_out,
+        wrong_size = view.wrong_size,
         catchups = s.catchups,
         "call ended"
     );
+    let r = Ordering::Relaxed;
+    shared.stats.ring_overrun_in_bytes.fetch_add(end.link.stats.ring_overrun_in_bytes.load(r), r);
+    shared.stats.ring_overrun_out.fetch_add(end.link.stats.ring_overrun_out.load(r), r);
+    shared.stats.input_missing.fetch_add(s.input_missing, r);
+    io.events.publish("ended", ended_event(&view, started));
+    shared.calls.end(serial, view);
+    if let Some(r) = shared.stats.routes.get(route_index) {
+        r.calls_active.fetch_sub(1, Ordering::Relaxed);
+    }
+    // The media thread has let go of every buffer the API handed it.
+    drop(io);
     if shared.stats.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
         shared.idle.notify_waiters();
+    }
+}
+
+fn ended_event(view: &CallView, started: Instant) -> Value {
+    json!({
+        "duration_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "close_code": view.close_code,
+        "hangup": view.hangup,
+        "frames_in": view.frames_in,
+        "frames_out": view.frames_out,
+        "late_frames": view.late_frames,
+        "dropped_in": view.dropped_in,
+        "dropped_out": view.dropped_out,
+        "wrong_size": view.wrong_size,
+        "end_time": view.end_time,
+    })
+}
+
+/// Builds a call's events and hands them to the event bus, numbered in order.
+struct CallEvents {
+    shared: Arc<Shared>,
+    id: String,
+    path: String,
+    url: Option<String>,
+    seq: u64,
+}
+
+impl CallEvents {
+    /// Publishes `{"event": kind, "call_id", "path", "seq", "timestamp", ...fields}`.
+    fn publish(&mut self, kind: &str, fields: Value) {
+        let mut event = json!({
+            "event": kind,
+            "call_id": self.id,
+            "path": self.path,
+            "seq": self.seq,
+            "timestamp": crate::events::timestamp(SystemTime::now()),
+        });
+        if let (Value::Object(event), Value::Object(fields)) = (&mut event, fields) {
+            event.extend(fields);
+        }
+        self.seq += 1;
+        self.shared.events.publish(event, self.url.as_deref());
+    }
+
+    /// Publishes a processor's or the session's event.
+    fn processor_event(&mut self, event: &Event) {
+        match event {
+            Event::Dtmf { digit, start_ms, duration_ms, source } => {
+                let source = match source {
+                    DtmfSource::Platform => "platform",
+                    DtmfSource::Inband => "inband",
+                    DtmfSource::Both => "both",
+                };
+                self.publish("dtmf", json!({ "digit": digit.as_char().to_string(), "source": source, "start_ms": start_ms, "duration_ms": duration_ms }));
+            }
+            Event::StreamDone { id, reason } => self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() })),
+            Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
+                Some("finished") => self.publish("recording", data.clone()),
+                Some("error") => self.publish("error", json!({ "source": "recording", "error": data.get("error"), "path": data.get("path") })),
+                _ => debug!(id = self.id, %data, "recording"),
+            },
+            Event::Custom { name: "stream:done", data } => {
+                let mut fields = data.clone();
+                fields["source"] = json!("play");
+                self.publish("stream:done", fields);
+            }
+            Event::Custom { name, data } => self.publish(name, data.clone()),
+            Event::NotifyPlayed { .. } | Event::Cleared => {}
+        }
     }
 }
 
@@ -275,41 +394,104 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
 }
 
-/// The per-call socket loop and its counters.
-struct CallIo<'a> {
-    shared: &'a Shared,
-    id: String,
+/// The per-call socket loop: its counters, limits and control commands.
+struct CallIo {
+    shared: Arc<Shared>,
+    call: Arc<LiveCall>,
     rate: SampleRate,
     frame_bytes: usize,
     frames_in: u64,
-    frames_out: u64,
-    late_frames: u64,
-    wrong_size: u64,
     needs_flush: bool,
     /// Since when the socket has refused our writes (the peer is not reading).
     blocked_since: Option<Instant>,
     frame: [u8; MAX_FRAME_BYTES],
+    commands: mpsc::Receiver<CallCommand>,
+    /// A command waiting for room in the control ring.
+    pending: Option<Control>,
+    /// Audio the API handed to the media thread: dropped here once the session has let go.
+    retained: Vec<SharedAudio>,
+    texts: TextLimit,
+    last_audio: Instant,
+    events: CallEvents,
 }
 
-impl<'a> CallIo<'a> {
-    fn new(shared: &'a Shared, id: &str, rate: SampleRate) -> CallIo<'a> {
+impl CallIo {
+    fn new(shared: &Arc<Shared>, call: Arc<LiveCall>, commands: mpsc::Receiver<CallCommand>, events: CallEvents) -> CallIo {
+        let rate = call.rate;
         CallIo {
-            shared,
-            id: id.to_owned(),
+            shared: shared.clone(),
             rate,
             frame_bytes: rate.frame_bytes(),
             frames_in: 0,
-            frames_out: 0,
-            late_frames: 0,
-            wrong_size: 0,
             needs_flush: false,
             blocked_since: None,
             frame: [0; MAX_FRAME_BYTES],
+            commands,
+            pending: None,
+            retained: Vec::new(),
+            texts: TextLimit::new(shared.config.server.max_text_per_second, call.started),
+            last_audio: call.started,
+            call,
+            events,
         }
+    }
+
+    /// Takes the control API's commands: hang-ups here, media commands into the control ring.
+    fn poll_commands(&mut self, cx: &mut Context<'_>, end: &mut ConnEnd) {
+        self.retained.retain(|audio| Arc::strong_count(audio) > 1);
+        loop {
+            if let Some(command) = self.pending.take() {
+                if let Err(command) = end.control_in.try_push(command) {
+                    // The ring is full: wait for the media thread, and leave the channel full
+                    // so that the API answers 503 meanwhile.
+                    self.pending = Some(command);
+                    return;
+                }
+            }
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(CallCommand::Hangup)) => {
+                    self.shared.stats.hangups_api.fetch_add(1, Ordering::Relaxed);
+                    info!(id = self.call.id, "hanging up: control API");
+                    end.link.hang_up(Hangup::Api);
+                }
+                Poll::Ready(Some(CallCommand::Media(command))) => {
+                    if let Control::Stream { audio, .. } | Control::Dtmf { audio } = &command {
+                        self.retained.push(audio.clone());
+                    }
+                    self.pending = Some(command);
+                }
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    /// The call's limits: idle timeout and maximum duration.
+    fn check_limits(&mut self, end: &ConnEnd) -> Option<Ending> {
+        let config = &self.shared.config.server;
+        if let Some(idle) = config.idle_timeout
+            && self.last_audio.elapsed() >= idle
+        {
+            self.shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("no audio for {} s", idle.as_secs_f64());
+            return Some(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
+        }
+        if let Some(max) = config.max_duration
+            && !end.link.hangup.load(Ordering::Acquire)
+            && self.call.started.elapsed() >= max
+        {
+            self.shared.stats.hangups_max_duration.fetch_add(1, Ordering::Relaxed);
+            info!(id = self.call.id, max_s = max.as_secs(), "hanging up: maximum call duration");
+            end.link.hang_up(Hangup::MaxDuration);
+        }
+        None
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, ws: &mut Ws, end: &mut ConnEnd) -> Poll<Ending> {
         end.link.waker.register(cx.waker());
+        self.poll_commands(cx, end);
+        if let Some(ending) = self.check_limits(end) {
+            return Poll::Ready(ending);
+        }
         // In tick mode the socket never wakes this task: the media thread does, every 20 ms.
         let noop = Context::from_waker(Waker::noop());
         let mut socket_cx = match self.shared.config.server.read_mode {
@@ -330,7 +512,7 @@ impl<'a> CallIo<'a> {
             return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
         }
         if end.link.is_media_done() {
-            return Poll::Ready(Ending::Hangup(CloseCode::Away));
+            return Poll::Ready(Ending::Hangup);
         }
         Poll::Pending
     }
@@ -360,10 +542,10 @@ impl<'a> CallIo<'a> {
                     let now = Instant::now();
                     self.shared.stats.send_lateness.record(now.saturating_duration_since(released));
                     if now.saturating_duration_since(deadline).as_micros() > u128::from(LATE_THRESHOLD_US) {
-                        self.late_frames += 1;
+                        end.link.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                         self.shared.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.frames_out += 1;
+                    end.link.stats.frames_out.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.frames_out.fetch_add(1, Ordering::Relaxed);
                     Message::Binary(Bytes::copy_from_slice(frame))
                 }
@@ -408,13 +590,16 @@ impl<'a> CallIo<'a> {
             };
             match message {
                 Message::Binary(bytes) => {
+                    let now = Instant::now();
                     if self.frames_in == 0 {
-                        end.link.mark_first_audio(Instant::now());
+                        end.link.mark_first_audio(now);
                     }
+                    self.last_audio = now;
                     self.frames_in += 1;
+                    end.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     if bytes.len() != self.frame_bytes {
-                        self.wrong_size += 1;
+                        end.link.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
                         self.shared.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
                         if self.shared.config.server.frame_policy == FramePolicy::Strict {
                             let reason = format!("frame of {} bytes, expected {} at {}", bytes.len(), self.frame_bytes, self.rate);
@@ -426,7 +611,14 @@ impl<'a> CallIo<'a> {
                         end.link.stats.ring_overrun_in_bytes.fetch_add((bytes.len() - pushed) as u64, Ordering::Relaxed);
                     }
                 }
-                Message::Text(text) => self.handle_text(text.as_str(), end),
+                Message::Text(text) => {
+                    if !self.texts.allow(Instant::now()) {
+                        self.shared.stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
+                        let reason = format!("more than {} text messages per second", self.shared.config.server.max_text_per_second);
+                        return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
+                    }
+                    self.handle_text(text.as_str(), end);
+                }
                 Message::Close(frame) => return Poll::Ready(Ending::PeerClosed(frame.map(|f| u16::from(f.code)))),
                 Message::Ping(_) => self.needs_flush = true,
                 Message::Pong(_) | Message::Frame(_) => {}
@@ -447,7 +639,10 @@ impl<'a> CallIo<'a> {
             PlatformEvent::Dtmf { digit, duration_ms } => InboundEvent::Dtmf { digit, duration_ms },
             PlatformEvent::Cleared => InboundEvent::Cleared,
             PlatformEvent::Notify { payload } => match payload.get(NOTIFY_MARKER_KEY).and_then(serde_json::Value::as_u64) {
-                Some(marker) => InboundEvent::NotifyPlayed { marker },
+                Some(marker) => {
+                    self.notify_acknowledged(marker);
+                    InboundEvent::NotifyPlayed { marker }
+                }
                 None => {
                     debug!(%payload, "notify acknowledgement for a payload callpipe did not send");
                     return;
@@ -463,14 +658,66 @@ impl<'a> CallIo<'a> {
         }
     }
 
-    /// Logs the events processors emitted (webhooks and the control API come later).
+    /// A `notify` event for an acknowledged notify: the API's with its payload.
+    fn notify_acknowledged(&mut self, marker: u64) {
+        if marker & API_MARKER_BIT != 0 {
+            if let Some(payload) = self.call.pending_notifies().remove(&marker) {
+                self.events.publish("notify", json!({ "source": "api", "payload": payload }));
+            }
+        } else {
+            self.events.publish("notify", json!({ "source": "processor", "marker": marker }));
+        }
+    }
+
+    /// Publishes the events the session and its processors emitted.
     fn drain_events(&mut self, end: &mut ConnEnd) {
         while let Some(event) = end.events_out.try_pop() {
-            log_event(&self.id, &event);
+            self.events.processor_event(&event);
         }
     }
 }
 
-fn log_event(id: &str, event: &Event) {
-    info!(id, event = ?event, "event");
+/// A token bucket over a call's text messages: `per_second` a second, bursts of as many.
+struct TextLimit {
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TextLimit {
+    fn new(per_second: u32, now: Instant) -> TextLimit {
+        let per_second = f64::from(per_second.max(1));
+        TextLimit { per_second, tokens: per_second, at: now }
+    }
+
+    /// Whether one more message at `now` is within the limit.
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_limit_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut limit = TextLimit::new(10, t0);
+        assert!((0..10).all(|_| limit.allow(t0)), "a burst of ten");
+        assert!(!limit.allow(t0), "the eleventh at once is refused");
+        assert!(limit.allow(t0 + Duration::from_millis(100)), "one more after 100 ms");
+        assert!(!limit.allow(t0 + Duration::from_millis(110)));
+        // A steady 9 a second never trips it.
+        let mut steady = TextLimit::new(10, t0);
+        assert!((1..=100).all(|i| steady.allow(t0 + Duration::from_millis(111 * i))));
+    }
 }

@@ -1,29 +1,38 @@
 //! The tokio side: the accept loop, admission, routing and graceful drain.
 //!
 //! [`run`] takes its listener and its shutdown signal as arguments. Each connection runs in its
-//! own task (`conn`); a connection's errors end that connection only. Media work happens on
-//! the media threads, never here.
+//! own task (`conn`), which also runs its TLS handshake when `[server.tls]` is set (`tls`); a
+//! connection's errors end that connection only. Media work happens on the media threads, never
+//! here.
 
+mod calls;
 mod conn;
+mod control;
+mod metrics;
 mod stats;
+mod tls;
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{error, info, warn};
 
-pub use stats::{LATE_THRESHOLD_US, ServerStats};
+pub use calls::{CallStatus, CallView};
+pub use control::{OPENAPI, ROUTES};
+pub use stats::{LATE_THRESHOLD_US, RouteStats, ServerStats};
 
 use crate::config::Config;
-use crate::media::{CallLink, MediaPool, MediaStats};
+use crate::events::EventBus;
+use crate::media::{Hangup, MediaPool, MediaStats};
 use crate::processor::ProcessorRegistry;
+use calls::Calls;
 
-/// How long an upgrade request may take to arrive in full.
+/// How long the TLS handshake (with `[server.tls]`) and the upgrade request may take together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After the grace period, how long closing calls get to finish their close handshakes.
@@ -35,17 +44,14 @@ pub(crate) struct Shared {
     pub registry: ProcessorRegistry,
     pub media: MediaPool,
     pub stats: Arc<ServerStats>,
-    pub calls: Mutex<HashMap<u64, Arc<CallLink>>>,
+    pub calls: Calls,
     pub next_call: AtomicU64,
     pub draining: AtomicBool,
     pub idle: Notify,
     pub permits: Arc<Semaphore>,
-}
-
-impl Shared {
-    fn live_links(&self) -> Vec<Arc<CallLink>> {
-        self.calls.lock().map(|calls| calls.values().cloned().collect()).unwrap_or_default()
-    }
+    pub events: EventBus,
+    /// Fetches `http(s)://` streams for the control API.
+    pub http: reqwest::Client,
 }
 
 /// A running server's counters, for tests and reports.
@@ -55,6 +61,8 @@ pub struct Handle {
     pub stats: Arc<ServerStats>,
     /// Media thread counters.
     pub media: Arc<MediaStats>,
+    /// Where the control API listens, when it does.
+    pub control: Option<SocketAddr>,
 }
 
 /// Serves calls on `listener` until `shutdown` completes, then drains: new upgrades get 503
@@ -69,23 +77,58 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(Handle),
 ) -> std::io::Result<()> {
+    let control_listener = match config.control.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("control API on {addr}: {e}")))?),
+        None => None,
+    };
+    let control_addr = control_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let events = EventBus::start(crate::events::EventsConfig::from(&config.events))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("callpipe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(std::io::Error::other)?;
     let (media, relays) = MediaPool::start(config.media)?;
     let relays: Vec<_> = relays.into_iter().map(tokio::spawn).collect();
-    let stats = Arc::new(ServerStats::default());
+    let stats = Arc::new(ServerStats::new(config.routes.iter().map(|r| r.path.clone())));
     let media_stats = media.stats().clone();
-    on_start(Handle { stats: stats.clone(), media: media_stats.clone() });
+    on_start(Handle { stats: stats.clone(), media: media_stats.clone(), control: control_addr });
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.server.max_calls)),
+        calls: Calls::new(config.control.ended_calls),
         config,
         registry,
         media,
         stats: stats.clone(),
-        calls: Mutex::new(HashMap::new()),
         next_call: AtomicU64::new(1),
         draining: AtomicBool::new(false),
         idle: Notify::new(),
+        events,
+        http,
     });
-    info!(listen = %listener.local_addr()?, media_threads = shared.media.threads(), routes = shared.config.routes.len(), "callpipe serving");
+    let tls = shared.config.server.tls.is_some();
+    let scheme = if tls { "wss" } else { "ws" };
+    info!(listen = %format_args!("{scheme}://{}", listener.local_addr()?), tls, media_threads = shared.media.threads(), routes = shared.config.routes.len(), "callpipe serving");
+    let (control_stop, control_task) = match control_listener {
+        Some(listener) => {
+            if shared.config.control.token.is_none() {
+                warn!(listen = %control_addr.map(|a| a.to_string()).unwrap_or_default(), "the control API has no token: anyone who can reach this loopback address can steer calls (set control.token)");
+            } else {
+                info!(listen = %control_addr.map(|a| a.to_string()).unwrap_or_default(), "control API serving");
+            }
+            let stop = Arc::new(Notify::new());
+            let router = control::router(shared.clone());
+            let stopped = stop.clone();
+            let task = tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move { stopped.notified().await });
+                if let Err(e) = serve.await {
+                    error!(error = %e, "control API failed");
+                }
+            });
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let reporter = shared.config.server.stats_interval.map(|every| {
         let (stats, media_stats) = (stats.clone(), media_stats.clone());
         tokio::spawn(async move {
@@ -119,6 +162,17 @@ pub async fn run(
         }
     }
     drop(listener);
+    if !shared.events.flush(shared.config.events.flush_timeout).await {
+        warn!("some call events were still undelivered when shutdown's flush timed out");
+    }
+    if let Some(stop) = control_stop {
+        stop.notify_one();
+    }
+    if let Some(mut task) = control_task {
+        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
     info!("{}", stats.summary(&media_stats));
     if let Some(reporter) = reporter {
         reporter.abort();
@@ -176,9 +230,8 @@ async fn drain(shared: &Arc<Shared>) {
     }
     if active() > 0 {
         info!(calls = active(), "grace period over: closing calls with 1001");
-        for link in shared.live_links() {
-            link.hangup.store(true, Ordering::Release);
-            link.waker.wake();
+        for call in shared.calls.live_calls() {
+            call.link.hang_up(Hangup::Shutdown);
         }
         let _ = tokio::time::timeout(CLOSE_WAIT, wait_idle(shared)).await;
     }

@@ -1,6 +1,8 @@
 //! Server-wide counters, updated with relaxed atomics from connection tasks and read by the
 //! periodic summary (and, later, the metrics endpoint).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::media::MediaStats;
@@ -47,9 +49,56 @@ pub struct ServerStats {
     /// How long after its grid instant (the tick that released it) each outbound frame was
     /// written to the socket.
     pub send_lateness: Histogram,
+    /// Upgrades refused with HTTP 401, by reason (`missing`, `expired`, `bad_signature`, …).
+    pub rejected_unauthorized: Mutex<BTreeMap<&'static str, u64>>,
+    /// Control API requests refused with 401.
+    pub control_unauthorized: AtomicU64,
+    /// Calls closed because they sent more text messages per second than allowed.
+    pub closed_text_flood: AtomicU64,
+    /// Calls closed because no audio arrived for the idle timeout.
+    pub closed_idle: AtomicU64,
+    /// Calls hung up at the maximum call duration.
+    pub hangups_max_duration: AtomicU64,
+    /// Calls hung up through the control API.
+    pub hangups_api: AtomicU64,
+    /// Caller bytes dropped because a call's inbound ring was full (ring overruns in).
+    pub ring_overrun_in_bytes: AtomicU64,
+    /// Frames dropped because a call's outbound rings were full, over ended calls.
+    pub ring_overrun_out: AtomicU64,
+    /// Passes that ran without the caller's frame (inbound underruns), over ended calls.
+    pub input_missing: AtomicU64,
+    /// Per-route call counters, in the configuration's order.
+    pub routes: Vec<RouteStats>,
+}
+
+/// One route's call counters.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// The route's path.
+    pub path: String,
+    /// Calls live on the route now.
+    pub calls_active: AtomicU64,
+    /// Calls accepted on the route.
+    pub calls_total: AtomicU64,
 }
 
 impl ServerStats {
+    /// Counters for routes with these paths, in order.
+    pub fn new(paths: impl IntoIterator<Item = String>) -> ServerStats {
+        ServerStats { routes: paths.into_iter().map(|path| RouteStats { path, ..RouteStats::default() }).collect(), ..ServerStats::default() }
+    }
+
+    /// Counts an upgrade refused with 401.
+    pub fn count_unauthorized(&self, reason: &'static str) {
+        let mut map = self.rejected_unauthorized.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// Upgrades refused with 401, in all.
+    pub fn unauthorized_total(&self) -> u64 {
+        self.rejected_unauthorized.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
     /// Counts a close callpipe initiated because of the peer's input.
     pub fn count_close(&self, code: CloseCode) {
         let counter = match code {
@@ -67,13 +116,14 @@ impl ServerStats {
     pub fn summary(&self, media: &MediaStats) -> String {
         let r = Ordering::Relaxed;
         format!(
-            "calls active={} total={} frames in={} out={} late(>1ms)={} wrong_size={} rejected 404={} 503={} closes 1003={} 1007={} 1008={} 1009={} 1011={} | send lateness {} | media tick lateness {} skipped_ticks={}",
+            "calls active={} total={} frames in={} out={} late(>1ms)={} wrong_size={} rejected 401={} 404={} 503={} closes 1003={} 1007={} 1008={} 1009={} 1011={} | send lateness {} | media tick lateness {} skipped_ticks={}",
             self.calls_active.load(r),
             self.calls_total.load(r),
             self.frames_in.load(r),
             self.frames_out.load(r),
             self.late_frames.load(r),
             self.wrong_size.load(r),
+            self.unauthorized_total(),
             self.rejected_not_found.load(r),
             self.rejected_unavailable.load(r),
             self.closed_1003.load(r),

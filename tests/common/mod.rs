@@ -33,7 +33,15 @@ impl TestServer {
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
-        let config = Config::parse(config_text, &registry).expect("valid test config");
+        let mut config = Config::parse(config_text, &registry).expect("valid test config");
+        // Tests run side by side: the control API takes a free port, and call events stay off
+        // standard output unless a test asks for them.
+        if config.control.listen == Some("127.0.0.1:8081".parse().unwrap()) {
+            config.control.listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+        if config.events.log == callpipe::config::EventLog::Stdout {
+            config.events.log = callpipe::config::EventLog::Off;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -55,6 +63,11 @@ impl TestServer {
         });
         let handle = handle_rx.await.unwrap();
         TestServer { addr, handle, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    /// The control API's URL for `path`.
+    pub fn control_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.handle.control.expect("the control API is on"), path)
     }
 
     pub fn url(&self, path: &str) -> String {
