@@ -328,12 +328,11 @@ impl CallEvents {
     /// Publishes a processor's or the session's event.
     fn processor_event(&mut self, event: &Event) {
         match event {
+            // A key the platform reported went out as it arrived; `dtmf_detect`'s merged twin of
+            // it would repeat it.
+            Event::Dtmf { source: DtmfSource::Both, .. } => {}
             Event::Dtmf { digit, start_ms, duration_ms, source } => {
-                let source = match source {
-                    DtmfSource::Platform => "platform",
-                    DtmfSource::Inband => "inband",
-                    DtmfSource::Both => "both",
-                };
+                let source = if *source == DtmfSource::Platform { "platform" } else { "inband" };
                 self.publish("dtmf", json!({ "digit": digit.as_char().to_string(), "source": source, "start_ms": start_ms, "duration_ms": duration_ms }));
             }
             Event::StreamDone { id, reason } => self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() })),

@@ -217,10 +217,15 @@ impl Session {
         self.inbound.push(bytes);
     }
 
-    /// A platform event; processors see it at the next pass.
+    /// A platform event; processors see it at the next pass. A platform keypress also goes out
+    /// at once (through [`poll_event`](Session::poll_event)), for the call's event stream.
     pub fn handle_platform(&mut self, event: InboundEvent) {
         let event = match event {
-            InboundEvent::Dtmf { digit, duration_ms } => Event::Dtmf { digit, start_ms: None, duration_ms, source: DtmfSource::Platform },
+            InboundEvent::Dtmf { digit, duration_ms } => {
+                let event = Event::Dtmf { digit, start_ms: None, duration_ms, source: DtmfSource::Platform };
+                self.emit_own(event);
+                return;
+            }
             InboundEvent::Cleared => {
                 if self.awaiting_clears == 0 {
                     self.stats.unmatched_acks += 1;
