@@ -39,6 +39,10 @@ enum Command {
         /// Media threads (overrides the configuration; default one per core).
         #[arg(long)]
         media_threads: Option<usize>,
+        /// Where the HTTP control API listens, or `off` (overrides `[control] listen`; default
+        /// 127.0.0.1:8081). A non-loopback address needs `control.token` in the configuration.
+        #[arg(long, value_name = "ADDR|off")]
+        control: Option<String>,
     },
     /// Play the platform's side of one call against a bot, and report what it did.
     Call {
@@ -217,7 +221,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, config, media_threads } => serve(listen, config, media_threads),
+        Command::Serve { listen, config, media_threads, control } => serve(listen, config, media_threads, control),
         Command::Call { url, call, record, json, tag } => {
             let target = Target::parse(&url)?;
             let plan = Arc::new(call.plan(tag, record)?);
@@ -296,7 +300,7 @@ fn spawn_progress(progress: Arc<Progress>, calls: usize) -> Arc<std::sync::atomi
     stop
 }
 
-fn serve(listen: Option<SocketAddr>, config: Option<PathBuf>, media_threads: Option<usize>) -> anyhow::Result<ExitCode> {
+fn serve(listen: Option<SocketAddr>, config: Option<PathBuf>, media_threads: Option<usize>, control: Option<String>) -> anyhow::Result<ExitCode> {
     let registry = ProcessorRegistry::with_builtins();
     let mut config = match &config {
         Some(path) => Config::load(path, &registry)?,
@@ -307,6 +311,17 @@ fn serve(listen: Option<SocketAddr>, config: Option<PathBuf>, media_threads: Opt
     }
     if let Some(threads) = media_threads {
         config.media.threads = threads;
+    }
+    match control.as_deref() {
+        None => {}
+        Some("off") => config.control.listen = None,
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().with_context(|| format!("--control {addr:?}: an address like 127.0.0.1:8081, or off"))?;
+            if !addr.ip().is_loopback() && config.control.token.is_none() {
+                bail!("--control {addr} is not a loopback address: set control.token in the configuration first");
+            }
+            config.control.listen = Some(addr);
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -360,3 +360,59 @@ fn processors_at_another_rate_never_allocate() {
         }
     }
 }
+
+#[test]
+fn control_commands_never_allocate_on_the_media_thread() {
+    use callpipe::session::{Control, SharedAudio};
+    for rate in SampleRate::ALL {
+        let call = CallInfo { id: "c".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
+        let config = SessionConfig::default();
+        let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), config).unwrap();
+        let (mut conn, mut media) =
+            call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+        // The audio is made before, and kept here, as the connection task keeps it: the media
+        // thread only ever drops a second reference.
+        let stream: SharedAudio = (0..rate.frame_samples() as i16 * 7).collect::<Vec<i16>>().into();
+        let tones: SharedAudio = callpipe::processor::render_dtmf("1#", rate, 100, 100).unwrap().into();
+        let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
+        let mut out = [0u8; MAX_FRAME_BYTES];
+        let t0 = Instant::now();
+        let mut events = 0;
+        let mut tick = |n: u32| {
+            conn.audio_in.push_slice(&frame);
+            let command = match n % 450 / 50 {
+                0 => Control::Stream { id: u64::from(n), audio: stream.clone(), loops: 3, gain: 0.5 },
+                1 => Control::Mute(true),
+                2 => Control::Mute(false),
+                3 => Control::Dtmf { audio: tones.clone() },
+                4 => Control::Earmuff(true),
+                5 => Control::Earmuff(false),
+                6 => Control::Notify { marker: 1 << 63 | u64::from(n) },
+                7 => Control::Clear,
+                _ => Control::StopStream,
+            };
+            if n.is_multiple_of(50) {
+                assert!(conn.control_in.try_push(command).is_ok());
+            }
+            step(&mut session, &mut media, t0 + FRAME_DURATION * n);
+            while let Some(item) = conn.items_out.try_pop() {
+                if let OutItem::Audio { .. } = item {
+                    conn.audio_out.pop_slice(&mut out[..rate.frame_bytes()]);
+                }
+            }
+            while conn.events_out.try_pop().is_some() {
+                events += 1;
+            }
+        };
+        for n in 0..450 {
+            tick(n);
+        }
+        let allocations = allocations_during(|| {
+            for n in 450..10_350 {
+                tick(n);
+            }
+        });
+        assert_eq!(allocations, 0, "{rate}");
+        assert!(events >= 22, "every stream ended and was reported: {events}");
+    }
+}
