@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
+    TIMING_INTERVAL,
 };
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
 use callpipe::resample::Resampler;
@@ -130,6 +131,59 @@ fn bench_echo_pipeline(c: &mut Criterion) {
 
 fn bench_echo_pipeline_delayed(c: &mut Criterion) {
     bench_echo(c, "echo_pipeline_delayed", &[SampleRate::Hz16000], 200);
+}
+
+/// The per-stage timing's cost: one 16 kHz media-thread frame (as `echo_pipeline`) through an
+/// echo pipeline and a `dtmf_detect` + echo pipeline fed speech-like audio, with timing off,
+/// on every pass, and on one pass in [`TIMING_INTERVAL`] (the default). The difference from
+/// `off`, divided by the stages, is the timing's cost per stage per pass.
+fn bench_pipeline_timing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline_timing");
+    group.throughput(Throughput::Elements(1));
+    let rate = SampleRate::Hz16000;
+    let audio: Vec<u8> = speech_like(rate, 2).iter().flat_map(|s| s.to_le_bytes()).collect();
+    let frames: Vec<&[u8]> = audio.chunks_exact(rate.frame_bytes()).collect();
+    let default = format!("1in{TIMING_INTERVAL}");
+    for (route, detect) in [("echo", false), ("dtmf_echo", true)] {
+        for (setting, interval) in [("off", 0), ("every", 1), (default.as_str(), TIMING_INTERVAL)] {
+            let mut stages: Vec<Box<dyn Processor>> = Vec::new();
+            if detect {
+                match DtmfDetect::new(DtmfDetectConfig::default()) {
+                    Ok(detector) => stages.push(Box::new(detector)),
+                    Err(err) => panic!("dtmf_detect: {err}"),
+                }
+            }
+            match Echo::new(0) {
+                Ok(echo) => stages.push(Box::new(echo)),
+                Err(err) => panic!("echo: {err}"),
+            }
+            let mut pipeline = Pipeline::new(stages);
+            pipeline.set_timing_interval(interval);
+            let mut session = match Session::new(rate, &call_info(rate), pipeline, SessionConfig::default()) {
+                Ok(session) => session,
+                Err(err) => panic!("session: {err}"),
+            };
+            let mut out = [0u8; MAX_FRAME_BYTES];
+            let mut now = Instant::now();
+            let mut n = 0usize;
+            for _ in 0..PRE_ROLL_FRAMES {
+                echo_frame(&mut session, frames[n % frames.len()], now, &mut out);
+                n += 1;
+                now += FRAME_DURATION;
+            }
+            group.bench_function(BenchmarkId::new(route, setting), |b| {
+                b.iter(|| {
+                    let released = echo_frame(&mut session, frames[n % frames.len()], now, &mut out);
+                    n += 1;
+                    now += FRAME_DURATION;
+                    released
+                })
+            });
+            let stats = session.stats();
+            assert_eq!((stats.dropped_in, stats.dropped_out, stats.input_missing), (0, 0, 0), "{route}/{setting}: {stats:?}");
+        }
+    }
+    group.finish();
 }
 
 /// `seconds` of speech-like noise at `rate`: a jittered 120 Hz pulse train and white noise through
@@ -301,6 +355,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record, bench_resample
+    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record, bench_resample,
+        bench_pipeline_timing
 }
 criterion_main!(benches);

@@ -265,7 +265,8 @@ impl Config {
         }
         if s.metadata_timeout_ms == 0 || s.max_calls == 0 || s.write_timeout_ms == 0 || s.max_text_per_second == 0 {
             return Err(invalid(
-                "server.metadata_timeout_ms, server.max_calls, server.write_timeout_ms and server.max_text_per_second must be positive".into(),
+                "server.metadata_timeout_ms, server.max_calls, server.write_timeout_ms and server.max_text_per_second must be positive"
+                    .into(),
             ));
         }
         let m = raw.media;
@@ -305,7 +306,10 @@ impl Config {
                 None => Admission::Open,
             };
             if let Some(other) = routes.iter().find(|o: &&Route| o.path == r.path && o.auth != auth) {
-                return Err(invalid(format!("routes for {} must all have the same `auth` (the upgrade is checked before the metadata picks a route)", other.path)));
+                return Err(invalid(format!(
+                    "routes for {} must all have the same `auth` (the upgrade is checked before the metadata picks a route)",
+                    other.path
+                )));
             }
             routes.push(Route { path: r.path, header, processors, event_url: r.event_url, auth });
         }

@@ -16,6 +16,7 @@
 //!  audio      WAV reading and writing, offline resampling, tones        (files only)
 //!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
+//!  metrics    Prometheus text format: families, samples, histograms    (no I/O)
 //!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
 //!     ▲
@@ -66,6 +67,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod media;
+pub mod metrics;
 pub mod processor;
 pub mod protocol;
 pub mod resample;

@@ -300,7 +300,12 @@ fn spawn_progress(progress: Arc<Progress>, calls: usize) -> Arc<std::sync::atomi
     stop
 }
 
-fn serve(listen: Option<SocketAddr>, config: Option<PathBuf>, media_threads: Option<usize>, control: Option<String>) -> anyhow::Result<ExitCode> {
+fn serve(
+    listen: Option<SocketAddr>,
+    config: Option<PathBuf>,
+    media_threads: Option<usize>,
+    control: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let registry = ProcessorRegistry::with_builtins();
     let mut config = match &config {
         Some(path) => Config::load(path, &registry)?,

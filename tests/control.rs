@@ -1,6 +1,8 @@
 //! The control plane end to end: every endpoint against a live call, with its effect checked in
 //! the frames the call receives; call events delivered to a webhook receiver in the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::VecDeque;
@@ -33,7 +35,8 @@ fn http() -> reqwest::Client {
 }
 
 async fn put(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let response = http().put(server.control_url(path)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    let response =
+        http().put(server.control_url(path)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -173,8 +176,10 @@ fn decode_dtmf(samples: &[i16], rate: u32) -> String {
         };
         let ((lo, pl), (hi, ph)) = (best(&LOW), best(&HIGH));
         let key = (energy > 1e6 && pl + ph > 0.5 * energy).then(|| KEYS[lo][hi]);
-        if key.is_some() && key != previous {
-            keys.push(key.unwrap());
+        if let Some(k) = key
+            && key != previous
+        {
+            keys.push(k);
         }
         previous = key;
     }
@@ -201,7 +206,7 @@ async fn dtmf_sent_through_the_api_decodes_to_the_same_keys() {
 #[tokio::test]
 async fn mute_earmuff_and_hangup_act_on_the_call() {
     let server = TestServer::start(CONFIG).await;
-    let mut ws = open_call(&server, "/echo", "m1", 8000).await;
+    let ws = open_call(&server, "/echo", "m1", 8000).await;
     let frame: Vec<u8> = (0..160).flat_map(|i: i16| (i * 100 + 50).to_le_bytes()).collect();
     let (tx, mut stop) = tokio::sync::oneshot::channel::<()>();
     let (mut sink, mut stream) = ws.split();
@@ -271,8 +276,11 @@ async fn count_frames(stream: &mut futures_util::stream::SplitStream<Client>, wi
 /// A tiny HTTP/1.1 server that records every request (headers and body) and answers 200.
 struct Receiver {
     url: String,
-    requests: Arc<Mutex<VecDeque<(String, Vec<u8>)>>>,
+    requests: Requests,
 }
+
+/// Requests received: (head, body).
+type Requests = Arc<Mutex<VecDeque<(String, Vec<u8>)>>>;
 
 impl Receiver {
     async fn start() -> Receiver {
@@ -296,7 +304,9 @@ impl Receiver {
                             let head = String::from_utf8_lossy(&buf[..end]).to_string();
                             let length = head
                                 .lines()
-                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                                })
                                 .unwrap_or(0);
                             if buf.len() < end + 4 + length {
                                 break;
@@ -460,6 +470,8 @@ async fn upgrades_are_admitted_by_jwt_or_token_and_refused_with_401() {
     assert_eq!(reasons.get("expired"), Some(&1), "{reasons:?}");
     assert_eq!(reasons.get("algorithm"), Some(&1), "{reasons:?}");
     assert_eq!(reasons.get("missing"), Some(&1), "{reasons:?}");
+    let metrics = http().get(server.control_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("callpipe_upgrades_unauthorized_total{reason=\"expired\"} 1"), "{metrics}");
     drop(ws);
     server.stop().await;
 }
@@ -513,6 +525,27 @@ async fn the_api_lists_pages_filters_and_explains_its_errors() {
         let response = http().request(method.clone(), server.control_url(&path)).send().await.unwrap();
         let body = response.text().await.unwrap();
         assert!(!body.contains("urn:callpipe:problem:not-found") && !body.contains("method-not-allowed"), "{method} {path}: {body}");
+    }
+    // Metrics: Prometheus text, calls by route, frames and the rest.
+    let response = http().get(server.control_url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    for line in [
+        "callpipe_calls_total{route=\"/echo\"} 5",
+        "callpipe_calls_active{route=\"/echo\"} 4",
+        "callpipe_calls_active{route=\"/bot\"} 0",
+        "# TYPE callpipe_send_lateness_seconds histogram",
+        "# TYPE callpipe_processor_seconds histogram",
+        "callpipe_webhooks_total{outcome=\"dropped\"} 0",
+        "callpipe_ring_underrun_total ",
+        "callpipe_upgrades_rejected_total{reason=\"not_found\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    for sample in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = sample.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{sample}");
     }
     let (status, health) = get(&server, "/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));

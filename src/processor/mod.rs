@@ -17,6 +17,12 @@
 //!   rare occasions only, never per frame.
 //! * One pass is exactly one frame of call time, whether or not the caller's frame arrived:
 //!   [`Context::input_present`] says which. Pipelines therefore keep time with the call.
+//!
+//! # Metrics
+//!
+//! [`Pipeline::run`] times each stage's `process` on one pass in [`TIMING_INTERVAL`] into a
+//! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`), and the
+//! recorder counts the bytes it writes ([`recording_bytes`]).
 
 mod context;
 mod dtmf;
@@ -26,6 +32,7 @@ mod play;
 mod record;
 mod registry;
 mod resample;
+mod timing;
 
 use std::time::Duration;
 
@@ -34,9 +41,12 @@ pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, render_dtmf};
 pub use echo::Echo;
 pub use play::{Play, PlayConfig};
-pub use record::{OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, wait_for_recordings};
+pub use record::{
+    OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, wait_for_recordings,
+};
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
+pub use timing::{TIMING_INTERVAL, Timings, timings};
 
 use crate::protocol::{DtmfDigit, Metadata, SampleRate};
 
@@ -175,12 +185,29 @@ pub trait Processor: Send + 'static {
 /// A call's ordered chain of processors.
 pub struct Pipeline {
     stages: Vec<Box<dyn Processor>>,
+    timers: timing::StageTimers,
 }
 
 impl Pipeline {
     /// A pipeline running `stages` in order.
+    ///
+    /// Registers the stages' types in the process's [`timings`] (a lock, an allocation: build
+    /// pipelines off the media thread) and times one pass in [`TIMING_INTERVAL`].
     pub fn new(stages: Vec<Box<dyn Processor>>) -> Pipeline {
-        Pipeline { stages }
+        let timers = timing::StageTimers::new(stages.iter().map(|s| s.name()), timings());
+        Pipeline { stages, timers }
+    }
+
+    /// Times one pass in `passes` (rounded up to a power of two; 1 times every pass, 0 none).
+    /// Applies to this pipeline's own stages: a `resample` stage's inner pipeline keeps its own
+    /// setting.
+    pub fn set_timing_interval(&mut self, passes: u32) {
+        self.timers.set_interval(passes);
+    }
+
+    /// One pass in how many is timed: a power of two, or 0 when timing is off.
+    pub fn timing_interval(&self) -> u32 {
+        self.timers.interval()
     }
 
     /// Prepares every stage.
@@ -215,6 +242,12 @@ impl Pipeline {
 
     /// Delivers `events` (each with the index of the stage that emitted it, or `None` for the
     /// platform) to every other stage, then runs one pass.
+    ///
+    /// On a timed pass (one in [`Pipeline::timing_interval`]) each stage's `process` is timed
+    /// and recorded in nanoseconds in its type's histogram in [`timings`]: one clock read per
+    /// stage plus one, each stage's end being the next one's start. A stage that runs a pipeline
+    /// of its own (`resample`) is timed whole, its inner stages included (and their clock reads);
+    /// the inner stages are also timed under their own types, on the same passes.
     pub fn run(&mut self, events: &[(Option<usize>, Event)], cx: &mut Context<'_>) {
         for (origin, event) in events {
             for (i, stage) in self.stages.iter_mut().enumerate() {
@@ -224,9 +257,20 @@ impl Pipeline {
                 }
             }
         }
-        for (i, stage) in self.stages.iter_mut().enumerate() {
-            cx.set_stage(i);
-            stage.process(cx);
+        match self.timers.start_pass() {
+            None => {
+                for (i, stage) in self.stages.iter_mut().enumerate() {
+                    cx.set_stage(i);
+                    stage.process(cx);
+                }
+            }
+            Some(mut start) => {
+                for (i, stage) in self.stages.iter_mut().enumerate() {
+                    cx.set_stage(i);
+                    stage.process(cx);
+                    start = self.timers.stage_done(i, start);
+                }
+            }
         }
     }
 
@@ -313,6 +357,67 @@ mod tests {
         pipeline.run(&events, &mut cx);
         assert_eq!(*heard.lock().unwrap(), [Event::Cleared], "stage 1 got stage 0's event once");
         assert_eq!(pipeline.names().collect::<Vec<_>>(), ["halve", "listen"]);
+    }
+
+    /// Sleeps 1 ms per pass: a stage whose time has a known lower bound.
+    struct Nap(&'static str);
+
+    impl Processor for Nap {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn process(&mut self, _cx: &mut Context<'_>) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Runs `passes` passes of `pipeline` at 8 kHz.
+    fn run_passes(pipeline: &mut Pipeline, passes: u64) {
+        let rate = SampleRate::Hz8000;
+        let mut requests = Requests::new(1600);
+        let (mut input, mut output) = (vec![0i16; 160], vec![0i16; 160]);
+        for position in 0..passes {
+            requests.reset(1600);
+            let mut cx = Context::new(Instant::now(), position, rate, &mut input, true, &mut output, &mut requests);
+            pipeline.run(&[], &mut cx);
+        }
+    }
+
+    #[test]
+    fn timed_passes_record_each_stage_in_nanoseconds_under_its_type() {
+        // Type names of this test only: the registry is the process's, shared with other tests.
+        let mut pipeline = Pipeline::new(vec![Box::new(Nap("timing-test-nap")), Box::new(Halve), Box::new(Nap("timing-test-nap-2"))]);
+        assert_eq!(pipeline.timing_interval(), TIMING_INTERVAL);
+        pipeline.set_timing_interval(2);
+        let nap = timings().histogram("timing-test-nap");
+        let nap2 = timings().histogram("timing-test-nap-2");
+        run_passes(&mut pipeline, 6);
+        assert_eq!((nap.count(), nap2.count()), (3, 3), "one pass in two, each stage once per timed pass");
+        assert!(nap.sum() >= 3_000_000 && nap2.sum() >= 3_000_000, "at least 1 ms a pass, in ns: {} {}", nap.sum(), nap2.sum());
+        assert!(timings().snapshot().iter().any(|(name, _)| *name == "halve"), "every stage's type is registered");
+        pipeline.set_timing_interval(0);
+        run_passes(&mut pipeline, 4);
+        assert_eq!(nap.count(), 3, "timing off");
+    }
+
+    #[test]
+    fn a_resample_stage_is_timed_whole_and_its_inner_stages_too() {
+        let inner = Pipeline::new(vec![Box::new(Nap("timing-test-inner-nap"))]);
+        let mut resample = Resample::new(SampleRate::Hz16000, inner);
+        let call = CallInfo { id: "t".into(), path: "/t".into(), metadata: Metadata::new(SampleRate::Hz8000) };
+        resample.prepare(&Setup { rate: SampleRate::Hz8000, call: &call }).unwrap();
+        let mut pipeline = Pipeline::new(vec![Box::new(resample)]);
+        let outer = timings().histogram("resample");
+        let inner = timings().histogram("timing-test-inner-nap");
+        let (count, sum) = (outer.count(), outer.sum());
+        // The default interval: the first pass is timed, outside and inside.
+        run_passes(&mut pipeline, u64::from(TIMING_INTERVAL) + 1);
+        assert_eq!(inner.count(), 2, "the inner stage is timed on the same passes as the wrapper");
+        assert!(inner.sum() >= 2_000_000);
+        // Other tests may time resample stages too: this pipeline added at least its two passes.
+        assert!(outer.count() >= count + 2);
+        assert!(outer.sum() - sum >= 2_000_000, "the wrapper's time includes its inner stage's");
     }
 
     #[test]

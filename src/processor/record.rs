@@ -66,9 +66,15 @@
 //! recording. The writer thread finalizes the file after `finish` and then logs one
 //! `tracing::info!` line (path, duration_ms, samples, dropped, error) and sends a
 //! [`RecordingOutcome`] on the channel from [`Record::outcomes`], with the samples it wrote.
+//!
+//! # Metrics
+//!
+//! [`recording_bytes`] counts every byte written to recording files by this process: headers
+//! (written in `prepare`), audio and header rewrites (on the writer thread); never on the media
+//! thread.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -104,7 +110,45 @@ pub const OPUS_BITRATES: std::ops::RangeInclusive<u32> = 6_000..=256_000;
 /// The error for an Opus recording in a build without the `opus` feature.
 pub const OPUS_FEATURE_MISSING: &str = "callpipe was built without the `opus` feature; rebuild with --features opus";
 
-type Wav = hound::WavWriter<BufWriter<File>>;
+type Wav = hound::WavWriter<BufWriter<CountedFile>>;
+
+/// Bytes written to recording files by this process.
+static RECORDING_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes this process has written to recording files so far: headers, audio, and header
+/// rewrites (a WAV header is rewritten once per second, so the total exceeds the files' sizes
+/// by a few bytes per second of audio). Relaxed: a counter for metrics.
+pub fn recording_bytes() -> u64 {
+    RECORDING_BYTES.load(Ordering::Relaxed)
+}
+
+/// A recording file that adds the bytes written to it to [`RECORDING_BYTES`].
+#[derive(Debug)]
+struct CountedFile(File);
+
+impl CountedFile {
+    fn create(path: &Path) -> std::io::Result<CountedFile> {
+        File::create(path).map(CountedFile)
+    }
+}
+
+impl Write for CountedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        RECORDING_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Seek for CountedFile {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
 
 /// Which audio goes into the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,7 +533,7 @@ impl Drop for Record {
 enum Sink {
     Wav(Wav),
     #[cfg(feature = "opus")]
-    Opus(Box<ogg_opus::OggOpusWriter<BufWriter<File>>>),
+    Opus(Box<ogg_opus::OggOpusWriter<BufWriter<CountedFile>>>),
 }
 
 impl Sink {
@@ -501,11 +545,12 @@ impl Sink {
         match config.format {
             RecordFormat::Wav => {
                 let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-                hound::WavWriter::create(path, spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(&e))
+                let file = CountedFile::create(path).map_err(|e| cannot(&e))?;
+                hound::WavWriter::new(BufWriter::new(file), spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(&e))
             }
             #[cfg(feature = "opus")]
             RecordFormat::Opus => {
-                let file = File::create(path).map_err(|e| cannot(&e))?;
+                let file = CountedFile::create(path).map_err(|e| cannot(&e))?;
                 let serial = stream_serial(path);
                 ogg_opus::OggOpusWriter::new(BufWriter::new(file), rate, channels, config.opus_bitrate(), serial)
                     .map(|w| Sink::Opus(Box::new(w)))

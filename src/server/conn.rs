@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use ringbuf::traits::{Consumer, Observer, Producer};
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -333,12 +333,19 @@ impl CallEvents {
             Event::Dtmf { source: DtmfSource::Both, .. } => {}
             Event::Dtmf { digit, start_ms, duration_ms, source } => {
                 let source = if *source == DtmfSource::Platform { "platform" } else { "inband" };
-                self.publish("dtmf", json!({ "digit": digit.as_char().to_string(), "source": source, "start_ms": start_ms, "duration_ms": duration_ms }));
+                self.publish(
+                    "dtmf",
+                    json!({ "digit": digit.as_char().to_string(), "source": source, "start_ms": start_ms, "duration_ms": duration_ms }),
+                );
             }
-            Event::StreamDone { id, reason } => self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() })),
+            Event::StreamDone { id, reason } => {
+                self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() }))
+            }
             Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
                 Some("finished") => self.publish("recording", data.clone()),
-                Some("error") => self.publish("error", json!({ "source": "recording", "error": data.get("error"), "path": data.get("path") })),
+                Some("error") => {
+                    self.publish("error", json!({ "source": "recording", "error": data.get("error"), "path": data.get("path") }))
+                }
                 _ => debug!(id = self.id, %data, "recording"),
             },
             Event::Custom { name: "stream:done", data } => {
@@ -439,13 +446,13 @@ impl CallIo {
     fn poll_commands(&mut self, cx: &mut Context<'_>, end: &mut ConnEnd) {
         self.retained.retain(|audio| Arc::strong_count(audio) > 1);
         loop {
-            if let Some(command) = self.pending.take() {
-                if let Err(command) = end.control_in.try_push(command) {
-                    // The ring is full: wait for the media thread, and leave the channel full
-                    // so that the API answers 503 meanwhile.
-                    self.pending = Some(command);
-                    return;
-                }
+            if let Some(command) = self.pending.take()
+                && let Err(command) = end.control_in.try_push(command)
+            {
+                // The ring is full: wait for the media thread, and leave the channel full so
+                // that the API answers 503 meanwhile.
+                self.pending = Some(command);
+                return;
             }
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(CallCommand::Hangup)) => {

@@ -71,7 +71,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "Not Found", "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed", "this endpoint does not take that method".into())
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method Not Allowed",
+                "this endpoint does not take that method".into(),
+            )
         })
         .with_state(shared)
 }
@@ -139,16 +144,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn list_calls(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<String, String>>) -> Result<Response, Problem> {
-    let number = |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| -> Result<usize, Problem> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| range.contains(n))
-                .ok_or_else(|| Problem::bad_request(format!("{name} must be a whole number from {} to {}", range.start(), range.end()))),
-        }
-    };
+    let number =
+        |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| -> Result<usize, Problem> {
+            match query.get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                    Problem::bad_request(format!("{name} must be a whole number from {} to {}", range.start(), range.end()))
+                }),
+            }
+        };
     let page_size = number("page_size", 10, 1..=MAX_PAGE_SIZE)?;
     let record_index = number("record_index", 0, 0..=usize::MAX)?;
     let status = match query.get("status") {
@@ -298,11 +302,16 @@ async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>, b
     };
     let loops = match body.get("loop") {
         None => 1,
-        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| Problem::bad_request("`loop` must be 0 (forever) or a positive whole number"))?,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| Problem::bad_request("`loop` must be 0 (forever) or a positive whole number"))?,
     };
     let level = match body.get("level") {
         None => 0.0,
-        Some(v) => v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?,
+        Some(v) => {
+            v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
+        }
     };
     let audio = load_stream(&shared, &url, call.rate).await?;
     let stream_id = call.stream_id();
@@ -321,7 +330,8 @@ async fn put_dtmf(State(shared): State<Arc<Shared>>, Path(id): Path<String>, bod
     let body = body_object(&body)?;
     let call = live_call(&shared, &id)?;
     let digits = body.get("digits").and_then(Value::as_str).ok_or_else(|| Problem::bad_request("`digits` is required, e.g. \"1234#\""))?;
-    let tones = crate::processor::render_dtmf(digits, call.rate, DTMF_TONE_MS, DTMF_GAP_MS).map_err(|e| Problem::bad_request(e.to_string()))?;
+    let tones =
+        crate::processor::render_dtmf(digits, call.rate, DTMF_TONE_MS, DTMF_GAP_MS).map_err(|e| Problem::bad_request(e.to_string()))?;
     send(&call, CallCommand::Media(Control::Dtmf { audio: tones.into() }))?;
     Ok(message(&call, "DTMF sent"))
 }
@@ -383,13 +393,8 @@ async fn load_stream(shared: &Shared, url: &str, rate: SampleRate) -> Result<Vec
 async fn fetch(shared: &Shared, url: url::Url, limit: usize) -> Result<Vec<u8>, Problem> {
     let failed = |detail: String| Problem::new(StatusCode::BAD_GATEWAY, "stream-fetch-failed", "Stream Fetch Failed", detail);
     let shown = url.to_string();
-    let mut response = shared
-        .http
-        .get(url)
-        .timeout(shared.config.control.fetch_timeout)
-        .send()
-        .await
-        .map_err(|e| failed(format!("{shown}: {e}")))?;
+    let mut response =
+        shared.http.get(url).timeout(shared.config.control.fetch_timeout).send().await.map_err(|e| failed(format!("{shown}: {e}")))?;
     if !response.status().is_success() {
         return Err(failed(format!("{shown}: HTTP {}", response.status())));
     }

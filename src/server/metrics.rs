@@ -1,2 +1,277 @@
-//! TEMPORARY
-pub(crate) fn render_server(_s: &super::Shared) -> String { String::new() }
+//! The server's counters as Prometheus text (see [`crate::metrics`] for the format).
+//!
+//! [`render`] reads [`ServerStats`], [`MediaStats`], the process-wide processor times
+//! ([`processor::timings`]) and recording bytes ([`processor::recording_bytes`]) with relaxed
+//! loads: each value is current, the set is not one atomic snapshot.
+
+use std::sync::atomic::Ordering;
+
+use super::ServerStats;
+use crate::media::MediaStats;
+use crate::metrics::{Exposition, Kind, LATENESS_BOUNDS, PROCESSOR_BOUNDS, Unit};
+use crate::processor;
+
+/// The running server's exposition text, as the control API's `GET /metrics` serves it: the
+/// families of [`render`], then calls by route, refusals, limits, rings and event delivery.
+pub(crate) fn render_server(shared: &super::Shared) -> String {
+    let mut out = Exposition::new();
+    write_server(&mut out, &shared.stats);
+    write_media(&mut out, shared.media.stats());
+    write_processors(&mut out);
+    write_calls(&mut out, shared);
+    write_events(&mut out, shared.events.stats());
+    out.finish()
+}
+
+/// Calls by route, 401s by reason, limits, hang-ups and ring overruns and underruns (ended
+/// calls' totals plus the live calls' counters).
+fn write_calls(out: &mut Exposition, shared: &super::Shared) {
+    let r = Ordering::Relaxed;
+    let stats = &shared.stats;
+    out.family("callpipe_calls_active", Kind::Gauge, "Calls live now, by route.");
+    for route in &stats.routes {
+        out.sample(&[("route", &route.path)], route.calls_active.load(r) as f64);
+    }
+    out.family("callpipe_calls_total", Kind::Counter, "Calls accepted, by route.");
+    for route in &stats.routes {
+        out.sample(&[("route", &route.path)], route.calls_total.load(r) as f64);
+    }
+    out.family(
+        "callpipe_upgrades_unauthorized_total",
+        Kind::Counter,
+        "WebSocket upgrades refused with HTTP 401, by reason (missing, scheme, bad_token, malformed, algorithm, bad_signature, expired, not_yet_valid, missing_iat, application_id).",
+    );
+    let refused = stats.rejected_unauthorized.lock().map(|m| m.clone()).unwrap_or_default();
+    for (reason, count) in &refused {
+        out.sample(&[("reason", reason)], *count as f64);
+    }
+    if refused.is_empty() {
+        out.sample(&[("reason", "missing")], 0.0);
+    }
+    out.family("callpipe_control_unauthorized_total", Kind::Counter, "Control API requests refused with HTTP 401.")
+        .sample(&[], stats.control_unauthorized.load(r) as f64);
+    out.family(
+        "callpipe_limit_closes_total",
+        Kind::Counter,
+        "Calls ended by a limit: text_rate and idle (close 1008), max_duration (1000).",
+    );
+    out.sample(&[("limit", "text_rate")], stats.closed_text_flood.load(r) as f64);
+    out.sample(&[("limit", "idle")], stats.closed_idle.load(r) as f64);
+    out.sample(&[("limit", "max_duration")], stats.hangups_max_duration.load(r) as f64);
+    out.family("callpipe_api_hangups_total", Kind::Counter, "Calls hung up through the control API.")
+        .sample(&[], stats.hangups_api.load(r) as f64);
+    let (mut overrun_in, mut overrun_out, mut underrun) =
+        (stats.ring_overrun_in_bytes.load(r), stats.ring_overrun_out.load(r), stats.input_missing.load(r));
+    for call in shared.calls.live_calls() {
+        let link = &call.link.stats;
+        overrun_in += link.ring_overrun_in_bytes.load(r);
+        overrun_out += link.ring_overrun_out.load(r);
+        underrun += link.session().input_missing;
+    }
+    out.family("callpipe_ring_overrun_in_bytes_total", Kind::Counter, "Caller audio bytes dropped because a call's inbound ring was full.")
+        .sample(&[], overrun_in as f64);
+    out.family("callpipe_ring_overrun_out_total", Kind::Counter, "Outbound frames dropped because a call's outbound rings were full.")
+        .sample(&[], overrun_out as f64);
+    out.family(
+        "callpipe_ring_underrun_total",
+        Kind::Counter,
+        "20 ms passes that ran without the caller's frame (the inbound ring was empty at the tick).",
+    )
+    .sample(&[], underrun as f64);
+}
+
+/// The event log and webhook delivery.
+fn write_events(out: &mut Exposition, events: &crate::events::EventStats) {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    out.family("callpipe_events_logged_total", Kind::Counter, "Call events written to the JSON-lines log.")
+        .sample(&[], load(&events.logged));
+    out.family("callpipe_events_log_failures_total", Kind::Counter, "Call events lost from the log: write errors and a full queue.");
+    out.sample(&[("reason", "write_error")], load(&events.log_errors));
+    out.sample(&[("reason", "queue_full")], load(&events.log_dropped));
+    out.family(
+        "callpipe_webhooks_total",
+        Kind::Counter,
+        "Webhook deliveries by outcome: delivered, failed (given up after retries or refused), dropped (queue full).",
+    );
+    out.sample(&[("outcome", "delivered")], load(&events.webhooks_delivered));
+    out.sample(&[("outcome", "failed")], load(&events.webhooks_failed));
+    out.sample(&[("outcome", "dropped")], load(&events.webhooks_dropped));
+    out.family("callpipe_webhook_attempts_failed_total", Kind::Counter, "Webhook attempts that failed (each retry counts).")
+        .sample(&[], load(&events.webhook_attempts_failed));
+}
+
+/// The exposition text of the server, media and processor families.
+#[cfg(test)]
+pub(crate) fn render(stats: &ServerStats, media: &MediaStats) -> String {
+    let mut out = Exposition::new();
+    write_server(&mut out, stats);
+    write_media(&mut out, media);
+    write_processors(&mut out);
+    out.finish()
+}
+
+/// The connection side's families, from [`ServerStats`].
+fn write_server(out: &mut Exposition, stats: &ServerStats) {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    let counter = |out: &mut Exposition, name: &str, help: &str, value: f64| {
+        out.family(name, Kind::Counter, help).sample(&[], value);
+    };
+    counter(out, "callpipe_frames_in_total", "Audio frames received from the platform.", load(&stats.frames_in));
+    counter(out, "callpipe_frames_out_total", "Audio frames sent to the platform.", load(&stats.frames_out));
+    counter(out, "callpipe_frames_wrong_size_total", "Inbound audio frames of the wrong size.", load(&stats.wrong_size));
+    counter(
+        out,
+        "callpipe_frames_late_total",
+        "Outbound frames written more than 1 ms after their playout deadline.",
+        load(&stats.late_frames),
+    );
+    out.family("callpipe_closes_total", Kind::Counter, "Calls closed by callpipe because of an error, by WebSocket close code.");
+    for (code, closes) in [
+        ("1003", &stats.closed_1003),
+        ("1007", &stats.closed_1007),
+        ("1008", &stats.closed_1008),
+        ("1009", &stats.closed_1009),
+        ("1011", &stats.closed_1011),
+    ] {
+        out.sample(&[("code", code)], load(closes));
+    }
+    out.family(
+        "callpipe_upgrades_rejected_total",
+        Kind::Counter,
+        "WebSocket upgrades refused: not_found (HTTP 404, no route), unavailable (HTTP 503, at capacity or draining).",
+    );
+    out.sample(&[("reason", "not_found")], load(&stats.rejected_not_found));
+    out.sample(&[("reason", "unavailable")], load(&stats.rejected_unavailable));
+    counter(out, "callpipe_handshakes_failed_total", "WebSocket handshakes that failed or timed out.", load(&stats.failed_handshakes));
+    counter(out, "callpipe_bad_text_messages_total", "Text messages that were not valid JSON objects.", load(&stats.bad_text));
+    out.histogram(
+        "callpipe_send_lateness_seconds",
+        "How long after its grid instant each outbound frame was written to the socket.",
+        &[],
+        &stats.send_lateness,
+        Unit::Microseconds,
+        LATENESS_BOUNDS,
+    );
+}
+
+/// The media threads' families, from [`MediaStats`].
+fn write_media(out: &mut Exposition, media: &MediaStats) {
+    out.histogram(
+        "callpipe_media_tick_lateness_seconds",
+        "How late each media thread slot started after its scheduled instant.",
+        &[],
+        &media.tick_lateness,
+        Unit::Microseconds,
+        LATENESS_BOUNDS,
+    );
+    out.family(
+        "callpipe_media_ticks_skipped_total",
+        Kind::Counter,
+        "Call ticks given up because a media thread fell more than max_catchup behind.",
+    )
+    .sample(&[], media.skipped_ticks.load(Ordering::Relaxed) as f64);
+    out.family("callpipe_media_calls", Kind::Gauge, "Calls on media threads now.").sample(&[], media.calls.load(Ordering::Relaxed) as f64);
+}
+
+/// The processors' families: time per pass by processor type, recording bytes.
+fn write_processors(out: &mut Exposition) {
+    let help = format!(
+        "Time of one processor's process call per 20 ms pass, by processor type (a sample: by default one pass in {} is timed).",
+        processor::TIMING_INTERVAL
+    );
+    let timings = processor::timings().snapshot();
+    if timings.is_empty() {
+        // The family is declared even before the first call, so that it is never missing.
+        out.family("callpipe_processor_seconds", Kind::Histogram, &help);
+    }
+    for (name, histogram) in &timings {
+        out.histogram("callpipe_processor_seconds", &help, &[("processor", *name)], histogram, Unit::Nanoseconds, PROCESSOR_BOUNDS);
+    }
+    out.family("callpipe_recording_bytes_total", Kind::Counter, "Bytes written to recording files.")
+        .sample(&[], processor::recording_bytes() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tests::parse;
+    use crate::session::CloseCode;
+
+    #[test]
+    fn the_server_counters_render_and_parse() {
+        let stats = ServerStats::default();
+        let media = MediaStats::default();
+        stats.frames_in.store(1234, Ordering::Relaxed);
+        stats.frames_out.store(1200, Ordering::Relaxed);
+        stats.wrong_size.store(3, Ordering::Relaxed);
+        stats.late_frames.store(2, Ordering::Relaxed);
+        stats.rejected_not_found.store(4, Ordering::Relaxed);
+        stats.rejected_unavailable.store(5, Ordering::Relaxed);
+        stats.failed_handshakes.store(6, Ordering::Relaxed);
+        stats.bad_text.store(7, Ordering::Relaxed);
+        stats.count_close(CloseCode::Invalid);
+        stats.count_close(CloseCode::Invalid);
+        stats.count_close(CloseCode::TooBig);
+        for us in [100, 400, 900, 15_000] {
+            stats.send_lateness.record_us(us);
+        }
+        media.tick_lateness.record_us(30);
+        media.skipped_ticks.store(8, Ordering::Relaxed);
+        media.calls.store(9, Ordering::Relaxed);
+
+        let text = render(&stats, &media);
+        for line in [
+            "callpipe_frames_in_total 1234",
+            "callpipe_frames_out_total 1200",
+            "callpipe_frames_wrong_size_total 3",
+            "callpipe_frames_late_total 2",
+            "callpipe_closes_total{code=\"1003\"} 0",
+            "callpipe_closes_total{code=\"1007\"} 2",
+            "callpipe_closes_total{code=\"1009\"} 1",
+            "callpipe_upgrades_rejected_total{reason=\"not_found\"} 4",
+            "callpipe_upgrades_rejected_total{reason=\"unavailable\"} 5",
+            "callpipe_handshakes_failed_total 6",
+            "callpipe_bad_text_messages_total 7",
+            "callpipe_send_lateness_seconds_bucket{le=\"0.0001\"} 0",
+            "callpipe_send_lateness_seconds_bucket{le=\"0.0005\"} 2",
+            "callpipe_send_lateness_seconds_bucket{le=\"0.001\"} 3",
+            "callpipe_send_lateness_seconds_bucket{le=\"0.02\"} 4",
+            "callpipe_send_lateness_seconds_bucket{le=\"+Inf\"} 4",
+            "callpipe_send_lateness_seconds_sum 0.0164",
+            "callpipe_send_lateness_seconds_count 4",
+            "callpipe_media_tick_lateness_seconds_bucket{le=\"0.0001\"} 1",
+            "callpipe_media_tick_lateness_seconds_count 1",
+            "callpipe_media_ticks_skipped_total 8",
+            "callpipe_media_calls 9",
+            "# TYPE callpipe_processor_seconds histogram",
+            "# TYPE callpipe_recording_bytes_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(samples.len() >= 30, "{}", samples.len());
+        let bytes = samples.iter().find(|s| s.name == "callpipe_recording_bytes_total").unwrap();
+        assert!(bytes.value >= 0.0 && bytes.value.fract() == 0.0);
+    }
+
+    #[test]
+    fn processor_times_render_one_series_per_type() {
+        // The registry is the process's: other tests add types and times meanwhile, so only
+        // what this test registered is checked.
+        let histogram = processor::timings().histogram("render-test-stage");
+        histogram.record_value(2_000); // 2 µs
+        histogram.record_value(20_000_000); // 20 ms, past every bound
+        let text = render(&ServerStats::default(), &MediaStats::default());
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mine: Vec<_> = samples.iter().filter(|s| s.label("processor") == Some("render-test-stage")).collect();
+        let value =
+            |name: &str, le: Option<&str>| mine.iter().find(|s| s.name == name && s.label("le") == le).map(|s| s.value).unwrap_or(-1.0);
+        assert_eq!(value("callpipe_processor_seconds_bucket", Some("0.000001")), 0.0);
+        assert_eq!(value("callpipe_processor_seconds_bucket", Some("0.0000025")), 1.0);
+        assert_eq!(value("callpipe_processor_seconds_bucket", Some("0.01")), 1.0);
+        assert_eq!(value("callpipe_processor_seconds_bucket", Some("+Inf")), 2.0);
+        assert_eq!(value("callpipe_processor_seconds_count", None), 2.0);
+        assert_eq!(value("callpipe_processor_seconds_sum", None), 0.020002);
+        assert_eq!(text.matches("# TYPE callpipe_processor_seconds ").count(), 1);
+    }
+}

@@ -78,7 +78,9 @@ pub async fn run(
     on_start: impl FnOnce(Handle),
 ) -> std::io::Result<()> {
     let control_listener = match config.control.listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("control API on {addr}: {e}")))?),
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("control API on {addr}: {e}")))?)
+        }
         None => None,
     };
     let control_addr = control_listener.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -168,10 +170,10 @@ pub async fn run(
     if let Some(stop) = control_stop {
         stop.notify_one();
     }
-    if let Some(mut task) = control_task {
-        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
-            task.abort();
-        }
+    if let Some(mut task) = control_task
+        && tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err()
+    {
+        task.abort();
     }
     info!("{}", stats.summary(&media_stats));
     if let Some(reporter) = reporter {

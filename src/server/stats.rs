@@ -85,7 +85,10 @@ pub struct RouteStats {
 impl ServerStats {
     /// Counters for routes with these paths, in order.
     pub fn new(paths: impl IntoIterator<Item = String>) -> ServerStats {
-        ServerStats { routes: paths.into_iter().map(|path| RouteStats { path, ..RouteStats::default() }).collect(), ..ServerStats::default() }
+        ServerStats {
+            routes: paths.into_iter().map(|path| RouteStats { path, ..RouteStats::default() }).collect(),
+            ..ServerStats::default()
+        }
     }
 
     /// Counts an upgrade refused with 401.

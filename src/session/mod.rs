@@ -24,9 +24,9 @@ pub use inbound::InboundBuffer;
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 
-use control::ApiAudio;
 use crate::processor::{CallInfo, Context, DtmfSource, Event, Pipeline, ProcessorError, Requests, Setup};
 use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, SampleRate, encode_l16};
+use control::ApiAudio;
 
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;

@@ -102,6 +102,38 @@ fn each_mode_records_its_channels() {
 }
 
 #[test]
+fn the_bytes_written_are_counted() {
+    // Other tests record in this process at the same time: the counter grows by at least this
+    // recording's file, never by less.
+    let rate = SampleRate::Hz16000;
+    let formats = [
+        RecordFormat::Wav,
+        #[cfg(feature = "opus")]
+        RecordFormat::Opus,
+    ];
+    for format in formats {
+        let dir = temp_dir(&format!("bytes-{format:?}"));
+        let before = recording_bytes();
+        let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(&dir) };
+        let mut record = Record::new(config).unwrap();
+        let outcomes = record.outcomes().unwrap();
+        record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+        drive(&mut record, rate, 60);
+        finish(&mut record, rate);
+        let outcome = outcomes.recv_timeout(Duration::from_secs(2)).expect("finalized within 2 s");
+        let size = std::fs::metadata(&outcome.path).unwrap().len();
+        let grown = recording_bytes() - before;
+        if format == RecordFormat::Wav {
+            // 1.2 s of 16 kHz stereo: 76,800 bytes of samples after the 44-byte header.
+            assert_eq!(size, 44 + 60 * 320 * 2 * 2);
+        }
+        assert!(size > 100, "{format:?}: {size} bytes");
+        assert!(grown >= size, "{format:?}: the counter grew by {grown} bytes for a {size}-byte file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
 fn a_file_never_finalized_still_opens_after_the_periodic_flush() {
     let rate = SampleRate::Hz8000;
     let dir = temp_dir("crash");
