@@ -562,7 +562,7 @@ impl Default for RawServer {
             send_buffer_bytes: 65_536,
             stats_interval_ms: 10_000,
             read_mode: ReadMode::Readiness,
-            max_text_per_second: 20,
+            max_text_per_second: 50,
             idle_timeout_ms: 60_000,
             max_duration_s: 14_400,
         }

@@ -8,8 +8,9 @@
 //!
 //! # Layers
 //!
-//! Dependencies point one way, from the wire inwards; only `server` (and the CLI) names tokio,
-//! sockets, the file system or the wall clock.
+//! Dependencies point one way, from the wire inwards; only `server`, `events` (and the CLI) name
+//! tokio, sockets or the wall clock (processors read a monotonic clock only to time themselves
+//! for metrics, and the recorder and player touch files off the media thread).
 //!
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
@@ -25,7 +26,8 @@
 //!     ▲
 //!  media      media threads, SPSC rings, absolute-deadline clock        (std threads)
 //!     ▲
-//!  server     tokio accept loop, routing, admission, drain               (tokio, sockets)
+//!  server     tokio accept loop, routing, admission (JWT/token, TLS),    (tokio, sockets, HTTP)
+//!             drain; the HTTP control API, /metrics, the call registry
 //!  config     the TOML configuration, validated once into types
 //!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
 //!

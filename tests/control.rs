@@ -353,6 +353,9 @@ impl Receiver {
 #[tokio::test]
 async fn events_reach_the_webhook_signed_and_in_order() {
     let receiver = Receiver::start().await;
+    let dir = temp_dir("events");
+    let prompt = dir.join("beep.wav");
+    write_wav(&prompt, 8000, &vec![3000i16; 800]);
     let config = format!(
         r#"
 [server]
@@ -362,9 +365,11 @@ signature_secret = "webhook-secret"
 [[route]]
 path = "/dtmf"
 event_url = "{}"
-processors = [{{ type = "dtmf_detect" }}, {{ type = "echo" }}]
+processors = [{{ type = "dtmf_detect" }}, {{ type = "play", file = "{}" }}, {{ type = "echo" }}, {{ type = "record", dir = "{}" }}]
 "#,
-        receiver.url
+        receiver.url,
+        prompt.display(),
+        dir.display()
     );
     let server = TestServer::start(&config).await;
     let mut ws = open_call(&server, "/dtmf", "w1", 8000).await;
@@ -378,6 +383,7 @@ processors = [{{ type = "dtmf_detect" }}, {{ type = "echo" }}]
     let ack = json!({ "event": "websocket:notify", "payload": notify["payload"] });
     ws.send(Message::text(ack.to_string())).await.unwrap();
     receiver.wait_for("notify", Duration::from_secs(5)).await;
+    receiver.wait_for("stream:done", Duration::from_secs(5)).await;
     ws.send(Message::Close(None)).await.unwrap();
     let events = receiver.wait_for("ended", Duration::from_secs(5)).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or("?")).collect();
@@ -385,6 +391,11 @@ processors = [{{ type = "dtmf_detect" }}, {{ type = "echo" }}]
     assert_eq!(kinds.last(), Some(&"ended"), "{kinds:?}");
     let dtmf = events.iter().find(|e| e["event"] == "dtmf").expect("a dtmf event");
     assert_eq!((dtmf["digit"].as_str(), dtmf["source"].as_str()), (Some("7"), Some("platform")));
+    let played = events.iter().find(|e| e["event"] == "stream:done").expect("the player's stream:done");
+    assert_eq!((played["source"].as_str(), played["reason"].as_str()), (Some("play"), Some("finished")), "{played}");
+    let recorded = events.iter().find(|e| e["event"] == "recording").expect("a recording event");
+    let file = recorded["file"].as_str().unwrap();
+    assert!(std::path::Path::new(file).exists() && file.ends_with(".wav"), "{recorded}");
     let notified = events.iter().find(|e| e["event"] == "notify").expect("a notify event");
     assert_eq!(notified["payload"], json!({ "prompt": "welcome" }));
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -402,6 +413,7 @@ processors = [{{ type = "dtmf_detect" }}, {{ type = "echo" }}]
         assert!(callpipe::auth::jwt::verify_hs256(&token, b"another-secret", &validation, std::time::SystemTime::now()).is_err());
     }
     server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn jwt_config() -> &'static str {

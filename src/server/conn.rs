@@ -309,7 +309,8 @@ struct CallEvents {
 }
 
 impl CallEvents {
-    /// Publishes `{"event": kind, "call_id", "path", "seq", "timestamp", ...fields}`.
+    /// Publishes `{"event": kind, "call_id", "path", "seq", "timestamp", ...fields}`; a field
+    /// with one of the first five names is ignored.
     fn publish(&mut self, kind: &str, fields: Value) {
         let mut event = json!({
             "event": kind,
@@ -319,7 +320,9 @@ impl CallEvents {
             "timestamp": crate::events::timestamp(SystemTime::now()),
         });
         if let (Value::Object(event), Value::Object(fields)) = (&mut event, fields) {
-            event.extend(fields);
+            for (key, value) in fields {
+                event.entry(key).or_insert(value);
+            }
         }
         self.seq += 1;
         self.shared.events.publish(event, self.url.as_deref());
@@ -342,9 +345,18 @@ impl CallEvents {
                 self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() }))
             }
             Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
-                Some("finished") => self.publish("recording", data.clone()),
+                Some("finished") => {
+                    // The recording's file goes in `file`: `path` is the call's.
+                    let mut fields = data.clone();
+                    if let Some(map) = fields.as_object_mut()
+                        && let Some(file) = map.remove("path")
+                    {
+                        map.insert("file".into(), file);
+                    }
+                    self.publish("recording", fields);
+                }
                 Some("error") => {
-                    self.publish("error", json!({ "source": "recording", "error": data.get("error"), "path": data.get("path") }))
+                    self.publish("error", json!({ "source": "recording", "error": data.get("error"), "file": data.get("path") }))
                 }
                 _ => debug!(id = self.id, %data, "recording"),
             },
