@@ -127,9 +127,15 @@ impl Admission {
                 if token.is_empty() {
                     return Err(Denied::new("missing", "no token after Bearer"));
                 }
-                jwt::verify_hs256(token, secret.expose(), validation, now)
-                    .map(drop)
-                    .map_err(|e| Denied { reason: e.reason(), message: e.to_string() })
+                let claims = jwt::verify_hs256(token, secret.expose(), validation, now)
+                    .map_err(|e| Denied { reason: e.reason(), message: e.to_string() })?;
+                // A signed webhook (the platform's, or callpipe's own with the same secret)
+                // carries the hash of its body: it is not an upgrade credential, whoever
+                // received it.
+                if claims.contains_key("payload_hash") {
+                    return Err(Denied::new("webhook_token", "a signed webhook's token is not accepted for an upgrade"));
+                }
+                Ok(())
             }
             Admission::Token(secret) => {
                 // Both forms are always compared, so the time taken does not tell which one matched.
@@ -291,6 +297,8 @@ mod tests {
         let other = jwt::sign_hs256(&json!({"iat": T}), b"someone-else");
         assert_eq!(reason(Some(&format!("Bearer {other}"))), "bad_signature");
         assert_eq!(admission.check(Some(&format!("Bearer {token}")), at(T + 1000)).unwrap_err().reason, "expired");
+        let webhook = jwt::sign_hs256(&json!({"iat": T, "payload_hash": jwt::payload_hash(b"{}")}), key.as_bytes());
+        assert_eq!(reason(Some(&format!("Bearer {webhook}"))), "webhook_token", "a signed webhook's token opens no call");
     }
 
     #[test]

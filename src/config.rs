@@ -71,8 +71,10 @@ pub struct ControlConfig {
     pub ended_calls: usize,
     /// Largest audio file `PUT /calls/{id}/stream` loads, in bytes.
     pub max_stream_bytes: usize,
-    /// Time allowed to fetch an `http(s)://` stream.
+    /// Time allowed to fetch an `http(s)://` stream or read a `file://` one.
     pub fetch_timeout: Duration,
+    /// When set, `file://` streams must lie inside this directory.
+    pub stream_root: Option<std::path::PathBuf>,
 }
 
 /// Where the JSON lines of call events go.
@@ -158,7 +160,8 @@ pub struct ServerConfig {
     /// Text messages a call may send per second (burst of as many); beyond it the call is
     /// closed with 1008.
     pub max_text_per_second: u32,
-    /// A call that sends no audio frame for this long is closed with 1008; `None` for never.
+    /// A call that sends nothing (no frame, no text, no ping) for this long is closed with 1008;
+    /// `None` for never.
     pub idle_timeout: Option<Duration>,
     /// Calls are hung up (1000) after this long; `None` for no limit.
     pub max_duration: Option<Duration>,
@@ -302,7 +305,7 @@ impl Config {
                 return Err(invalid(format!("route {}: event_url {url:?} must be an http:// or https:// URL", r.path)));
             }
             let auth = match &r.auth {
-                Some(table) => Admission::from_table(table).map_err(|e| invalid(format!("route {}: auth: {e}", r.path)))?,
+                Some(table) => Admission::from_table(table).map_err(|e| invalid(format!("route {}: {e}", r.path)))?,
                 None => Admission::Open,
             };
             if let Some(other) = routes.iter().find(|o: &&Route| o.path == r.path && o.auth != auth) {
@@ -368,6 +371,7 @@ impl Config {
                 ended_calls: c.ended_calls,
                 max_stream_bytes: c.max_stream_bytes,
                 fetch_timeout: Duration::from_millis(c.fetch_timeout_ms.max(1)),
+                stream_root: (!c.stream_root.is_empty()).then(|| dir.join(&c.stream_root)),
             },
             events: EventsSettings {
                 log,
@@ -485,6 +489,7 @@ struct RawControl {
     ended_calls: usize,
     max_stream_bytes: usize,
     fetch_timeout_ms: u64,
+    stream_root: String,
 }
 
 impl Default for RawControl {
@@ -495,6 +500,7 @@ impl Default for RawControl {
             ended_calls: 1000,
             max_stream_bytes: 64 << 20,
             fetch_timeout_ms: 10_000,
+            stream_root: String::new(),
         }
     }
 }
@@ -563,7 +569,7 @@ impl Default for RawServer {
             stats_interval_ms: 10_000,
             read_mode: ReadMode::Readiness,
             max_text_per_second: 50,
-            idle_timeout_ms: 60_000,
+            idle_timeout_ms: 120_000,
             max_duration_s: 14_400,
         }
     }
@@ -655,6 +661,40 @@ mod tests {
     }
 
     #[test]
+    fn the_control_plane_settings_load() {
+        let registry = ProcessorRegistry::with_builtins();
+        let text = r#"
+            [control]
+            listen = "0.0.0.0:9000"
+            token = "t0ken"
+            stream_root = "prompts"
+            [events]
+            log = "/var/log/callpipe/events.jsonl"
+            retries = 5
+            signature_secret = "s"
+            [[route]]
+            path = "/bot"
+            event_url = "https://example.com/events"
+            auth = { type = "token", token = "x" }
+            processors = []
+        "#;
+        let config = Config::parse(text, &registry).unwrap();
+        assert_eq!(config.control.listen, Some("0.0.0.0:9000".parse().unwrap()), "a token allows any address");
+        assert_eq!(config.control.stream_root.as_deref(), Some(Path::new("prompts")));
+        assert_eq!(config.events.log, EventLog::File("/var/log/callpipe/events.jsonl".into()));
+        assert_eq!(config.events.retries, 5);
+        assert_eq!(config.routes[0].event_url.as_deref(), Some("https://example.com/events"));
+        assert!(matches!(config.admission("/bot"), Admission::Token(_)));
+        assert_eq!(config.admission("/elsewhere"), &Admission::Open);
+        let off = Config::parse("[control]\nlisten = 'off'", &registry).unwrap();
+        assert_eq!(off.control.listen, None);
+        let defaults = Config::parse("", &registry).unwrap();
+        assert_eq!(defaults.control.listen, Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!((defaults.server.max_text_per_second, defaults.server.idle_timeout), (50, Some(Duration::from_secs(120))));
+        assert_eq!(defaults.events.log, EventLog::Stdout);
+    }
+
+    #[test]
     fn routes_pick_by_header_in_order() {
         let text = r#"
             [[route]]
@@ -686,6 +726,14 @@ mod tests {
             "[[route]]\npath = '/x'\nheader = 'lang'\nprocessors = []",
             "[[route]]\npath = '/x'\nprocessors = [{ type = 'nope' }]",
             "[[route]]\npath = '/x'\nprocessors = [{ type = 'echo', delay_ms = -5 }]",
+            "[control]\nlisten = '0.0.0.0:8081'",
+            "[control]\nlisten = 'localhost'",
+            "[server]\nmax_text_per_second = 0",
+            "[events]\nqueue = 0",
+            "[events]\nlog_file = 'x'",
+            "[[route]]\npath = '/x'\nevent_url = 'ftp://example.com/e'\nprocessors = []",
+            "[[route]]\npath = '/x'\nauth = { type = 'jwt' }\nprocessors = []",
+            "[[route]]\npath = '/x'\nauth = { type = 'token', token = 'a' }\nprocessors = []\n[[route]]\npath = '/x'\nprocessors = []",
         ] {
             assert!(Config::parse(bad, &registry).is_err(), "{bad}");
         }

@@ -128,6 +128,17 @@ async fn a_stream_plays_the_files_samples_exactly() {
     let (after, _) = receive(&mut ws, Duration::from_millis(300), |_, _| false).await;
     assert!(after.is_empty(), "nothing plays after DELETE ({} samples)", after.len());
 
+    // Over HTTP: fetched, decoded and played the same; a redirect is not followed.
+    let web = serve_file(std::fs::read(&wav).unwrap()).await;
+    let (status, body) = put(&server, "/calls/s1/stream", json!({ "stream_url": [format!("{web}/prompt.wav")] })).await;
+    assert_eq!(status, 200, "{body}");
+    let (samples, _) = receive(&mut ws, Duration::from_secs(5), |s, _| s.len() >= audio.len()).await;
+    assert_eq!(&samples[..audio.len()], &audio[..], "the fetched file, sample for sample");
+    for (url, status) in [(format!("{web}/moved"), 502), (format!("{web}/missing"), 502), (format!("{web}/not-a-wav"), 400)] {
+        let (got, problem) = put(&server, "/calls/s1/stream", json!({ "stream_url": [url] })).await;
+        assert_eq!(got, status, "{url}: {problem}");
+    }
+
     // Bad requests: a missing file, a non-WAV file, a bad level, no URL.
     let text = dir.join("not.wav");
     std::fs::write(&text, "hello").unwrap();
@@ -146,6 +157,38 @@ async fn a_stream_plays_the_files_samples_exactly() {
     drop(ws);
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Serves `wav` at `/prompt.wav`, a redirect to it at `/moved`, text at `/not-a-wav` and 404
+/// elsewhere; returns the base URL.
+async fn serve_file(wav: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let wav = Arc::new(wav);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let wav = wav.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let request = String::from_utf8_lossy(&head).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let (status, extra, body): (&str, &str, Vec<u8>) = match path.as_str() {
+                    "/prompt.wav" => ("200 OK", "content-type: audio/wav\r\n", wav.to_vec()),
+                    "/moved" => ("302 Found", "location: /prompt.wav\r\n", Vec::new()),
+                    "/not-a-wav" => ("200 OK", "", b"hello".to_vec()),
+                    _ => ("404 Not Found", "", Vec::new()),
+                };
+                let response = format!("HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    base
 }
 
 /// The DTMF keys in `samples`, decoded independently of callpipe: a Goertzel filter per
@@ -396,6 +439,10 @@ processors = [{{ type = "dtmf_detect" }}, {{ type = "play", file = "{}" }}, {{ t
     let recorded = events.iter().find(|e| e["event"] == "recording").expect("a recording event");
     let file = recorded["file"].as_str().unwrap();
     assert!(std::path::Path::new(file).exists() && file.ends_with(".wav"), "{recorded}");
+    // The event leaves once the file is finalized: its header already counts every sample.
+    let wav = hound::WavReader::open(file).unwrap();
+    assert_eq!(u64::from(wav.duration()), recorded["samples"].as_u64().unwrap(), "{recorded}");
+    assert!(wav.duration() > 0);
     let notified = events.iter().find(|e| e["event"] == "notify").expect("a notify event");
     assert_eq!(notified["payload"], json!({ "prompt": "welcome" }));
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -535,8 +582,9 @@ async fn the_api_lists_pages_filters_and_explains_its_errors() {
         let path = path.replace("{id}", "nobody");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = http().request(method.clone(), server.control_url(&path)).send().await.unwrap();
-        let body = response.text().await.unwrap();
-        assert!(!body.contains("urn:callpipe:problem:not-found") && !body.contains("method-not-allowed"), "{method} {path}: {body}");
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
+        let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+        assert!(!kind.ends_with(":not-found") && !kind.ends_with(":method-not-allowed"), "{method} {path}: {body}");
     }
     // Metrics: Prometheus text, calls by route, frames and the rest.
     let response = http().get(server.control_url("/metrics")).send().await.unwrap();
@@ -577,6 +625,14 @@ async fn the_control_token_guards_the_calls_api() {
     assert_eq!(http().get(&url).bearer_auth("api-token").send().await.unwrap().status(), 200);
     assert_eq!(http().get(server.control_url("/healthz")).send().await.unwrap().status(), 200, "health stays open");
     server.stop().await;
+
+    // Without a token, requests must name a loopback host (a page that rebinds a name of its
+    // own to 127.0.0.1 gets 403).
+    let open = TestServer::start(CONFIG).await;
+    let response = http().get(open.control_url("/calls")).header("host", "rebind.example:8081").send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(http().get(open.control_url("/calls")).header("host", "localhost:8081").send().await.unwrap().status(), 200);
+    open.stop().await;
 }
 
 #[tokio::test]

@@ -144,8 +144,10 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + self.policy.timeout;
         let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
             Err(_) => return Attempt::Retry { after: None, reason: "timed out".into() },
-            Ok(Err(error)) if error.is_builder() => return Attempt::Final { reason: error.to_string() },
-            Ok(Err(error)) => return Attempt::Retry { after: None, reason: error.to_string() },
+            // `without_url`: reqwest's message would otherwise repeat the whole URL, secrets in
+            // its query or user info included.
+            Ok(Err(error)) if error.is_builder() => return Attempt::Final { reason: error.without_url().to_string() },
+            Ok(Err(error)) => return Attempt::Retry { after: None, reason: error.without_url().to_string() },
             Ok(Ok(response)) => response,
         };
         let outcome = judge(response.status(), response.headers());

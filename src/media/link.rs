@@ -89,7 +89,7 @@ impl Default for CallLink {
             waker: AtomicWaker::new(),
             peer_closed: AtomicBool::new(false),
             hangup: AtomicBool::new(false),
-            hangup_reason: AtomicU8::new(Hangup::Shutdown as u8),
+            hangup_reason: AtomicU8::new(NO_HANGUP),
             media_done: AtomicBool::new(false),
             stats: LinkStats::default(),
         }
@@ -119,10 +119,8 @@ impl CallLink {
     /// Asks the media thread to finish the call because callpipe hangs up, and wakes the
     /// connection task. The first reason given wins.
     pub fn hang_up(&self, reason: Hangup) {
-        if !self.hangup.load(Ordering::Acquire) {
-            self.hangup_reason.store(reason as u8, Ordering::Release);
-            self.hangup.store(true, Ordering::Release);
-        }
+        let _ = self.hangup_reason.compare_exchange(NO_HANGUP, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.hangup.store(true, Ordering::Release);
         self.waker.wake();
     }
 
@@ -131,6 +129,9 @@ impl CallLink {
         Hangup::from_u8(self.hangup_reason.load(Ordering::Acquire))
     }
 }
+
+/// `hangup_reason` before any hang-up.
+const NO_HANGUP: u8 = u8::MAX;
 
 /// Why callpipe ends a call itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,6 +221,11 @@ impl<C: Clock> Worker<C> {
         let closed = link.peer_closed.load(Ordering::Acquire);
         let hangup = link.hangup.load(Ordering::Acquire);
         if closed || hangup {
+            // Commands sent just before the end still apply (a stream started then ends with
+            // reason `hangup`, and says so).
+            while let Some(command) = call.end.control_in.try_pop() {
+                call.session.handle_control(command);
+            }
             call.session.finish(now, hangup && !closed);
             flush(&mut call.session, &mut call.end);
             call.end.link.stats.publish(&call.session.stats());

@@ -38,11 +38,12 @@ use std::time::Duration;
 
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
-pub use dtmf_gen::{DtmfSend, DtmfSendConfig, render_dtmf};
+pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
 pub use echo::Echo;
 pub use play::{Play, PlayConfig};
 pub use record::{
-    OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, wait_for_recordings,
+    OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, recording_in_progress,
+    wait_for_recordings,
 };
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;

@@ -78,7 +78,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
@@ -625,6 +625,21 @@ const WRITE_CHUNK: usize = 8192;
 /// Recordings handed to the writer thread and not yet finalized.
 static OPEN_RECORDINGS: AtomicUsize = AtomicUsize::new(0);
 
+/// The files of those recordings. Locked when a recording is handed over (in `prepare`) and when
+/// it is finalized (on the writer thread), never on a media thread.
+static OPEN_PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn open_paths() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    OPEN_PATHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether the recording to `path` is still being written: its call may have ended (and its
+/// `recording` `finished` event gone out) a poll interval or two before the writer thread
+/// finalizes the file. A webhook that points at the file waits for this to turn false.
+pub fn recording_in_progress(path: &Path) -> bool {
+    open_paths().iter().any(|p| p == path)
+}
+
 /// Waits up to `timeout` for the writer thread to finalize every recording whose call has ended
 /// (it does so within a poll interval or two of `finish`). A process that exits right after its
 /// calls end, as `callpipe serve` does after a graceful shutdown, calls this first, or the last
@@ -654,9 +669,12 @@ fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
     });
     match sender {
         Ok(sender) => {
+            let path = writer.path.clone();
             OPEN_RECORDINGS.fetch_add(1, Ordering::AcqRel);
+            open_paths().push(path.clone());
             sender.send(writer).map_err(|_| {
                 OPEN_RECORDINGS.fetch_sub(1, Ordering::AcqRel);
+                open_paths().retain(|p| *p != path);
                 "the writer thread has stopped".to_owned()
             })
         }
@@ -739,6 +757,12 @@ impl Job {
         let channels = u64::from(self.writer.channels);
         if let Some(Err(err)) = self.writer.sink.take().map(Sink::finalize) {
             self.error.get_or_insert(format!("finalize failed: {err}"));
+        }
+        {
+            let mut open = open_paths();
+            if let Some(i) = open.iter().position(|p| *p == self.writer.path) {
+                open.swap_remove(i);
+            }
         }
         let samples = self.written / channels;
         let outcome = RecordingOutcome {

@@ -23,8 +23,9 @@ pub(crate) const COMMAND_QUEUE: usize = 16;
 /// `notify` payloads waiting for the platform's acknowledgement, per call.
 pub(crate) const MAX_PENDING_NOTIFIES: usize = 64;
 
-/// Markers of notifies the API sent carry this bit; processors' markers do not.
-pub(crate) const API_MARKER_BIT: u64 = 1 << 63;
+/// Markers of notifies the API sent carry this bit; processors' markers do not. Below 2^53, so
+/// that a platform component that reads JSON numbers as doubles echoes them intact.
+pub(crate) const API_MARKER_BIT: u64 = 1 << 52;
 
 /// What the control API asks of a call's connection task.
 #[derive(Debug)]
@@ -236,9 +237,14 @@ impl Calls {
         self.live().insert(call.serial, call);
     }
 
-    /// Moves a call to the history with its final view.
-    pub fn end(&self, serial: u64, view: CallView) {
-        self.live().remove(&serial);
+    /// Moves a call to the history with its final view; `before` runs while the live list is
+    /// locked, just before the call leaves it.
+    pub fn end(&self, serial: u64, view: CallView, before: impl FnOnce()) {
+        {
+            let mut live = self.live();
+            before();
+            live.remove(&serial);
+        }
         if self.keep_ended == 0 {
             return;
         }
@@ -247,6 +253,12 @@ impl Calls {
             ended.pop_front();
         }
         ended.push_back(view);
+    }
+
+    /// Runs `f` over the live calls with the list locked (briefly: for sums).
+    pub fn with_live<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &Arc<LiveCall>>) -> R) -> R {
+        let live = self.live();
+        f(&mut live.values())
     }
 
     /// Every live call.

@@ -44,6 +44,9 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// How long a closing call waits for its media thread to finish the session.
 const MEDIA_FINISH_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a call's `recording` events wait for the writer thread to finalize the files.
+const FINALIZE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a close handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -63,6 +66,7 @@ enum Ending {
 }
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _connection = Connection::new(&shared);
     let _ = stream.set_nodelay(true);
     if let Some(bytes) = shared.config.server.send_buffer_bytes {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
@@ -71,7 +75,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let Some(stream) = tls::accept(stream, peer, &shared, deadline).await else { return };
     let permit = shared.permits.clone().try_acquire_owned().ok();
-    let draining = shared.draining.load(Ordering::Acquire);
+    let mut draining = false;
     let mut target = None;
     let mut denied: Option<Denied> = None;
     // The error type is tungstenite's own callback contract; its size is not ours to choose.
@@ -79,6 +83,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let path = request.uri().path();
         target = Some((path.to_owned(), request.uri().query().map(str::to_owned)));
+        // Read when the request has arrived, not when the socket was accepted.
+        draining = shared.draining.load(Ordering::Acquire);
         if permit.is_none() || draining {
             return Err(error_response(StatusCode::SERVICE_UNAVAILABLE, "callpipe is at capacity or shutting down"));
         }
@@ -128,6 +134,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let (path, query) = target.unwrap_or_default();
 
     let metadata = match first_message(&mut ws, &shared).await {
+        Ok(Some(_)) if shared.draining.load(Ordering::Acquire) => {
+            info!(%peer, path, close = 1001, "call refused: draining");
+            close(&mut ws, CloseCode::Away, "callpipe is shutting down").await;
+            return;
+        }
         Ok(Some(metadata)) => metadata,
         Ok(None) => return,
         Err(rejection) => {
@@ -149,7 +160,14 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let rate = metadata.rate;
     let headers = metadata.headers.clone();
     let call = CallInfo { id: id.clone(), path: path.clone(), metadata };
-    let mut events = CallEvents { shared: shared.clone(), id: id.clone(), path: path.clone(), url: route.event_url.clone(), seq: 0 };
+    let mut events = CallEvents {
+        shared: shared.clone(),
+        id: id.clone(),
+        path: path.clone(),
+        url: route.event_url.clone(),
+        seq: 0,
+        recordings: Vec::new(),
+    };
     // Preparing processors may touch files (a recorder opens its file, a player loads and
     // resamples one): keep it off the runtime's worker threads.
     let prepared = {
@@ -171,6 +189,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         Err(e) => {
             shared.stats.count_close(CloseCode::Internal);
             warn!(id, path, error = %e, "pipeline preparation panicked");
+            events.publish("error", json!({ "error": "pipeline preparation panicked", "close_code": 1011 }));
             close(&mut ws, CloseCode::Internal, "pipeline failed to prepare").await;
             return;
         }
@@ -184,6 +203,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     if shared.media.add(NewCall { session, end: media_end }).is_err() {
         shared.stats.count_close(CloseCode::Internal);
         warn!(id, "no media thread is running");
+        events.publish("error", json!({ "error": "no media thread is running", "close_code": 1011 }));
         close(&mut ws, CloseCode::Internal, "media threads unavailable").await;
         return;
     }
@@ -196,7 +216,6 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         r.calls_total.fetch_add(1, Ordering::Relaxed);
         r.calls_active.fetch_add(1, Ordering::Relaxed);
     }
-    let started = Instant::now();
     info!(id, path, rate = rate.hz(), processors = route.processors.len(), "call started");
     events.publish("started", json!({ "rate": rate.hz(), "metadata": headers, "start_time": crate::events::timestamp(live.started_at) }));
 
@@ -268,12 +287,16 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         catchups = s.catchups,
         "call ended"
     );
-    let r = Ordering::Relaxed;
-    shared.stats.ring_overrun_in_bytes.fetch_add(end.link.stats.ring_overrun_in_bytes.load(r), r);
-    shared.stats.ring_overrun_out.fetch_add(end.link.stats.ring_overrun_out.load(r), r);
-    shared.stats.input_missing.fetch_add(s.input_missing, r);
-    io.events.publish("ended", ended_event(&view, started));
-    shared.calls.end(serial, view);
+    io.events.publish_recordings().await;
+    io.events.publish("ended", ended_event(&view));
+    // The call's ring counters move into the server's totals in the same step that takes it off
+    // the live list, so that /metrics (which adds both) never counts it twice or not at all.
+    shared.calls.end(serial, view, || {
+        let r = Ordering::Relaxed;
+        shared.stats.ring_overrun_in_bytes.fetch_add(end.link.stats.ring_overrun_in_bytes.load(r), r);
+        shared.stats.ring_overrun_out.fetch_add(end.link.stats.ring_overrun_out.load(r), r);
+        shared.stats.input_missing.fetch_add(s.input_missing, r);
+    });
     if let Some(r) = shared.stats.routes.get(route_index) {
         r.calls_active.fetch_sub(1, Ordering::Relaxed);
     }
@@ -284,9 +307,25 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }
 }
 
-fn ended_event(view: &CallView, started: Instant) -> Value {
+/// Counts a connection task while it lives, so that a drain can wait for every one of them.
+struct Connection<'a>(&'a Shared);
+
+impl<'a> Connection<'a> {
+    fn new(shared: &'a Shared) -> Connection<'a> {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        Connection(shared)
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn ended_event(view: &CallView) -> Value {
     json!({
-        "duration_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "duration_s": view.duration_s,
         "close_code": view.close_code,
         "hangup": view.hangup,
         "frames_in": view.frames_in,
@@ -306,6 +345,8 @@ struct CallEvents {
     path: String,
     url: Option<String>,
     seq: u64,
+    /// Finished recordings whose files may still be being finalized.
+    recordings: Vec<Value>,
 }
 
 impl CallEvents {
@@ -328,6 +369,23 @@ impl CallEvents {
         self.shared.events.publish(event, self.url.as_deref());
     }
 
+    /// Publishes the `recording` events of the call's finished recordings once their files are
+    /// finalized (a poll interval or two after the call ends; at most `FINALIZE_WAIT`), so that
+    /// a webhook can fetch a complete file.
+    async fn publish_recordings(&mut self) {
+        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
+        for fields in std::mem::take(&mut self.recordings) {
+            let file = fields.get("file").and_then(Value::as_str).map(std::path::PathBuf::from);
+            while let Some(file) = &file
+                && crate::processor::recording_in_progress(file)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.publish("recording", fields);
+        }
+    }
+
     /// Publishes a processor's or the session's event.
     fn processor_event(&mut self, event: &Event) {
         match event {
@@ -346,14 +404,15 @@ impl CallEvents {
             }
             Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
                 Some("finished") => {
-                    // The recording's file goes in `file`: `path` is the call's.
+                    // The recording's file goes in `file`: `path` is the call's. The event waits
+                    // for the writer thread to finalize the file (see `publish_recordings`).
                     let mut fields = data.clone();
                     if let Some(map) = fields.as_object_mut()
                         && let Some(file) = map.remove("path")
                     {
                         map.insert("file".into(), file);
                     }
-                    self.publish("recording", fields);
+                    self.recordings.push(fields);
                 }
                 Some("error") => {
                     self.publish("error", json!({ "source": "recording", "error": data.get("error"), "file": data.get("path") }))
@@ -429,7 +488,7 @@ struct CallIo {
     /// Audio the API handed to the media thread: dropped here once the session has let go.
     retained: Vec<SharedAudio>,
     texts: TextLimit,
-    last_audio: Instant,
+    last_activity: Instant,
     events: CallEvents,
 }
 
@@ -448,7 +507,7 @@ impl CallIo {
             pending: None,
             retained: Vec::new(),
             texts: TextLimit::new(shared.config.server.max_text_per_second, call.started),
-            last_audio: call.started,
+            last_activity: call.started,
             call,
             events,
         }
@@ -483,14 +542,14 @@ impl CallIo {
         }
     }
 
-    /// The call's limits: idle timeout and maximum duration.
+    /// The call's limits: idle timeout (no message of any kind) and maximum duration.
     fn check_limits(&mut self, end: &ConnEnd) -> Option<Ending> {
         let config = &self.shared.config.server;
         if let Some(idle) = config.idle_timeout
-            && self.last_audio.elapsed() >= idle
+            && self.last_activity.elapsed() >= idle
         {
             self.shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
-            let reason = format!("no audio for {} s", idle.as_secs_f64());
+            let reason = format!("nothing received for {} s", idle.as_secs_f64());
             return Some(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
         }
         if let Some(max) = config.max_duration
@@ -612,7 +671,7 @@ impl CallIo {
                     if self.frames_in == 0 {
                         end.link.mark_first_audio(now);
                     }
-                    self.last_audio = now;
+                    self.last_activity = now;
                     self.frames_in += 1;
                     end.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
@@ -630,7 +689,8 @@ impl CallIo {
                     }
                 }
                 Message::Text(text) => {
-                    if !self.texts.allow(Instant::now()) {
+                    self.last_activity = Instant::now();
+                    if !self.texts.allow(self.last_activity) {
                         self.shared.stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
                         let reason = format!("more than {} text messages per second", self.shared.config.server.max_text_per_second);
                         return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
@@ -638,7 +698,10 @@ impl CallIo {
                     self.handle_text(text.as_str(), end);
                 }
                 Message::Close(frame) => return Poll::Ready(Ending::PeerClosed(frame.map(|f| u16::from(f.code)))),
-                Message::Ping(_) => self.needs_flush = true,
+                Message::Ping(_) => {
+                    self.last_activity = Instant::now();
+                    self.needs_flush = true;
+                }
                 Message::Pong(_) | Message::Frame(_) => {}
             }
         }

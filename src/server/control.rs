@@ -78,6 +78,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 "this endpoint does not take that method".into(),
             )
         })
+        .layer(middleware::from_fn_with_state(shared.clone(), loopback_host))
         .with_state(shared)
 }
 
@@ -115,6 +116,32 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Without a token the API listens on loopback only; a browser page could still reach it by
+/// DNS rebinding (a name of its own that resolves to 127.0.0.1), so requests must then name a
+/// loopback host.
+async fn loopback_host(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if shared.config.control.token.is_none() {
+        let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !is_loopback_host(host) {
+            let detail = format!(
+                "Host {host:?} is not a loopback name; without control.token the API answers only to 127.0.0.1, [::1] and localhost"
+            );
+            return Problem::new(StatusCode::FORBIDDEN, "forbidden-host", "Forbidden", detail).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`, `127.x.x.x` or `[::1]`,
+/// with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `/calls` requires `Authorization: Bearer <control.token>` when a token is configured.
@@ -165,7 +192,7 @@ async fn list_calls(State(shared): State<Arc<Shared>>, Query(query): Query<HashM
     let filter = status.map(|s| format!("&status={}", if s == CallStatus::Live { "live" } else { "ended" })).unwrap_or_default();
     let href = |index: usize| json!({ "href": format!("/calls?page_size={page_size}&record_index={index}{filter}") });
     let mut links = json!({ "self": href(record_index) });
-    if record_index + page_size < count {
+    if record_index.saturating_add(page_size) < count {
         links["next"] = href(record_index + page_size);
     }
     if record_index > 0 {
@@ -313,7 +340,10 @@ async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>, b
             v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
         }
     };
-    let audio = load_stream(&shared, &url, call.rate).await?;
+    let audio = {
+        let _loading = shared.stream_loads.acquire().await.map_err(|_| call_ended(&call.id))?;
+        load_stream(&shared, &url, call.rate).await?
+    };
     let stream_id = call.stream_id();
     let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain: (1.0 + level) as f32 };
     send(&call, CallCommand::Media(command))?;
@@ -330,6 +360,13 @@ async fn put_dtmf(State(shared): State<Arc<Shared>>, Path(id): Path<String>, bod
     let body = body_object(&body)?;
     let call = live_call(&shared, &id)?;
     let digits = body.get("digits").and_then(Value::as_str).ok_or_else(|| Problem::bad_request("`digits` is required, e.g. \"1234#\""))?;
+    let valid = |c: char| c.is_ascii_digit() || "*#ABCDabcd".contains(c);
+    if digits.is_empty() || digits.chars().count() > crate::processor::MAX_DIGITS || !digits.chars().all(valid) {
+        return Err(Problem::bad_request(format!(
+            "`digits` {digits:?} must hold 1 to {} keys: 0-9, *, #, A-D",
+            crate::processor::MAX_DIGITS
+        )));
+    }
     let tones =
         crate::processor::render_dtmf(digits, call.rate, DTMF_TONE_MS, DTMF_GAP_MS).map_err(|e| Problem::bad_request(e.to_string()))?;
     send(&call, CallCommand::Media(Control::Dtmf { audio: tones.into() }))?;
@@ -349,13 +386,12 @@ async fn put_notify(State(shared): State<Arc<Shared>>, Path(id): Path<String>, b
     let marker = call.notify_marker();
     {
         let mut pending = call.pending_notifies();
-        if pending.len() >= MAX_PENDING_NOTIFIES {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "call-busy",
-                "Call Busy",
-                format!("{MAX_PENDING_NOTIFIES} notifies already wait for the platform"),
-            ));
+        // A platform that never acknowledges must not block later notifies: the oldest
+        // payload is forgotten (its acknowledgement, if it ever comes, raises no event).
+        if pending.len() >= MAX_PENDING_NOTIFIES
+            && let Some(oldest) = pending.keys().min().copied()
+        {
+            pending.remove(&oldest);
         }
         pending.insert(marker, payload);
     }
@@ -374,20 +410,42 @@ async fn load_stream(shared: &Shared, url: &str, rate: SampleRate) -> Result<Vec
     let bytes = match parsed.scheme() {
         "file" => {
             let path: PathBuf = parsed.to_file_path().map_err(|()| invalid(format!("{url:?} is not a local file path")))?;
-            let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-                let size = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
-                if size > limit as u64 {
-                    return Err(format!("{} is {size} bytes, over the {limit}-byte limit", path.display()));
-                }
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-            });
-            read.await.map_err(|e| invalid(e.to_string()))?.map_err(invalid)?
+            let root = shared.config.control.stream_root.clone();
+            let read = tokio::task::spawn_blocking(move || read_file(&path, root.as_deref(), limit));
+            match tokio::time::timeout(shared.config.control.fetch_timeout, read).await {
+                Ok(read) => read.map_err(|e| invalid(e.to_string()))?.map_err(invalid)?,
+                Err(_) => return Err(invalid(format!("{url}: reading took longer than the fetch timeout"))),
+            }
         }
         "http" | "https" => fetch(shared, parsed, limit).await?,
         other => return Err(invalid(format!("stream_url scheme {other:?}: use file:// or http(s)://"))),
     };
     let decode = tokio::task::spawn_blocking(move || crate::audio::load_wav_bytes(&bytes, rate));
-    decode.await.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{url}: {e}")))
+    decode.await.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{url} is not a usable WAV file ({e})")))
+}
+
+/// Reads a regular file of at most `limit` bytes, inside `root` when one is set. Devices, FIFOs
+/// and files that grow past the limit while read are refused.
+fn read_file(path: &std::path::Path, root: Option<&std::path::Path>, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    if let Some(root) = root {
+        let real = path.canonicalize().map_err(unreadable)?;
+        let root = root.canonicalize().map_err(|e| format!("control.stream_root {}: {e}", root.display()))?;
+        if !real.starts_with(&root) {
+            return Err(format!("{} is outside control.stream_root", path.display()));
+        }
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+    if bytes.len() > limit {
+        return Err(format!("{} is over the {limit}-byte limit (control.max_stream_bytes)", path.display()));
+    }
+    Ok(bytes)
 }
 
 async fn fetch(shared: &Shared, url: url::Url, limit: usize) -> Result<Vec<u8>, Problem> {
@@ -430,6 +488,35 @@ mod tests {
         documented.sort();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in ["localhost", "LOCALHOST:8081", "127.0.0.1", "127.0.0.1:8081", "127.1.2.3:80", "[::1]", "[::1]:8081"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["", "evil.example", "evil.example:8081", "10.0.0.1:8081", "[::2]:1", "localhost.evil.example", "127.0.0.1.nip.io"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn stream_files_are_regular_bounded_and_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("callpipe-read-file-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("inner")).unwrap();
+        let file = dir.join("inner/a.wav");
+        std::fs::write(&file, [7u8; 100]).unwrap();
+        assert_eq!(read_file(&file, None, 100).unwrap().len(), 100);
+        assert!(read_file(&file, None, 99).unwrap_err().contains("limit"));
+        assert!(read_file(std::path::Path::new("/dev/zero"), None, 1000).unwrap_err().contains("not a regular file"));
+        assert!(read_file(&dir, None, 1000).is_err(), "a directory");
+        assert!(read_file(&file, Some(&dir.join("inner")), 100).is_ok());
+        let outside = dir.join("b.wav");
+        std::fs::write(&outside, [1u8; 10]).unwrap();
+        assert!(read_file(&outside, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        let sneaky = dir.join("inner/../b.wav");
+        assert!(read_file(&sneaky, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

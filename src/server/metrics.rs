@@ -28,18 +28,30 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
 fn write_calls(out: &mut Exposition, shared: &super::Shared) {
     let r = Ordering::Relaxed;
     let stats = &shared.stats;
-    out.family("callpipe_calls_active", Kind::Gauge, "Calls live now, by route.");
+    // Routes that share a path (and pick by a metadata header) add up under the path.
+    let mut by_path: Vec<(&str, u64, u64)> = Vec::new();
     for route in &stats.routes {
-        out.sample(&[("route", &route.path)], route.calls_active.load(r) as f64);
+        let (active, total) = (route.calls_active.load(r), route.calls_total.load(r));
+        match by_path.iter_mut().find(|(path, ..)| *path == route.path) {
+            Some(entry) => {
+                entry.1 += active;
+                entry.2 += total;
+            }
+            None => by_path.push((&route.path, active, total)),
+        }
     }
-    out.family("callpipe_calls_total", Kind::Counter, "Calls accepted, by route.");
-    for route in &stats.routes {
-        out.sample(&[("route", &route.path)], route.calls_total.load(r) as f64);
+    out.family("callpipe_calls_active", Kind::Gauge, "Calls live now, by route path.");
+    for (path, active, _) in &by_path {
+        out.sample(&[("route", path)], *active as f64);
+    }
+    out.family("callpipe_calls_total", Kind::Counter, "Calls accepted, by route path.");
+    for (path, _, total) in &by_path {
+        out.sample(&[("route", path)], *total as f64);
     }
     out.family(
         "callpipe_upgrades_unauthorized_total",
         Kind::Counter,
-        "WebSocket upgrades refused with HTTP 401, by reason (missing, scheme, bad_token, malformed, algorithm, bad_signature, expired, not_yet_valid, missing_iat, application_id).",
+        "WebSocket upgrades refused with HTTP 401, by reason (missing, scheme, bad_token, malformed, algorithm, bad_signature, expired, not_yet_valid, missing_iat, application_id, webhook_token).",
     );
     let refused = stats.rejected_unauthorized.lock().map(|m| m.clone()).unwrap_or_default();
     for (reason, count) in &refused {
@@ -60,14 +72,18 @@ fn write_calls(out: &mut Exposition, shared: &super::Shared) {
     out.sample(&[("limit", "max_duration")], stats.hangups_max_duration.load(r) as f64);
     out.family("callpipe_api_hangups_total", Kind::Counter, "Calls hung up through the control API.")
         .sample(&[], stats.hangups_api.load(r) as f64);
-    let (mut overrun_in, mut overrun_out, mut underrun) =
-        (stats.ring_overrun_in_bytes.load(r), stats.ring_overrun_out.load(r), stats.input_missing.load(r));
-    for call in shared.calls.live_calls() {
-        let link = &call.link.stats;
-        overrun_in += link.ring_overrun_in_bytes.load(r);
-        overrun_out += link.ring_overrun_out.load(r);
-        underrun += link.session().input_missing;
-    }
+    // Ended calls' totals plus the live calls', read under the lock that moves a call from one
+    // to the other.
+    let (overrun_in, overrun_out, underrun) = shared.calls.with_live(|live| {
+        let mut sums = (stats.ring_overrun_in_bytes.load(r), stats.ring_overrun_out.load(r), stats.input_missing.load(r));
+        for call in live {
+            let link = &call.link.stats;
+            sums.0 += link.ring_overrun_in_bytes.load(r);
+            sums.1 += link.ring_overrun_out.load(r);
+            sums.2 += link.session().input_missing;
+        }
+        sums
+    });
     out.family("callpipe_ring_overrun_in_bytes_total", Kind::Counter, "Caller audio bytes dropped because a call's inbound ring was full.")
         .sample(&[], overrun_in as f64);
     out.family("callpipe_ring_overrun_out_total", Kind::Counter, "Outbound frames dropped because a call's outbound rings were full.")

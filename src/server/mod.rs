@@ -35,8 +35,12 @@ use calls::Calls;
 /// How long the TLS handshake (with `[server.tls]`) and the upgrade request may take together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After the grace period, how long closing calls get to finish their close handshakes.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Streams the control API loads at once.
+const STREAM_LOADS: usize = 4;
+
+/// After the grace period, how long connections get to end: a call's last frames and close
+/// handshake (2 s each at most), the media thread's last pass (1 s), with a margin.
+const CLOSE_WAIT: Duration = Duration::from_secs(6);
 
 /// State shared by the accept loop and every connection task.
 pub(crate) struct Shared {
@@ -50,6 +54,10 @@ pub(crate) struct Shared {
     pub idle: Notify,
     pub permits: Arc<Semaphore>,
     pub events: EventBus,
+    /// Streams the control API is loading at once (each may hold `max_stream_bytes`).
+    pub stream_loads: Semaphore,
+    /// Connection tasks alive (from accept to the end of the call), for the drain.
+    pub connections: AtomicU64,
     /// Fetches `http(s)://` streams for the control API.
     pub http: reqwest::Client,
 }
@@ -87,6 +95,7 @@ pub async fn run(
     let events = EventBus::start(crate::events::EventsConfig::from(&config.events))?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("callpipe/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(std::io::Error::other)?;
@@ -106,6 +115,8 @@ pub async fn run(
         draining: AtomicBool::new(false),
         idle: Notify::new(),
         events,
+        connections: AtomicU64::new(0),
+        stream_loads: Semaphore::new(STREAM_LOADS),
         http,
     });
     let tls = shared.config.server.tls.is_some();
@@ -131,6 +142,16 @@ pub async fn run(
         }
         None => (None, None),
     };
+    let mut warned: Vec<&str> = Vec::new();
+    for route in &shared.config.routes {
+        if let crate::auth::Admission::Jwt { validation, .. } = &route.auth
+            && validation.application_id.is_none()
+            && !warned.contains(&route.path.as_str())
+        {
+            warned.push(&route.path);
+            warn!(path = route.path, "this route admits any JWT signed with its secret, whatever the application: set auth.application_id");
+        }
+    }
     let reporter = shared.config.server.stats_interval.map(|every| {
         let (stats, media_stats) = (stats.clone(), media_stats.clone());
         tokio::spawn(async move {
@@ -232,10 +253,20 @@ async fn drain(shared: &Arc<Shared>) {
     }
     if active() > 0 {
         info!(calls = active(), "grace period over: closing calls with 1001");
+    }
+    // Hang up every live call, again and again: a call still being set up when the drain began
+    // registers late. Every connection task gets to finish (its close handshake, the media
+    // thread's last pass, its `ended` event) before the event queue is flushed.
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    while shared.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         for call in shared.calls.live_calls() {
             call.link.hang_up(Hangup::Shutdown);
         }
-        let _ = tokio::time::timeout(CLOSE_WAIT, wait_idle(shared)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.connections.load(Ordering::Acquire);
+    if left > 0 {
+        warn!(connections = left, "connections still open after the drain");
     }
 }
 

@@ -15,7 +15,7 @@ pub type SharedAudio = Arc<[i16]>;
 #[non_exhaustive]
 pub enum Control {
     /// Outbound silence (`true`) or back to normal: while muted, nothing the processors or the
-    /// API play reaches the caller.
+    /// API play reaches the caller; audio waiting to leave is dropped at once.
     Mute(bool),
     /// The processors stop hearing the caller (`true`): they get silence, marked as missing input.
     Earmuff(bool),
@@ -34,7 +34,8 @@ pub enum Control {
     /// Stops the API's stream.
     StopStream,
     /// Plays `audio` (rendered DTMF tones) over the outbound audio: while it plays, it replaces
-    /// whatever else would be sent, so the far end hears clean tones.
+    /// whatever else would be sent, so the far end hears clean tones. Sent while tones play, it
+    /// follows them (a third replaces the second while it waits).
     Dtmf {
         /// The tones and gaps.
         audio: SharedAudio,

@@ -153,6 +153,7 @@ pub struct Session {
     earmuffed: bool,
     stream: Option<ApiAudio>,
     dtmf: Option<ApiAudio>,
+    dtmf_next: Option<ApiAudio>,
 }
 
 impl Session {
@@ -185,6 +186,7 @@ impl Session {
             earmuffed: false,
             stream: None,
             dtmf: None,
+            dtmf_next: None,
         })
     }
 
@@ -251,14 +253,29 @@ impl Session {
     /// A command from the control plane; it applies from the next pass.
     pub fn handle_control(&mut self, command: Control) {
         match command {
-            Control::Mute(on) => self.muted = on,
+            Control::Mute(on) => {
+                // Silence at once: what waits here is dropped too (the platform holds at most
+                // the look-ahead).
+                if on && !self.muted {
+                    self.outbound.clear();
+                }
+                self.muted = on;
+            }
             Control::Earmuff(on) => self.earmuffed = on,
             Control::Stream { id, audio, loops, gain } => {
                 self.end_stream(StreamEnd::Replaced);
                 self.stream = Some(ApiAudio::new(id, audio, loops, gain));
             }
             Control::StopStream => self.end_stream(StreamEnd::Stopped),
-            Control::Dtmf { audio } => self.dtmf = Some(ApiAudio::new(0, audio, 1, 1.0)),
+            Control::Dtmf { audio } => {
+                // Keys follow the ones playing (one sequence may wait; a newer one replaces it).
+                let keys = ApiAudio::new(0, audio, 1, 1.0);
+                if self.dtmf.is_none() {
+                    self.dtmf = Some(keys);
+                } else {
+                    self.dtmf_next = Some(keys);
+                }
+            }
             Control::Clear => self.clear_outbound(),
             Control::Notify { marker } => {
                 if !self.outbound.mark(marker) {
@@ -329,14 +346,28 @@ impl Session {
     /// the output now carries audio.
     fn play_api_audio(&mut self, mut written: bool) -> bool {
         if let Some(stream) = self.stream.as_mut() {
-            if stream.play_into(&mut self.output, false) {
+            // Mixed into what goes out in this pass: this pass's frame, or, when the processors
+            // queued audio instead (a `resample` wrapper does), the head of that audio.
+            let frame = self.output.len();
+            let queued = &mut self.requests.queued;
+            let target = if !written && !queued.is_empty() {
+                if queued.len() < frame {
+                    queued.resize(frame, 0);
+                }
+                &mut queued[..frame]
+            } else {
+                written = true;
+                &mut self.output[..]
+            };
+            if stream.play_into(target, false) {
                 self.end_stream(StreamEnd::Finished);
             }
-            written = true;
         }
         if let Some(dtmf) = self.dtmf.as_mut() {
+            // The tones replace everything else while they play.
+            self.requests.queued.clear();
             if dtmf.play_into(&mut self.output, true) {
-                self.dtmf = None;
+                self.dtmf = self.dtmf_next.take();
             }
             written = true;
         }

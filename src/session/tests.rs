@@ -407,3 +407,58 @@ fn api_clear_and_notify_go_out_in_order() {
     assert_eq!(drain(&mut s, t0 + FRAME_DURATION), [Out::Clear]);
     assert_eq!(s.stats().unmatched_acks, 0);
 }
+
+/// Queues one frame of a constant per pass, as a `resample` wrapper queues its converted audio.
+struct Queues(i16);
+
+impl Processor for Queues {
+    fn name(&self) -> &'static str {
+        "queues"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        let frame = [self.0; 160];
+        cx.enqueue_output(&frame);
+    }
+}
+
+#[test]
+fn an_api_stream_mixes_into_queued_audio_one_frame_per_pass() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![Box::new(Queues(100))], SessionConfig::default());
+    s.handle_control(Control::Stream { id: 1, audio: vec![7i16; 160 * 4].into(), loops: 1, gain: 1.0 });
+    let mut frames = Vec::new();
+    for n in 0..6u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_tick(now);
+        frames.extend(audio_frames(drain(&mut s, now)));
+    }
+    assert!(frames.len() <= 6 + 3, "no second frame per pass: {}", frames.len());
+    assert!(frames[..4].iter().all(|f| f.iter().all(|v| *v == 107)), "mixed, not interleaved");
+    assert!(frames[4].iter().all(|v| *v == 100));
+    assert_eq!(s.stats().dropped_out, 0);
+}
+
+#[test]
+fn dtmf_sequences_follow_each_other_and_mute_drops_what_waits() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![], SessionConfig::default());
+    s.handle_control(Control::Dtmf { audio: vec![1i16; 160].into() });
+    s.handle_control(Control::Dtmf { audio: vec![2i16; 160].into() });
+    s.handle_control(Control::Dtmf { audio: vec![3i16; 160].into() });
+    let mut firsts = Vec::new();
+    for n in 0..4u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_tick(now);
+        firsts.extend(audio_frames(drain(&mut s, now)).iter().map(|f| f[0]));
+    }
+    assert_eq!(firsts, [1, 3], "the second waited and the third replaced it");
+
+    // Audio queued ahead of its time is dropped the moment the call is muted.
+    let mut q = session_with(vec![Box::new(Queues(5)), Box::new(Queues(6))], SessionConfig::default());
+    q.handle_tick(t0);
+    drain(&mut q, t0);
+    q.handle_control(Control::Mute(true));
+    q.handle_tick(t0 + FRAME_DURATION);
+    assert!(audio_frames(drain(&mut q, t0 + FRAME_DURATION)).is_empty());
+}
