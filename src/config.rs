@@ -15,6 +15,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::auth::{Admission, Secret};
+use crate::events::{EventsConfig, LogSink, SigningKey};
 use crate::media::MediaConfig;
 use crate::processor::{ProcessorRegistry, ProcessorSpec};
 use crate::protocol::Metadata;
@@ -55,7 +56,7 @@ pub struct Config {
     /// The HTTP control API.
     pub control: ControlConfig,
     /// Call events: the JSON-lines log and webhooks.
-    pub events: EventsSettings,
+    pub events: EventsConfig,
     /// Routes, in order.
     pub routes: Vec<Route>,
 }
@@ -75,63 +76,6 @@ pub struct ControlConfig {
     pub fetch_timeout: Duration,
     /// When set, `file://` streams must lie inside this directory.
     pub stream_root: Option<std::path::PathBuf>,
-}
-
-/// Where the JSON lines of call events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventLog {
-    /// Nowhere.
-    Off,
-    /// Standard output (the server's own log lines go to standard error).
-    Stdout,
-    /// Standard error.
-    Stderr,
-    /// Appended to a file.
-    File(std::path::PathBuf),
-}
-
-impl From<&EventsSettings> for crate::events::EventsConfig {
-    fn from(e: &EventsSettings) -> crate::events::EventsConfig {
-        use crate::events::LogSink;
-        crate::events::EventsConfig {
-            log: match &e.log {
-                EventLog::Off => LogSink::Off,
-                EventLog::Stdout => LogSink::Stdout,
-                EventLog::Stderr => LogSink::Stderr,
-                EventLog::File(path) => LogSink::File(path.clone()),
-            },
-            queue: e.queue,
-            timeout: e.timeout,
-            retries: e.retries,
-            backoff: e.backoff,
-            max_backoff: e.max_backoff,
-            workers: e.workers,
-            signing: e.signature_secret.as_ref().map(|s| crate::events::SigningKey::new(s.expose())),
-        }
-    }
-}
-
-/// The `[events]` table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventsSettings {
-    /// The JSON-lines log.
-    pub log: EventLog,
-    /// Webhook deliveries waiting, in total, before new ones are dropped.
-    pub queue: usize,
-    /// Time allowed for one webhook attempt.
-    pub timeout: Duration,
-    /// Extra attempts after a failed one.
-    pub retries: u32,
-    /// The first retry's delay, doubled each time up to `max_backoff`.
-    pub backoff: Duration,
-    /// The longest delay between attempts.
-    pub max_backoff: Duration,
-    /// Webhook deliveries in flight at once.
-    pub workers: usize,
-    /// Signs webhooks (an HS256 JWT with a `payload_hash` claim) when set.
-    pub signature_secret: Option<Secret>,
-    /// How long shutdown waits for the webhook queue to empty.
-    pub flush_timeout: Duration,
 }
 
 /// The `[server]` table.
@@ -335,10 +279,10 @@ impl Config {
         }
         let e = raw.events;
         let log = match e.log.as_str() {
-            "off" | "" => EventLog::Off,
-            "stdout" => EventLog::Stdout,
-            "stderr" => EventLog::Stderr,
-            path => EventLog::File(path.into()),
+            "off" | "" => LogSink::Off,
+            "stdout" => LogSink::Stdout,
+            "stderr" => LogSink::Stderr,
+            path => LogSink::File(path.into()),
         };
         if e.queue == 0 || e.workers == 0 || e.timeout_ms == 0 {
             return Err(invalid("events.queue, events.workers and events.timeout_ms must be positive".into()));
@@ -346,7 +290,8 @@ impl Config {
         let signature_secret = match e.signature_secret.as_str() {
             "" => None,
             value => Some(Secret::parse(value).map_err(|e| invalid(format!("events.signature_secret: {e}")))?),
-        };
+        }
+        .map(|secret| SigningKey::new(secret.expose()));
         let tls = s.tls.map(|t| TlsConfig::load(&dir.join(t.cert), &dir.join(t.key))).transpose()?;
         Ok(Config {
             server: ServerConfig {
@@ -373,7 +318,7 @@ impl Config {
                 fetch_timeout: Duration::from_millis(c.fetch_timeout_ms.max(1)),
                 stream_root: (!c.stream_root.is_empty()).then(|| dir.join(&c.stream_root)),
             },
-            events: EventsSettings {
+            events: EventsConfig {
                 log,
                 queue: e.queue,
                 timeout: Duration::from_millis(e.timeout_ms),
@@ -381,7 +326,7 @@ impl Config {
                 backoff: Duration::from_millis(e.backoff_ms),
                 max_backoff: Duration::from_millis(e.max_backoff_ms.max(e.backoff_ms)),
                 workers: e.workers,
-                signature_secret,
+                signing: signature_secret,
                 flush_timeout: Duration::from_millis(e.flush_timeout_ms),
             },
             session: SessionConfig {
@@ -681,7 +626,7 @@ mod tests {
         let config = Config::parse(text, &registry).unwrap();
         assert_eq!(config.control.listen, Some("0.0.0.0:9000".parse().unwrap()), "a token allows any address");
         assert_eq!(config.control.stream_root.as_deref(), Some(Path::new("prompts")));
-        assert_eq!(config.events.log, EventLog::File("/var/log/callpipe/events.jsonl".into()));
+        assert_eq!(config.events.log, LogSink::File("/var/log/callpipe/events.jsonl".into()));
         assert_eq!(config.events.retries, 5);
         assert_eq!(config.routes[0].event_url.as_deref(), Some("https://example.com/events"));
         assert!(matches!(config.admission("/bot"), Admission::Token(_)));
@@ -691,7 +636,7 @@ mod tests {
         let defaults = Config::parse("", &registry).unwrap();
         assert_eq!(defaults.control.listen, Some("127.0.0.1:8081".parse().unwrap()));
         assert_eq!((defaults.server.max_text_per_second, defaults.server.idle_timeout), (50, Some(Duration::from_secs(120))));
-        assert_eq!(defaults.events.log, EventLog::Stdout);
+        assert_eq!(defaults.events.log, LogSink::Stdout);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct EventsConfig {
     pub workers: usize,
     /// Sign each webhook with this key when set.
     pub signing: Option<SigningKey>,
+    /// How long a server's shutdown waits in [`EventBus::flush`] for the queue to empty.
+    pub flush_timeout: Duration,
 }
 
 impl Default for EventsConfig {
@@ -110,6 +112,7 @@ impl Default for EventsConfig {
             max_backoff: Duration::from_secs(10),
             workers: 4,
             signing: None,
+            flush_timeout: Duration::from_secs(5),
         }
     }
 }

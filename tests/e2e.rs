@@ -11,37 +11,9 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Sends `frames` frames on a 20 ms clock while collecting what comes back, then waits for the
-/// echo to finish. Returns every binary message received, in order.
+/// Sends `frames` frames to `/echo` on a 20 ms clock; returns (sent, received).
 async fn echo_call(server: &TestServer, rate: u32, frames: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let bytes = rate as usize / 50 * 2;
-    let ws = server.call("/echo", rate).await;
-    let (mut tx, mut rx) = ws.split();
-    let sent: Vec<Vec<u8>> = (0..frames).map(|n| test_frame(n, bytes)).collect();
-    let to_send = sent.clone();
-    let sender = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for (n, frame) in to_send.into_iter().enumerate() {
-            tokio::time::sleep_until(start + Duration::from_millis(20 * n as u64)).await;
-            tx.send(Message::binary(frame)).await.unwrap();
-        }
-        tx
-    });
-    let mut received = Vec::new();
-    while received.len() < frames as usize {
-        match tokio::time::timeout(Duration::from_secs(2), rx.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => received.push(b.to_vec()),
-            Ok(Some(Ok(_))) => {}
-            other => {
-                eprintln!("echo stalled after {} frames at {rate} Hz: {other:?}", received.len());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                break;
-            }
-        }
-    }
-    let mut tx = sender.await.unwrap();
-    tx.send(Message::Close(None)).await.unwrap();
-    (sent, received)
+    echo_over(server.call("/echo", rate).await, rate, frames).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use callpipe::config::Config;
 use callpipe::processor::ProcessorRegistry;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -96,36 +96,6 @@ async fn wss_call(addr: SocketAddr, client: Arc<ClientConfig>, rate: u32) -> Tls
         .expect("upgrade over TLS");
     ws.send(Message::text(format!(r#"{{"event":"websocket:connected","content-type":"audio/l16;rate={rate}"}}"#))).await.unwrap();
     ws
-}
-
-/// Sends `frames` frames on a 20 ms clock and collects the echo; returns (sent, received).
-async fn echo_over(ws: TlsClient, rate: u32, frames: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let bytes = rate as usize / 50 * 2;
-    let (mut tx, mut rx) = ws.split();
-    let sent: Vec<Vec<u8>> = (0..frames).map(|n| test_frame(n, bytes)).collect();
-    let to_send = sent.clone();
-    let sender = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for (n, frame) in to_send.into_iter().enumerate() {
-            tokio::time::sleep_until(start + Duration::from_millis(20 * n as u64)).await;
-            tx.send(Message::binary(frame)).await.unwrap();
-        }
-        tx
-    });
-    let mut received = Vec::new();
-    while received.len() < frames as usize {
-        match tokio::time::timeout(Duration::from_secs(2), rx.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => received.push(b.to_vec()),
-            Ok(Some(Ok(_))) => {}
-            other => {
-                eprintln!("echo stalled after {} frames: {other:?}", received.len());
-                break;
-            }
-        }
-    }
-    let mut tx = sender.await.unwrap();
-    tx.send(Message::Close(None)).await.unwrap();
-    (sent, received)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

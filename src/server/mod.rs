@@ -92,7 +92,7 @@ pub async fn run(
         None => None,
     };
     let control_addr = control_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-    let events = EventBus::start(crate::events::EventsConfig::from(&config.events))?;
+    let events = EventBus::start(config.events.clone())?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())

@@ -39,8 +39,8 @@ impl TestServer {
         if config.control.listen == Some("127.0.0.1:8081".parse().unwrap()) {
             config.control.listen = Some("127.0.0.1:0".parse().unwrap());
         }
-        if config.events.log == callpipe::config::EventLog::Stdout {
-            config.events.log = callpipe::config::EventLog::Off;
+        if config.events.log == callpipe::events::LogSink::Stdout {
+            config.events.log = callpipe::events::LogSink::Off;
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -120,6 +120,42 @@ pub async fn close_code(ws: &mut Client) -> Option<u16> {
             Err(_) => panic!("no close within 5 s"),
         }
     }
+}
+
+/// Sends `frames` frames at `rate` on a 20 ms clock over a call whose metadata is sent, while
+/// collecting what comes back, then closes. Returns (sent, received), every binary message in
+/// order.
+pub async fn echo_over<S>(ws: WebSocketStream<S>, rate: u32, frames: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let bytes = rate as usize / 50 * 2;
+    let (mut tx, mut rx) = ws.split();
+    let sent: Vec<Vec<u8>> = (0..frames).map(|n| test_frame(n, bytes)).collect();
+    let to_send = sent.clone();
+    let sender = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for (n, frame) in to_send.into_iter().enumerate() {
+            tokio::time::sleep_until(start + Duration::from_millis(20 * n as u64)).await;
+            tx.send(Message::binary(frame)).await.unwrap();
+        }
+        tx
+    });
+    let mut received = Vec::new();
+    while received.len() < frames as usize {
+        match tokio::time::timeout(Duration::from_secs(2), rx.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => received.push(b.to_vec()),
+            Ok(Some(Ok(_))) => {}
+            other => {
+                eprintln!("echo stalled after {} frames at {rate} Hz: {other:?}", received.len());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
+            }
+        }
+    }
+    let mut tx = sender.await.unwrap();
+    tx.send(Message::Close(None)).await.unwrap();
+    (sent, received)
 }
 
 /// A deterministic, audio-like frame: every byte depends on the frame number and position.
