@@ -154,10 +154,11 @@ fn write_server(out: &mut Exposition, stats: &ServerStats) {
     out.family(
         "callpipe_upgrades_rejected_total",
         Kind::Counter,
-        "WebSocket upgrades refused: not_found (HTTP 404, no route), unavailable (HTTP 503, at capacity or draining).",
+        "WebSocket upgrades refused: not_found (HTTP 404, no route), unavailable (HTTP 503, at capacity or draining), unauthorized (HTTP 401; by reason in callpipe_upgrades_unauthorized_total).",
     );
     out.sample(&[("reason", "not_found")], load(&stats.rejected_not_found));
     out.sample(&[("reason", "unavailable")], load(&stats.rejected_unavailable));
+    out.sample(&[("reason", "unauthorized")], stats.unauthorized_total() as f64);
     counter(out, "callpipe_handshakes_failed_total", "WebSocket handshakes that failed or timed out.", load(&stats.failed_handshakes));
     counter(out, "callpipe_bad_text_messages_total", "Text messages that were not valid JSON objects.", load(&stats.bad_text));
     out.histogram(
