@@ -4,9 +4,10 @@
 #
 #   benches/jitter.sh [SECONDS] [LEVELS...]          e.g. benches/jitter.sh 30 100 500 1000 2000
 #
-# Environment: SCHED=fifo runs the server under `chrt -f 20` and the load generator under
-# `chrt -f 10` (real-time scheduling, as media servers are deployed); the default is the normal
-# scheduler. Client and server share this machine's cores, so at high levels the emulator's own
+# Environment: BIN=path uses that callpipe binary instead of building this tree's (to compare
+# with an older commit's build). SCHED=fifo runs the server under `chrt -f 20` and the load
+# generator under `chrt -f 10` (real-time scheduling, as media servers are deployed); the default
+# is the normal scheduler. Client and server share this machine's cores, so at high levels the emulator's own
 # send lateness (reported) shows when the machine, not the server, is the limit.
 # Loopback only; every run is bounded by SECONDS plus its ramp.
 set -euo pipefail
@@ -15,8 +16,12 @@ seconds=${1:-30}
 shift || true
 levels=("$@")
 [ ${#levels[@]} -gt 0 ] || levels=(100 500 1000 2000)
-cargo build --release --quiet --bin callpipe
-bin=target/release/callpipe
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN   # another build to compare, e.g. one of an older commit (git worktree)
+else
+  cargo build --release --quiet --bin callpipe
+  bin=target/release/callpipe
+fi
 server_wrap=(); client_wrap=()
 if [ "${SCHED:-}" = fifo ]; then server_wrap=(chrt -f 20); client_wrap=(chrt -f 10); fi
 hz=$(getconf CLK_TCK)
