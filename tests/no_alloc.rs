@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use callpipe::media::{OutItem, RingSizes, call_rings, step};
 use callpipe::processor::{
-    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Pipeline, Play, PlayConfig, Processor, Record,
-    RecordChannels, RecordConfig, RecordFormat, Resample,
+    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig, ForkReplies, ForkSend,
+    Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
@@ -415,4 +415,118 @@ fn control_commands_never_allocate_on_the_media_thread() {
         assert_eq!(allocations, 0, "{rate}");
         assert!(events >= 22, "every stream ended and was reported: {events}");
     }
+}
+
+#[test]
+fn forking_never_allocates_on_the_media_thread() {
+    // A target that accepts TCP (the kernel's backlog) and never answers the upgrade: the fork's
+    // task waits on its own runtime, the ring fills, frames are dropped and counted, and the
+    // task's `fork:overrun` event is moved into `emit`. Only `process` and `handle_event` are
+    // measured, pass by pass: the session's copy of an event for the event stream (which
+    // allocates, for rare events only) and the reset that drops it happen outside.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cases = [
+        (SampleRate::Hz8000, 16000, ForkSend::Caller),
+        (SampleRate::Hz16000, 16000, ForkSend::Caller),
+        (SampleRate::Hz24000, 48000, ForkSend::Caller),
+        (SampleRate::Hz8000, 16000, ForkSend::Both),
+        (SampleRate::Hz16000, 16000, ForkSend::Both),
+    ];
+    for (rate, fork_rate, send) in cases {
+        let config = ForkConfig {
+            rate: Some(fork_rate),
+            send,
+            buffer_ms: 200,
+            replies: ForkReplies::Commands,
+            ..ForkConfig::new(format!("ws://{addr}/{{call_id}}"))
+        };
+        let mut fork = Fork::new(config).unwrap();
+        let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
+        fork.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+        let frame = rate.frame_samples();
+        let mut requests = callpipe::processor::Requests::new(frame * 50);
+        let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
+        let dtmf = Event::Dtmf {
+            digit: DtmfDigit::Digit(5),
+            start_ms: None,
+            duration_ms: None,
+            source: callpipe::processor::DtmfSource::Platform,
+        };
+        let t0 = Instant::now();
+        let (mut allocations, mut emitted) = (0, 0);
+        for n in 0..400u64 {
+            for (i, s) in input.iter_mut().enumerate() {
+                *s = ((n as usize * frame + i) % 200) as i16 * 100;
+            }
+            output.fill(0);
+            requests.reset(frame * 50);
+            let mut cx = Context::new(t0 + FRAME_DURATION * n as u32, n, rate, &mut input, true, &mut output, &mut requests);
+            allocations += allocations_during(|| {
+                if n % 50 == 0 {
+                    fork.handle_event(&dtmf, &mut cx);
+                }
+                fork.process(&mut cx);
+            });
+            emitted += requests.events().len();
+            // Passes take a few ms, not 20: the task sees the drops on its own clock.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(allocations, 0, "{rate} {send:?}");
+        assert!(fork.dropped_frames() > 0, "the ring filled");
+        assert!(emitted >= 1, "the overrun event was moved into emit");
+        let mut cx = Context::new(t0, 400, rate, &mut input, false, &mut output, &mut requests);
+        assert_eq!(allocations_during(|| fork.finish(&mut cx)), 0, "{rate}: finish only sets a flag");
+    }
+    drop(listener);
+}
+
+#[test]
+fn a_forks_replies_never_allocate_on_the_media_thread() {
+    // A live target (a plain thread): it sends a second of audio, a notify, then barges in and
+    // sends more audio. The media side pops the reply ring, mixes, takes the commands and moves
+    // the `fork:connected` event: measured pass by pass as above.
+    use callpipe::processor::ForkReplies;
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let audio = |n: i16| Message::binary((0..8000).flat_map(|i| ((i % 100) as i16 * n).to_le_bytes()).collect::<Vec<u8>>());
+        ws.send(audio(50)).unwrap();
+        ws.send(Message::text(r#"{"action":"notify","payload":1}"#)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        ws.send(Message::text(r#"{"action":"clear"}"#)).unwrap();
+        ws.send(audio(-50)).unwrap();
+        let _ = ws.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        while ws.read().is_ok() {}
+    });
+    let rate = SampleRate::Hz8000;
+    let config = ForkConfig { replies: ForkReplies::Commands, ..ForkConfig::new(format!("ws://{addr}/bot")) };
+    let mut fork = Fork::new(config).unwrap();
+    let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
+    fork.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+    let frame = rate.frame_samples();
+    let mut requests = callpipe::processor::Requests::new(frame * 50);
+    let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
+    let t0 = Instant::now();
+    let (mut allocations, mut mixed, mut notifies, mut clears) = (0, 0, 0, 0);
+    for n in 0..600u64 {
+        output.fill(0);
+        requests.reset(frame * 50);
+        let mut cx = Context::new(t0 + FRAME_DURATION * n as u32, n, rate, &mut input, true, &mut output, &mut requests);
+        allocations += allocations_during(|| fork.process(&mut cx));
+        mixed += usize::from(cx.output_written());
+        notifies += requests.notifies().len();
+        clears += usize::from(requests.clear_requested());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut cx = Context::new(t0, 600, rate, &mut input, false, &mut output, &mut requests);
+    fork.finish(&mut cx);
+    assert_eq!(allocations, 0);
+    assert!(mixed >= 50, "reply audio was mixed in {mixed} passes");
+    assert_eq!((notifies, clears), (1, 1));
+    drop(fork);
+    target.join().unwrap();
 }

@@ -143,6 +143,8 @@ pub enum Hangup {
     Api = 1,
     /// The call reached the maximum duration (close 1000).
     MaxDuration = 2,
+    /// A processor asked, e.g. a `fork` target's `hangup` command (close 1000).
+    Processor = 3,
 }
 
 impl Hangup {
@@ -150,6 +152,7 @@ impl Hangup {
         match value {
             1 => Hangup::Api,
             2 => Hangup::MaxDuration,
+            3 => Hangup::Processor,
             _ => Hangup::Shutdown,
         }
     }

@@ -294,6 +294,11 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, now: Instant) {
     session.handle_tick(now);
     flush(session, end);
     end.link.stats.publish(&session.stats());
+    if session.hangup_requested() && !end.link.hangup.load(Ordering::Acquire) {
+        // A processor asked (e.g. a fork target's `hangup` command): the next tick finishes the
+        // call, as after the control API's hang-up.
+        end.link.hang_up(super::link::Hangup::Processor);
+    }
 }
 
 /// Moves everything the session released into the call's outbound rings.

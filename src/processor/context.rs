@@ -18,6 +18,7 @@ pub const MAX_NOTIFIES_PER_PASS: usize = 8;
 #[derive(Debug)]
 pub struct Requests {
     pub(crate) clear: bool,
+    pub(crate) hangup: bool,
     pub(crate) notifies: Vec<u64>,
     pub(crate) events: Vec<(Option<usize>, Event)>,
     pub(crate) queued: Vec<i16>,
@@ -32,6 +33,7 @@ impl Requests {
     pub fn new(queue_capacity: usize) -> Requests {
         Requests {
             clear: false,
+            hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
             events: Vec::with_capacity(MAX_EVENTS_PER_PASS),
             queued: Vec::with_capacity(queue_capacity),
@@ -47,6 +49,7 @@ impl Requests {
     /// every pass; a test that drives a processor by hand does the same.
     pub fn reset(&mut self, queue_room: usize) {
         self.clear = false;
+        self.hangup = false;
         self.notifies.clear();
         self.events.clear();
         self.queued.clear();
@@ -58,6 +61,11 @@ impl Requests {
     /// Whether a processor asked for a `clear` in this pass.
     pub fn clear_requested(&self) -> bool {
         self.clear
+    }
+
+    /// Whether a processor asked to hang up the call in this pass.
+    pub fn hangup_requested(&self) -> bool {
+        self.hangup
     }
 
     /// The `notify` markers requested in this pass, in order.
@@ -206,6 +214,17 @@ impl<'a> Context<'a> {
         } else {
             self.requests.dropped_notifies += 1;
         }
+    }
+
+    /// Asks callpipe to hang up the call: the connection closes with 1000 after the audio
+    /// already released has been sent, and the call's `hangup` reason is `"processor"`.
+    pub fn hang_up(&mut self) {
+        self.requests.hangup = true;
+    }
+
+    /// Events that [`emit`](Self::emit) would still accept in this pass.
+    pub fn events_room(&self) -> usize {
+        self.requests.events.capacity() - self.requests.events.len()
     }
 
     /// Emits an event: to the call's event stream, and to the other processors at the next pass.

@@ -28,6 +28,7 @@ mod context;
 mod dtmf;
 mod dtmf_gen;
 mod echo;
+mod fork;
 mod play;
 mod record;
 mod registry;
@@ -40,6 +41,7 @@ pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests}
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
 pub use echo::Echo;
+pub use fork::{Command as ForkCommand, Fork, ForkConfig, ForkReplies, ForkSend, parse_command as parse_fork_command};
 pub use play::{Play, PlayConfig};
 pub use record::{
     OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, recording_in_progress,

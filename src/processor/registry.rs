@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
-    RecordChannels, RecordConfig, RecordFormat, Resample,
+    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Fork, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig,
+    Processor, ProcessorError, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -132,6 +132,49 @@ impl ProcessorRegistry {
                 })?),
             };
             Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate })?))
+        });
+        registry.register("fork", |params| {
+            let p = Params::new("fork", params);
+            p.only(&["url", "headers", "rate", "frame_ms", "first_message", "buffer_ms", "replies", "reply_rate", "name", "send"])?;
+            let url = p.str("url")?.ok_or_else(|| p.error("`url` is required, e.g. url = \"ws://127.0.0.1:9000/stt/{call_id}\""))?;
+            let d = ForkConfig::new(url);
+            let headers = match params.get("headers") {
+                None => Vec::new(),
+                Some(toml::Value::Table(table)) => table
+                    .iter()
+                    .map(|(k, v)| match v {
+                        toml::Value::String(s) => Ok((k.clone(), s.clone())),
+                        other => Err(p.error(format!("`headers`.{k} must be a string, not {}", other.type_str()))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(p.error(format!("`headers` must be a table of strings, not {}", other.type_str()))),
+            };
+            let optional_rate = |key: &str| -> Result<Option<u32>, ProcessorError> {
+                if params.contains_key(key) { p.u32_or(key, 0).map(Some) } else { Ok(None) }
+            };
+            let replies = match p.str("replies")? {
+                None => ForkReplies::default(),
+                Some(text) => ForkReplies::parse(text)
+                    .ok_or_else(|| p.error(format!("`replies` must be \"events\" or \"commands\", not {text:?}")))?,
+            };
+            let send = match p.str("send")? {
+                None => ForkSend::default(),
+                Some(text) => {
+                    ForkSend::parse(text).ok_or_else(|| p.error(format!("`send` must be \"caller\" or \"both\", not {text:?}")))?
+                }
+            };
+            Ok(Box::new(Fork::new(ForkConfig {
+                headers,
+                send,
+                rate: optional_rate("rate")?,
+                frame_ms: p.u32_or("frame_ms", d.frame_ms)?,
+                first_message: p.str("first_message")?.map(str::to_owned),
+                buffer_ms: p.u32_or("buffer_ms", d.buffer_ms)?,
+                replies,
+                reply_rate: optional_rate("reply_rate")?,
+                name: p.str("name")?.map(str::to_owned),
+                ..d
+            })?))
         });
         registry
     }

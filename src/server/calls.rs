@@ -139,6 +139,7 @@ fn hangup_name(reason: Hangup) -> &'static str {
         Hangup::Shutdown => "shutdown",
         Hangup::Api => "api",
         Hangup::MaxDuration => "max_duration",
+        Hangup::Processor => "processor",
     }
 }
 

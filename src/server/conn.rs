@@ -250,6 +250,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Hangup::Shutdown => (CloseCode::Away, "callpipe is shutting down"),
                 Hangup::Api => (CloseCode::Normal, "hung up through the control API"),
                 Hangup::MaxDuration => (CloseCode::Normal, "maximum call duration reached"),
+                Hangup::Processor => (CloseCode::Normal, "hung up by a processor"),
             };
             close(&mut ws, code, reason).await;
             i32::from(code.code())

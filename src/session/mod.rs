@@ -148,6 +148,8 @@ pub struct Session {
     awaiting_clears: u64,
     stats: SessionStats,
     finished: bool,
+    /// A processor asked to hang up (see [`Context::hang_up`]).
+    hangup_requested: bool,
     /// Control API state: outbound silence, deaf processors, a stream and DTMF tones.
     muted: bool,
     earmuffed: bool,
@@ -182,6 +184,7 @@ impl Session {
             awaiting_clears: 0,
             stats: SessionStats::default(),
             finished: false,
+            hangup_requested: false,
             muted: false,
             earmuffed: false,
             stream: None,
@@ -398,6 +401,12 @@ impl Session {
         }
     }
 
+    /// Whether a processor has asked to hang up the call ([`Context::hang_up`]). The media
+    /// thread then hangs up through the call's link, as the control API does.
+    pub fn hangup_requested(&self) -> bool {
+        self.hangup_requested
+    }
+
     /// Whether [`finish`](Session::finish) has run.
     pub fn is_finished(&self) -> bool {
         self.finished
@@ -432,6 +441,7 @@ impl Session {
     }
 
     fn apply_requests(&mut self, written: bool) {
+        self.hangup_requested |= self.requests.hangup;
         if self.requests.clear {
             self.clear_outbound();
         }
