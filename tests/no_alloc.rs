@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::f64::consts::TAU;
 use std::time::Instant;
 
-use callpipe::media::{OutItem, RingSizes, call_rings, step};
+use callpipe::media::{ConnEnd, OutItem, RingSizes, call_rings, step};
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig, ForkReplies, ForkSend,
     Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
@@ -105,6 +105,16 @@ impl Processor for Busy {
     }
 }
 
+/// The connection side's writes: everything the media thread released goes to the "socket",
+/// every audio item a whole frame.
+fn send_released(conn: &mut ConnEnd, out: &mut [u8; MAX_FRAME_BYTES], rate: SampleRate) {
+    while let Some(item) = conn.items_out.try_pop() {
+        if let OutItem::Audio { .. } = item {
+            assert_eq!(conn.audio_out.pop_slice(&mut out[..rate.frame_bytes()]), rate.frame_bytes());
+        }
+    }
+}
+
 /// Allocations over 10,000 steady-state ticks, and the session's counters at the end.
 fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -> (usize, callpipe::session::SessionStats) {
     let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
@@ -143,11 +153,7 @@ fn steady_state_allocations_with(
         // Media thread.
         step(&mut session, &mut media, t0 + FRAME_DURATION * n);
         // Connection side: everything released goes to the socket.
-        while let Some(item) = conn.items_out.try_pop() {
-            if let OutItem::Audio { .. } = item {
-                assert_eq!(conn.audio_out.pop_slice(&mut out[..rate.frame_bytes()]), rate.frame_bytes());
-            }
-        }
+        send_released(&mut conn, &mut out, rate);
         // Processor events are rare and leave on the connection side, which may allocate.
         while let Some(event) = conn.events_out.try_pop() {
             if let Event::Dtmf { .. } = event {
@@ -395,11 +401,7 @@ fn control_commands_never_allocate_on_the_media_thread() {
                 assert!(conn.control_in.try_push(command).is_ok());
             }
             step(&mut session, &mut media, t0 + FRAME_DURATION * n);
-            while let Some(item) = conn.items_out.try_pop() {
-                if let OutItem::Audio { .. } = item {
-                    conn.audio_out.pop_slice(&mut out[..rate.frame_bytes()]);
-                }
-            }
+            send_released(&mut conn, &mut out, rate);
             while conn.events_out.try_pop().is_some() {
                 events += 1;
             }
