@@ -243,6 +243,9 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
             registry.build_pipeline(&processors).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
+            if count_kind(&processors, "conference") > 1 {
+                return Err(invalid(format!("route {}: a call joins one conference at most; the route has several", r.path)));
+            }
             if let Some(url) = &r.event_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
@@ -562,6 +565,24 @@ struct RawRoute {
     processors: Vec<toml::Table>,
     event_url: Option<String>,
     auth: Option<toml::Table>,
+}
+
+/// Processors of type `kind` in `specs`, counting those inside `resample` wrappers.
+fn count_kind(specs: &[ProcessorSpec], kind: &str) -> usize {
+    specs
+        .iter()
+        .map(|spec| {
+            let nested = match spec.params.get("processors") {
+                Some(toml::Value::Array(inner)) => inner
+                    .iter()
+                    .filter_map(|v| v.as_table().cloned().and_then(|t| ProcessorSpec::from_table(t).ok()))
+                    .map(|s| count_kind(std::slice::from_ref(&s), kind))
+                    .sum(),
+                _ => 0,
+            };
+            usize::from(spec.kind == kind) + nested
+        })
+        .sum()
 }
 
 #[cfg(test)]

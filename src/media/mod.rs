@@ -116,14 +116,27 @@ impl MediaPool {
         &self.stats
     }
 
-    /// Hands a call to the least-loaded thread. Gives the call back if no thread is running.
+    /// Hands a call to the least-loaded thread, or, for a conference member, to the thread of
+    /// its conference (placed with its first member). Gives the call back if no thread is
+    /// running (or the conference's has stopped).
     pub fn add(&self, call: NewCall) -> Result<(), Box<NewCall>> {
         let mut call = Box::new(call);
-        let mut order: Vec<&ThreadHandle> = self.threads.iter().collect();
-        order.sort_by_key(|t| t.load.load(Ordering::Relaxed));
-        for thread in order {
+        let conference = call.conference.as_ref().map(|a| a.conference.clone());
+        // Held while placing, so that two first members agree on the thread.
+        let mut home = conference.as_ref().map(|c| c.home().lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut order: Vec<(usize, &ThreadHandle)> = self.threads.iter().enumerate().collect();
+        match home.as_deref().copied().flatten() {
+            Some(pinned) => order.retain(|(i, _)| *i == pinned),
+            None => order.sort_by_key(|(_, t)| t.load.load(Ordering::Relaxed)),
+        }
+        for (i, thread) in order {
             match thread.commands.send(Command::Add(call)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(home) = home.as_deref_mut() {
+                        *home = Some(i);
+                    }
+                    return Ok(());
+                }
                 Err(err) => {
                     let Command::Add(back) = err.0 else { unreachable!("only Add was sent") };
                     call = back;

@@ -8,10 +8,16 @@
 //! If the thread wakes late it runs every slot it missed, back to back, each with its own
 //! scheduled instant: missed ticks are made up. Beyond `max_catchup` it jumps to the present and
 //! counts the skipped ticks; the calls' jitter policies then drop the stale audio on purpose.
+//!
+//! The thread also runs the [`Mixer`] of every conference whose members it hosts (the pool puts
+//! all of a conference's members on one thread): once per cycle, at the first occupied slot of
+//! the cycle, before any call of that slot. Between two mixes every member passes once, so each
+//! hears the others with exactly one frame of delay. With no calls left it keeps ticking its
+//! mixers each cycle until they end (finalizing their recordings).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
@@ -20,6 +26,7 @@ use ringbuf::traits::{Consumer, Observer, Producer};
 
 use super::clock::{Clock, grid_instant};
 use super::link::{CallLink, MediaEnd, OutItem};
+use crate::processor::{Admitted, Mixer};
 use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES};
 use crate::session::{Session, Transmit};
 use crate::stats::Histogram;
@@ -38,6 +45,16 @@ pub struct NewCall {
     pub session: Session,
     /// The media thread's ends of the call's rings.
     pub end: MediaEnd,
+    /// The conference the call joins, admitted: its member goes to the conference's mixer on
+    /// this thread (the pool places the call on the conference's thread).
+    pub conference: Option<Admitted>,
+}
+
+impl NewCall {
+    /// A call that joins no conference.
+    pub fn new(session: Session, end: MediaEnd) -> NewCall {
+        NewCall { session, end, conference: None }
+    }
 }
 
 /// Messages to a media thread.
@@ -55,6 +72,8 @@ pub struct MediaStats {
     pub skipped_ticks: AtomicU64,
     /// Calls currently on media threads.
     pub calls: AtomicUsize,
+    /// Conference mixers currently on media threads.
+    pub mixers: AtomicUsize,
 }
 
 /// The media thread's side of its relay.
@@ -87,6 +106,9 @@ pub(crate) struct Worker<C: Clock> {
     calls: Vec<Option<MediaCall>>,
     free: Vec<usize>,
     slots: Vec<Vec<usize>>,
+    mixers: Vec<Mixer>,
+    /// The cycle the mixers last ran in.
+    mixed_cycle: u64,
     epoch: Instant,
     next: u64,
 }
@@ -111,6 +133,8 @@ impl<C: Clock> Worker<C> {
             calls: Vec::new(),
             free: Vec::new(),
             slots: vec![Vec::new(); SLOTS],
+            mixers: Vec::new(),
+            mixed_cycle: u64::MAX,
             epoch,
             next: 0,
         }
@@ -119,12 +143,25 @@ impl<C: Clock> Worker<C> {
     pub fn run(mut self) {
         loop {
             if self.active() == 0 {
-                match self.commands.recv() {
+                let command = if self.mixers.is_empty() {
+                    self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    // No calls, but mixers that must see their members leave and end.
+                    self.commands.recv_timeout(FRAME_DURATION)
+                };
+                match command {
                     Ok(Command::Add(call)) => {
                         self.next = self.slot_at(self.clock.now()) + 1;
                         self.add(*call);
                     }
-                    Ok(Command::Shutdown) | Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.run_mixers();
+                        continue;
+                    }
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        self.finish_all();
+                        return;
+                    }
                 }
             }
             loop {
@@ -152,6 +189,17 @@ impl<C: Clock> Worker<C> {
     fn add(&mut self, call: NewCall) {
         // The least-populated slot spreads the calls' work over the cycle.
         let slot = (0..SLOTS).min_by_key(|s| (self.slots[*s].len(), (*s + SLOTS - (self.next as usize % SLOTS)) % SLOTS)).unwrap_or(0);
+        if let Some(Admitted { conference, member, mixed }) = call.conference {
+            match self.mixers.iter_mut().find(|m| Arc::ptr_eq(m.conference(), &conference)) {
+                Some(mixer) => mixer.add(member),
+                None => {
+                    let mut mixer = Mixer::new(conference, mixed);
+                    mixer.add(member);
+                    self.mixers.push(mixer);
+                    self.stats.mixers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let entry = MediaCall { session: call.session, end: call.end, aligned: false };
         let index = match self.free.pop() {
             Some(i) => {
@@ -191,6 +239,10 @@ impl<C: Clock> Worker<C> {
             return;
         }
         self.stats.tick_lateness.record(late);
+        if k / SLOTS as u64 != self.mixed_cycle {
+            self.mixed_cycle = k / SLOTS as u64;
+            self.run_mixers();
+        }
         let slot = (k % SLOTS as u64) as usize;
         let mut i = 0;
         while i < self.slots[slot].len() {
@@ -248,6 +300,21 @@ impl<C: Clock> Worker<C> {
         AfterTick::Keep
     }
 
+    /// One cycle of every conference on this thread; ended conferences go.
+    fn run_mixers(&mut self) {
+        let mut i = 0;
+        while i < self.mixers.len() {
+            self.mixers[i].mix();
+            if self.mixers[i].is_done() {
+                // Drops the mixed recording's producer: the writer finalizes the file.
+                self.mixers.swap_remove(i);
+                self.stats.mixers.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     fn remove(&mut self, index: usize) {
         if self.calls[index].take().is_some() {
             self.free.push(index);
@@ -270,6 +337,8 @@ impl<C: Clock> Worker<C> {
         for slot in &mut self.slots {
             slot.clear();
         }
+        self.stats.mixers.fetch_sub(self.mixers.len(), Ordering::Relaxed);
+        self.mixers.clear();
     }
 }
 
@@ -389,7 +458,7 @@ mod tests {
         let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), SessionConfig::default()).unwrap();
         let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
         worker.next = worker.slot_at(clock.now()) + 1;
-        worker.add(NewCall { session, end: media });
+        worker.add(NewCall::new(session, media));
         (worker, clock, conn)
     }
 
@@ -436,6 +505,80 @@ mod tests {
         assert!((49..=50).contains(&skipped), "{skipped}");
         worker.run_next_slot();
         assert_eq!(passes(&conn), 2, "and then ticks resume on the grid");
+    }
+
+    #[test]
+    fn fifty_members_on_the_slot_wheel_hear_the_others_one_frame_later() {
+        use crate::processor::conference::tests::{expected_outputs, noise, rate_of};
+        use crate::processor::{Conference, ConferenceConfig, ConferenceSettings, Conferences};
+        use crate::protocol::{decode_l16, encode_l16};
+
+        let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+        let (_tx, rx) = channel();
+        let (ring, _relay) = HeapRb::<Arc<CallLink>>::new(64).split();
+        let relay = RelayFeed { ring, waker: Arc::new(AtomicWaker::new()) };
+        let stats = Arc::new(MediaStats::default());
+        let mut worker = Worker::new(clock.clone(), rx, relay, Arc::new(AtomicUsize::new(0)), stats.clone(), Duration::from_millis(200));
+        // Start on a cycle boundary, so that every member's first pass falls in the first cycle.
+        worker.next = (worker.slot_at(clock.now()) / SLOTS as u64 + 1) * SLOTS as u64;
+        let hub = Conferences::new();
+        let settings = ConferenceSettings::default();
+        let rates: Vec<u32> = (0..50).map(|i| [8000, 16000, 24000][i % 3]).collect();
+        let mut conns = Vec::new();
+        for (i, hz) in rates.iter().enumerate() {
+            let rate = rate_of(*hz);
+            let call = CallInfo { id: format!("w{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+            let conference = Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("wheel") }).unwrap();
+            let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(conference)]), SessionConfig::default()).unwrap();
+            let join = session.take_conference_joins().pop().expect("prepared by the session");
+            let (admitted, _membership) = hub.admit(join, None).unwrap();
+            let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+            worker.add(NewCall { session, end: media, conference: Some(admitted) });
+            conns.push(conn);
+        }
+        assert_eq!(stats.mixers.load(Ordering::Relaxed), 1, "one mixer for the conference");
+        assert!(worker.slots.iter().all(|s| !s.is_empty()), "the members are spread over every slot");
+
+        let passes = 40;
+        let inputs: Vec<Vec<Vec<i16>>> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, hz)| {
+                noise(100 + i as u64, (*hz / 50) as usize * passes, 2000).chunks((*hz / 50) as usize).map(<[i16]>::to_vec).collect()
+            })
+            .collect();
+        let mut heard: Vec<Vec<i16>> = vec![Vec::new(); rates.len()];
+        let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
+        let mut pcm = [0i16; MAX_FRAME_BYTES];
+        for p in 0..passes {
+            for (conn, frames) in conns.iter_mut().zip(&inputs) {
+                let n = encode_l16(&frames[p], &mut bytes);
+                assert_eq!(conn.audio_in.push_slice(&bytes[..n]), n);
+            }
+            for _ in 0..SLOTS {
+                worker.run_next_slot();
+            }
+            for (conn, out) in conns.iter_mut().zip(&mut heard) {
+                while conn.items_out.try_pop().is_some() {}
+                loop {
+                    let n = conn.audio_out.pop_slice(&mut bytes);
+                    if n == 0 {
+                        break;
+                    }
+                    let samples = decode_l16(&bytes[..n], &mut pcm);
+                    out.extend_from_slice(&pcm[..samples]);
+                }
+            }
+        }
+        let expected = expected_outputs(&rates, settings.rate, &inputs, &[true; 50]);
+        for (i, (out, frames)) in heard.iter().zip(&expected).enumerate() {
+            let expected: Vec<i16> = frames.concat();
+            let frame = (rates[i] / 50) as usize;
+            assert!(out.len() >= (passes - 3) * frame, "member {i}: {} samples released", out.len());
+            assert!(out[..] == expected[..out.len()], "member {i} at {} Hz hears exactly the others, one frame later", rates[i]);
+            assert!(out.iter().any(|s| *s != 0));
+            assert_eq!(conns[i].link.stats.session().input_missing, 0);
+        }
     }
 
     #[test]

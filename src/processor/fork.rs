@@ -207,7 +207,7 @@ impl ForkConfig {
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq)]
-enum Piece {
+pub(super) enum Piece {
     Literal(String),
     CallId,
     Path,
@@ -216,7 +216,7 @@ enum Piece {
 
 /// How a template's values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Escape {
+pub(super) enum Escape {
     /// Percent-encoding of everything but RFC 3986's unreserved characters.
     Url,
     /// The inside of a JSON string.
@@ -227,7 +227,7 @@ enum Escape {
 
 /// Parses a template: `{call_id}`, `{path}` and `{header:NAME}` (NAME of `[A-Za-z0-9_-]`) are
 /// placeholders; every other character, braces included, is literal.
-fn parse_template(text: &str) -> Vec<Piece> {
+pub(super) fn parse_template(text: &str) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut rest = text;
@@ -268,7 +268,7 @@ fn parse_template(text: &str) -> Vec<Piece> {
 }
 
 /// Fills a template from the call; a missing header is empty.
-fn render(pieces: &[Piece], call: &CallInfo, escape: Escape) -> String {
+pub(super) fn render(pieces: &[Piece], call: &CallInfo, escape: Escape) -> String {
     let mut out = String::new();
     for piece in pieces {
         let value = match piece {

@@ -24,6 +24,7 @@
 //! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`), and the
 //! recorder counts the bytes it writes ([`recording_bytes`]).
 
+pub(crate) mod conference;
 mod context;
 mod dtmf;
 mod dtmf_gen;
@@ -37,6 +38,11 @@ mod timing;
 
 use std::time::Duration;
 
+pub use conference::{
+    Admitted, Conference, ConferenceConfig, ConferenceRecording, ConferenceSettings, ConferenceState, ConferenceStats, ConferenceSummary,
+    Conferences, Join as ConferenceJoin, JoinError as ConferenceJoinError, MemberState, MemberView, Membership, Mixer, MixerMember,
+    Role as ConferenceRole, check_name as check_conference_name,
+};
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
@@ -183,6 +189,13 @@ pub trait Processor: Send + 'static {
     fn players_active(&self) -> u64 {
         0
     }
+
+    /// A conference member's way to its conference: the [`conference`](Conference) processor
+    /// returns its [`ConferenceJoin`] here, once, after `prepare`; the server admits it and
+    /// places the call on the conference's media thread. Other processors keep the default.
+    fn take_conference_join(&mut self) -> Option<ConferenceJoin> {
+        None
+    }
 }
 
 /// A call's ordered chain of processors.
@@ -236,6 +249,11 @@ impl Pipeline {
     /// The sum of the stages' delays.
     pub fn delay(&self) -> Duration {
         self.stages.iter().map(|s| s.delay()).sum()
+    }
+
+    /// The conference joins of the stages (see [`Processor::take_conference_join`]), taken.
+    pub fn take_conference_joins(&mut self) -> Vec<ConferenceJoin> {
+        self.stages.iter_mut().filter_map(|s| s.take_conference_join()).collect()
     }
 
     /// Players playing now, over every stage.

@@ -529,6 +529,91 @@ impl Drop for Record {
     }
 }
 
+/// A mono recording fed from a media thread, for recorders other than [`Record`] (a conference's
+/// mixed file and its members' tracks): a ring of [`RING_SECONDS`] into the process's writer
+/// thread, like a `record` processor's. Opening creates the file (do it off the media thread);
+/// [`Track::push`] only copies; dropping the track (or [`Track::stop`]) lets the writer finalize.
+pub(crate) struct Track {
+    path: PathBuf,
+    producer: HeapProd<i16>,
+    shared: Arc<Shared>,
+    outcomes: Option<mpsc::Receiver<RecordingOutcome>>,
+    pushed: u64,
+    stopped: bool,
+}
+
+impl Track {
+    /// Creates `path` (its directory too) as a mono file of `format` at `rate` and hands it to the
+    /// writer thread.
+    pub(crate) fn open(path: PathBuf, rate: u32, format: RecordFormat) -> Result<Track, String> {
+        if let Some(dir) = path.parent()
+            && let Err(err) = std::fs::create_dir_all(dir)
+        {
+            return Err(format!("cannot create {}: {err}", dir.display()));
+        }
+        let config = RecordConfig { channels: RecordChannels::Caller, format, ..RecordConfig::new("") };
+        let sink = Sink::create(&path, &config, rate)?;
+        let (producer, consumer) = HeapRb::<i16>::new(rate as usize * RING_SECONDS).split();
+        let shared = Arc::<Shared>::default();
+        let (tx, rx) = mpsc::channel();
+        hand_to_writer_thread(Writer {
+            sink: Some(sink),
+            path: path.clone(),
+            channels: 1,
+            rate,
+            consumer,
+            shared: shared.clone(),
+            outcomes: tx,
+        })?;
+        Ok(Track { path, producer, shared, outcomes: Some(rx), pushed: 0, stopped: false })
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hands `samples` to the writer whole, or drops and counts them when the ring is full.
+    /// Allocation-free.
+    pub(crate) fn push(&mut self, samples: &[i16]) {
+        if self.stopped {
+            return;
+        }
+        if self.producer.vacant_len() >= samples.len() {
+            self.producer.push_slice(samples);
+            self.pushed += samples.len() as u64;
+        } else {
+            self.shared.dropped.fetch_add(samples.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The channel on which the writer reports the finalized file (once). Take it before the
+    /// track goes to a media thread.
+    pub(crate) fn outcomes(&mut self) -> Option<mpsc::Receiver<RecordingOutcome>> {
+        self.outcomes.take()
+    }
+
+    /// Tells the writer to drain and finalize (once): a flag, nothing else.
+    pub(crate) fn stop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            self.shared.stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for Track {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Track").field("path", &self.path).field("pushed", &self.pushed).field("stopped", &self.stopped).finish()
+    }
+}
+
 /// An open recording file, as the writer thread holds it.
 enum Sink {
     Wav(Wav),
@@ -908,7 +993,7 @@ fn render(pieces: &[Piece], call: &CallInfo, rate: u32, start: SystemTime) -> St
 }
 
 /// `time` in UTC as `YYYYMMDDTHHMMSSZ` (times before 1970 render as 1970).
-fn utc_stamp(time: SystemTime) -> String {
+pub(crate) fn utc_stamp(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Fork, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig,
-    Processor, ProcessorError, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
+    Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
+    DtmfSendConfig, Echo, Fork, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
+    RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -132,6 +133,37 @@ impl ProcessorRegistry {
                 })?),
             };
             Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate })?))
+        });
+        registry.register("conference", |params| {
+            let p = Params::new("conference", params);
+            p.only(&["name", "role", "rate", "agc", "record", "record_dir", "format", "max_members"])?;
+            let name = p.str("name")?.ok_or_else(|| p.error("`name` is required, e.g. name = \"{header:room}\""))?;
+            let role = match p.str("role")? {
+                None => ConferenceRole::default(),
+                Some(text) => ConferenceRole::parse(text)
+                    .ok_or_else(|| p.error(format!("`role` must be \"speaker\" or \"listener\", not {text:?}")))?,
+            };
+            let record = match p.str("record")? {
+                None => ConferenceRecording::default(),
+                Some(text) => ConferenceRecording::parse(text)
+                    .ok_or_else(|| p.error(format!("`record` must be \"off\", \"mixed\", \"tracks\" or \"both\", not {text:?}")))?,
+            };
+            let format = match p.str("format")? {
+                None => RecordFormat::default(),
+                Some(text) => {
+                    RecordFormat::parse(text).ok_or_else(|| p.error(format!("`format` must be \"wav\" or \"opus\", not {text:?}")))?
+                }
+            };
+            let d = ConferenceSettings::default();
+            let settings = ConferenceSettings {
+                rate: p.u32_or("rate", d.rate)?,
+                agc: p.bool_or("agc", d.agc)?,
+                record,
+                record_dir: p.str("record_dir")?.map(Into::into),
+                format,
+                max_members: p.u32_or("max_members", d.max_members as u32)? as usize,
+            };
+            Ok(Box::new(Conference::new(ConferenceConfig { name: name.to_owned(), role, settings })?))
         });
         registry.register("fork", |params| {
             let p = Params::new("fork", params);

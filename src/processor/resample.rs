@@ -235,6 +235,11 @@ impl Processor for Resample {
         conversions + self.inner.delay()
     }
 
+    fn take_conference_join(&mut self) -> Option<super::ConferenceJoin> {
+        // A route joins one conference at most (checked when the configuration loads).
+        self.inner.take_conference_joins().pop()
+    }
+
     fn players_active(&self) -> u64 {
         self.inner.players_active()
     }

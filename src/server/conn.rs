@@ -33,7 +33,7 @@ use super::{HANDSHAKE_TIMEOUT, LATE_THRESHOLD_US, Shared};
 use crate::auth::Denied;
 use crate::config::{FramePolicy, ReadMode};
 use crate::media::{ConnEnd, Hangup, NewCall, OutItem, RingSizes, call_rings};
-use crate::processor::{CallInfo, DtmfSource, Event};
+use crate::processor::{CallInfo, ConferenceJoinError, ConferenceState, DtmfSource, Event, Membership};
 use crate::protocol::{AppAction, MAX_FRAME_BYTES, Metadata, NOTIFY_MARKER_KEY, PlatformEvent, SampleRate};
 use crate::session::{CloseCode, Control, FirstMessage, InboundEvent, Rejection, Session, SharedAudio, admit_first_message, call_id_from};
 
@@ -171,15 +171,31 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // Preparing processors may touch files (a recorder opens its file, a player loads and
     // resamples one): keep it off the runtime's worker threads.
     let prepared = {
-        let (shared, specs) = (shared.clone(), route.processors.clone());
+        let (shared, specs, event_url) = (shared.clone(), route.processors.clone(), route.event_url.clone());
         tokio::task::spawn_blocking(move || {
-            shared.registry.build_pipeline(&specs).and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session))
+            let mut session =
+                shared.registry.build_pipeline(&specs).and_then(|pipeline| Session::new(rate, &call, pipeline, shared.config.session))?;
+            // A conference member is admitted here too: starting a conference opens its files.
+            let admitted = match session.take_conference_joins().pop() {
+                Some(join) => Some(shared.conferences.admit(join, event_url.as_deref()).map_err(PrepareError::Conference)?),
+                None => None,
+            };
+            Ok::<_, PrepareError>((session, admitted))
         })
         .await
     };
-    let session = match prepared {
-        Ok(Ok(session)) => session,
-        Ok(Err(e)) => {
+    let (session, admitted) = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(PrepareError::Conference(e))) => {
+            let code = if matches!(e, ConferenceJoinError::Full { .. }) { CloseCode::Policy } else { CloseCode::Internal };
+            shared.stats.count_close(code);
+            warn!(id, path, error = %e, "call refused by its conference");
+            events.publish("error", json!({ "error": e.to_string(), "close_code": code.code() }));
+            let reason = if code == CloseCode::Policy { "conference full" } else { "cannot join the conference" };
+            close(&mut ws, code, reason).await;
+            return;
+        }
+        Ok(Err(PrepareError::Pipeline(e))) => {
             shared.stats.count_close(CloseCode::Internal);
             warn!(id, path, error = %e, "pipeline failed to prepare");
             events.publish("error", json!({ "error": format!("pipeline failed to prepare: {e}"), "close_code": 1011 }));
@@ -200,7 +216,23 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         shared.config.session.lookahead_frames as usize,
     );
     let (mut end, media_end) = call_rings(sizes);
-    if shared.media.add(NewCall { session, end: media_end }).is_err() {
+    let (conference, mut membership) = match admitted {
+        Some((admitted, membership)) => (Some(admitted), Some(membership)),
+        None => (None, None),
+    };
+    let track = membership.as_mut().and_then(|m| m.track.take());
+    if let Some(m) = membership.as_ref().filter(|m| m.started) {
+        publish_conference(
+            &shared,
+            &m.conference,
+            "conference:started",
+            json!({ "rate": m.conference.settings().rate, "recording": m.conference.mixed_path() }),
+        );
+    }
+    if shared.media.add(NewCall { session, end: media_end, conference }).is_err() {
+        if let Some(m) = &membership {
+            leave_conference(&shared, m);
+        }
         shared.stats.count_close(CloseCode::Internal);
         warn!(id, "no media thread is running");
         events.publish("error", json!({ "error": "no media thread is running", "close_code": 1011 }));
@@ -288,6 +320,15 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         catchups = s.catchups,
         "call ended"
     );
+    if let Some(m) = &membership {
+        let conference = m.conference.clone();
+        if let Some((file, offset, outcomes)) = track {
+            io.events.publish_track(&file, offset, outcomes, &conference).await;
+        }
+    }
+    if let Some(m) = &membership {
+        leave_conference(&shared, m);
+    }
     io.events.publish_recordings().await;
     io.events.publish("ended", ended_event(&view));
     // The call's ring counters move into the server's totals in the same step that takes it off
@@ -306,6 +347,47 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     if shared.stats.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
         shared.idle.notify_waiters();
     }
+}
+
+/// Why a call's media could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error(transparent)]
+    Pipeline(#[from] crate::processor::ProcessorError),
+    #[error(transparent)]
+    Conference(ConferenceJoinError),
+}
+
+/// Publishes a conference's own event (no call: `conference` instead of `call_id`), to the log
+/// and to the `event_url` of the route of the member that started it.
+fn publish_conference(shared: &Shared, conference: &ConferenceState, kind: &str, fields: Value) {
+    let mut event = json!({
+        "event": kind,
+        "conference": conference.name(),
+        "timestamp": crate::events::timestamp(SystemTime::now()),
+    });
+    if let (Value::Object(event), Value::Object(fields)) = (&mut event, fields) {
+        for (key, value) in fields {
+            event.entry(key).or_insert(value);
+        }
+    }
+    shared.events.publish(event, conference.event_url());
+}
+
+/// Takes a member out of its conference; after the last one, publishes `conference:ended` once
+/// the mixed recording (if any) is final.
+fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
+    let Some(conference) = shared.conferences.leave(membership) else { return };
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        // The mixer notices within a cycle; the writer finalizes within a poll interval or two.
+        let recording = conference
+            .wait_for_mixed(FINALIZE_WAIT)
+            .map(|o| json!({ "file": o.path, "duration_ms": o.duration_ms, "samples": o.samples, "dropped": o.dropped, "error": o.error }));
+        let duration_ms = conference.started().elapsed().map_or(0, |d| d.as_millis() as u64);
+        let fields = json!({ "duration_ms": duration_ms, "members_total": conference.joined_total(), "recording": recording });
+        publish_conference(&shared, &conference, "conference:ended", fields);
+    });
 }
 
 /// Counts a connection task while it lives, so that a drain can wait for every one of them.
@@ -385,6 +467,40 @@ impl CallEvents {
             }
             self.publish("recording", fields);
         }
+    }
+
+    /// Publishes the `recording` event of the call's conference track once its file is final
+    /// (the mixer lets go of it within a cycle of the call's end).
+    async fn publish_track(
+        &mut self,
+        file: &std::path::Path,
+        offset: Duration,
+        outcomes: std::sync::mpsc::Receiver<crate::processor::RecordingOutcome>,
+        conference: &ConferenceState,
+    ) {
+        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
+        let outcome = loop {
+            match outcomes.try_recv() {
+                Ok(outcome) => break Some(outcome),
+                Err(_) if tokio::time::Instant::now() >= deadline => break None,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let mut fields = json!({
+            "state": "finished",
+            "file": file,
+            "conference": conference.name(),
+            "conference_offset_ms": offset.as_millis() as u64,
+        });
+        if let Some(o) = outcome {
+            fields["duration_ms"] = json!(o.duration_ms);
+            fields["samples"] = json!(o.samples);
+            fields["dropped"] = json!(o.dropped);
+            if let Some(error) = o.error {
+                fields["error"] = json!(error);
+            }
+        }
+        self.publish("recording", fields);
     }
 
     /// Publishes a processor's or the session's event.

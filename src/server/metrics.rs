@@ -20,7 +20,28 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
     write_processors(&mut out);
     write_calls(&mut out, shared);
     write_events(&mut out, shared.events.stats());
+    write_conferences(&mut out, &shared.conferences, shared.media.stats());
     out.finish()
+}
+
+/// Conferences, their members, and the mixers running on the media threads.
+fn write_conferences(out: &mut Exposition, conferences: &crate::processor::Conferences, media: &MediaStats) {
+    let r = Ordering::Relaxed;
+    let (live, members) = conferences.counts();
+    out.family("callpipe_conferences_active", Kind::Gauge, "Conferences with at least one member.").sample(&[], live as f64);
+    out.family("callpipe_conference_members_active", Kind::Gauge, "Members of live conferences.").sample(&[], members as f64);
+    out.family("callpipe_conference_mixers", Kind::Gauge, "Conference mixers on the media threads (a closed one ends within a cycle).")
+        .sample(&[], media.mixers.load(r) as f64);
+    out.family("callpipe_conferences_started_total", Kind::Counter, "Conferences started.")
+        .sample(&[], conferences.stats.started.load(r) as f64);
+    out.family("callpipe_conference_joins_total", Kind::Counter, "Members admitted to conferences.")
+        .sample(&[], conferences.stats.joined.load(r) as f64);
+    out.family(
+        "callpipe_conference_refusals_total",
+        Kind::Counter,
+        "Calls refused by their conference: full, or a route whose settings disagree with the running conference.",
+    )
+    .sample(&[], conferences.stats.refused.load(r) as f64);
 }
 
 /// Calls by route, 401s by reason, limits, hang-ups and ring overruns and underruns (ended

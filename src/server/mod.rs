@@ -29,7 +29,7 @@ pub use stats::{LATE_THRESHOLD_US, RouteStats, ServerStats};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::{Hangup, MediaPool, MediaStats};
-use crate::processor::ProcessorRegistry;
+use crate::processor::{Conferences, ProcessorRegistry};
 use calls::Calls;
 
 /// How long the TLS handshake (with `[server.tls]`) and the upgrade request may take together.
@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub connections: AtomicU64,
     /// Fetches `http(s)://` streams for the control API.
     pub http: reqwest::Client,
+    /// The conferences of this server.
+    pub conferences: Conferences,
 }
 
 /// A running server's counters, for tests and reports.
@@ -118,6 +120,7 @@ pub async fn run(
         connections: AtomicU64::new(0),
         stream_loads: Semaphore::new(STREAM_LOADS),
         http,
+        conferences: Conferences::new(),
     });
     let tls = shared.config.server.tls.is_some();
     let scheme = if tls { "wss" } else { "ws" };

@@ -198,6 +198,12 @@ impl Session {
         self.rate
     }
 
+    /// The conference joins of the pipeline's stages, taken (see
+    /// [`Processor::take_conference_join`](crate::processor::Processor::take_conference_join)).
+    pub fn take_conference_joins(&mut self) -> Vec<crate::processor::ConferenceJoin> {
+        self.pipeline.take_conference_joins()
+    }
+
     /// The pipeline's total processing delay.
     pub fn pipeline_delay(&self) -> Duration {
         self.pipeline.delay()

@@ -1,0 +1,525 @@
+//! The `conference` processor: calls whose route names a conference join it, and each member
+//! hears the sum of all the others (N-1 mixing).
+//!
+//! # Threads and rings
+//!
+//! ```text
+//!   member call (its pass, its slot)                     the conference's Mixer (same thread)
+//!   caller frame -> resample to the conference rate -> up ring ───┐
+//!                                                                  ├─> once per 20 ms cycle:
+//!   mix_output <- resample to the call's rate <- down ring <──────┘   sum all, minus each own
+//! ```
+//!
+//! * Every member of one conference is placed on **one media thread** (the [`MediaPool`] pins
+//!   the conference to the thread of its first member), and the conference's [`Mixer`] runs on
+//!   that thread too. Members and mixer exchange frames through two fixed-capacity SPSC rings
+//!   per member; nothing on the per-frame path locks, allocates or frees.
+//! * The mixer runs once per 20 ms cycle, at the cycle boundary, before any member's pass of
+//!   the cycle: every member's output in cycle `c` is the mix of the others' input of cycle
+//!   `c - 1`. The delay is one frame (20 ms) for every pair of members, plus the resamplers'
+//!   group delay for members whose rate is not the conference's ([`Conference::delay`]).
+//! * Summing is in 32 bits; the result saturates to 16 bits. With `agc = true` each listener's
+//!   mix (and the mixed recording) has an automatic gain that never amplifies: when a frame
+//!   would exceed -1 dBFS its gain drops at once to fit (so nothing clips), and recovers by
+//!   6 dB per second, ramped within frames so the changes make no clicks.
+//! * A member is muted, or made listen-only, through the control API (atomics read at its next
+//!   pass). Either way it sends silence to the conference and keeps hearing it. A member whose
+//!   route says `role = "listener"` joins listen-only.
+//!
+//! Why one thread rather than rings between threads: with the mixer and all members on one
+//! thread, the order "mix, then every member's pass" is fixed by the thread's slot wheel, so
+//! the delay is exact and constant, which makes the mix testable sample for sample. Rings across
+//! threads would need a jitter margin of a frame or more and still glitch on scheduling
+//! outliers. The cost is that one conference cannot use more than one core; at the measured cost
+//! per member (BENCHMARKS.md) one core mixes far larger conferences than telephony needs.
+//!
+//! # Recording
+//!
+//! The mixer writes the recordings, through the recorder's writer thread; all files are mono at
+//! the conference rate, opened (off the media thread) when the conference or member is admitted.
+//!
+//! * `record = "mixed"`: the sum of every member (after the AGC, when on), one frame per cycle,
+//!   in `{record_dir}/{conference}-{start}.wav`; the conference's `conference:ended` event says
+//!   where, once the file is final.
+//! * `record = "tracks"`: each member's contribution as the conference heard it (silence while
+//!   muted), one frame per cycle from its joining, in
+//!   `{record_dir}/{conference}-{call_id}-{start}.wav`; the member's call announces it with a
+//!   `recording` event carrying `conference_offset_ms`, its start on the mixed file's timeline.
+//! * `"both"`: both.
+//!
+//! [`MediaPool`]: crate::media::MediaPool
+
+mod hub;
+mod mixer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
+
+pub use hub::{ConferenceState, ConferenceStats, ConferenceSummary, Conferences, JoinError, MemberView, Membership};
+pub use mixer::Mixer;
+
+use super::record::{RecordFormat, Track};
+use super::{Context, Event, Processor, ProcessorError, Setup};
+use crate::protocol::FRAMES_PER_SECOND;
+use crate::resample::{RATES, Resampler};
+
+/// Frames each ring between a member and the mixer holds.
+const RING_FRAMES: usize = 4;
+
+/// The longest conference name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A member's part in the conference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Heard by the others (the default).
+    #[default]
+    Speaker,
+    /// Hears the conference; the others do not hear it.
+    Listener,
+}
+
+impl Role {
+    /// Parses `"speaker"` or `"listener"`.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "speaker" => Some(Role::Speaker),
+            "listener" => Some(Role::Listener),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Speaker => "speaker",
+            Role::Listener => "listener",
+        }
+    }
+}
+
+/// What the conference records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConferenceRecording {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// One file: the sum of every member.
+    Mixed,
+    /// One file per member: what it contributed.
+    Tracks,
+    /// Both.
+    Both,
+}
+
+impl ConferenceRecording {
+    /// Parses `"off"`, `"mixed"`, `"tracks"` or `"both"`.
+    pub fn parse(text: &str) -> Option<ConferenceRecording> {
+        match text {
+            "off" => Some(ConferenceRecording::Off),
+            "mixed" => Some(ConferenceRecording::Mixed),
+            "tracks" => Some(ConferenceRecording::Tracks),
+            "both" => Some(ConferenceRecording::Both),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConferenceRecording::Off => "off",
+            ConferenceRecording::Mixed => "mixed",
+            ConferenceRecording::Tracks => "tracks",
+            ConferenceRecording::Both => "both",
+        }
+    }
+
+    fn mixed(self) -> bool {
+        matches!(self, ConferenceRecording::Mixed | ConferenceRecording::Both)
+    }
+
+    fn tracks(self) -> bool {
+        matches!(self, ConferenceRecording::Tracks | ConferenceRecording::Both)
+    }
+}
+
+/// What the first member's route sets for the whole conference; later members' routes must
+/// agree (or their calls are refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceSettings {
+    /// The rate the conference mixes at: 8000, 16000, 24000 or 48000. Default 16000.
+    pub rate: u32,
+    /// Automatic gain on each listener's mix. Default off.
+    pub agc: bool,
+    /// What to record. Default nothing.
+    pub record: ConferenceRecording,
+    /// Where recordings go (required when recording).
+    pub record_dir: Option<PathBuf>,
+    /// The recordings' format. Default WAV.
+    pub format: RecordFormat,
+    /// The most members at once; more are refused. Default 200.
+    pub max_members: usize,
+}
+
+impl Default for ConferenceSettings {
+    fn default() -> ConferenceSettings {
+        ConferenceSettings {
+            rate: 16000,
+            agc: false,
+            record: ConferenceRecording::Off,
+            record_dir: None,
+            format: RecordFormat::Wav,
+            max_members: 200,
+        }
+    }
+}
+
+/// The `conference` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceConfig {
+    /// The conference's name: a template with `{call_id}`, `{path}` and `{header:NAME}` (the
+    /// metadata's headers), e.g. `"{header:room}"`. Filled, it must be 1 to [`MAX_NAME_LEN`]
+    /// characters of `[A-Za-z0-9._-]`, or the call is refused.
+    pub name: String,
+    /// This member's role. Default speaker.
+    pub role: Role,
+    /// The conference's settings.
+    pub settings: ConferenceSettings,
+}
+
+impl ConferenceConfig {
+    /// A speaker joining `name` with the default settings.
+    pub fn new(name: impl Into<String>) -> ConferenceConfig {
+        ConferenceConfig { name: name.into(), role: Role::Speaker, settings: ConferenceSettings::default() }
+    }
+}
+
+/// One member as the control API and the mixer see it: flags the API sets and counters the
+/// member's pass and the mixer keep (all atomics; the media thread never locks).
+#[derive(Debug)]
+pub struct MemberState {
+    /// The member's call id.
+    pub call_id: String,
+    /// The member's call rate.
+    pub rate: u32,
+    /// When it joined.
+    pub joined: SystemTime,
+    muted: AtomicBool,
+    listen_only: AtomicBool,
+    left: AtomicBool,
+    /// Frames the member could not hand to the mixer (its ring was full).
+    pub dropped_up: AtomicU64,
+    /// Passes in which no mixed frame was waiting for the member.
+    pub missing_down: AtomicU64,
+    /// Frames the mixer skipped to keep the member's delay at one frame (after a pass that ran
+    /// twice to make up a backlog).
+    pub skipped: AtomicU64,
+}
+
+impl MemberState {
+    fn new(call_id: String, rate: u32, role: Role) -> MemberState {
+        MemberState {
+            call_id,
+            rate,
+            joined: SystemTime::now(),
+            muted: AtomicBool::new(false),
+            listen_only: AtomicBool::new(role == Role::Listener),
+            left: AtomicBool::new(false),
+            dropped_up: AtomicU64::new(0),
+            missing_down: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the others hear it now.
+    pub fn speaking(&self) -> bool {
+        !self.muted.load(Ordering::Relaxed) && !self.listen_only.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is muted.
+    pub fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// Mutes or unmutes it (from its next pass).
+    pub fn set_muted(&self, on: bool) {
+        self.muted.store(on, Ordering::Relaxed);
+    }
+
+    /// Its role now.
+    pub fn role(&self) -> Role {
+        if self.listen_only.load(Ordering::Relaxed) { Role::Listener } else { Role::Speaker }
+    }
+
+    /// Makes it listen-only, or a speaker again (from its next pass).
+    pub fn set_role(&self, role: Role) {
+        self.listen_only.store(role == Role::Listener, Ordering::Relaxed);
+    }
+
+    /// Whether its call has ended.
+    pub fn has_left(&self) -> bool {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
+/// The mixer's side of one member: the far ends of its rings.
+pub struct MixerMember {
+    /// The member.
+    pub state: Arc<MemberState>,
+    up: HeapCons<i16>,
+    down: HeapProd<i16>,
+    /// The member's track, when the conference records tracks.
+    track: Option<Recording>,
+}
+
+impl std::fmt::Debug for MixerMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MixerMember").field("call_id", &self.state.call_id).finish_non_exhaustive()
+    }
+}
+
+/// A member on its way to its conference: what [`Processor::take_conference_join`] hands the
+/// server after preparation. [`Conferences::admit`] turns it into an [`Admitted`].
+#[derive(Debug)]
+pub struct Join {
+    /// The filled-in conference name.
+    pub name: String,
+    /// The settings the member's route asks for.
+    pub settings: ConferenceSettings,
+    /// The mixer's side of the member.
+    pub member: MixerMember,
+}
+
+/// A member admitted to a conference: it goes to the conference's media thread with its call.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The conference.
+    pub conference: Arc<ConferenceState>,
+    /// The mixer's side of the member (with its track, when the conference records tracks).
+    pub member: MixerMember,
+    /// When the member made the conference: its mixed recording, for the new mixer.
+    pub mixed: Option<Recording>,
+}
+
+/// A recording written by a conference's mixer: the mixed file, or one member's track.
+#[derive(Debug)]
+pub struct Recording(pub(crate) Track);
+
+/// The member's side in its call's pipeline. See the [module docs](self).
+pub struct Conference {
+    config: ConferenceConfig,
+    name_template: Vec<super::fork::Piece>,
+    state: Option<Arc<MemberState>>,
+    join: Option<Join>,
+    up: Option<HeapProd<i16>>,
+    down: Option<HeapCons<i16>>,
+    to_conference: Option<Resampler>,
+    from_conference: Option<Resampler>,
+    /// One frame at the conference rate: the contribution, then the mix.
+    conf_frame: Vec<i16>,
+    /// One frame at the call rate.
+    call_frame: Vec<i16>,
+    joined: Option<String>,
+    announce: Vec<Event>,
+    delay: Duration,
+    finished: bool,
+}
+
+impl Conference {
+    /// A member with `config`, checked here.
+    pub fn new(config: ConferenceConfig) -> Result<Conference, ProcessorError> {
+        let s = &config.settings;
+        if !RATES.contains(&s.rate) {
+            return Err(config_error(format!("`rate` must be 8000, 16000, 24000 or 48000, not {}", s.rate)));
+        }
+        if s.record != ConferenceRecording::Off && s.record_dir.as_ref().is_none_or(|d| d.as_os_str().is_empty()) {
+            return Err(config_error("recording needs `record_dir`".into()));
+        }
+        if !s.format.is_available() {
+            return Err(config_error(super::OPUS_FEATURE_MISSING.into()));
+        }
+        if s.max_members < 2 {
+            return Err(config_error("`max_members` must be at least 2".into()));
+        }
+        let name_template = super::fork::parse_template(&config.name);
+        if config.name.is_empty() {
+            return Err(config_error("`name` is required, e.g. name = \"{header:room}\"".into()));
+        }
+        // A name made of literals only must already be valid.
+        if name_template.iter().all(|p| matches!(p, super::fork::Piece::Literal(_))) {
+            check_name(&config.name).map_err(config_error)?;
+        }
+        Ok(Conference {
+            config,
+            name_template,
+            state: None,
+            join: None,
+            up: None,
+            down: None,
+            to_conference: None,
+            from_conference: None,
+            conf_frame: Vec::new(),
+            call_frame: Vec::new(),
+            joined: None,
+            announce: Vec::new(),
+            delay: Duration::ZERO,
+            finished: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConferenceConfig {
+        &self.config
+    }
+
+    /// The member's shared state, once prepared.
+    pub fn state(&self) -> Option<&Arc<MemberState>> {
+        self.state.as_ref()
+    }
+}
+
+/// Whether a filled-in conference name is usable (it goes into file names and URLs).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("the conference name must be 1 to {MAX_NAME_LEN} characters, not {}", name.len()));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!("the conference name {name:?} may only hold A-Z, a-z, 0-9, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn config_error(message: String) -> ProcessorError {
+    ProcessorError::Config { processor: "conference".into(), message }
+}
+
+impl std::fmt::Debug for Conference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conference").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Processor for Conference {
+    fn name(&self) -> &'static str {
+        "conference"
+    }
+
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let name = super::fork::render(&self.name_template, setup.call, super::fork::Escape::Header);
+        check_name(&name).map_err(config_error)?;
+        let settings = self.config.settings.clone();
+        let call_rate = setup.rate.hz();
+        let conf_samples = (settings.rate / FRAMES_PER_SECOND) as usize;
+        let (up_p, up_c) = HeapRb::<i16>::new(conf_samples * RING_FRAMES).split();
+        let (down_p, down_c) = HeapRb::<i16>::new(conf_samples * RING_FRAMES).split();
+        if call_rate != settings.rate {
+            let to = Resampler::new(call_rate, settings.rate).map_err(|e| config_error(e.to_string()))?;
+            let from = Resampler::new(settings.rate, call_rate).map_err(|e| config_error(e.to_string()))?;
+            self.delay = to.delay() + from.delay();
+            self.to_conference = Some(to);
+            self.from_conference = Some(from);
+        }
+        let state = Arc::new(MemberState::new(setup.call.id.clone(), call_rate, self.config.role));
+        self.join = Some(Join { name, settings, member: MixerMember { state: state.clone(), up: up_c, down: down_p, track: None } });
+        self.state = Some(state);
+        self.up = Some(up_p);
+        self.down = Some(down_c);
+        self.conf_frame = vec![0; conf_samples];
+        self.call_frame = vec![0; setup.frame_samples()];
+        Ok(())
+    }
+
+    fn take_conference_join(&mut self) -> Option<Join> {
+        let join = self.join.take()?;
+        let (name, role) = (join.name.clone(), self.config.role);
+        self.joined = Some(name.clone());
+        self.announce.push(Event::Custom {
+            name: "conference:joined",
+            data: serde_json::json!({ "conference": name, "role": role.as_str(), "rate": join.settings.rate }),
+        });
+        Some(join)
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        for event in self.announce.drain(..) {
+            cx.emit(event);
+        }
+        let (Some(state), Some(up), Some(down)) = (self.state.as_ref(), self.up.as_mut(), self.down.as_mut()) else {
+            return;
+        };
+        // The contribution, at the conference rate: silence while muted or listen-only, so that
+        // resampler state and ring cadence stay the same either way.
+        let speaking = state.speaking();
+        match self.to_conference.as_mut() {
+            Some(resampler) => {
+                self.call_frame.copy_from_slice(cx.input());
+                if !speaking {
+                    self.call_frame.fill(0);
+                }
+                resampler.process(&self.call_frame, &mut self.conf_frame);
+            }
+            None => {
+                self.conf_frame.copy_from_slice(cx.input());
+                if !speaking {
+                    self.conf_frame.fill(0);
+                }
+            }
+        }
+        if up.vacant_len() >= self.conf_frame.len() {
+            up.push_slice(&self.conf_frame);
+        } else {
+            state.dropped_up.fetch_add(1, Ordering::Relaxed);
+        }
+        // The others, mixed for this member one cycle ago.
+        let n = self.conf_frame.len();
+        let waiting = down.occupied_len() / n;
+        if waiting >= 1 {
+            // Only the newest frame: an older one would add a frame of delay for good.
+            down.skip((waiting - 1) * n);
+            down.pop_slice(&mut self.conf_frame);
+        } else {
+            self.conf_frame.fill(0);
+            state.missing_down.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.from_conference.as_mut() {
+            Some(resampler) => {
+                resampler.process(&self.conf_frame, &mut self.call_frame);
+                cx.mix_output(&self.call_frame);
+            }
+            None => cx.mix_output(&self.conf_frame),
+        }
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Some(state) = &self.state {
+            state.left.store(true, Ordering::Release);
+        }
+        if let Some(name) = self.joined.take() {
+            // Once per member, as the call ends: the rare kind of allocation.
+            cx.emit(Event::Custom { name: "conference:left", data: serde_json::json!({ "conference": name }) });
+        }
+    }
+
+    fn delay(&self) -> Duration {
+        self.delay + crate::protocol::FRAME_DURATION
+    }
+}
+
+impl Drop for Conference {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.left.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
