@@ -700,6 +700,12 @@ mod tests {
             "[[route]]\npath = '/x'\nevent_url = 'ftp://example.com/e'\nprocessors = []",
             "[[route]]\npath = '/x'\nauth = { type = 'jwt' }\nprocessors = []",
             "[[route]]\npath = '/x'\nauth = { type = 'token', token = 'a' }\nprocessors = []\n[[route]]\npath = '/x'\nprocessors = []",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = 'a' }, { type = 'conference', name = 'b' }]",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = 'a' }, { type = 'resample', rate = 8000, processors = [{ type = 'conference', name = 'b' }] }]",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = 'a b' }]",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = '{header:room}', rate = 11025 }]",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = 'a', record = 'mixed' }]",
+            "[[route]]\npath = '/x'\nprocessors = [{ type = 'conference', name = 'a', role = 'boss' }]",
         ] {
             assert!(Config::parse(bad, &registry).is_err(), "{bad}");
         }

@@ -184,11 +184,11 @@ processors = [{{ type = "conference", name = "{{header:room}}", rate = 16000, re
         callers.push(Caller::start(join(&server, "/conf", id, rate, "room-1").await, rate, hz));
     }
     // Everyone hears the two others, never itself.
-    let everyone = vec![vec![Some(false), Some(true), Some(true)], vec![Some(true), Some(false), Some(true)], vec![
-        Some(true),
-        Some(true),
-        Some(false),
-    ]];
+    let everyone = vec![
+        vec![Some(false), Some(true), Some(true)],
+        vec![Some(true), Some(false), Some(true)],
+        vec![Some(true), Some(true), Some(false)],
+    ];
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(800)).await;
     eventually("each caller hears the two others", || heard_tones(&callers) == everyone).await;
@@ -199,8 +199,12 @@ processors = [{{ type = "conference", name = "{{header:room}}", rate = 16000, re
     let (status, room) = get(&server, "/conferences/room-1").await;
     assert_eq!(status, 200, "{room}");
     assert_eq!(room["rate"], 16000);
-    let mut members: Vec<(String, u64)> =
-        room["members"].as_array().unwrap().iter().map(|m| (m["call_id"].as_str().unwrap().to_owned(), m["rate"].as_u64().unwrap())).collect();
+    let mut members: Vec<(String, u64)> = room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["call_id"].as_str().unwrap().to_owned(), m["rate"].as_u64().unwrap()))
+        .collect();
     members.sort();
     assert_eq!(members, [("a8".into(), 8000), ("b16".into(), 16000), ("c24".into(), 24000)]);
     let (_, list) = get(&server, "/conferences").await;
@@ -208,19 +212,19 @@ processors = [{{ type = "conference", name = "{{header:room}}", rate = 16000, re
 
     // Mute b16: a8 and c24 stop hearing it; b16 still hears them.
     assert_eq!(put(&server, "/conferences/room-1/members/b16", json!({ "action": "mute" })).await.0, 204);
-    let muted = vec![vec![Some(false), Some(false), Some(true)], vec![Some(true), Some(false), Some(true)], vec![
-        Some(true),
-        Some(false),
-        Some(false),
-    ]];
+    let muted = vec![
+        vec![Some(false), Some(false), Some(true)],
+        vec![Some(true), Some(false), Some(true)],
+        vec![Some(true), Some(false), Some(false)],
+    ];
     eventually("nobody hears the muted member, who still hears", || heard_tones(&callers) == muted).await;
     // Make c24 listen-only as well: a8 now hears nobody; the others still hear a8.
     assert_eq!(put(&server, "/conferences/room-1/members/c24", json!({ "action": "listen" })).await.0, 204);
-    let listening = vec![vec![Some(false), Some(false), Some(false)], vec![Some(true), Some(false), Some(false)], vec![
-        Some(true),
-        Some(false),
-        Some(false),
-    ]];
+    let listening = vec![
+        vec![Some(false), Some(false), Some(false)],
+        vec![Some(true), Some(false), Some(false)],
+        vec![Some(true), Some(false), Some(false)],
+    ];
     eventually("the listener is not heard either", || heard_tones(&callers) == listening).await;
     let (_, room) = get(&server, "/conferences/room-1").await;
     let c24 = room["members"].as_array().unwrap().iter().find(|m| m["call_id"] == "c24").unwrap();

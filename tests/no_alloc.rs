@@ -532,3 +532,54 @@ fn a_forks_replies_never_allocate_on_the_media_thread() {
     drop(fork);
     target.join().unwrap();
 }
+
+#[test]
+fn conference_mixing_never_allocates_on_the_media_thread() {
+    use callpipe::processor::{Conference, ConferenceConfig, ConferenceSettings, Conferences, Mixer};
+    // Members at every rate in a 16 kHz conference with the AGC on, one muted; the mixer and
+    // every member's pass run as the media thread runs them.
+    let hub = Conferences::new();
+    let settings = ConferenceSettings { agc: true, ..ConferenceSettings::default() };
+    let mut mixer: Option<Mixer> = None;
+    let mut calls = Vec::new();
+    let mut memberships = Vec::new();
+    for (i, rate) in SampleRate::ALL.into_iter().chain(SampleRate::ALL).enumerate() {
+        let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+        let config = ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("no-alloc") };
+        let stages: Vec<Box<dyn Processor>> = vec![Box::new(Conference::new(config).unwrap())];
+        let mut session = Session::new(rate, &call, Pipeline::new(stages), SessionConfig::default()).unwrap();
+        let join = session.take_conference_joins().pop().unwrap();
+        let (admitted, membership) = hub.admit(join, None).unwrap();
+        mixer.get_or_insert_with(|| Mixer::new(admitted.conference.clone(), admitted.mixed)).add(admitted.member);
+        let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+        let frame: Vec<u8> = (0..rate.frame_bytes()).map(|b| (b * 37 + i) as u8).collect();
+        calls.push((session, conn, media, rate, frame));
+        memberships.push(membership);
+    }
+    memberships[1].member.set_muted(true);
+    let mut mixer = mixer.unwrap();
+    let mut out = [0u8; MAX_FRAME_BYTES];
+    let t0 = Instant::now();
+    let mut tick = |n: u32| {
+        mixer.mix();
+        for (session, conn, media, rate, frame) in &mut calls {
+            conn.audio_in.push_slice(frame);
+            step(session, media, t0 + FRAME_DURATION * n);
+            send_released(conn, &mut out, *rate);
+            while conn.events_out.try_pop().is_some() {}
+        }
+    };
+    for n in 0..200 {
+        tick(n);
+    }
+    let allocations = allocations_during(|| {
+        for n in 200..5_200 {
+            tick(n);
+        }
+    });
+    assert_eq!(allocations, 0);
+    for m in &memberships {
+        let m = &m.member;
+        assert_eq!(m.missing_down.load(std::sync::atomic::Ordering::Relaxed), 0, "{}", m.call_id);
+    }
+}

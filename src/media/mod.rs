@@ -188,3 +188,50 @@ impl Future for Relay {
         if self.stopped.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::{CallInfo, Conference, ConferenceConfig, Conferences, Echo, Pipeline};
+    use crate::protocol::{Metadata, SampleRate};
+    use crate::session::{Session, SessionConfig};
+
+    fn call(id: &str, conference: bool, hub: &Conferences) -> NewCall {
+        let rate = SampleRate::Hz16000;
+        let info = CallInfo { id: id.into(), path: "/t".into(), metadata: Metadata::new(rate) };
+        let stage: Box<dyn crate::processor::Processor> =
+            if conference { Box::new(Conference::new(ConferenceConfig::new("pinned")).unwrap()) } else { Box::new(Echo::new(0).unwrap()) };
+        let mut session = Session::new(rate, &info, Pipeline::new(vec![stage]), SessionConfig::default()).unwrap();
+        let admitted = session.take_conference_joins().pop().map(|join| hub.admit(join, None).unwrap().0);
+        let (_conn, end) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+        NewCall { session, end, conference: admitted }
+    }
+
+    #[test]
+    fn a_conferences_members_all_go_to_its_first_members_thread() {
+        let (mut pool, _relays) = MediaPool::start(MediaConfig { threads: 2, ..MediaConfig::default() }).unwrap();
+        let hub = Conferences::new();
+        let total = |pool: &MediaPool| pool.threads.iter().map(|t| t.load.load(Ordering::Relaxed)).sum::<usize>();
+        let settle = |pool: &MediaPool, calls: usize| {
+            // A thread counts a call once it has taken it from its queue.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while total(pool) < calls {
+                assert!(std::time::Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        assert!(pool.add(call("plain", false, &hub)).is_ok());
+        settle(&pool, 1);
+        for i in 0..4 {
+            assert!(pool.add(call(&format!("member-{i}"), true, &hub)).is_ok());
+        }
+        settle(&pool, 5);
+        let mut loads: Vec<usize> = pool.threads.iter().map(|t| t.load.load(Ordering::Relaxed)).collect();
+        loads.sort();
+        // Least-loaded placement alone would have balanced 5 calls as 2 and 3.
+        assert_eq!(loads, [1, 4], "the members share one thread");
+        let home = hub.get("pinned").unwrap().home().lock().unwrap().expect("placed");
+        assert_eq!(pool.threads[home].load.load(Ordering::Relaxed), 4);
+        pool.shutdown();
+    }
+}
