@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use callpipe::processor::{
-    CallInfo, Context, DtmfDetect, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
+    CallInfo, Conference, ConferenceConfig, ConferenceSettings, Conferences, Context, DtmfDetect, Mixer, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
     TIMING_INTERVAL,
 };
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
@@ -348,6 +348,70 @@ fn bench_resample(c: &mut Criterion) {
     group.finish();
 }
 
+/// One conference cycle: the mixer, then every member's pass (its `conference` processor, with
+/// its resamplers), as the media thread runs them. One iteration is one 20 ms cycle of the whole
+/// conference; divide by the member count for the cost per member per frame (criterion's
+/// throughput, in members per second, is its inverse).
+fn bench_conference(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conference");
+    for members in [10usize, 100] {
+        for (label, rates, agc) in [
+            ("16k", &[SampleRate::Hz16000][..], false),
+            ("mixed", &SampleRate::ALL[..], false),
+            ("mixed_agc", &SampleRate::ALL[..], true),
+        ] {
+            group.throughput(Throughput::Elements(members as u64));
+            let hub = Conferences::new();
+            let name = format!("bench-{members}-{label}");
+            let settings = ConferenceSettings { agc, max_members: members, ..ConferenceSettings::default() };
+            let mut mixer: Option<Mixer> = None;
+            let mut calls = Vec::new();
+            let mut memberships = Vec::new();
+            for i in 0..members {
+                let rate = rates[i % rates.len()];
+                let mut member = match Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new(name.clone()) }) {
+                    Ok(member) => member,
+                    Err(err) => panic!("conference: {err}"),
+                };
+                let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+                if let Err(err) = member.prepare(&Setup { rate, call: &call }) {
+                    panic!("prepare: {err}");
+                }
+                let Some(join) = member.take_conference_join() else { panic!("no join") };
+                let (admitted, membership) = match hub.admit(join, None) {
+                    Ok(admitted) => admitted,
+                    Err(err) => panic!("admit: {err}"),
+                };
+                mixer.get_or_insert_with(|| Mixer::new(admitted.conference.clone(), admitted.mixed)).add(admitted.member);
+                memberships.push(membership);
+                // Every member talks: speech-like audio, each from its own offset.
+                let audio = speech_like(rate, 2);
+                calls.push((member, rate, audio, i * 7, vec![0i16; rate.frame_samples()], vec![0i16; rate.frame_samples()]));
+            }
+            let Some(mut mixer) = mixer else { panic!("no members") };
+            let mut requests = Requests::new(SampleRate::Hz24000.frame_samples());
+            let now = Instant::now();
+            let mut position = 0usize;
+            group.bench_function(BenchmarkId::new(label, members), |b| {
+                b.iter(|| {
+                    mixer.mix();
+                    for (member, rate, audio, offset, input, output) in &mut calls {
+                        let n = rate.frame_samples();
+                        let frames = audio.len() / n;
+                        let at = (position + *offset) % frames * n;
+                        input.copy_from_slice(&audio[at..at + n]);
+                        output.fill(0);
+                        let mut cx = Context::new(now, position as u64, *rate, input, true, output, &mut requests);
+                        member.process(black_box(&mut cx));
+                    }
+                    position += 1;
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
@@ -356,6 +420,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record, bench_resample,
-        bench_pipeline_timing
+        bench_pipeline_timing, bench_conference
 }
 criterion_main!(benches);
