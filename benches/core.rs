@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use callpipe::processor::{
-    CallInfo, Conference, ConferenceConfig, ConferenceSettings, Conferences, Context, DtmfDetect, Mixer, DtmfDetectConfig, Echo, Pipeline, Processor, Record, RecordChannels, RecordConfig, Requests, Setup,
-    TIMING_INTERVAL,
+    CallInfo, Conference, ConferenceConfig, ConferenceSettings, Conferences, Context, DtmfDetect, DtmfDetectConfig, Echo, Mixer, Pipeline,
+    Processor, Record, RecordChannels, RecordConfig, Requests, Setup, TIMING_INTERVAL,
 };
 use callpipe::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, Metadata, PlatformEvent, SampleRate};
 use callpipe::resample::Resampler;
@@ -355,11 +355,9 @@ fn bench_resample(c: &mut Criterion) {
 fn bench_conference(c: &mut Criterion) {
     let mut group = c.benchmark_group("conference");
     for members in [10usize, 100] {
-        for (label, rates, agc) in [
-            ("16k", &[SampleRate::Hz16000][..], false),
-            ("mixed", &SampleRate::ALL[..], false),
-            ("mixed_agc", &SampleRate::ALL[..], true),
-        ] {
+        for (label, rates, agc) in
+            [("16k", &[SampleRate::Hz16000][..], false), ("mixed", &SampleRate::ALL[..], false), ("mixed_agc", &SampleRate::ALL[..], true)]
+        {
             group.throughput(Throughput::Elements(members as u64));
             let hub = Conferences::new();
             let name = format!("bench-{members}-{label}");
@@ -369,10 +367,11 @@ fn bench_conference(c: &mut Criterion) {
             let mut memberships = Vec::new();
             for i in 0..members {
                 let rate = rates[i % rates.len()];
-                let mut member = match Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new(name.clone()) }) {
-                    Ok(member) => member,
-                    Err(err) => panic!("conference: {err}"),
-                };
+                let mut member =
+                    match Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new(name.clone()) }) {
+                        Ok(member) => member,
+                        Err(err) => panic!("conference: {err}"),
+                    };
                 let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
                 if let Err(err) = member.prepare(&Setup { rate, call: &call }) {
                     panic!("prepare: {err}");
