@@ -355,9 +355,12 @@ fn bench_resample(c: &mut Criterion) {
 fn bench_conference(c: &mut Criterion) {
     let mut group = c.benchmark_group("conference");
     for members in [10usize, 100] {
-        for (label, rates, agc) in
-            [("16k", &[SampleRate::Hz16000][..], false), ("mixed", &SampleRate::ALL[..], false), ("mixed_agc", &SampleRate::ALL[..], true)]
-        {
+        for (label, rates, agc) in [
+            ("16k", &[SampleRate::Hz16000][..], false),
+            ("16k_agc", &[SampleRate::Hz16000][..], true),
+            ("mixed", &SampleRate::ALL[..], false),
+            ("mixed_agc", &SampleRate::ALL[..], true),
+        ] {
             group.throughput(Throughput::Elements(members as u64));
             let hub = Conferences::new();
             let name = format!("bench-{members}-{label}");

@@ -191,7 +191,13 @@ impl<C: Clock> Worker<C> {
         let slot = (0..SLOTS).min_by_key(|s| (self.slots[*s].len(), (*s + SLOTS - (self.next as usize % SLOTS)) % SLOTS)).unwrap_or(0);
         if let Some(Admitted { conference, member, mixed }) = call.conference {
             match self.mixers.iter_mut().find(|m| Arc::ptr_eq(m.conference(), &conference)) {
-                Some(mixer) => mixer.add(member),
+                Some(mixer) => {
+                    if let Some(mixed) = mixed {
+                        // The conference's first member arrived after a later one.
+                        mixer.set_recording(mixed);
+                    }
+                    mixer.add(member);
+                }
                 None => {
                     let mut mixer = Mixer::new(conference, mixed);
                     mixer.add(member);

@@ -48,11 +48,13 @@ impl Gain {
             saturate(mix, out);
             return;
         }
-        // A ramp from `start` to `end`: every gain on it is at most `fits`, so nothing clips.
-        let step = (end - start) / mix.len() as f32;
+        // A ramp from `start` to `end` in 16.16 fixed point (exact, and cheap per sample): every
+        // gain on it is at most `end`, itself at most `fits`, so nothing clips.
+        let (start, end) = ((start * 65536.0) as i64, (end * 65536.0) as i64);
+        let step = (end - start) / mix.len() as i64;
         for (i, (o, m)) in out.iter_mut().zip(mix).enumerate() {
-            let g = start + step * (i + 1) as f32;
-            *o = (*m as f32 * g).round().clamp(-32768.0, 32767.0) as i16;
+            let g = start + step * (i as i64 + 1);
+            *o = ((i64::from(*m) * g + 32768) >> 16).clamp(-32768, 32767) as i16;
         }
     }
 }
@@ -115,6 +117,12 @@ impl Mixer {
     /// member's call joins the media thread).
     pub fn add(&mut self, member: MixerMember) {
         self.slots.push(Slot { member, frame: vec![0; self.frame], gain: Gain::default() });
+    }
+
+    /// Takes the conference's mixed recording, when the member that started the conference
+    /// reaches this thread after another member already made the mixer.
+    pub fn set_recording(&mut self, mixed: Recording) {
+        self.mixed.get_or_insert(mixed);
     }
 
     /// Members being mixed.

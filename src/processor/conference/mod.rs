@@ -376,6 +376,14 @@ impl Conference {
         &self.config
     }
 
+    /// How much later than they spoke this member hears the others, beyond their own
+    /// resampling: one frame, plus this member's conversion to and from the conference rate.
+    /// (The processor's [`delay`](Processor::delay) is zero: the caller's own audio never comes
+    /// back.)
+    pub fn mix_delay(&self) -> Duration {
+        self.delay + crate::protocol::FRAME_DURATION
+    }
+
     /// The member's shared state, once prepared.
     pub fn state(&self) -> Option<&Arc<MemberState>> {
         self.state.as_ref()
@@ -508,9 +516,6 @@ impl Processor for Conference {
         }
     }
 
-    fn delay(&self) -> Duration {
-        self.delay + crate::protocol::FRAME_DURATION
-    }
 }
 
 impl Drop for Conference {

@@ -190,7 +190,8 @@ fn members_at_the_conference_rate_add_no_delay_but_the_frame() {
     assert!(first.iter().all(|f| f.iter().all(|s| *s == 0)), "nothing yet");
     let second = bench.cycle(&[vec![0; 320], vec![0; 320]]);
     assert_eq!(second, [b, a]);
-    assert_eq!(bench.members[0].0.delay(), crate::protocol::FRAME_DURATION);
+    assert_eq!(bench.members[0].0.mix_delay(), crate::protocol::FRAME_DURATION);
+    assert_eq!(bench.members[0].0.delay(), std::time::Duration::ZERO);
 }
 
 #[test]
