@@ -19,7 +19,8 @@
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
 //!  metrics    Prometheus text format: families, samples, histograms    (no I/O)
 //!     ▲
-//!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF)     (no I/O, no clock)
+//!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF,     (no I/O, no clock)
+//!             play, record, fork, conference and its mixer)
 //!     ▲
 //!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
 //!             pacer, clear/notify bookkeeping
@@ -48,6 +49,10 @@
 //! pool of media threads (one per core by default) serves every call; each thread keeps a wheel
 //! of twenty 1 ms slots and ticks each call once per 20 ms in its slot, placed half a frame after
 //! the caller's frames arrive. See [`media`].
+//!
+//! A conference's members all live on one media thread, which also runs the conference's mixer
+//! once per cycle, before the members' passes; each member exchanges frames with the mixer
+//! through two more SPSC rings (see the `conference` processor).
 //!
 //! # The real-time contract
 //!
