@@ -212,7 +212,7 @@ pub struct Membership {
     pub track: Option<(PathBuf, Duration, mpsc::Receiver<RecordingOutcome>)>,
 }
 
-/// A server's conferences. See the [module docs](self).
+/// A server's conferences (see `src/processor/conference/hub.rs`).
 #[derive(Debug, Default)]
 pub struct Conferences {
     live: Mutex<HashMap<String, Arc<ConferenceState>>>,

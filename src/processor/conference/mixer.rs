@@ -72,7 +72,7 @@ struct Slot {
     gain: Gain,
 }
 
-/// One conference's mixer. See the [module docs](self).
+/// One conference's mixer (see `src/processor/conference/mixer.rs`).
 pub struct Mixer {
     conference: Arc<ConferenceState>,
     frame: usize,

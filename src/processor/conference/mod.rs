@@ -182,7 +182,7 @@ impl Default for ConferenceSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConferenceConfig {
     /// The conference's name: a template with `{call_id}`, `{path}` and `{header:NAME}` (the
-    /// metadata's headers), e.g. `"{header:room}"`. Filled, it must be 1 to [`MAX_NAME_LEN`]
+    /// metadata's headers), e.g. `"{header:room}"`. Filled, it must be 1 to 64
     /// characters of `[A-Za-z0-9._-]`, or the call is refused.
     pub name: String,
     /// This member's role. Default speaker.
@@ -309,7 +309,7 @@ pub struct Admitted {
 #[derive(Debug)]
 pub struct Recording(pub(crate) Track);
 
-/// The member's side in its call's pipeline. See the [module docs](self).
+/// The member's side in its call's pipeline (see `src/processor/conference/mod.rs`).
 pub struct Conference {
     config: ConferenceConfig,
     name_template: Vec<super::fork::Piece>,
