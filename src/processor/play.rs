@@ -79,7 +79,7 @@ impl PlayConfig {
     }
 }
 
-/// Plays a WAV file to the caller, mixed into the outbound frames; see the [module docs](self).
+/// Plays a WAV file to the caller, mixed into the outbound frames; see `src/processor/play.rs`.
 #[derive(Debug, Clone)]
 pub struct Play {
     config: PlayConfig,

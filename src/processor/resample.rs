@@ -31,7 +31,7 @@ use crate::resample::Resampler;
 const QUEUE_FRAMES: usize = 50;
 
 /// Runs an inner [`Pipeline`] at a fixed rate inside a call at any rate. See the
-/// [module docs](self).
+/// module docs in `src/processor/resample.rs`.
 pub struct Resample {
     rate: SampleRate,
     inner: Pipeline,
