@@ -136,7 +136,7 @@ impl Processor for Prompt {
                 let frame = vec![-1000i16; cx.rate().frame_samples()];
                 cx.enqueue_output(&frame);
             }
-            Event::NotifyPlayed { marker } => cx.emit(Event::Custom { name: "played", data: (*marker).into() }),
+            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", *marker)),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
-//! The `fork` processor end to end: a target WebSocket server in the test receives the call's
-//! audio and answers with audio, text and commands; the call's events are read from the event
-//! log.
+//! The `fork` processor end to end: a target WebSocket server in the test (plain, or TLS with
+//! certificates made in the test) receives the call's audio and answers with audio, text and
+//! commands; the call's events are read from the event log and the fork's counters from
+//! `/metrics`. With the `opus` feature, an Opus fork's packets are decoded and checked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,12 +9,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Client, TestServer, close_code, echo_over};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -63,44 +68,133 @@ async fn target() -> (SocketAddr, mpsc::UnboundedReceiver<Conn>) {
 
 /// The same, answering each upgrade only after `delay`.
 async fn slow_target(delay: Duration) -> (SocketAddr, mpsc::UnboundedReceiver<Conn>) {
+    target_with(delay, None).await
+}
+
+/// A target that speaks TLS with `tls` (`wss://`).
+async fn tls_target(tls: Arc<rustls::ServerConfig>) -> (SocketAddr, mpsc::UnboundedReceiver<Conn>) {
+    target_with(Duration::ZERO, Some(TlsAcceptor::from(tls))).await
+}
+
+async fn target_with(delay: Duration, tls: Option<TlsAcceptor>) -> (SocketAddr, mpsc::UnboundedReceiver<Conn>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (conns_tx, conns) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let conns_tx = conns_tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let (info_tx, info_rx) = std::sync::mpsc::channel();
-                // The handshake callback's error type is tungstenite's, large by design.
-                #[allow(clippy::result_large_err)]
-                let callback = move |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
-                    let headers =
-                        request.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect::<Vec<_>>();
-                    let _ = info_tx.send((request.uri().to_string(), headers));
-                    Ok(response)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
-                let (uri, headers) = info_rx.recv().unwrap();
-                let (received_tx, received) = mpsc::unbounded_channel();
-                let (actions, mut actions_rx) = mpsc::unbounded_channel();
-                let _ = conns_tx.send(Conn { uri, headers, received, actions });
-                loop {
-                    tokio::select! {
-                        message = ws.next() => match message {
-                            Some(Ok(message)) => { let _ = received_tx.send(message); }
-                            _ => return,
-                        },
-                        action = actions_rx.recv() => match action {
-                            Some(Action::Send(message)) => { if ws.send(message).await.is_err() { return; } }
-                            Some(Action::Drop) | None => return,
-                        },
+                match tls {
+                    None => serve(stream, conns_tx).await,
+                    Some(tls) => {
+                        // A client that does not trust the certificate ends here.
+                        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(5), tls.accept(stream)).await {
+                            serve(stream, conns_tx).await;
+                        }
                     }
                 }
             });
         }
     });
     (addr, conns)
+}
+
+/// Upgrades one connection, hands it to the test and relays until either side ends it.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, conns_tx: mpsc::UnboundedSender<Conn>) {
+    let (info_tx, info_rx) = std::sync::mpsc::channel();
+    // The handshake callback's error type is tungstenite's, large by design.
+    #[allow(clippy::result_large_err)]
+    let callback = move |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+        let headers = request.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect::<Vec<_>>();
+        let _ = info_tx.send((request.uri().to_string(), headers));
+        Ok(response)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    let (uri, headers) = info_rx.recv().unwrap();
+    let (received_tx, received) = mpsc::unbounded_channel();
+    let (actions, mut actions_rx) = mpsc::unbounded_channel();
+    let _ = conns_tx.send(Conn { uri, headers, received, actions });
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(message)) => { let _ = received_tx.send(message); }
+                _ => return,
+            },
+            action = actions_rx.recv() => match action {
+                Some(Action::Send(message)) => { if ws.send(message).await.is_err() { return; } }
+                Some(Action::Drop) | None => return,
+            },
+        }
+    }
+}
+
+/// A private certificate authority made for one test: its certificate in `ca.pem` (in a
+/// directory removed on drop), and a rustls server configuration for 127.0.0.1 whose
+/// certificate it signed.
+struct PrivateCa {
+    dir: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl PrivateCa {
+    fn new(name: &str) -> PrivateCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let dir = std::env::temp_dir().join(format!("callpipe-fork-ca-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("callpipe test CA {name}"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone(), ca.der().clone()], private)
+            .unwrap();
+        PrivateCa { dir, server: Arc::new(server) }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for PrivateCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The server's `/metrics` samples of fork `name`: `(family, other label, value)`.
+async fn fork_metrics(server: &TestServer, name: &str) -> Vec<(String, Option<String>, f64)> {
+    let text = reqwest::get(server.control_url("/metrics")).await.unwrap().text().await.unwrap();
+    let label = format!("fork=\"{name}\"");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains(&label))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (family, labels) = series.split_once('{').unwrap();
+            let other = labels.trim_end_matches('}').split(',').find(|l| !l.starts_with("fork=")).map(str::to_owned);
+            (family.to_owned(), other, value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// One value from [`fork_metrics`]'s list.
+fn metric(samples: &[(String, Option<String>, f64)], family: &str, other: Option<&str>) -> f64 {
+    samples
+        .iter()
+        .find(|(f, o, _)| f == family && o.as_deref() == other)
+        .map(|(_, _, v)| *v)
+        .unwrap_or_else(|| panic!("no {family} {other:?} in {samples:?}"))
 }
 
 async fn next_conn(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
@@ -317,7 +411,7 @@ async fn an_overrun_is_reported_when_it_starts_and_when_it_stops() {
 async fn a_dropped_target_is_reconnected_and_a_clean_close_is_not() {
     let (addr, mut conns) = target().await;
     let log = events_file("reconnect");
-    let processors = format!(r#"[{{ type = "fork", url = "ws://{addr}/x", first_message = "hello" }}]"#);
+    let processors = format!(r#"[{{ type = "fork", url = "ws://{addr}/x", first_message = "hello", name = "reconnect-counted" }}]"#);
     let server = TestServer::start(&config(&log, &processors)).await;
     let mut ws = server.call("/fork?call_id=re-1", 8000).await;
     let mut first = next_conn(&mut conns).await;
@@ -325,6 +419,9 @@ async fn a_dropped_target_is_reconnected_and_a_clean_close_is_not() {
     first.actions.send(Action::Drop).unwrap();
     let mut second = next_conn(&mut conns).await;
     assert!(matches!(second.next().await, Message::Text(t) if t.as_str() == "hello"), "the first message again");
+    // A reply of each kind, then a clean close: all three arrive in order.
+    second.send(Message::text(r#"{"transcript":"hi"}"#));
+    second.send(Message::binary(vec![0u8; 320]));
     second.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })));
     let third = tokio::time::timeout(Duration::from_millis(1500), conns.recv()).await;
     assert!(third.is_err(), "no reconnect after a clean close");
@@ -335,6 +432,95 @@ async fn a_dropped_target_is_reconnected_and_a_clean_close_is_not() {
     assert_eq!(gone.len(), 2, "{events:?}");
     assert_eq!(gone[0]["reconnect"], true);
     assert_eq!(gone[1]["reconnect"], false);
+    // The fork's counters, as Prometheus reads them.
+    let samples = fork_metrics(&server, "reconnect-counted").await;
+    assert_eq!(metric(&samples, "callpipe_fork_connects_total", None), 2.0);
+    assert_eq!(metric(&samples, "callpipe_fork_connect_failures_total", None), 0.0);
+    assert_eq!(metric(&samples, "callpipe_fork_disconnects_total", Some(r#"reason="error""#)), 1.0);
+    assert_eq!(metric(&samples, "callpipe_fork_disconnects_total", Some(r#"reason="target_closed""#)), 1.0);
+    assert_eq!(metric(&samples, "callpipe_fork_disconnects_total", Some(r#"reason="call_ended""#)), 0.0);
+    assert_eq!(metric(&samples, "callpipe_fork_replies_total", Some(r#"kind="text""#)), 1.0);
+    assert_eq!(metric(&samples, "callpipe_fork_replies_total", Some(r#"kind="binary""#)), 1.0);
+    assert_eq!(metric(&samples, "callpipe_fork_reply_audio_dropped_seconds_total", None), 0.0);
+    let frames = metric(&samples, "callpipe_fork_frames_sent_total", None);
+    assert!(frames >= 1.0, "{samples:?}");
+    assert_eq!(metric(&samples, "callpipe_fork_sent_bytes_total", None), frames * 320.0, "20 ms of L16 at 8 kHz per frame");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_target_with_a_private_ca_gets_the_audio() {
+    let ca = PrivateCa::new("trusted");
+    let (addr, mut conns) = tls_target(ca.server.clone()).await;
+    let log = events_file("wss");
+    let processors = format!(
+        r#"[{{ type = "fork", url = "wss://{addr}/stt/{{call_id}}", ca_file = {:?}, name = "wss-trusted", first_message = '{{"content-type":"{{content_type}}","codec":"{{codec}}","rate":{{rate}}}}' }}]"#,
+        ca.ca_file().display().to_string()
+    );
+    let server = TestServer::start(&config(&log, &processors)).await;
+    let mut ws = server.call("/fork?call_id=wss-1", 8000).await;
+    let mut conn = next_conn(&mut conns).await;
+    assert_eq!(conn.uri, "/stt/wss-1");
+    let Message::Text(first) = conn.next().await else { panic!("the first message is text") };
+    let first: Value = serde_json::from_str(first.as_str()).unwrap();
+    assert_eq!(first, serde_json::json!({ "content-type": "audio/l16;rate=8000", "codec": "l16", "rate": 8000 }));
+    let frames: Vec<Vec<i16>> = tone(8000, 700.0, 5000.0, 25).collect();
+    let sent: Vec<Vec<u8>> = frames.iter().map(|f| f.iter().flat_map(|s| s.to_le_bytes()).collect()).collect();
+    let sender = tokio::spawn(async move {
+        send_frames(&mut ws, frames.into_iter()).await;
+        ws
+    });
+    // One message per pass: a caller frame, byte for byte, or silence when the pass ran without
+    // one (a frame late on a loaded machine waits for the next pass).
+    let (mut heard, mut messages) = (Vec::new(), 0);
+    while heard.len() < sent.len() && messages < 200 {
+        if let Message::Binary(b) = conn.next().await {
+            assert_eq!(b.len(), 320, "20 ms of 8 kHz L16 per message");
+            messages += 1;
+            if b.iter().any(|&x| x != 0) {
+                heard.push(b.to_vec());
+            }
+        }
+    }
+    let mut next = 0;
+    for frame in &heard {
+        let at = sent[next..].iter().position(|s| s == frame).expect("each message is a frame the caller sent, in order");
+        next += at + 1;
+    }
+    assert!(heard.len() >= 20, "the caller's frames arrive over TLS: {} of {}", heard.len(), sent.len());
+    let mut ws = sender.await.unwrap();
+    ws.send(Message::Close(None)).await.unwrap();
+    let events = call_events(&log, "wss-1").await;
+    let connected = named(&events, "fork:connected");
+    assert_eq!(connected.len(), 1, "{events:?}");
+    assert_eq!(connected[0]["url"], format!("wss://{addr}/stt/wss-1"));
+    assert!(named(&events, "fork:disconnected").is_empty(), "{events:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_wss_target_is_refused_and_the_call_goes_on() {
+    // The target's certificate is signed by a CA the fork was not told about.
+    let unknown = PrivateCa::new("unknown");
+    let (addr, mut conns) = tls_target(unknown.server.clone()).await;
+    let log = events_file("untrusted");
+    let processors = format!(r#"[{{ type = "echo" }}, {{ type = "fork", url = "wss://{addr}/x", name = "wss-untrusted" }}]"#);
+    let server = TestServer::start(&config(&log, &processors)).await;
+    let ws = server.call("/fork?call_id=untrusted-1", 8000).await;
+    let (sent, received) = echo_over(ws, 8000, 50).await;
+    assert!(received.len() >= 45, "the echo went on: {} of 50 frames", received.len());
+    assert!(received.iter().all(|r| sent.contains(r)), "every echoed frame is one the caller sent");
+    let events = call_events(&log, "untrusted-1").await;
+    assert!(named(&events, "fork:connected").is_empty(), "{events:?}");
+    let gone = named(&events, "fork:disconnected");
+    assert_eq!(gone.len(), 1, "one event for the run of failed attempts: {events:?}");
+    let reason = gone[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("TLS handshake") && reason.contains("certificate"), "{reason}");
+    assert_eq!(gone[0]["reconnect"], true);
+    assert!(conns.try_recv().is_err(), "no WebSocket reached the target");
+    let samples = fork_metrics(&server, "wss-untrusted").await;
+    assert!(metric(&samples, "callpipe_fork_connect_failures_total", None) >= 1.0, "{samples:?}");
+    assert_eq!(metric(&samples, "callpipe_fork_connects_total", None), 0.0);
     server.stop().await;
 }
 
@@ -522,4 +708,90 @@ async fn send_both_interleaves_the_caller_and_the_outbound_audio() {
     ws.send(Message::Close(None)).await.unwrap();
     let _ = call_events(&log, "both-1").await;
     server.stop().await;
+}
+
+/// An Opus fork driven pass by pass, as a media thread drives it: the caller's 1 kHz tone (and
+/// with `send = "both"` a 400 Hz tone on the outbound side) reaches a live target as one raw
+/// Opus packet per `frame_ms`, one packet per `frame_ms` of call passes, each decoding to
+/// exactly `frame_ms` of audio at the fork's rate, whose frequencies are the tones'.
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_fork_sends_one_packet_per_frame_that_decodes_to_the_tone() {
+    use callpipe::processor::{Context, Fork, ForkCodec, ForkConfig, ForkSend, Processor, Requests, Setup};
+    use callpipe::protocol::{FRAME_DURATION, Metadata, SampleRate};
+    const PASSES: usize = 150;
+    let (addr, mut conns) = target().await;
+    let cases = [
+        (SampleRate::Hz16000, None, 20, ForkSend::Caller, "audio/opus;rate=16000"),
+        (SampleRate::Hz8000, Some(48000), 60, ForkSend::Both, "audio/opus;rate=48000;channels=2"),
+        (SampleRate::Hz24000, Some(8000), 10, ForkSend::Caller, "audio/opus;rate=8000"),
+    ];
+    for (rate, fork_rate, frame_ms, send, content_type) in cases {
+        let config = ForkConfig {
+            codec: ForkCodec::Opus,
+            rate: fork_rate,
+            frame_ms,
+            send,
+            buffer_ms: 5000,
+            first_message: Some("{content_type}".into()),
+            ..ForkConfig::new(format!("ws://{addr}/opus"))
+        };
+        let mut fork = Fork::new(config).unwrap();
+        let call = callpipe::processor::CallInfo { id: "opus".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
+        fork.prepare(&Setup { rate, call: &call }).unwrap();
+        let mut conn = next_conn(&mut conns).await;
+        assert!(matches!(conn.next().await, Message::Text(t) if t.as_str() == content_type));
+        let n = rate.frame_samples();
+        let hz = f64::from(rate.hz());
+        let (mut input, mut output, mut requests) = (vec![0i16; n], vec![0i16; n], Requests::new(n * 50));
+        let t0 = std::time::Instant::now();
+        for pass in 0..PASSES {
+            for (i, (l, r)) in input.iter_mut().zip(output.iter_mut()).enumerate() {
+                let t = (pass * n + i) as f64 / hz;
+                *l = (8000.0 * (std::f64::consts::TAU * 1000.0 * t).sin()) as i16;
+                *r = (8000.0 * (std::f64::consts::TAU * 400.0 * t).sin()) as i16;
+            }
+            requests.reset(n * 50);
+            let mut cx = Context::new(t0 + FRAME_DURATION * pass as u32, pass as u64, rate, &mut input, true, &mut output, &mut requests);
+            fork.process(&mut cx);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let mut cx = Context::new(t0, PASSES as u64, rate, &mut input, false, &mut output, &mut requests);
+        fork.finish(&mut cx);
+        assert_eq!(fork.dropped_frames(), 0);
+        let mut packets = Vec::new();
+        loop {
+            match conn.next().await {
+                Message::Binary(packet) => packets.push(packet),
+                Message::Close(_) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(packets.len(), PASSES * 20 / frame_ms as usize, "{content_type}, {frame_ms} ms: one packet per frame of call passes");
+        let fork_rate = fork_rate.unwrap_or(rate.hz());
+        let channels = send.channels();
+        let layout = if channels == 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
+        let mut decoder = opus::Decoder::new(fork_rate, layout).unwrap();
+        let per_packet = (fork_rate * frame_ms / 1000) as usize;
+        let mut decoded = Vec::new();
+        let mut buffer = vec![0i16; 5760 * 2];
+        for packet in &packets {
+            let samples = decoder.decode(packet, &mut buffer, false).unwrap();
+            assert_eq!(samples, per_packet, "{content_type}: each packet is {frame_ms} ms");
+            decoded.extend_from_slice(&buffer[..samples * channels]);
+        }
+        // One second from 0.5 s on (past the resampler's and the codec's start).
+        let second = fork_rate as usize;
+        for (channel, tone) in [(0, 1000.0), (1, 400.0)].into_iter().take(channels) {
+            let samples: Vec<i16> = decoded.iter().skip(channel).step_by(channels).copied().skip(second / 2).take(second).collect();
+            assert_eq!(samples.len(), second);
+            let crossings = samples.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as f64;
+            assert!(
+                (crossings / 2.0 - tone).abs() <= 5.0,
+                "{content_type}: channel {channel} is {tone} Hz: {crossings} zero crossings in 1 s"
+            );
+            let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / second as f64).sqrt();
+            assert!((rms / (8000.0 / 2f64.sqrt()) - 1.0).abs() < 0.25, "{content_type}: channel {channel} level kept: rms {rms}");
+        }
+    }
 }

@@ -233,8 +233,8 @@ fn dtmf_detection_merging_and_muting_never_allocate() {
 #[test]
 fn dtmf_sending_never_allocates() {
     for rate in SampleRate::ALL {
-        // 64 keys of 1.5 s with 2 s gaps: the sequence (and its one "dtmf:sent" event, which
-        // allocates when the session clones it) outlasts the 200 s measured.
+        // 64 keys of 1.5 s with 2 s gaps: the sequence (and its one "dtmf:sent" event) outlasts
+        // the 200 s measured.
         let config = DtmfSendConfig { digits: "1234567890*#ABCD".repeat(4), tone_ms: 1_500, gap_ms: 2_000, ..DtmfSendConfig::default() };
         let stages: Vec<Box<dyn Processor>> = vec![Box::new(DtmfSend::new(config).unwrap()), Box::new(Echo::new(0).unwrap())];
         let (allocations, stats) = steady_state_allocations(rate, stages);
@@ -259,7 +259,7 @@ fn quarter_second_wav(name: &str) -> std::path::PathBuf {
 fn playing_a_file_never_allocates() {
     // The file played forever (frames that span the loop point every 12.5 passes), mixed with
     // the echo. With barge-in, the platform's DTMF at tick 0 stops playback (its "stream:done"
-    // event, which allocates when the session clones it, falls in the unmeasured first 200
+    // event, which the player builds when it is armed, falls in the unmeasured first 200
     // ticks) and the later keys reach a stopped player; the barge-in itself is measured below.
     let path = quarter_second_wav("steady");
     for rate in SampleRate::ALL {
@@ -424,8 +424,8 @@ fn forking_never_allocates_on_the_media_thread() {
     // A target that accepts TCP (the kernel's backlog) and never answers the upgrade: the fork's
     // task waits on its own runtime, the ring fills, frames are dropped and counted, and the
     // task's `fork:overrun` event is moved into `emit`. Only `process` and `handle_event` are
-    // measured, pass by pass: the session's copy of an event for the event stream (which
-    // allocates, for rare events only) and the reset that drops it happen outside.
+    // measured, pass by pass: the reset that drops the emitted event happens outside (the
+    // session's whole path, events included, is measured with a live target further down).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let cases = [
@@ -581,5 +581,76 @@ fn conference_mixing_never_allocates_on_the_media_thread() {
     for m in &memberships {
         let m = &m.member;
         assert_eq!(m.missing_down.load(std::sync::atomic::Ordering::Relaxed), 0, "{}", m.call_id);
+    }
+}
+
+/// A target on a plain thread that sends `{"transcript":...}` text replies every 20 ms (50 a
+/// second) for `seconds`, then reads until the fork closes.
+fn chatty_target(listener: std::net::TcpListener, seconds: u32) -> std::thread::JoinHandle<u32> {
+    use tokio_tungstenite::tungstenite::{self, Message};
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let replies = seconds * 50;
+        for n in 0..replies {
+            ws.send(Message::text(format!(r#"{{"transcript":"word {n}","final":false}}"#))).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = ws.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        while ws.read().is_ok() {}
+        replies
+    })
+}
+
+#[test]
+fn a_forks_text_replies_pass_through_the_session_without_allocating() {
+    // The whole media-thread step (rings in, one tick, rings out) with a fork whose live target
+    // sends 50 text replies a second: each becomes a `fork:message` event, made on the fork's
+    // task, moved through the reply ring, `emit`, the session (to the other processors, then
+    // out) and the event ring. The media thread neither allocates nor frees: it lets go of each
+    // event before the connection side takes it, which drops it (outside the count, as the
+    // connection task would). Also with the fork inside a `resample` wrapper, which clones each
+    // event (a reference count) for the inner processors.
+    for wrapped in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = ForkConfig::new(format!("ws://{}/stt", listener.local_addr().unwrap()));
+        let target = chatty_target(listener, 4);
+        let rate = SampleRate::Hz8000;
+        let fork: Box<dyn Processor> = Box::new(Fork::new(config).unwrap());
+        let stages: Vec<Box<dyn Processor>> = if wrapped {
+            vec![Box::new(Echo::new(0).unwrap()), Box::new(Resample::new(SampleRate::Hz16000, Pipeline::new(vec![fork])))]
+        } else {
+            vec![Box::new(Echo::new(0).unwrap()), fork]
+        };
+        let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
+        let config = SessionConfig::default();
+        let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
+        let (mut conn, mut media) =
+            call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+        let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
+        let mut out = [0u8; MAX_FRAME_BYTES];
+        let t0 = Instant::now();
+        let (mut allocations, mut messages) = (0, 0);
+        // 5 s of ticks, 10 ms apart in real time: the replies arrive between them.
+        for n in 0..500u32 {
+            conn.audio_in.push_slice(&frame);
+            let measured = allocations_during(|| step(&mut session, &mut media, t0 + FRAME_DURATION * n));
+            if n >= 25 {
+                allocations += measured;
+            }
+            send_released(&mut conn, &mut out, rate);
+            while let Some(event) = conn.events_out.try_pop() {
+                if let Event::Custom { name: "fork:message", data } = &event {
+                    assert_eq!(data["fork"], "127.0.0.1");
+                    messages += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(allocations, 0, "wrapped in resample: {wrapped}");
+        assert_eq!(session.stats().dropped_requests, 0, "{:?}", session.stats());
+        drop(session);
+        let sent = target.join().unwrap();
+        assert!(messages >= 150 && messages <= sent, "wrapped {wrapped}: {messages} of {sent} replies came out as events");
     }
 }

@@ -17,8 +17,8 @@
 //! * Only frames that carry tone are written (`mix_output`), so the processor adds no outbound
 //!   frames of silence; the tone is mixed with, not written over, what earlier processors sent.
 //! * When the last tone has played, one [`Event::Custom`] `"dtmf:sent"` with
-//!   `{"digits": "..."}` is emitted. It is built in `prepare`; the session clones it, which is
-//!   the one allocation per sequence. Nothing else allocates after `prepare`.
+//!   `{"digits": "..."}` is emitted. It is built in `prepare`, and `emit` (and the session
+//!   after it) only moves it. Nothing allocates after `prepare`.
 
 use std::f64::consts::TAU;
 
@@ -183,7 +183,7 @@ impl Processor for DtmfSend {
         self.set_rate(setup.rate);
         self.buffer = vec![0; setup.frame_samples()];
         let digits: String = self.keys.iter().map(|d| d.as_char()).collect();
-        self.done = Some(Event::Custom { name: "dtmf:sent", data: serde_json::json!({ "digits": digits }) });
+        self.done = Some(Event::custom("dtmf:sent", serde_json::json!({ "digits": digits })));
         Ok(())
     }
 
@@ -385,7 +385,7 @@ mod tests {
         let done: Vec<_> = send.events.iter().collect();
         assert_eq!(done.len(), 1);
         // The second tone ends at 150 ms, in pass 7.
-        assert_eq!(*done[0], (7, Event::Custom { name: "dtmf:sent", data: serde_json::json!({ "digits": "12" }) }));
+        assert_eq!(*done[0], (7, Event::custom("dtmf:sent", serde_json::json!({ "digits": "12" }))));
     }
 
     #[test]

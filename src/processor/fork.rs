@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  media thread (process)                        fork runtime (one tokio task per fork)
-//!  caller frame -> resample -> audio ring  ───────>  frames of `frame_ms` -> binary messages
+//!  caller frame -> resample -> audio ring  ───────>  frames of `frame_ms` -> L16 or Opus
 //!  mix one frame per pass  <- reply audio ring <───  binary replies (resampled), dtmf, play
 //!  emit / clear / notify / hang up <- reply ring <─  text replies, connection events
 //!  dtmf, notify played -> note ring  ──────────────>  text messages to the target
@@ -21,16 +21,19 @@
 //!   converted too and interleaved as the right channel.
 //! * One process-wide tokio runtime with two worker threads named `callpipe-fork`, started with
 //!   the first fork, owns every target connection. It is neither a media thread nor the server's
-//!   runtime. Each fork is one task, spawned in `prepare`. The task connects, sends
-//!   `first_message`, then every [`POLL_INTERVAL`] sends the ring's whole frames of `frame_ms`
-//!   as binary messages, and reads the target's replies. The media thread never wakes the task:
-//!   polling bounds the added latency to one interval plus one frame.
+//!   runtime. Each fork is one task, spawned in `prepare`. The task connects (`ws://`, or
+//!   `wss://` over rustls: see `fork/target.rs`), sends `first_message`, then every
+//!   [`POLL_INTERVAL`] sends the ring's whole frames of `frame_ms` as binary messages (L16, or
+//!   one Opus packet each, encoded on the task: see `fork/codec.rs`), and reads the target's
+//!   replies. The media thread never wakes the task: polling bounds the added latency to one
+//!   interval plus one frame.
 //! * The audio ring holds `buffer_ms` (2 s by default). When it is full (the target is slow,
 //!   dead, or being reconnected), frames are dropped and counted, and the task reports a
 //!   `fork:overrun` event when dropping starts and when it stops.
 //! * Reconnects use exponential backoff with jitter, from 250 ms doubling to 10 s, whenever the
-//!   connection fails or the target closes with anything but a clean 1000. After a clean close
-//!   the target initiated, the fork stops for the rest of the call.
+//!   connection fails (TCP, TLS, the upgrade, or [`CONNECT_TIMEOUT`] for the three) or the
+//!   target closes with anything but a clean 1000. After a clean close the target initiated,
+//!   the fork stops for the rest of the call.
 //! * At the end of the call (`finish`, or `Drop`) a flag tells the task to send the whole frames
 //!   left, close with 1000 and end: within [`STOP_TIMEOUT`] in every case.
 //!
@@ -45,12 +48,29 @@
 //! * **Text** messages become `fork:message` events; with `replies = "commands"`, those with a
 //!   known `action` are commands (see [`parse_command`]).
 //!
-//! Events reach the call through [`Context::emit`]; the session copies each one for the event
-//! stream, which allocates: events are rare occasions (a transcript, a state change), never
-//! per frame. Only the `clear`, `notify`, `hangup` commands and the audio reach the media path as
-//! plain values.
+//! Events are made (allocated) on the task and reach the call through [`Context::emit`], which
+//! moves them; the session passes them on to the other processors and out without copying or
+//! freeing them (see the session's module docs), so a target may send many text replies (a
+//! transcript word by word) at no cost to the media thread beyond moving a few words per event;
+//! only an event dropped because a bounded queue is full (counted) is freed on the media
+//! thread. The `clear`, `notify`, `hangup` commands and the audio reach the media path as plain
+//! values.
+//!
+//! # Format and metrics
+//!
+//! * The target learns what it receives from the templates: `{codec}` (`l16` or `opus`),
+//!   `{rate}`, `{channels}`, `{frame_ms}` and `{content_type}` (`audio/l16;rate=16000`,
+//!   `audio/opus;rate=48000;channels=2`) may be put in the URL, a header or `first_message`.
+//! * Each fork name has process-wide counters (connects, failed attempts, disconnects by
+//!   reason, frames and bytes sent, frames dropped, replies by kind, reply audio dropped),
+//!   updated by the task only: see `fork/metrics.rs` and [`fork_totals`].
+
+mod codec;
+mod metrics;
+mod target;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -59,12 +79,20 @@ use futures_util::{SinkExt, StreamExt};
 use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tokio_tungstenite::tungstenite::{Message, http::HeaderName, http::HeaderValue};
+
+#[cfg(feature = "opus")]
+pub use codec::ForkOpusEncoder;
+pub use codec::{DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL, ForkCodec};
+pub use metrics::{ForkCounters, ForkTotals, fork_totals};
 
 use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
 use crate::protocol::{FRAMES_PER_SECOND, SampleRate};
 use crate::resample::{RATES, Resampler};
+use codec::Encoder;
+use metrics::Disconnect;
+use target::{Security, Ws};
 
 /// How often each fork's task sends the audio ring's whole frames and feeds the reply ring.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -162,8 +190,8 @@ impl ForkSend {
 /// The `fork` parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForkConfig {
-    /// The target, `ws://` only: a template with `{call_id}`, `{path}` and `{header:NAME}`,
-    /// whose values are percent-encoded.
+    /// The target, `ws://` or `wss://`: a template (see [`ForkConfig::first_message`] for the
+    /// placeholders) whose values are percent-encoded.
     pub url: String,
     /// Extra upgrade headers: templates as `url`, whose values go in as they are (control
     /// characters removed).
@@ -172,8 +200,9 @@ pub struct ForkConfig {
     pub rate: Option<u32>,
     /// Audio per binary message, in ms: 10, 20, 40 or 60.
     pub frame_ms: u32,
-    /// A text message sent first on every connection: a template as `url`, whose values are
-    /// JSON-escaped (put placeholders inside JSON strings).
+    /// A text message sent first on every connection: a template with `{call_id}`, `{path}`,
+    /// `{header:NAME}` and the format sent, `{codec}`, `{rate}`, `{channels}`, `{frame_ms}` and
+    /// `{content_type}`, whose values are JSON-escaped (put placeholders inside JSON strings).
     pub first_message: Option<String>,
     /// The audio ring between the media thread and the task, in ms (100 to 60000).
     pub buffer_ms: u32,
@@ -185,6 +214,13 @@ pub struct ForkConfig {
     pub name: Option<String>,
     /// Which audio to send.
     pub send: ForkSend,
+    /// Extra trust anchors for `wss://` (PEM certificates), besides the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// The codec of the binary messages.
+    pub codec: ForkCodec,
+    /// The Opus bitrate in bits per second, all channels together; `None` for
+    /// [`DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL`] per channel.
+    pub bitrate: Option<u32>,
 }
 
 impl ForkConfig {
@@ -201,7 +237,15 @@ impl ForkConfig {
             reply_rate: None,
             name: None,
             send: ForkSend::Caller,
+            ca_file: None,
+            codec: ForkCodec::L16,
+            bitrate: None,
         }
+    }
+
+    /// The Opus bitrate in use: `bitrate`, or the default per channel.
+    pub fn opus_bitrate(&self) -> u32 {
+        self.bitrate.unwrap_or(DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL * self.send.channels() as u32)
     }
 }
 
@@ -212,6 +256,29 @@ pub(super) enum Piece {
     CallId,
     Path,
     Header(String),
+    Codec,
+    Rate,
+    Channels,
+    FrameMs,
+    ContentType,
+}
+
+/// What a fork sends, for the templates: the target learns the format from the URL, a header
+/// or the first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Format {
+    codec: ForkCodec,
+    rate: u32,
+    channels: usize,
+    frame_ms: u32,
+}
+
+impl Format {
+    /// `audio/l16;rate=16000` or `audio/opus;rate=16000`, with `;channels=2` when stereo.
+    fn content_type(self) -> String {
+        let channels = if self.channels == 2 { ";channels=2" } else { "" };
+        format!("audio/{};rate={}{channels}", self.codec.as_str(), self.rate)
+    }
 }
 
 /// How a template's values are escaped.
@@ -228,6 +295,16 @@ pub(super) enum Escape {
 /// Parses a template: `{call_id}`, `{path}` and `{header:NAME}` (NAME of `[A-Za-z0-9_-]`) are
 /// placeholders; every other character, braces included, is literal.
 pub(super) fn parse_template(text: &str) -> Vec<Piece> {
+    parse_pieces(text, false)
+}
+
+/// Parses a fork's template: the placeholders of [`parse_template`], and those of the format
+/// sent, `{codec}`, `{rate}`, `{channels}`, `{frame_ms}` and `{content_type}`.
+fn parse_fork_template(text: &str) -> Vec<Piece> {
+    parse_pieces(text, true)
+}
+
+fn parse_pieces(text: &str, with_format: bool) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut rest = text;
@@ -239,6 +316,11 @@ pub(super) fn parse_template(text: &str) -> Vec<Piece> {
             let piece = match inner {
                 "call_id" => Some(Piece::CallId),
                 "path" => Some(Piece::Path),
+                "codec" if with_format => Some(Piece::Codec),
+                "rate" if with_format => Some(Piece::Rate),
+                "channels" if with_format => Some(Piece::Channels),
+                "frame_ms" if with_format => Some(Piece::FrameMs),
+                "content_type" if with_format => Some(Piece::ContentType),
                 _ => inner
                     .strip_prefix("header:")
                     .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
@@ -269,6 +351,18 @@ pub(super) fn parse_template(text: &str) -> Vec<Piece> {
 
 /// Fills a template from the call; a missing header is empty.
 pub(super) fn render(pieces: &[Piece], call: &CallInfo, escape: Escape) -> String {
+    render_pieces(pieces, call, None, escape)
+}
+
+/// Fills a fork's template from the call and the format sent.
+fn render_with_format(pieces: &[Piece], call: &CallInfo, format: Format, escape: Escape) -> String {
+    render_pieces(pieces, call, Some(format), escape)
+}
+
+/// Fills `pieces`; the format's placeholders (only a fork's templates have them) are empty
+/// without a format.
+fn render_pieces(pieces: &[Piece], call: &CallInfo, format: Option<Format>, escape: Escape) -> String {
+    use std::borrow::Cow;
     let mut out = String::new();
     for piece in pieces {
         let value = match piece {
@@ -276,9 +370,14 @@ pub(super) fn render(pieces: &[Piece], call: &CallInfo, escape: Escape) -> Strin
                 out.push_str(text);
                 continue;
             }
-            Piece::CallId => std::borrow::Cow::Borrowed(call.id.as_str()),
-            Piece::Path => std::borrow::Cow::Borrowed(call.path.as_str()),
+            Piece::CallId => Cow::Borrowed(call.id.as_str()),
+            Piece::Path => Cow::Borrowed(call.path.as_str()),
             Piece::Header(name) => call.metadata.header_str(name).unwrap_or_default(),
+            Piece::Codec => format.map_or(Cow::Borrowed(""), |f| Cow::Borrowed(f.codec.as_str())),
+            Piece::Rate => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.rate.to_string())),
+            Piece::Channels => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.channels.to_string())),
+            Piece::FrameMs => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.frame_ms.to_string())),
+            Piece::ContentType => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.content_type())),
         };
         push_escaped(&mut out, &value, escape);
     }
@@ -308,6 +407,9 @@ fn push_escaped(out: &mut String, value: &str, escape: Escape) {
 fn sample_call() -> CallInfo {
     CallInfo { id: "call-id".into(), path: "/path".into(), metadata: crate::protocol::Metadata::new(SampleRate::Hz8000) }
 }
+
+/// A format for checking templates at configuration time.
+const SAMPLE_FORMAT: Format = Format { codec: ForkCodec::L16, rate: 8000, channels: 1, frame_ms: 20 };
 
 /// A command from the target (with `replies = "commands"`), one JSON object per text message:
 ///
@@ -403,6 +505,8 @@ pub struct Fork {
     headers: Vec<(HeaderName, Vec<Piece>)>,
     first_message: Option<Vec<Piece>>,
     name: String,
+    security: Security,
+    counters: Arc<ForkCounters>,
     shared: Arc<Shared>,
     side: Option<MediaSide>,
     resampler: Option<Resampler>,
@@ -429,21 +533,40 @@ fn config_error(message: impl Into<String>) -> ProcessorError {
     ProcessorError::Config { processor: "fork".into(), message: message.into() }
 }
 
+/// Checks `codec` against this build and `bitrate` against the codec.
+fn check_codec(config: &ForkConfig) -> Result<(), ProcessorError> {
+    let bitrates = super::record::OPUS_BITRATES;
+    match (config.codec, config.bitrate) {
+        (ForkCodec::L16, Some(_)) => Err(config_error("`bitrate` applies to codec = \"opus\" only")),
+        (ForkCodec::Opus, _) if !cfg!(feature = "opus") => Err(config_error(format!("codec = \"opus\": {}", super::OPUS_FEATURE_MISSING))),
+        (ForkCodec::Opus, Some(bits)) if !bitrates.contains(&bits) => {
+            Err(config_error(format!("`bitrate` must be between {} and {} bits per second, not {bits}", bitrates.start(), bitrates.end())))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Fork {
     /// A fork with `config`, checked here: the URL (with sample values), the rates, the frame
-    /// size, the buffer and the header names.
+    /// size, the buffer, the header names, the codec and its bitrate, and for `wss://` the trust
+    /// roots (`ca_file` is read the first time a fork names it: see `fork/target.rs`).
+    ///
+    /// Registers the fork's name in the process's fork counters ([`fork_totals`]): a lock, an
+    /// allocation, maybe a file read. Build forks off the media thread.
     pub fn new(config: ForkConfig) -> Result<Fork, ProcessorError> {
-        let url = parse_template(&config.url);
-        let sample = render(&url, &sample_call(), Escape::Url);
+        let url = parse_fork_template(&config.url);
+        let sample = render_with_format(&url, &sample_call(), SAMPLE_FORMAT, Escape::Url);
         let parsed = url::Url::parse(&sample).map_err(|e| config_error(format!("`url` {:?} is not a URL: {e}", config.url)))?;
-        match parsed.scheme() {
-            "ws" => {}
-            "wss" => return Err(config_error("`url`: wss:// is not supported yet; use ws://")),
-            other => return Err(config_error(format!("`url` must be ws://, not {other}://"))),
-        }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(config_error("`url` needs a host"));
         }
+        let security = match parsed.scheme() {
+            "ws" if config.ca_file.is_some() => return Err(config_error("`ca_file` applies to wss:// targets only")),
+            "ws" => Security::Plain,
+            "wss" => Security::Tls(target::tls_config(config.ca_file.as_deref()).map_err(config_error)?),
+            other => return Err(config_error(format!("`url` must be ws:// or wss://, not {other}://"))),
+        };
+        check_codec(&config)?;
         for (key, rate) in [("rate", config.rate), ("reply_rate", config.reply_rate)] {
             if let Some(rate) = rate
                 && !RATES.contains(&rate)
@@ -463,11 +586,12 @@ impl Fork {
             .map(|(name, value)| {
                 let header =
                     HeaderName::from_bytes(name.as_bytes()).map_err(|_| config_error(format!("`headers`: bad header name {name:?}")))?;
-                Ok((header, parse_template(value)))
+                Ok((header, parse_fork_template(value)))
             })
             .collect::<Result<Vec<_>, ProcessorError>>()?;
-        let first_message = config.first_message.as_deref().map(parse_template);
+        let first_message = config.first_message.as_deref().map(parse_fork_template);
         let name = config.name.clone().unwrap_or_else(|| parsed.host_str().unwrap_or_default().to_owned());
+        let counters = metrics::counters(&name);
         let marker_base = MARKER_BASE + ((NEXT_FORK.fetch_add(1, Ordering::Relaxed) % (1 << 26)) << 24);
         Ok(Fork {
             config,
@@ -475,6 +599,8 @@ impl Fork {
             headers,
             first_message,
             name,
+            security,
+            counters,
             shared: Arc::default(),
             side: None,
             resampler: None,
@@ -617,18 +743,28 @@ impl Processor for Fork {
         } else {
             None
         };
-        let mut request =
-            render(&self.url, setup.call, Escape::Url).into_client_request().map_err(|e| config_error(format!("`url`: {e}")))?;
+        let format = Format { codec: self.config.codec, rate, channels, frame_ms: self.config.frame_ms };
+        let encoder = Encoder::new(self.config.codec, rate, channels, self.config.frame_ms, self.config.opus_bitrate())
+            .map_err(|e| config_error(format!("`codec`: {e}")))?;
+        let mut request = render_with_format(&self.url, setup.call, format, Escape::Url)
+            .into_client_request()
+            .map_err(|e| config_error(format!("`url`: {e}")))?;
         for (name, value) in &self.headers {
-            let value = render(value, setup.call, Escape::Header);
+            let value = render_with_format(value, setup.call, format, Escape::Header);
             let value = HeaderValue::from_str(&value).map_err(|e| config_error(format!("`headers`.{name}: {e}")))?;
             request.headers_mut().insert(name.clone(), value);
         }
+        let chunk = (rate * self.config.frame_ms / 1000) as usize * channels;
         let task = Task {
             name: self.name.clone(),
             request,
-            first_message: self.first_message.as_ref().map(|t| render(t, setup.call, Escape::Json)),
-            chunk: (rate * self.config.frame_ms / 1000) as usize * channels,
+            security: self.security.clone(),
+            first_message: self.first_message.as_ref().map(|t| render_with_format(t, setup.call, format, Escape::Json)),
+            chunk,
+            frame: vec![0; chunk],
+            encoder,
+            counters: self.counters.clone(),
+            counted_drops: 0,
             replies_mode: self.config.replies,
             call_rate: setup.rate,
             reply_resampler,
@@ -644,7 +780,6 @@ impl Processor for Fork {
             notify_payloads: HashMap::new(),
             next_marker: self.marker_base,
             overrun: Overrun::default(),
-            sent_frames: 0,
         };
         let runtime = runtime().map_err(|e| config_error(format!("cannot start the fork runtime: {e}")))?;
         runtime.spawn(task.run());
@@ -741,8 +876,6 @@ struct Overrun {
     started_at: Option<u64>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Why a connection ended.
 enum Ended {
     /// The call ended.
@@ -757,9 +890,16 @@ enum Ended {
 struct Task {
     name: String,
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    security: Security,
     first_message: Option<String>,
-    /// Samples per binary message at the fork's rate.
+    /// Samples per binary message at the fork's rate (interleaved, with `send = "both"`).
     chunk: usize,
+    /// One message's samples, taken from the audio ring.
+    frame: Vec<i16>,
+    encoder: Encoder,
+    counters: Arc<ForkCounters>,
+    /// The ring's drop count already added to `counters`.
+    counted_drops: u64,
     replies_mode: ForkReplies,
     call_rate: SampleRate,
     reply_resampler: Option<Resampler>,
@@ -778,18 +918,23 @@ struct Task {
     notify_payloads: HashMap<u64, Value>,
     next_marker: u64,
     overrun: Overrun,
-    sent_frames: u64,
 }
 
 impl Task {
     async fn run(mut self) {
+        self.connect_and_send().await;
+        self.count_drops();
+    }
+
+    /// Connects, sends and reconnects until the call ends or the target closes cleanly.
+    async fn connect_and_send(&mut self) {
         let mut backoff = MIN_BACKOFF;
         let mut failures = 0u32;
         loop {
             if self.stopping() {
                 return;
             }
-            let connecting = tokio::time::timeout(CONNECT_TIMEOUT, connect(self.request.clone()));
+            let connecting = tokio::time::timeout(CONNECT_TIMEOUT, target::connect(self.request.clone(), self.security.clone()));
             tokio::pin!(connecting);
             let mut tick = tokio::time::interval(POLL_INTERVAL);
             let attempt = loop {
@@ -807,11 +952,24 @@ impl Task {
                 Ok(Ok(ws)) => {
                     failures = 0;
                     backoff = MIN_BACKOFF;
+                    self.counters.connected();
                     self.event("fork:connected", json!({ "fork": self.name, "url": self.request.uri().to_string() }));
-                    self.session(ws).await
+                    let ended = self.session(ws).await;
+                    self.counters.disconnected(match ended {
+                        Ended::Stop => Disconnect::CallEnded,
+                        Ended::Clean => Disconnect::TargetClosed,
+                        Ended::Lost(_) => Disconnect::Error,
+                    });
+                    ended
                 }
-                Ok(Err(error)) => Ended::Lost(format!("connect failed: {error}")),
-                Err(_) => Ended::Lost("connect timed out".into()),
+                Ok(Err(error)) => {
+                    self.counters.connect_failed();
+                    Ended::Lost(format!("connect failed: {error}"))
+                }
+                Err(_) => {
+                    self.counters.connect_failed();
+                    Ended::Lost("connect timed out".into())
+                }
             };
             match ended {
                 Ended::Stop => return,
@@ -856,13 +1014,15 @@ impl Task {
 
     /// Sends a ready-made event to the media thread (dropped when its ring is full).
     fn event(&mut self, name: &'static str, data: Value) {
-        if self.replies.try_push(Reply::Event(Event::Custom { name, data })).is_err() {
+        if self.replies.try_push(Reply::Event(Event::custom(name, data))).is_err() {
             tracing::debug!(fork = self.name, name, "fork event dropped: ring full");
         }
     }
 
     /// One connection, until it ends.
     async fn session(&mut self, mut ws: Ws) -> Ended {
+        // Each connection is a stream of its own.
+        self.encoder.reset();
         if let Some(text) = self.first_message.clone()
             && let Err(e) = send_timeout(&mut ws, Message::text(text)).await
         {
@@ -910,15 +1070,17 @@ impl Task {
     /// Sends the ring's whole frames. `Ok(false)` when a send took too long (the frame is in
     /// the socket's buffer; the rest waits in the ring).
     async fn send_audio(&mut self, ws: &mut Ws) -> Result<bool, String> {
-        let mut samples = vec![0i16; self.chunk];
         while self.audio.occupied_len() >= self.chunk {
-            self.audio.pop_slice(&mut samples);
-            let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-            self.sent_frames += 1;
-            match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::binary(bytes))).await {
-                Ok(Ok(())) => {}
+            self.audio.pop_slice(&mut self.frame);
+            let payload = self.encoder.encode(&self.frame)?;
+            let bytes = payload.len();
+            match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::binary(payload))).await {
+                Ok(Ok(())) => self.counters.sent(bytes),
                 Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Ok(false),
+                Err(_) => {
+                    self.counters.sent(bytes);
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -951,8 +1113,18 @@ impl Task {
         .await;
     }
 
-    /// Overrun events, and the reply ring's feed from the backlog.
+    /// Adds the frames the media thread dropped since the last look to the counters.
+    fn count_drops(&mut self) {
+        let dropped = self.shared.dropped.load(Ordering::Relaxed);
+        if dropped > self.counted_drops {
+            self.counters.dropped(dropped - self.counted_drops);
+            self.counted_drops = dropped;
+        }
+    }
+
+    /// Overrun events and counts, and the reply ring's feed from the backlog.
     fn housekeeping(&mut self) {
+        self.count_drops();
         let now = tokio::time::Instant::now();
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
         if dropped > self.overrun.seen {
@@ -981,10 +1153,14 @@ impl Task {
     fn handle_message(&mut self, message: Message) -> Option<Ended> {
         match message {
             Message::Binary(bytes) => {
+                self.counters.reply(true);
                 let samples = bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]));
                 self.queue_reply_audio(samples);
             }
-            Message::Text(text) => self.handle_text(text.as_str()),
+            Message::Text(text) => {
+                self.counters.reply(false);
+                self.handle_text(text.as_str());
+            }
             Message::Close(frame) => {
                 return Some(match frame {
                     Some(frame) if frame.code == CloseCode::Normal => Ended::Clean,
@@ -998,10 +1174,12 @@ impl Task {
     }
 
     /// Adds binary reply audio at `reply_rate` to the backlog at the call's rate.
-    fn queue_reply_audio(&mut self, samples: impl Iterator<Item = i16>) {
+    fn queue_reply_audio(&mut self, samples: impl ExactSizeIterator<Item = i16>) {
+        let rate = self.call_rate.hz();
         match self.reply_resampler.as_mut() {
             None => {
                 let room = self.backlog_cap.saturating_sub(self.backlog.len());
+                self.counters.reply_audio_dropped(samples.len().saturating_sub(room), rate);
                 self.backlog.extend(samples.take(room));
             }
             Some(resampler) => {
@@ -1013,6 +1191,8 @@ impl Task {
                     resampler.process(frame, &mut out);
                     if self.backlog.len() + outp <= self.backlog_cap {
                         self.backlog.extend(&out);
+                    } else {
+                        self.counters.reply_audio_dropped(outp, rate);
                     }
                 }
                 self.reply_pending.drain(..whole);
@@ -1024,6 +1204,7 @@ impl Task {
     /// Queues audio rendered on this side (DTMF, a file) after the target's audio.
     fn queue_call_audio(&mut self, samples: &[i16]) {
         let room = self.backlog_cap.saturating_sub(self.backlog.len());
+        self.counters.reply_audio_dropped(samples.len().saturating_sub(room), self.call_rate.hz());
         self.backlog.extend(&samples[..samples.len().min(room)]);
         self.housekeeping();
     }
@@ -1075,12 +1256,6 @@ impl Task {
     }
 }
 
-async fn connect(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    Ok(ws)
-}
-
 async fn send_timeout(ws: &mut Ws, message: Message) -> Result<(), String> {
     match tokio::time::timeout(SEND_TIMEOUT * 10, ws.send(message)).await {
         Ok(Ok(())) => Ok(()),
@@ -1120,11 +1295,41 @@ mod tests {
     }
 
     #[test]
+    fn templates_tell_the_target_the_format() {
+        let t = parse_fork_template(r#"{"codec":"{codec}","rate":{rate},"channels":{channels},"ms":{frame_ms},"type":"{content_type}"}"#);
+        let stereo_opus = Format { codec: ForkCodec::Opus, rate: 48000, channels: 2, frame_ms: 60 };
+        let value: Value = serde_json::from_str(&render_with_format(&t, &call(), stereo_opus, Escape::Json)).unwrap();
+        assert_eq!(value, json!({ "codec": "opus", "rate": 48000, "channels": 2, "ms": 60, "type": "audio/opus;rate=48000;channels=2" }));
+        let t = parse_fork_template("ws://h/{codec}?type={content_type}");
+        let mono_l16 = Format { codec: ForkCodec::L16, rate: 16000, channels: 1, frame_ms: 20 };
+        assert_eq!(render_with_format(&t, &call(), mono_l16, Escape::Url), "ws://h/l16?type=audio%2Fl16%3Brate%3D16000");
+        // Templates that are not a fork's keep these names literal.
+        assert_eq!(render(&parse_template("{codec}-{rate}-{call_id}"), &call(), Escape::Header), "{codec}-{rate}-a b");
+    }
+
+    #[test]
     fn config_is_checked_with_clear_errors() {
         let error = |c: ForkConfig| Fork::new(c).unwrap_err().to_string();
         assert!(Fork::new(ForkConfig::new("ws://127.0.0.1:9/{call_id}")).is_ok());
-        assert!(error(ForkConfig::new("wss://x/")).contains("wss:// is not supported"));
-        assert!(error(ForkConfig::new("http://x/")).contains("must be ws://"));
+        assert!(Fork::new(ForkConfig::new("wss://stt.example/{call_id}")).is_ok());
+        assert!(error(ForkConfig::new("http://x/")).contains("must be ws:// or wss://"));
+        let ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        assert!(error(ForkConfig { ca_file: ca_file.clone(), ..ForkConfig::new("ws://x/") }).contains("`ca_file` applies to wss://"));
+        let message = error(ForkConfig { ca_file, ..ForkConfig::new("wss://x/") });
+        assert!(message.contains("`ca_file` /nonexistent/ca.pem: cannot read it"), "{message}");
+        assert!(
+            error(ForkConfig { bitrate: Some(32_000), ..ForkConfig::new("ws://x/") })
+                .contains("`bitrate` applies to codec = \"opus\" only")
+        );
+        let opus = |bitrate| ForkConfig { codec: ForkCodec::Opus, bitrate, ..ForkConfig::new("ws://x/") };
+        if cfg!(feature = "opus") {
+            assert!(Fork::new(opus(Some(32_000))).is_ok());
+            assert!(error(opus(Some(1_000))).contains("`bitrate` must be between 6000 and 256000"));
+        } else {
+            assert!(error(opus(None)).contains("built without the `opus` feature"));
+        }
+        assert_eq!(opus(None).opus_bitrate(), 24_000);
+        assert_eq!(ForkConfig { send: ForkSend::Both, ..opus(None) }.opus_bitrate(), 48_000);
         assert!(error(ForkConfig::new("not a url")).contains("is not a URL"));
         assert!(error(ForkConfig { rate: Some(11025), ..ForkConfig::new("ws://x/") }).contains("`rate` must be"));
         assert!(error(ForkConfig { reply_rate: Some(44100), ..ForkConfig::new("ws://x/") }).contains("`reply_rate` must be"));
@@ -1147,5 +1352,20 @@ mod tests {
         assert!(parse_command(&json!({ "action": "dtmf" })).is_err());
         assert_eq!(parse_command(&json!({ "action": "dance" })), Ok(None));
         assert_eq!(parse_command(&json!({ "transcript": "hi" })), Ok(None));
+    }
+
+    #[test]
+    fn the_registry_reads_ca_file_codec_and_bitrate() {
+        let registry = super::super::ProcessorRegistry::with_builtins();
+        let build = |text: &str| {
+            let spec = super::super::ProcessorSpec::from_table(toml::from_str(text).unwrap()).unwrap();
+            registry.build(&spec).map(|p| p.name()).map_err(|e| e.to_string())
+        };
+        assert_eq!(build("type = 'fork'\nurl = 'ws://x/'\ncodec = 'l16'"), Ok("fork"));
+        assert!(build("type = 'fork'\nurl = 'ws://x/'\ncodec = 'mp3'").unwrap_err().contains("`codec` must be \"l16\" or \"opus\""));
+        assert!(build("type = 'fork'\nurl = 'ws://x/'\nbitrate = 'high'").unwrap_err().contains("`bitrate` must be an integer"));
+        assert!(build("type = 'fork'\nurl = 'ws://x/'\nbitrate = 32000").unwrap_err().contains("applies to codec = \"opus\" only"));
+        assert!(build("type = 'fork'\nurl = 'wss://x/'\nca_file = 7").unwrap_err().contains("`ca_file` must be a string"));
+        assert!(build("type = 'fork'\nurl = 'wss://x/'\nca_file = '/nonexistent/ca.pem'").unwrap_err().contains("cannot read it"));
     }
 }

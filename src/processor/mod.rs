@@ -13,16 +13,18 @@
 //! * [`Processor::process`] and [`Processor::handle_event`] run on a media thread that serves
 //!   many calls. They must not allocate, free, lock, block, log, format strings or touch files.
 //!   File and network work belongs to another thread fed by a ring (see the recorder and bridge
-//!   processors). [`Event::Custom`] carries a `serde_json::Value` and so allocates: emit it on
-//!   rare occasions only, never per frame.
+//!   processors). [`Event::Custom`] carries its data behind an [`Arc`](std::sync::Arc): building
+//!   one allocates, so make it off the media thread (in `prepare`, or on the processor's own
+//!   thread or task) or on rare occasions only; moving and cloning it never allocates.
 //! * One pass is exactly one frame of call time, whether or not the caller's frame arrived:
 //!   [`Context::input_present`] says which. Pipelines therefore keep time with the call.
 //!
 //! # Metrics
 //!
 //! [`Pipeline::run`] times each stage's `process` on one pass in [`TIMING_INTERVAL`] into a
-//! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`), and the
-//! recorder counts the bytes it writes ([`recording_bytes`]).
+//! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`), the
+//! recorder counts the bytes it writes ([`recording_bytes`]), and forks count their connections
+//! and traffic per fork name ([`fork_totals`]).
 
 pub(crate) mod conference;
 mod context;
@@ -47,7 +49,12 @@ pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests}
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
 pub use echo::Echo;
-pub use fork::{Command as ForkCommand, Fork, ForkConfig, ForkReplies, ForkSend, parse_command as parse_fork_command};
+#[cfg(feature = "opus")]
+pub use fork::ForkOpusEncoder;
+pub use fork::{
+    Command as ForkCommand, DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL, Fork, ForkCodec, ForkConfig, ForkCounters, ForkReplies, ForkSend,
+    ForkTotals, fork_totals, parse_command as parse_fork_command,
+};
 pub use play::{Play, PlayConfig};
 pub use record::{
     OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, recording_in_progress,
@@ -127,13 +134,22 @@ pub enum Event {
         /// Why.
         reason: crate::session::StreamEnd,
     },
-    /// A processor's own event. Allocates: for rare occasions only.
+    /// A processor's own event. Making its data allocates (see [`Event::custom`]); cloning the
+    /// event only counts a reference, so the session passes it on without allocating.
     Custom {
         /// The event name, e.g. `"vad:speech"`.
         name: &'static str,
-        /// Its data.
-        data: serde_json::Value,
+        /// Its data, shared.
+        data: std::sync::Arc<serde_json::Value>,
     },
+}
+
+impl Event {
+    /// A [`Event::Custom`] named `name` with `data`. Allocates: call it off the media thread or
+    /// on rare occasions.
+    pub fn custom(name: &'static str, data: impl Into<serde_json::Value>) -> Event {
+        Event::Custom { name, data: std::sync::Arc::new(data.into()) }
+    }
 }
 
 /// Why a processor could not be prepared.

@@ -167,7 +167,7 @@ impl Play {
     }
 
     fn build_events(&mut self) {
-        let done = |reason: &str| Event::Custom { name: "stream:done", data: serde_json::json!({ "file": self.name, "reason": reason }) };
+        let done = |reason: &str| Event::custom("stream:done", serde_json::json!({ "file": self.name, "reason": reason }));
         self.finished = Some(done("finished"));
         self.barged_in = Some(done("barge_in"));
     }
@@ -325,7 +325,7 @@ mod tests {
     }
 
     fn done(path: &Path, reason: &str) -> Event {
-        Event::Custom { name: "stream:done", data: serde_json::json!({ "file": path.display().to_string(), "reason": reason }) }
+        Event::custom("stream:done", serde_json::json!({ "file": path.display().to_string(), "reason": reason }))
     }
 
     fn key() -> Event {

@@ -380,10 +380,8 @@ impl Record {
     /// Disables recording for this call: logs and prepares the error event.
     fn disable(&mut self, path: &Path, error: String) {
         tracing::warn!(path = %path.display(), %error, "recording disabled for this call");
-        self.announce = Some(Event::Custom {
-            name: "recording",
-            data: serde_json::json!({ "state": "error", "path": path.display().to_string(), "error": error }),
-        });
+        self.announce =
+            Some(Event::custom("recording", serde_json::json!({ "state": "error", "path": path.display().to_string(), "error": error })));
     }
 
     /// Tells the writer to drain and finalize (once).
@@ -448,15 +446,15 @@ impl Processor for Record {
         self.rate = rate;
         self.producer = Some(producer);
         self.scratch = vec![0; setup.frame_samples() * usize::from(channels.count())];
-        self.announce = Some(Event::Custom {
-            name: "recording",
-            data: serde_json::json!({
+        self.announce = Some(Event::custom(
+            "recording",
+            serde_json::json!({
                 "state": "started",
                 "path": path.display().to_string(),
                 "format": self.config.format.as_str(),
                 "channels": channels.as_str(),
             }),
-        });
+        ));
         Ok(())
     }
 
@@ -473,7 +471,7 @@ impl Processor for Record {
             // Once per recording, on a failure: the event's allocation is the rare kind.
             self.error_reported = true;
             let path = self.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-            cx.emit(Event::Custom { name: "recording", data: serde_json::json!({ "state": "error", "path": path, "error": error }) });
+            cx.emit(Event::custom("recording", serde_json::json!({ "state": "error", "path": path, "error": error })));
         }
         let Some(producer) = self.producer.as_mut() else { return };
         let (input, output) = (cx.input(), cx.output());
@@ -518,7 +516,7 @@ impl Processor for Record {
             if let Some(error) = self.shared.failed.get() {
                 data["error"] = serde_json::Value::from(error.as_str());
             }
-            cx.emit(Event::Custom { name: "recording", data });
+            cx.emit(Event::custom("recording", data));
         }
     }
 }

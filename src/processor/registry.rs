@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::{
     Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
-    DtmfSendConfig, Echo, Fork, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError, Record,
-    RecordChannels, RecordConfig, RecordFormat, Resample,
+    DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError,
+    Record, RecordChannels, RecordConfig, RecordFormat, Resample,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -167,7 +167,21 @@ impl ProcessorRegistry {
         });
         registry.register("fork", |params| {
             let p = Params::new("fork", params);
-            p.only(&["url", "headers", "rate", "frame_ms", "first_message", "buffer_ms", "replies", "reply_rate", "name", "send"])?;
+            p.only(&[
+                "url",
+                "headers",
+                "rate",
+                "frame_ms",
+                "first_message",
+                "buffer_ms",
+                "replies",
+                "reply_rate",
+                "name",
+                "send",
+                "ca_file",
+                "codec",
+                "bitrate",
+            ])?;
             let url = p.str("url")?.ok_or_else(|| p.error("`url` is required, e.g. url = \"ws://127.0.0.1:9000/stt/{call_id}\""))?;
             let d = ForkConfig::new(url);
             let headers = match params.get("headers") {
@@ -195,9 +209,25 @@ impl ProcessorRegistry {
                     ForkSend::parse(text).ok_or_else(|| p.error(format!("`send` must be \"caller\" or \"both\", not {text:?}")))?
                 }
             };
+            let codec = match p.str("codec")? {
+                None => ForkCodec::default(),
+                Some(text) => {
+                    ForkCodec::parse(text).ok_or_else(|| p.error(format!("`codec` must be \"l16\" or \"opus\", not {text:?}")))?
+                }
+            };
+            let bitrate = match params.get("bitrate") {
+                None => None,
+                Some(_) => Some(p.u32_or("bitrate", 0).map_err(|_| {
+                    let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
+                    p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
+                })?),
+            };
             Ok(Box::new(Fork::new(ForkConfig {
                 headers,
                 send,
+                codec,
+                bitrate,
+                ca_file: p.str("ca_file")?.map(Into::into),
                 rate: optional_rate("rate")?,
                 frame_ms: p.u32_or("frame_ms", d.frame_ms)?,
                 first_message: p.str("first_message")?.map(str::to_owned),

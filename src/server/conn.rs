@@ -523,7 +523,7 @@ impl CallEvents {
                 Some("finished") => {
                     // The recording's file goes in `file`: `path` is the call's. The event waits
                     // for the writer thread to finalize the file (see `publish_recordings`).
-                    let mut fields = data.clone();
+                    let mut fields = Value::clone(data);
                     if let Some(map) = fields.as_object_mut()
                         && let Some(file) = map.remove("path")
                     {
@@ -537,11 +537,11 @@ impl CallEvents {
                 _ => debug!(id = self.id, %data, "recording"),
             },
             Event::Custom { name: "stream:done", data } => {
-                let mut fields = data.clone();
+                let mut fields = Value::clone(data);
                 fields["source"] = json!("play");
                 self.publish("stream:done", fields);
             }
-            Event::Custom { name, data } => self.publish(name, data.clone()),
+            Event::Custom { name, data } => self.publish(name, Value::clone(data)),
             Event::NotifyPlayed { .. } | Event::Cleared => {}
         }
     }

@@ -1,8 +1,9 @@
 //! The server's counters as Prometheus text (see [`crate::metrics`] for the format).
 //!
 //! [`render`] reads [`ServerStats`], [`MediaStats`], the process-wide processor times
-//! ([`processor::timings`]) and recording bytes ([`processor::recording_bytes`]) with relaxed
-//! loads: each value is current, the set is not one atomic snapshot.
+//! ([`processor::timings`]), recording bytes ([`processor::recording_bytes`]) and fork counters
+//! ([`processor::fork_totals`]) with relaxed loads: each value is current, the set is not one
+//! atomic snapshot.
 
 use std::sync::atomic::Ordering;
 
@@ -227,6 +228,59 @@ fn write_processors(out: &mut Exposition) {
     }
     out.family("callpipe_recording_bytes_total", Kind::Counter, "Bytes written to recording files.")
         .sample(&[], processor::recording_bytes() as f64);
+    write_forks(out);
+}
+
+/// The `fork` processors' counters, one series per fork name (label `fork`). Every family is
+/// declared even before the first fork, so that none is ever missing.
+fn write_forks(out: &mut Exposition) {
+    let forks = processor::fork_totals();
+    let each = |out: &mut Exposition, name: &str, help: &str, value: fn(&processor::ForkTotals) -> u64| {
+        out.family(name, Kind::Counter, help);
+        for (fork, totals) in &forks {
+            out.sample(&[("fork", fork)], value(totals) as f64);
+        }
+    };
+    each(out, "callpipe_fork_connects_total", "Fork connections opened (upgrades that succeeded), by fork name.", |t| t.connects);
+    each(
+        out,
+        "callpipe_fork_connect_failures_total",
+        "Fork connection attempts that failed (TCP, TLS, the upgrade or the 5 s timeout), by fork name.",
+        |t| t.connect_failures,
+    );
+    out.family(
+        "callpipe_fork_disconnects_total",
+        Kind::Counter,
+        "Fork connections ended, by fork name and reason: target_closed (the target closed with 1000), error (lost, or closed with another code), call_ended (the call ended).",
+    );
+    for (fork, t) in &forks {
+        for (reason, value) in
+            [("target_closed", t.disconnects_target_closed), ("error", t.disconnects_error), ("call_ended", t.disconnects_call_ended)]
+        {
+            out.sample(&[("fork", fork), ("reason", reason)], value as f64);
+        }
+    }
+    each(out, "callpipe_fork_frames_sent_total", "Binary messages (frame_ms of audio each) sent to fork targets.", |t| t.frames_sent);
+    each(out, "callpipe_fork_sent_bytes_total", "Payload bytes of the binary messages sent to fork targets.", |t| t.bytes_sent);
+    each(
+        out,
+        "callpipe_fork_frames_dropped_total",
+        "20 ms frames dropped because a fork's ring was full (the target slow, dead or being reconnected).",
+        |t| t.frames_dropped,
+    );
+    out.family("callpipe_fork_replies_total", Kind::Counter, "Messages received from fork targets, by fork name and kind (text, binary).");
+    for (fork, t) in &forks {
+        out.sample(&[("fork", fork), ("kind", "text")], t.text_replies as f64);
+        out.sample(&[("fork", fork), ("kind", "binary")], t.binary_replies as f64);
+    }
+    out.family(
+        "callpipe_fork_reply_audio_dropped_seconds_total",
+        Kind::Counter,
+        "Reply audio from fork targets dropped because more than 60 s of it waited to play.",
+    );
+    for (fork, t) in &forks {
+        out.sample(&[("fork", fork)], t.reply_audio_dropped_us as f64 / 1e6);
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +337,9 @@ mod tests {
             "callpipe_media_calls 9",
             "# TYPE callpipe_processor_seconds histogram",
             "# TYPE callpipe_recording_bytes_total counter",
+            "# TYPE callpipe_fork_connects_total counter",
+            "# TYPE callpipe_fork_disconnects_total counter",
+            "# TYPE callpipe_fork_reply_audio_dropped_seconds_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
@@ -311,5 +368,41 @@ mod tests {
         assert_eq!(value("callpipe_processor_seconds_count", None), 2.0);
         assert_eq!(value("callpipe_processor_seconds_sum", None), 0.020002);
         assert_eq!(text.matches("# TYPE callpipe_processor_seconds ").count(), 1);
+    }
+
+    #[test]
+    fn fork_counters_render_one_series_per_fork_name() {
+        // As above, the registry is the process's: only this test's fork name is checked.
+        let fork = crate::processor::Fork::new(crate::processor::ForkConfig {
+            name: Some("render \"test\" fork".into()),
+            ..crate::processor::ForkConfig::new("ws://127.0.0.1:9/x")
+        })
+        .unwrap();
+        assert_eq!(fork.label(), "render \"test\" fork");
+        let text = render(&ServerStats::default(), &MediaStats::default());
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mine: Vec<_> = samples.iter().filter(|s| s.label("fork") == Some("render \"test\" fork")).collect();
+        let names: Vec<_> = mine.iter().map(|s| (s.name.as_str(), s.label("reason").or(s.label("kind")))).collect();
+        assert_eq!(
+            names,
+            [
+                ("callpipe_fork_connects_total", None),
+                ("callpipe_fork_connect_failures_total", None),
+                ("callpipe_fork_disconnects_total", Some("target_closed")),
+                ("callpipe_fork_disconnects_total", Some("error")),
+                ("callpipe_fork_disconnects_total", Some("call_ended")),
+                ("callpipe_fork_frames_sent_total", None),
+                ("callpipe_fork_sent_bytes_total", None),
+                ("callpipe_fork_frames_dropped_total", None),
+                ("callpipe_fork_replies_total", Some("text")),
+                ("callpipe_fork_replies_total", Some("binary")),
+                ("callpipe_fork_reply_audio_dropped_seconds_total", None),
+            ]
+        );
+        assert!(mine.iter().all(|s| s.value == 0.0), "a fork that never ran counts nothing");
+        assert!(text.contains(r#"callpipe_fork_connects_total{fork="render \"test\" fork"} 0"#), "escaped label:\n{text}");
+        for family in ["connects", "disconnects", "replies", "reply_audio_dropped_seconds"] {
+            assert_eq!(text.matches(&format!("# TYPE callpipe_fork_{family}_total ")).count(), 1, "{family}");
+        }
     }
 }

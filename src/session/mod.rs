@@ -10,6 +10,18 @@
 //!
 //! Nothing here allocates after [`Session::new`]: every queue is sized there and full queues drop
 //! and count instead of growing. Tests drive it with byte literals and a fake clock.
+//!
+//! # Events
+//!
+//! An event a processor emits in one pass reaches the other processors at the next pass, and
+//! goes out through [`poll_event`](Session::poll_event) right after that pass (at the end of the
+//! call, at [`finish`](Session::finish)): one pass, 20 ms, after it was emitted. The session
+//! moves each event from buffer to buffer and never copies it, so an [`Event::Custom`] made on
+//! another thread (a fork's text reply, say) is neither allocated nor freed here: the media
+//! thread lets go of it before it leaves, and its data is freed by whoever takes it from
+//! `poll_event`. The exception is a full queue: an event dropped because `poll_event`'s queue
+//! (64 events) is full is freed here, and counted in `dropped_requests`. The session's own
+//! events (a platform keypress, a stream's end) go out at once; they hold no heap data.
 
 mod control;
 mod inbound;
@@ -343,7 +355,7 @@ impl Session {
         let mut cx = Context::new(now, self.position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests);
         self.pipeline.run(&self.events_now, &mut cx);
         let written = cx.output_written();
-        self.events_now.clear();
+        self.publish_seen_events();
         self.position += 1;
         self.stats.passes += 1;
         let written = self.play_api_audio(written);
@@ -402,6 +414,7 @@ impl Session {
         self.pipeline.finish(&mut cx);
         let written = cx.output_written();
         self.apply_requests(written);
+        self.publish_pending_events();
         if hanging_up {
             self.release(now, true, true);
         }
@@ -461,15 +474,36 @@ impl Session {
                 self.send_notify(marker);
             }
         }
-        for i in 0..self.requests.events.len() {
-            let (origin, event) = self.requests.events[i].clone();
-            if self.events_out.len() < self.events_out.capacity() {
-                self.events_out.push_back(event.clone());
+        // Moved, never copied: each event waits in `events_next` for the other processors, and
+        // goes out after they have seen it (see `publish_seen_events`).
+        let Session { requests, events_next, events_out, stats, .. } = self;
+        for (origin, event) in requests.events.drain(..) {
+            if events_next.len() < events_next.capacity() {
+                events_next.push((origin, event));
             } else {
-                self.stats.dropped_requests += 1;
+                // No room for the processors: it goes out at once, unseen.
+                stats.dropped_requests += 1;
+                publish(events_out, stats, event);
             }
-            self.push_event(origin, event);
         }
+    }
+
+    /// Moves the events the processors have just seen out of `events_now`: the processors'
+    /// own go out (through [`poll_event`](Session::poll_event)), the platform's and the
+    /// session's (which went out when they arrived, or never go out) end here.
+    fn publish_seen_events(&mut self) {
+        let Session { events_now, events_out, stats, .. } = self;
+        for (origin, event) in events_now.drain(..) {
+            if origin.is_some() {
+                publish(events_out, stats, event);
+            }
+        }
+    }
+
+    /// At the end of the call: the processors' events no pass will show them go out now.
+    fn publish_pending_events(&mut self) {
+        std::mem::swap(&mut self.events_now, &mut self.events_next);
+        self.publish_seen_events();
     }
 
     fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
@@ -529,6 +563,16 @@ impl Session {
         } else {
             self.stats.dropped_requests += 1;
         }
+    }
+}
+
+/// Queues `event` for [`Session::poll_event`]; when that queue is full it is dropped here and
+/// counted (the one case in which the media thread frees an event's data).
+fn publish(events_out: &mut VecDeque<Event>, stats: &mut SessionStats, event: Event) {
+    if events_out.len() < events_out.capacity() {
+        events_out.push_back(event);
+    } else {
+        stats.dropped_requests += 1;
     }
 }
 

@@ -131,7 +131,7 @@ impl Processor for Prompt {
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
         match event {
             Event::Dtmf { .. } => cx.clear(),
-            Event::NotifyPlayed { marker } => cx.emit(Event::Custom { name: "played", data: (*marker).into() }),
+            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", *marker)),
             _ => {}
         }
     }
@@ -165,7 +165,11 @@ fn queued_audio_is_paced_and_notify_follows_it() {
     s.handle_platform(InboundEvent::NotifyPlayed { marker: 42 });
     s.handle_tick(tick(4));
     assert!(drain(&mut s, tick(4)).is_empty());
-    assert_eq!(s.poll_event(), Some(Event::Custom { name: "played", data: 42.into() }));
+    // Its event reaches the other processors at the next pass, and goes out after it.
+    assert_eq!(s.poll_event(), None);
+    s.handle_tick(tick(5));
+    assert!(drain(&mut s, tick(5)).is_empty());
+    assert_eq!(s.poll_event(), Some(Event::custom("played", 42)));
     // An acknowledgement of something never sent is counted and ignored.
     s.handle_platform(InboundEvent::NotifyPlayed { marker: 42 });
     s.handle_platform(InboundEvent::Cleared);

@@ -228,7 +228,9 @@ pub fn record_until_full(
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Custom { name: "recording", data } => Some((data["state"].as_str().unwrap_or_default().to_owned(), data.clone())),
+            Event::Custom { name: "recording", data } => {
+                Some((data["state"].as_str().unwrap_or_default().to_owned(), serde_json::Value::clone(data)))
+            }
             _ => None,
         })
         .collect()

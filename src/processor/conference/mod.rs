@@ -445,10 +445,10 @@ impl Processor for Conference {
         let join = self.join.take()?;
         let (name, role) = (join.name.clone(), self.config.role);
         self.joined = Some(name.clone());
-        self.announce.push(Event::Custom {
-            name: "conference:joined",
-            data: serde_json::json!({ "conference": name, "role": role.as_str(), "rate": join.settings.rate }),
-        });
+        self.announce.push(Event::custom(
+            "conference:joined",
+            serde_json::json!({ "conference": name, "role": role.as_str(), "rate": join.settings.rate }),
+        ));
         Some(join)
     }
 
@@ -512,10 +512,9 @@ impl Processor for Conference {
         }
         if let Some(name) = self.joined.take() {
             // Once per member, as the call ends: the rare kind of allocation.
-            cx.emit(Event::Custom { name: "conference:left", data: serde_json::json!({ "conference": name }) });
+            cx.emit(Event::custom("conference:left", serde_json::json!({ "conference": name })));
         }
     }
-
 }
 
 impl Drop for Conference {
