@@ -138,22 +138,9 @@ impl ProcessorRegistry {
             let p = Params::new("conference", params);
             p.only(&["name", "role", "rate", "agc", "record", "record_dir", "format", "max_members"])?;
             let name = p.str("name")?.ok_or_else(|| p.error("`name` is required, e.g. name = \"{header:room}\""))?;
-            let role = match p.str("role")? {
-                None => ConferenceRole::default(),
-                Some(text) => ConferenceRole::parse(text)
-                    .ok_or_else(|| p.error(format!("`role` must be \"speaker\" or \"listener\", not {text:?}")))?,
-            };
-            let record = match p.str("record")? {
-                None => ConferenceRecording::default(),
-                Some(text) => ConferenceRecording::parse(text)
-                    .ok_or_else(|| p.error(format!("`record` must be \"off\", \"mixed\", \"tracks\" or \"both\", not {text:?}")))?,
-            };
-            let format = match p.str("format")? {
-                None => RecordFormat::default(),
-                Some(text) => {
-                    RecordFormat::parse(text).ok_or_else(|| p.error(format!("`format` must be \"wav\" or \"opus\", not {text:?}")))?
-                }
-            };
+            let role = p.choice("role", ConferenceRole::parse, "\"speaker\" or \"listener\"")?;
+            let record = p.choice("record", ConferenceRecording::parse, "\"off\", \"mixed\", \"tracks\" or \"both\"")?;
+            let format = p.choice("format", RecordFormat::parse, "\"wav\" or \"opus\"")?;
             let d = ConferenceSettings::default();
             let settings = ConferenceSettings {
                 rate: p.u32_or("rate", d.rate)?,
@@ -198,23 +185,9 @@ impl ProcessorRegistry {
             let optional_rate = |key: &str| -> Result<Option<u32>, ProcessorError> {
                 if params.contains_key(key) { p.u32_or(key, 0).map(Some) } else { Ok(None) }
             };
-            let replies = match p.str("replies")? {
-                None => ForkReplies::default(),
-                Some(text) => ForkReplies::parse(text)
-                    .ok_or_else(|| p.error(format!("`replies` must be \"events\" or \"commands\", not {text:?}")))?,
-            };
-            let send = match p.str("send")? {
-                None => ForkSend::default(),
-                Some(text) => {
-                    ForkSend::parse(text).ok_or_else(|| p.error(format!("`send` must be \"caller\" or \"both\", not {text:?}")))?
-                }
-            };
-            let codec = match p.str("codec")? {
-                None => ForkCodec::default(),
-                Some(text) => {
-                    ForkCodec::parse(text).ok_or_else(|| p.error(format!("`codec` must be \"l16\" or \"opus\", not {text:?}")))?
-                }
-            };
+            let replies = p.choice("replies", ForkReplies::parse, "\"events\" or \"commands\"")?;
+            let send = p.choice("send", ForkSend::parse, "\"caller\" or \"both\"")?;
+            let codec = p.choice("codec", ForkCodec::parse, "\"l16\" or \"opus\"")?;
             let bitrate = match params.get("bitrate") {
                 None => None,
                 Some(_) => Some(p.u32_or("bitrate", 0).map_err(|_| {
@@ -319,6 +292,15 @@ impl<'a> Params<'a> {
     /// An error about this processor.
     pub fn error(&self, message: impl Into<String>) -> ProcessorError {
         ProcessorError::Config { processor: self.processor.to_owned(), message: message.into() }
+    }
+
+    /// An optional keyword parameter: `parse` reads it, a missing one is `T::default()`;
+    /// `expected` names the choices for the error, e.g. `"\"l16\" or \"opus\""`.
+    pub fn choice<T: Default>(&self, key: &str, parse: impl Fn(&str) -> Option<T>, expected: &str) -> Result<T, ProcessorError> {
+        match self.str(key)? {
+            None => Ok(T::default()),
+            Some(text) => parse(text).ok_or_else(|| self.error(format!("`{key}` must be {expected}, not {text:?}"))),
+        }
     }
 
     /// Refuses keys other than `allowed`, so that typos do not pass silently.
