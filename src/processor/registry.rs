@@ -125,13 +125,7 @@ impl ProcessorRegistry {
                 None => template.map(RecordFormat::from_template).unwrap_or_default(),
             };
             let template = template.unwrap_or(format.default_template()).to_owned();
-            let bitrate = match params.get("bitrate") {
-                None => None,
-                Some(_) => Some(p.u32_or("bitrate", 0).map_err(|_| {
-                    let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
-                    p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
-                })?),
-            };
+            let bitrate = opus_bitrate(&p)?;
             Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate })?))
         });
         registry.register("conference", |params| {
@@ -188,13 +182,7 @@ impl ProcessorRegistry {
             let replies = p.choice("replies", ForkReplies::parse, "\"events\" or \"commands\"")?;
             let send = p.choice("send", ForkSend::parse, "\"caller\" or \"both\"")?;
             let codec = p.choice("codec", ForkCodec::parse, "\"l16\" or \"opus\"")?;
-            let bitrate = match params.get("bitrate") {
-                None => None,
-                Some(_) => Some(p.u32_or("bitrate", 0).map_err(|_| {
-                    let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
-                    p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
-                })?),
-            };
+            let bitrate = opus_bitrate(&p)?;
             Ok(Box::new(Fork::new(ForkConfig {
                 headers,
                 send,
@@ -274,6 +262,18 @@ impl std::fmt::Debug for ProcessorRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.kinds()).finish()
     }
+}
+
+/// The optional Opus `bitrate` (bits per second) of the recorder and the fork; its range is checked
+/// where the processor is built.
+fn opus_bitrate(p: &Params<'_>) -> Result<Option<u32>, ProcessorError> {
+    if !p.table.contains_key("bitrate") {
+        return Ok(None);
+    }
+    p.u32_or("bitrate", 0).map(Some).map_err(|_| {
+        let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
+        p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
+    })
 }
 
 /// Typed access to a processor's TOML parameters, with errors that name the processor.
