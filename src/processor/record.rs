@@ -126,12 +126,6 @@ pub fn recording_bytes() -> u64 {
 #[derive(Debug)]
 struct CountedFile(File);
 
-impl CountedFile {
-    fn create(path: &Path) -> std::io::Result<CountedFile> {
-        File::create(path).map(CountedFile)
-    }
-}
-
 impl Write for CountedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.0.write(buf)?;
@@ -623,25 +617,41 @@ impl Sink {
     /// Creates the file for `config`'s format at `rate` and writes its headers (on the preparing
     /// thread, where file I/O is allowed).
     fn create(path: &Path, config: &RecordConfig, rate: u32) -> Result<Sink, String> {
+        Sink::create_with(path, config, rate, |p| File::create(p))
+    }
+
+    /// [`Sink::create`] with the file opened by `open`. A file that was created but whose headers
+    /// could not be written (a full disk) is removed again: it would be empty or cut inside the
+    /// header, which no player opens, and the error event already says what happened.
+    fn create_with(
+        path: &Path,
+        config: &RecordConfig,
+        rate: u32,
+        open: impl FnOnce(&Path) -> std::io::Result<File>,
+    ) -> Result<Sink, String> {
         let channels = config.channels.count();
         let cannot = |err: &dyn std::fmt::Display| format!("cannot create {}: {err}", path.display());
-        match config.format {
+        #[cfg(not(feature = "opus"))]
+        if config.format == RecordFormat::Opus {
+            return Err(OPUS_FEATURE_MISSING.into());
+        }
+        let file = BufWriter::new(open(path).map(CountedFile).map_err(|e| cannot(&e))?);
+        let started = match config.format {
             RecordFormat::Wav => {
                 let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-                let file = CountedFile::create(path).map_err(|e| cannot(&e))?;
-                hound::WavWriter::new(BufWriter::new(file), spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(&e))
+                hound::WavWriter::new(file, spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(&e))
             }
             #[cfg(feature = "opus")]
-            RecordFormat::Opus => {
-                let file = CountedFile::create(path).map_err(|e| cannot(&e))?;
-                let serial = stream_serial(path);
-                ogg_opus::OggOpusWriter::new(BufWriter::new(file), rate, channels, config.opus_bitrate(), serial)
-                    .map(|w| Sink::Opus(Box::new(w)))
-                    .map_err(|e| cannot(&e))
-            }
+            RecordFormat::Opus => ogg_opus::OggOpusWriter::new(file, rate, channels, config.opus_bitrate(), stream_serial(path))
+                .map(|w| Sink::Opus(Box::new(w)))
+                .map_err(|e| cannot(&e)),
             #[cfg(not(feature = "opus"))]
             RecordFormat::Opus => Err(OPUS_FEATURE_MISSING.into()),
+        };
+        if started.is_err() {
+            discard(path);
         }
+        started
     }
 
     /// Writes interleaved samples (whole frames of channels).
@@ -670,6 +680,14 @@ impl Sink {
             #[cfg(feature = "opus")]
             Sink::Opus(opus) => opus.finalize().map(drop),
         }
+    }
+}
+
+/// Removes a recording file that could not be started. Only a regular file: a symbolic link or a
+/// device at the path stays as it was.
+fn discard(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -243,3 +243,41 @@ fn the_format_is_checked_against_the_build_the_template_and_the_bitrate() {
     assert_eq!(RecordFormat::parse("opus").map(RecordFormat::as_str), Some("opus"));
     assert_eq!(RecordFormat::parse("ogg"), None);
 }
+
+#[test]
+fn a_file_whose_header_cannot_be_written_is_removed() {
+    // A full disk creates the file and then fails the header's write; the soak met it. A
+    // read-only handle on a freshly created regular file fails the same way, on any filesystem.
+    let formats = [
+        RecordFormat::Wav,
+        #[cfg(feature = "opus")]
+        RecordFormat::Opus,
+    ];
+    for format in formats {
+        let dir = temp_dir(&format!("header-fails-{format:?}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("call.{}", format.as_str()));
+        let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(&dir) };
+        let read_only = |p: &Path| {
+            File::create(p)?;
+            File::open(p)
+        };
+        let error = Sink::create_with(&path, &config, 8000, read_only).err().expect("the header cannot be written");
+        assert!(error.starts_with(&format!("cannot create {}", path.display())), "{error}");
+        assert!(!path.exists(), "{format:?}: a file without its header is left behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // The real thing: /dev/full fails every write with ENOSPC. Reached through a symbolic link,
+    // which is not the recorder's to remove.
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::metadata("/dev/full").is_ok_and(|m| m.file_type().is_char_device()) {
+        let dir = temp_dir("header-dev-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("call.wav");
+        std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+        let error = Sink::create(&link, &RecordConfig::new(&dir), 8000).err().expect("/dev/full is full");
+        assert!(error.contains("os error 28"), "{error}");
+        assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()), "the link stays");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
