@@ -14,7 +14,7 @@ use callpipe::client::report::{LoadReport, Thresholds};
 use callpipe::protocol::SampleRate;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn run_calls(url: String, plan: CallPlan, calls: usize) -> RunResult {
@@ -167,6 +167,16 @@ async fn a_bot_that_closes_mid_frame_is_named() {
                 let _ = stream.write_all(&[0x82, 0x7E, 0x01, 0x40]).await;
                 let _ = stream.write_all(&[0u8; 100]).await;
                 let _ = stream.shutdown().await;
+                // Keep reading until the emulator hangs up: a socket closed with the emulator's
+                // frames unread would answer them with a reset, and the emulator could see that
+                // reset before the end of the stream this test is about. The FIN then arrives with
+                // the last bytes, which the emulator once missed (it stopped at a short read).
+                let mut sink = [0u8; 4096];
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
             })
         },
         false,

@@ -387,7 +387,11 @@ impl Driver {
         loop {
             let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { return };
             let space = conn.parser.buffer_mut();
-            let capacity = space.len();
+            if space.is_empty() {
+                // The parser grows its buffer for any message within the limit, so this does not
+                // happen; a read into nothing would look like the end of the stream.
+                break;
+            }
             match conn.stream.read(space) {
                 Ok(0) => {
                     conn.peer_gone = true;
@@ -397,10 +401,12 @@ impl Driver {
                 Ok(n) => {
                     conn.parser.filled(n);
                     self.read_messages(key, now);
-                    // Edge-triggered: a short read means the socket is drained for now.
-                    if n < capacity {
+                    if self.conns.get(key).and_then(Option::as_ref).is_none_or(|c| c.peer_gone) {
                         break;
                     }
+                    // Edge-triggered: read until the socket says it would block, even after a
+                    // short read. A server's FIN that arrived with its last bytes raises no
+                    // further event, and only the next read (returning 0) finds it.
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
