@@ -472,6 +472,10 @@ async fn a_peer_that_never_reads_a_ten_minute_prompt_is_closed_1008() {
         assert!(Instant::now() < deadline, "the deaf call never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Bounded memory: while the socket was blocked, the prompt's frames were dropped at the call's
+    // fixed-size outbound rings (the witness, which reads, drops none) instead of being queued.
+    let dropped = server.handle.stats.ring_overrun_out.load(Ordering::Relaxed);
+    assert!(dropped > 0, "a blocked peer's frames must be dropped at the capped rings, not queued");
     witness.check().await;
     drop(deaf);
     server.stop().await;
