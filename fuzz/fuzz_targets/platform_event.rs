@@ -13,11 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(event) = PlatformEvent::parse(text) {
-        if !matches!(event, PlatformEvent::Unknown { .. }) {
-            let json = event.to_json();
-            assert_eq!(PlatformEvent::parse(&json), Ok(event), "event round trip\ninput: {text:?}\nencoded: {json}");
-        }
+    if let Ok(event) = PlatformEvent::parse(text)
+        && !matches!(event, PlatformEvent::Unknown { .. })
+    {
+        let json = event.to_json();
+        assert_eq!(PlatformEvent::parse(&json), Ok(event), "event round trip\ninput: {text:?}\nencoded: {json}");
     }
     if let Ok(action) = AppAction::parse(text) {
         let json = action.to_json();
