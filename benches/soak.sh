@@ -7,6 +7,12 @@
 #
 #   benches/soak.sh [CALLS] [MINUTES] [BAD]          # e.g. benches/soak.sh 500 30 20
 #   KILL=1 benches/soak.sh [CALLS] [MINUTES] [BAD]   # kill -9 the server half-way
+#   CHANNELS=stereo benches/soak.sh ...              # record both directions (default: caller)
+#   KEEP=1 benches/soak.sh ...                       # keep the recordings of a passing run
+#
+# The recordings need disk: 16 KB per call-second mono, 32 stereo (500 calls for 30 minutes:
+# 14.4 GB mono, 28.8 GB stereo). The script refuses to start without that much room (plus a
+# tenth) in its directory's filesystem (/tmp, or TMPDIR), and deletes them after a passing run.
 #
 # Loopback only; ends by itself after MINUTES plus the ramp. Reports: server RSS over time
 # (sampled every 10 s; the growth after the ramp, by a least-squares line), the load report's
@@ -23,8 +29,18 @@ calls=${1:-500}
 minutes=${2:-30}
 bad=${3:-20}
 kill_half=${KILL:-0}
+channels=${CHANNELS:-caller}
+case $channels in caller | stereo) ;; *) echo "CHANNELS must be caller or stereo" >&2; exit 2 ;; esac
 cargo build --release --quiet --bin callpipe
-dir=$(mktemp -d /tmp/callpipe-soak-XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/callpipe-soak-XXXXXX")
+[ "$channels" = stereo ] && bytes_per_call_second=32000 || bytes_per_call_second=16000
+need=$((calls * (minutes * 60 + 60) * bytes_per_call_second * 11 / 10))
+avail=$(df --output=avail -B1 "$dir" | tail -n 1)
+if [ "$avail" -lt "$need" ]; then
+    echo "soak: the recordings need about $((need / 1000000000)) GB in $dir; $((avail / 1000000000)) GB free" >&2
+    rmdir "$dir"
+    exit 1
+fi
 conf="$dir/soak.toml"
 port=$((20000 + RANDOM % 20000))
 cp callpipe.toml "$conf"
@@ -32,7 +48,7 @@ cat >>"$conf" <<EOF
 
 [[route]]
 path = "/soak"
-processors = [{ type = "dtmf_detect" }, { type = "echo" }, { type = "record", dir = "$dir/rec", template = "{call_id}.wav" }]
+processors = [{ type = "dtmf_detect" }, { type = "echo" }, { type = "record", dir = "$dir/rec", template = "{call_id}.wav", channels = "$channels" }]
 EOF
 sed -i "s|^log = .*|log = \"$dir/events.jsonl\"|" "$conf"
 grep -q "^log = \"$dir/events.jsonl\"" "$conf" || printf '\n[events]\nlog = "%s"\n' "$dir/events.jsonl" >>"$conf"
@@ -65,7 +81,8 @@ else
     kill -TERM $server
     wait $server 2>/dev/null || true
 fi
-python3 - "$dir" "$calls" "$minutes" "$bad" "$ramp" "$killed_at" <<'PY'
+status=0
+python3 - "$dir" "$calls" "$minutes" "$bad" "$ramp" "$killed_at" <<'PY' || status=$?
 import glob, json, os, sys, wave
 d, calls, minutes, bad, ramp, killed_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 print(f"soak: {calls} calls for {minutes} min, {bad} misbehaving connections at a time" + (" , kill -9 half-way" if killed_at else ""))
@@ -88,8 +105,24 @@ try:
         print("  %-9s p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms" % (name, p["p50"], p["p99"], p["p999"], p["max"]))
 except (OSError, ValueError, KeyError) as e:
     print("load: no report (%s)" % e)
-panics = sum(l.count("panicked") for l in open(f"{d}/server.log", errors="replace"))
+import re
+log = open(f"{d}/server.log", errors="replace").read().splitlines()
+panics = sum(l.count("panicked") for l in log)
 print("server panics: %d" % panics)
+# One log line per rejection: each close the server initiated (its final summary line counts them
+# by code) has exactly one "call refused" or "closing call" line with that code.
+summaries = [l for l in log if " INFO calls active=" in l]
+logged_ok = True
+if summaries and not killed_at:
+    counted = {c: int(n) for c, n in re.findall(r"\b(10\d\d)=(\d+)", summaries[-1].split(" closes ")[1].split("|")[0])}
+    lines = {}
+    for l in log:
+        m = re.search(r"INFO (?:call refused|closing call)\b.* close=(\d+)", l)
+        if m:
+            lines[m.group(1)] = lines.get(m.group(1), 0) + 1
+    logged_ok = all(lines.get(c, 0) == n for c, n in counted.items())
+    print("rejections logged: " + ", ".join("%s: %d closes, %d lines" % (c, n, lines.get(c, 0)) for c, n in sorted(counted.items()))
+          + "; handshake timeouts: %d lines" % sum("handshake timed out" in l for l in log) + ("" if logged_ok else " MISMATCH"))
 try:
     print("misbehaving peers (fault: outcome count):")
     for fault, outcomes in json.load(open(f"{d}/bad.json")).items():
@@ -148,7 +181,12 @@ for f, err in broken[:5]:
     print("  broken: %s: %s" % (f, err))
 for f, ms, ev in mismatched[:5]:
     print("  mismatch: %s: file %.1f ms, event %d ms" % (f, ms, ev))
-ok = panics == 0 and not broken and not mismatched and not cut_short
+ok = panics == 0 and logged_ok and not broken and not mismatched and not cut_short
 print("result: %s (files in %s)" % ("ok" if ok else "FAILED", d))
 sys.exit(0 if ok else 1)
 PY
+if [ $status = 0 ] && [ "${KEEP:-0}" != 1 ]; then
+    echo "recordings ($(du -sh "$dir/rec" | cut -f1)) deleted; KEEP=1 keeps them"
+    rm -rf "$dir/rec"
+fi
+exit $status
