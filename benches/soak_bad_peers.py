@@ -9,6 +9,7 @@ Standard library only; loopback only. Every fault ends by itself within about 15
 """
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -226,8 +227,13 @@ lock = threading.Lock()
 counter = [0]
 
 
+stop = threading.Event()
+# SIGTERM (soak.sh sends it after KILL=1's kill -9): finish the faults under way, then report.
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
 def worker():
-    while time.time() < DEADLINE:
+    while time.time() < DEADLINE and not stop.is_set():
         with lock:
             fault = FAULTS[counter[0] % len(FAULTS)]
             counter[0] += 1
