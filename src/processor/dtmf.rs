@@ -376,9 +376,8 @@ impl Tracker {
                 break;
             }
             let source = if head.twin { DtmfSource::Both } else { DtmfSource::Inband };
-            let duration_ms = ((head.end - head.start) * 1000 + self.rate_hz / 2) / self.rate_hz;
-            let start_ms = (head.start * 1000 + self.rate_hz / 2) / self.rate_hz;
-            cx.emit(Event::Dtmf { digit: head.digit, start_ms: Some(start_ms), duration_ms: Some(duration_ms as u32), source });
+            let (start_ms, duration_ms) = key_times_ms(head.start, head.end, self.rate_hz);
+            cx.emit(Event::Dtmf { digit: head.digit, start_ms: Some(start_ms), duration_ms: Some(duration_ms), source });
             self.pending.pop_front();
         }
         // A run opens about one window after its tone starts; a report is useful while a tone
@@ -394,4 +393,13 @@ impl Tracker {
             }
         }
     }
+}
+
+/// A key's start and duration in whole ms of call time, from its first and past-the-end samples.
+/// Both ends are rounded to the nearest ms and the duration is their difference, so a key never
+/// ends after the audio it was heard in (rounding start and duration apart could add 1 ms).
+fn key_times_ms(start: u64, end: u64, rate_hz: u64) -> (u64, u32) {
+    let ms = |sample: u64| (sample * 1000 + rate_hz / 2) / rate_hz;
+    let (start_ms, end_ms) = (ms(start), ms(end));
+    (start_ms, u32::try_from(end_ms - start_ms).unwrap_or(u32::MAX))
 }

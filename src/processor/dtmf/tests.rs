@@ -379,3 +379,20 @@ fn a_longer_minimum_duration_rejects_shorter_keys() {
     h.idle(100);
     assert_eq!(h.keys(), "6");
 }
+
+#[test]
+fn a_key_never_ends_after_the_audio_it_was_heard_in() {
+    // Found by fuzzing (`dtmf_resample`, a 10-minute run): start and duration rounded apart
+    // reported start 4839 ms + 1442 ms for a key held to the end of a 6280 ms call.
+    for rate in [8000u64, 16000, 24000] {
+        let per_ms = rate / 1000;
+        for end_ms in 1..=40u64 {
+            let end = end_ms * per_ms;
+            for start in 0..end {
+                let (start_ms, duration_ms) = key_times_ms(start, end, rate);
+                assert!(start_ms + u64::from(duration_ms) <= end_ms, "{rate} Hz, samples {start}..{end}");
+                assert_eq!(start_ms, (start * 1000 + rate / 2) / rate, "the start is rounded to the nearest ms");
+            }
+        }
+    }
+}
