@@ -97,13 +97,17 @@ async fn server_with(extra: &str) -> TestServer {
     TestServer::start(&ECHO_CONFIG.replace("[server]", &format!("[server]\n{extra}"))).await
 }
 
-/// An upgraded connection spoken to in raw WebSocket frames.
-async fn raw_upgrade(server: &TestServer, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    let request = format!(
+/// A WebSocket upgrade request for `path`.
+fn upgrade_request(path: &str) -> String {
+    format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    )
+}
+
+/// An upgraded call that has sent its 8 kHz metadata, spoken to in raw WebSocket frames.
+async fn raw_call(server: &TestServer, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(upgrade_request(path).as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -111,6 +115,7 @@ async fn raw_upgrade(server: &TestServer, path: &str) -> TcpStream {
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.unwrap();
     stream
 }
 
@@ -255,8 +260,7 @@ async fn continuation_frame_abuse_is_closed() {
     let witness = Witness::start(&server).await;
     // A binary message that never ends: a first fragment, then 1 KiB continuations past the
     // message size limit.
-    let mut stream = raw_upgrade(&server, "/echo").await;
-    stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.unwrap();
+    let mut stream = raw_call(&server, "/echo").await;
     stream.write_all(&raw_frame(false, 2, &[0u8; 1024])).await.unwrap();
     for _ in 0..100 {
         if stream.write_all(&raw_frame(false, 0, &[0u8; 1024])).await.is_err() {
@@ -267,12 +271,10 @@ async fn continuation_frame_abuse_is_closed() {
     // A continuation with nothing to continue, and a new message inside an unfinished one: both
     // break RFC 6455 (section 5.4); callpipe answers framing violations with 1007 (invalid
     // payload), among the codes PROTOCOL.md lists.
-    let mut stream = raw_upgrade(&server, "/echo").await;
-    stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.unwrap();
+    let mut stream = raw_call(&server, "/echo").await;
     stream.write_all(&raw_frame(true, 0, &[0u8; 320])).await.unwrap();
     assert_eq!(raw_close_code(&mut stream).await, Some(1007), "a lone continuation");
-    let mut stream = raw_upgrade(&server, "/echo").await;
-    stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.unwrap();
+    let mut stream = raw_call(&server, "/echo").await;
     stream.write_all(&raw_frame(false, 2, &[0u8; 100])).await.unwrap();
     stream.write_all(&raw_frame(true, 2, &[0u8; 320])).await.unwrap();
     assert_eq!(raw_close_code(&mut stream).await, Some(1007), "a new message inside a fragmented one");
@@ -294,8 +296,7 @@ async fn a_thousand_connections_opened_and_dropped_at_once_leave_the_server_serv
                 0 => {}
                 1 => stream.write_all(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.ok()?,
                 _ => {
-                    let request = "GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-                    stream.write_all(request.as_bytes()).await.ok()?;
+                    stream.write_all(upgrade_request("/echo").as_bytes()).await.ok()?;
                     stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.ok()?;
                 }
             }
@@ -372,8 +373,7 @@ async fn a_tcp_reset_mid_frame_still_finalizes_a_readable_recording() {
     watch_panics();
     let server = TestServer::start(&config).await;
     let witness = Witness::start(&server).await;
-    let mut stream = raw_upgrade(&server, "/rec").await;
-    stream.write_all(&raw_frame(true, 1, METADATA_8K.as_bytes())).await.unwrap();
+    let mut stream = raw_call(&server, "/rec").await;
     for n in 0..50 {
         stream.write_all(&raw_frame(true, 2, &test_frame(n, 320))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
