@@ -38,13 +38,17 @@ def frame(opcode, payload, fin=True):
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def connect(timeout=15):
-    s = socket.create_connection((HOST, PORT), timeout=timeout)
+def connect(timeout=15, rcvbuf=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting: the window
+    s.settimeout(timeout)
+    s.connect((HOST, PORT))
     return s
 
 
-def upgraded():
-    s = connect()
+def upgraded(rcvbuf=None):
+    s = connect(rcvbuf=rcvbuf)
     s.sendall(UPGRADE)
     head = b""
     while not head.endswith(b"\r\n\r\n"):
@@ -55,6 +59,23 @@ def upgraded():
     if not head.startswith(b"HTTP/1.1 101"):
         raise ConnectionError(head.split(b"\r\n")[0].decode(errors="replace"))
     return s
+
+
+def call(rcvbuf=None):
+    """An upgraded connection that has sent its 8 kHz metadata."""
+    s = upgraded(rcvbuf)
+    s.sendall(frame(1, META))
+    return s
+
+
+def close_code_after(s, frames):
+    """Sends `frames`; the close code the server answers, or 'dropped' if it closed first."""
+    try:
+        for f in frames:
+            s.sendall(f)
+    except OSError:
+        return "dropped"
+    return read_close(s)
 
 
 def read_close(s):
@@ -104,18 +125,12 @@ def too_deep():
 
 
 def huge_metadata():
-    s = upgraded()
-    try:
-        s.sendall(frame(1, b'{"x":"' + b"a" * (1 << 20) + b'"}'))
-    except OSError:
-        return "dropped"
-    return read_close(s)
+    return close_code_after(upgraded(), [frame(1, b'{"x":"' + b"a" * (1 << 20) + b'"}')])
 
 
 def odd_frames():
     """Three seconds of odd-length and 1-byte frames, then a clean close: lenient re-framing."""
-    s = upgraded()
-    s.sendall(frame(1, META))
+    s = call()
     for n in range(150):
         data = tone_frame(n)
         for piece in (data[:1], data[1:162], data[162:]):
@@ -126,37 +141,15 @@ def odd_frames():
 
 
 def mebibyte_frame():
-    s = upgraded()
-    s.sendall(frame(1, META))
-    try:
-        s.sendall(frame(2, bytes(1 << 20)))
-    except OSError:
-        return "dropped"
-    return read_close(s)
+    return close_code_after(call(), [frame(2, bytes(1 << 20))])
 
 
 def text_flood():
-    s = upgraded()
-    s.sendall(frame(1, META))
-    msg = frame(1, b'{"event":"websocket:dtmf","digit":"1"}')
-    try:
-        for _ in range(10_000):
-            s.sendall(msg)
-    except OSError:
-        return "dropped"
-    return read_close(s)
+    return close_code_after(call(), [frame(1, b'{"event":"websocket:dtmf","digit":"1"}')] * 10_000)
 
 
 def continuation_abuse():
-    s = upgraded()
-    s.sendall(frame(1, META))
-    try:
-        s.sendall(frame(2, bytes(1024), fin=False))
-        for _ in range(100):
-            s.sendall(frame(0, bytes(1024), fin=False))
-    except OSError:
-        return "dropped"
-    return read_close(s)
+    return close_code_after(call(), [frame(2, bytes(1024), fin=False)] + [frame(0, bytes(1024), fin=False)] * 100)
 
 
 def slowloris():
@@ -179,8 +172,7 @@ def slowloris():
 
 
 def reset_mid_frame():
-    s = upgraded()
-    s.sendall(frame(1, META))
+    s = call()
     for n in range(100):
         s.sendall(frame(2, tone_frame(n)))
         time.sleep(0.02)
@@ -194,15 +186,7 @@ def reset_mid_frame():
 def never_reads():
     """Sends audio for 20 s and never reads the echo, with a tiny receive window: the server's
     write timeout (10 s by default) closes it once its send buffer is full."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(15)
-    s.connect((HOST, PORT))
-    s.sendall(UPGRADE)
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += s.recv(1)
-    s.sendall(frame(1, META))
+    s = call(rcvbuf=4096)
     try:
         for n in range(1000):
             s.sendall(frame(2, tone_frame(n)))
