@@ -16,7 +16,7 @@ use callpipe::session::{Session, SessionConfig, Transmit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringbuf::{HeapRb, traits::*};
 
-/// The documented metadata frame (PROTOCOL.md section 2).
+/// The documented metadata frame (docs/protocol.md section 2).
 const METADATA: &str = r#"{"event":"websocket:connected","content-type":"audio/l16;rate=16000","caller":"447700900123","lang":"en-GB"}"#;
 
 /// A platform DTMF event.
@@ -54,7 +54,7 @@ fn echo_session(rate: SampleRate, delay_ms: u32) -> Session {
 /// Returns the number of audio frames released.
 #[inline(always)]
 fn echo_frame(session: &mut Session, frame: &[u8], now: Instant, out: &mut [u8; MAX_FRAME_BYTES]) -> usize {
-    session.handle_audio(frame);
+    session.handle_audio(frame, now);
     session.handle_tick(now);
     let mut frames = 0;
     while let Some(transmit) = session.poll_transmit(out) {

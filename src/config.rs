@@ -19,7 +19,7 @@ use crate::events::{EventsConfig, LogSink, SigningKey};
 use crate::media::MediaConfig;
 use crate::processor::{ProcessorRegistry, ProcessorSpec};
 use crate::protocol::Metadata;
-use crate::session::SessionConfig;
+use crate::session::{SessionConfig, TimelineConfig};
 
 /// The embedded default configuration (the repository's `callpipe.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../callpipe.toml");
@@ -38,10 +38,9 @@ pub enum FramePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadMode {
-    /// As soon as the socket is readable.
+    /// As soon as the socket is readable (the only mode: a caller frame's pass runs when it
+    /// arrives).
     Readiness,
-    /// Once per tick, when the media thread wakes the call.
-    Tick,
 }
 
 /// A validated configuration.
@@ -223,8 +222,23 @@ impl Config {
         if m.outbound_queue_frames < m.lookahead_frames as usize || m.outbound_queue_frames > 3072 {
             return Err(invalid("media.outbound_queue_frames must be between lookahead_frames and 3072".into()));
         }
-        if m.max_inbound_backlog == 0 || m.inbound_buffer_frames < m.max_inbound_backlog + 2 || m.inbound_buffer_frames > 1000 {
-            return Err(invalid("media.max_inbound_backlog must be positive and media.inbound_buffer_frames at least max_inbound_backlog + 2 (and at most 1000)".into()));
+        if !(2..=1000).contains(&m.inbound_buffer_frames) {
+            return Err(invalid(format!("media.inbound_buffer_frames must be between 2 and 1000, not {}", m.inbound_buffer_frames)));
+        }
+        if !(20..=10_000).contains(&m.input_jitter_ms) {
+            return Err(invalid(format!("media.input_jitter_ms must be between 20 and 10000, not {}", m.input_jitter_ms)));
+        }
+        if m.max_input_wait_ms < m.input_jitter_ms || m.max_input_wait_ms > 3_600_000 {
+            return Err(invalid(format!(
+                "media.max_input_wait_ms must be at least media.input_jitter_ms ({}) and at most 3600000 (an hour), not {}",
+                m.input_jitter_ms, m.max_input_wait_ms
+            )));
+        }
+        if m.max_input_backlog_ms < 1000 || m.max_input_backlog_ms > 3_600_000 {
+            return Err(invalid(format!(
+                "media.max_input_backlog_ms must be between 1000 and 3600000 (a second to an hour), not {}",
+                m.max_input_backlog_ms
+            )));
         }
         let mut routes = Vec::with_capacity(raw.route.len());
         for r in raw.route {
@@ -336,7 +350,12 @@ impl Config {
                 lookahead_frames: m.lookahead_frames,
                 outbound_queue_frames: m.outbound_queue_frames,
                 inbound_buffer_frames: m.inbound_buffer_frames,
-                max_inbound_backlog: m.max_inbound_backlog,
+                timeline: TimelineConfig {
+                    jitter: Duration::from_millis(m.input_jitter_ms),
+                    max_wait: Duration::from_millis(m.max_input_wait_ms),
+                    max_backlog: Duration::from_millis(m.max_input_backlog_ms),
+                },
+                max_catchup: Duration::from_millis(m.max_catchup_ms),
             },
             media: MediaConfig { threads: m.threads, max_catchup: Duration::from_millis(m.max_catchup_ms), ..MediaConfig::default() },
             routes,
@@ -538,7 +557,9 @@ struct RawMedia {
     lookahead_frames: u32,
     outbound_queue_frames: usize,
     inbound_buffer_frames: usize,
-    max_inbound_backlog: usize,
+    input_jitter_ms: u64,
+    max_input_wait_ms: u64,
+    max_input_backlog_ms: u64,
     max_catchup_ms: u64,
 }
 
@@ -550,8 +571,10 @@ impl Default for RawMedia {
             lookahead_frames: s.lookahead_frames,
             outbound_queue_frames: s.outbound_queue_frames,
             inbound_buffer_frames: s.inbound_buffer_frames,
-            max_inbound_backlog: s.max_inbound_backlog,
-            max_catchup_ms: 200,
+            input_jitter_ms: s.timeline.jitter.as_millis() as u64,
+            max_input_wait_ms: s.timeline.max_wait.as_millis() as u64,
+            max_input_backlog_ms: s.timeline.max_backlog.as_millis() as u64,
+            max_catchup_ms: s.max_catchup.as_millis() as u64,
         }
     }
 }

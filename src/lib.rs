@@ -46,9 +46,23 @@
 //! ```
 //!
 //! Each call has fixed-size single-producer/single-consumer rings in both directions. A small
-//! pool of media threads (one per core by default) serves every call; each thread keeps a wheel
-//! of twenty 1 ms slots and ticks each call once per 20 ms in its slot, placed half a frame after
-//! the caller's frames arrive. See [`media`].
+//! pool of media threads (one per core by default) serves every call; each thread visits every
+//! call once a millisecond, sleeping to absolute deadlines. See [`media`].
+//!
+//! # Two clocks
+//!
+//! ```text
+//!  caller's timeline   f1   f2        f3 f4 f5 f6   (a stall: the backlog, all at once)
+//!  (what arrives)      │    │         │  │  │  │
+//!  passes              C+W  C+W   W   C  C  C+W C+W  C = caller stages, W = wall stages
+//!  wall clock          ├────┼────┼────┼────┼────┤    one tick per 20 ms, whatever arrives
+//! ```
+//!
+//! Every frame the platform delivers goes through the caller-timeline stages (recorders,
+//! detectors, forks, echo) exactly once, in order, when it arrives; silence goes in only where
+//! the platform paused. What callpipe generates (players, tones, the API's streams, the
+//! conference mix) runs on the wall clock and is paced on it. A frame that arrives within its
+//! tick shares one pass with it. See `docs/media.md` and [`session`].
 //!
 //! A conference's members all live on one media thread, which also runs the conference's mixer
 //! once per cycle, before the members' passes; each member exchanges frames with the mixer
@@ -56,8 +70,9 @@
 //!
 //! # The real-time contract
 //!
-//! * A tick runs exactly one pipeline pass per 20 ms of call time, whether or not the caller's
-//!   frame arrived (the platform may pause in silence): processors keep time with the call.
+//! * Every caller frame that arrives is processed once, in order, within a millisecond of its
+//!   arrival; late is never lost. Pause silence keeps the caller's timeline on call time; the
+//!   wall clock ticks once per 20 ms whether or not the caller's frame arrived.
 //! * The per-frame path allocates nothing, takes no lock and never blocks (`tests/no_alloc.rs`
 //!   counts allocations over 10,000 ticks). Full rings drop and count; they never wait.
 //! * Outbound frames are always exactly 20 ms: audio of any length is re-framed, a final partial

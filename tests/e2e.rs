@@ -118,6 +118,11 @@ impl Processor for Prompt {
         "prompt"
     }
 
+    fn timeline(&self) -> callpipe::processor::Timeline {
+        // It plays a prompt whether or not the caller speaks: the wall clock's.
+        callpipe::processor::Timeline::Wall
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         if !self.started {
             self.started = true;
@@ -216,10 +221,16 @@ async fn a_peer_that_never_reads_is_closed_and_others_are_unharmed() {
         async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
             ws.send(Message::text(r#"{"event":"websocket:connected","content-type":"audio/l16;rate=8000"}"#)).await.unwrap();
+            // A platform's pace: a frame every 20 ms, the echo read in between (and for a
+            // moment after the last frame).
             let mut back = 0;
-            for n in 0..150u32 {
-                ws.send(Message::binary(test_frame(n, 320))).await.unwrap();
-                while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(15), ws.next()).await {
+            let start = tokio::time::Instant::now();
+            for n in 0..=150u32 {
+                let next = start + Duration::from_millis(20 * u64::from(n + 1) + if n == 150 { 200 } else { 0 });
+                if n < 150 {
+                    ws.send(Message::binary(test_frame(n, 320))).await.unwrap();
+                }
+                while let Ok(Some(Ok(m))) = tokio::time::timeout_at(next, ws.next()).await {
                     if let Message::Binary(b) = m {
                         assert_eq!(b.to_vec(), test_frame(back, 320));
                         back += 1;

@@ -414,6 +414,10 @@ async fn a_dropped_target_is_reconnected_and_a_clean_close_is_not() {
     let processors = format!(r#"[{{ type = "fork", url = "ws://{addr}/x", first_message = "hello", name = "reconnect-counted" }}]"#);
     let server = TestServer::start(&config(&log, &processors)).await;
     let mut ws = server.call("/fork?call_id=re-1", 8000).await;
+    // A few frames of the caller's audio: the fork sends what the caller's timeline holds.
+    for _ in 0..5 {
+        ws.send(Message::binary(vec![0u8; 320])).await.unwrap();
+    }
     let mut first = next_conn(&mut conns).await;
     assert!(matches!(first.next().await, Message::Text(t) if t.as_str() == "hello"));
     first.actions.send(Action::Drop).unwrap();

@@ -80,7 +80,7 @@ impl Processor for Busy {
     }
 
     fn process(&mut self, cx: &mut Context<'_>) {
-        if cx.position() % 50 == 0 {
+        if cx.position().is_multiple_of(50) {
             let prompt = [300i16; 480];
             let n = cx.rate().frame_samples();
             cx.enqueue_output(&prompt[..n]);
@@ -634,7 +634,9 @@ fn a_forks_text_replies_pass_through_the_session_without_allocating() {
         // 5 s of ticks, 10 ms apart in real time: the replies arrive between them.
         for n in 0..500u32 {
             conn.audio_in.push_slice(&frame);
-            let measured = allocations_during(|| step(&mut session, &mut media, t0 + FRAME_DURATION * n));
+            let measured = allocations_during(|| {
+                step(&mut session, &mut media, t0 + FRAME_DURATION * n);
+            });
             if n >= 25 {
                 allocations += measured;
             }

@@ -1,7 +1,7 @@
 //! The `Session` state machine (an echo pipeline) driven by an arbitrary sequence of inputs.
 //!
 //! The input is decoded with `arbitrary` into a rate, an echo delay (0..=500 ms) and a list of
-//! operations: caller audio of any length, platform DTMF, `cleared` and `notify` acks (matching
+//! operations: caller audio of any length (arriving at the next grid instant), platform DTMF, `cleared` and `notify` acks (matching
 //! or not), ticks on the 20 ms grid delivered up to 65 ms late, and `finish` (hanging up or not).
 //! After every operation all transmits and events are drained.
 //!
@@ -59,7 +59,7 @@ fuzz_target!(|input: Input| {
 
     for op in input.ops {
         match op {
-            Op::Audio(bytes) => session.handle_audio(&bytes),
+            Op::Audio(bytes) => session.handle_audio(&bytes, t0 + FRAME_DURATION * n_ticks),
             Op::Dtmf(x) => session.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::ALL[usize::from(x) % 16], duration_ms: None }),
             Op::Cleared => session.handle_platform(InboundEvent::Cleared),
             Op::NotifyPlayed(marker) => session.handle_platform(InboundEvent::NotifyPlayed { marker }),

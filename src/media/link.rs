@@ -77,6 +77,10 @@ pub struct CallLink {
     pub hangup_reason: AtomicU8,
     /// Set by the media thread once the session has finished and its final counters are here.
     pub media_done: AtomicBool,
+    /// Set by the connection side when the caller's audio ring was full and it stopped reading
+    /// the socket; the media thread clears it and wakes the connection task once it has made
+    /// room.
+    pub inbound_waiting: AtomicBool,
     /// Counters the media thread publishes.
     pub stats: LinkStats,
 }
@@ -91,6 +95,7 @@ impl Default for CallLink {
             hangup: AtomicBool::new(false),
             hangup_reason: AtomicU8::new(NO_HANGUP),
             media_done: AtomicBool::new(false),
+            inbound_waiting: AtomicBool::new(false),
             stats: LinkStats::default(),
         }
     }
@@ -163,6 +168,8 @@ impl Hangup {
 pub struct LinkStats {
     passes: AtomicU64,
     input_missing: AtomicU64,
+    wall_only: AtomicU64,
+    skipped_ticks: AtomicU64,
     frames_released: AtomicU64,
     dropped_in: AtomicU64,
     catchups: AtomicU64,
@@ -195,6 +202,8 @@ impl LinkStats {
         let r = Ordering::Relaxed;
         self.passes.store(s.passes, r);
         self.input_missing.store(s.input_missing, r);
+        self.wall_only.store(s.wall_only, r);
+        self.skipped_ticks.store(s.skipped_ticks, r);
         self.frames_released.store(s.frames_released, r);
         self.dropped_in.store(s.dropped_in, r);
         self.catchups.store(s.catchups, r);
@@ -213,6 +222,8 @@ impl LinkStats {
         SessionStats {
             passes: self.passes.load(r),
             input_missing: self.input_missing.load(r),
+            wall_only: self.wall_only.load(r),
+            skipped_ticks: self.skipped_ticks.load(r),
             frames_released: self.frames_released.load(r),
             dropped_in: self.dropped_in.load(r),
             catchups: self.catchups.load(r),

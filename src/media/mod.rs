@@ -3,22 +3,27 @@
 //! ```text
 //!   tokio workers (sockets)                      media threads (std::thread, one per core)
 //!  ┌──────────────────────┐  audio_in (bytes)   ┌────────────────────────────────────────┐
-//!  │ connection task      │ ──────────────────► │ every 20 ms, in the call's 1 ms slot:  │
-//!  │  reads frames,       │  events_in          │   ring → Session::handle_audio         │
-//!  │  parses text,        │ ──────────────────► │   Session::handle_tick (one pass)      │
-//!  │  writes frames       │  items_out, audio_out│  pacer → ring                         │
+//!  │ connection task      │ ──────────────────► │ every 1 ms, every call:                │
+//!  │  reads frames as     │  events_in          │   ring → Session::handle_audio(now)    │
+//!  │  they arrive (stops  │ ──────────────────► │   Session::handle_tick(now):           │
+//!  │  when the ring is    │                     │     a pass per caller frame ready,     │
+//!  │  full), parses text, │  items_out,         │     a wall-only pass per late tick     │
+//!  │  writes frames       │  audio_out          │   pacer → rings                        │
 //!  │                      │ ◄────────────────── │                                        │
 //!  └──────────▲───────────┘  events_out         └──────────────────┬─────────────────────┘
-//!             │ wake (in-runtime)                                  │ one wake per slot
-//!        ┌────┴─────┐ ◄──────── links of the slot's calls ─────────┘
+//!             │ wake (in-runtime)                                  │ one wake per slot, for
+//!        ┌────┴─────┐ ◄──────── links of the calls that sent ──────┘ the calls that sent
 //!        │  relay   │
 //!        └──────────┘
 //! ```
 //!
 //! Every ring is single-producer/single-consumer and fixed in size: full is a counted drop,
-//! never a wait. The only cross-thread wake-up is one per occupied slot (to the relay task),
-//! instead of one per call per frame; the relay then wakes the slot's connection tasks from
-//! inside the runtime, where a wake-up is a lock-free push to a worker's local queue.
+//! never a wait, except for the caller's audio: a full `audio_in` makes the connection stop
+//! reading its socket until the media thread has made room (the backlog waits in the kernel,
+//! and the media thread wakes the connection). The only cross-thread wake-up is one per slot (to
+//! the relay task), for the calls that have something to send; the relay then wakes their
+//! connection tasks from inside the runtime, where a wake-up is a lock-free push to a worker's
+//! local queue.
 
 mod clock;
 mod link;

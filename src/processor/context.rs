@@ -84,11 +84,63 @@ impl Requests {
     }
 }
 
+/// Which clock a processor follows (see [`Processor::timeline`](super::Processor::timeline)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeline {
+    /// The caller's timeline: one pass per frame the platform delivered (or pause silence),
+    /// when it arrives, in order, never skipped. Stages that consume the caller's audio
+    /// (recorders, detectors, forks to transcription, echo).
+    Caller,
+    /// The wall clock: one pass per 20 ms of real time, whether or not the caller's frame has
+    /// arrived. Stages that generate audio (players, tone generators, the conference mix).
+    Wall,
+    /// Every pass: the stage looks at [`Context::pass`] itself (e.g. a wrapper of other
+    /// stages).
+    Both,
+}
+
+/// Which clocks one pass serves, and where each stands.
+///
+/// On a clean network every pass serves both: the caller's frame arrives within its wall tick.
+/// When the caller's frames are late the session runs *wall-only* passes for the ticks that
+/// cannot wait (generated audio keeps its pace), and *caller-only* passes when the late frames
+/// arrive (every one of them goes through, back to back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// The pass carries a frame of the caller's timeline: audio the platform delivered, or
+    /// silence for a pause (then [`Context::input_present`] is false).
+    pub caller: bool,
+    /// The pass is a tick of the wall clock: 20 ms of outbound time.
+    pub wall: bool,
+    /// Frames of the caller's timeline before this pass.
+    pub caller_position: u64,
+    /// Wall ticks before this pass.
+    pub wall_position: u64,
+}
+
+impl Pass {
+    /// A pass that serves both clocks, both at `position` (what a test driving a processor by
+    /// hand usually wants).
+    pub fn both(position: u64) -> Pass {
+        Pass { caller: true, wall: true, caller_position: position, wall_position: position }
+    }
+
+    /// Whether a stage following `timeline` runs in this pass.
+    pub fn runs(&self, timeline: Timeline) -> bool {
+        match timeline {
+            Timeline::Caller => self.caller,
+            Timeline::Wall => self.wall,
+            Timeline::Both => true,
+        }
+    }
+}
+
 /// One processor's view of one 20 ms pass.
 #[derive(Debug)]
 pub struct Context<'a> {
     now: Instant,
-    position: u64,
+    pass: Pass,
+    timeline: Timeline,
     rate: SampleRate,
     input: &'a mut [i16],
     input_present: bool,
@@ -111,21 +163,50 @@ impl<'a> Context<'a> {
     ) -> Context<'a> {
         debug_assert_eq!(input.len(), rate.frame_samples());
         debug_assert_eq!(output.len(), rate.frame_samples());
-        Context { now, position, rate, input, input_present, output, output_written: false, requests, stage: 0 }
+        Context {
+            now,
+            pass: Pass::both(position),
+            timeline: Timeline::Both,
+            rate,
+            input,
+            input_present,
+            output,
+            output_written: false,
+            requests,
+            stage: 0,
+        }
     }
 
-    pub(crate) fn set_stage(&mut self, stage: usize) {
+    /// The same context for a pass that serves the clocks `pass` says (by default, both).
+    pub fn with_pass(mut self, pass: Pass) -> Context<'a> {
+        self.pass = pass;
+        self
+    }
+
+    pub(crate) fn set_stage(&mut self, stage: usize, timeline: Timeline) {
         self.stage = stage;
+        self.timeline = timeline;
     }
 
-    /// The scheduled time of this pass on the call's 20 ms grid.
+    /// When this pass runs: for a pass on the wall clock its tick's scheduled instant, for a
+    /// caller-only pass the instant its frame is taken.
     pub fn now(&self) -> Instant {
         self.now
     }
 
-    /// The pass number: frames of call time since the call started.
+    /// The pass number on the processor's own clock: for a [`Timeline::Wall`] stage wall ticks
+    /// since the call started, for the others frames of the caller's timeline (20 ms each) before
+    /// this one.
     pub fn position(&self) -> u64 {
-        self.position
+        match self.timeline {
+            Timeline::Wall => self.pass.wall_position,
+            Timeline::Caller | Timeline::Both => self.pass.caller_position,
+        }
+    }
+
+    /// Which clocks this pass serves.
+    pub fn pass(&self) -> Pass {
+        self.pass
     }
 
     /// The call's sample rate.
@@ -133,7 +214,8 @@ impl<'a> Context<'a> {
         self.rate
     }
 
-    /// The caller's frame, as changed by earlier processors. Silence when no frame arrived.
+    /// The caller's frame, as changed by earlier processors. Silence in a pause, and in a
+    /// wall-only pass.
     pub fn input(&self) -> &[i16] {
         self.input
     }
@@ -143,7 +225,8 @@ impl<'a> Context<'a> {
         self.input
     }
 
-    /// Whether the caller's frame for this pass arrived (the platform may pause in silence).
+    /// Whether this pass carries audio the platform delivered (false for pause silence and in
+    /// wall-only passes).
     pub fn input_present(&self) -> bool {
         self.input_present
     }

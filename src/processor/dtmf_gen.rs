@@ -187,6 +187,10 @@ impl Processor for DtmfSend {
         Ok(())
     }
 
+    fn timeline(&self) -> super::Timeline {
+        super::Timeline::Wall
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         self.process_frame(cx);
     }

@@ -787,6 +787,11 @@ impl Processor for Fork {
         Ok(())
     }
 
+    fn timeline(&self) -> super::Timeline {
+        // Replies are played on the wall clock; the caller's audio goes out on its own timeline.
+        super::Timeline::Both
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         if self.stopped {
             return;
@@ -794,7 +799,7 @@ impl Processor for Fork {
         self.take_replies(cx);
         self.play_replies(cx);
         let Some(side) = self.side.as_mut() else { return };
-        if self.shared.done.load(Ordering::Acquire) {
+        if !cx.pass().caller || self.shared.done.load(Ordering::Acquire) {
             return;
         }
         let mut samples: &[i16] = match self.resampler.as_mut() {

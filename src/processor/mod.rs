@@ -45,7 +45,7 @@ pub use conference::{
     Conferences, Join as ConferenceJoin, JoinError as ConferenceJoinError, MemberState, MemberView, Membership, Mixer, MixerMember,
     Role as ConferenceRole, check_name as check_conference_name,
 };
-pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Requests};
+pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Pass, Requests, Timeline};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
 pub use echo::Echo;
@@ -180,8 +180,17 @@ pub trait Processor: Send + 'static {
         Ok(())
     }
 
-    /// Called once per 20 ms pass. Must not allocate, lock or block.
+    /// Called once per pass of the processor's [`timeline`](Processor::timeline). Must not
+    /// allocate, lock or block.
     fn process(&mut self, cx: &mut Context<'_>);
+
+    /// The clock whose passes this processor runs in. The default, [`Timeline::Caller`], sees
+    /// every frame the platform delivered exactly once, in order, plus silence for real
+    /// pauses; a processor that generates audio on its own (a player) follows
+    /// [`Timeline::Wall`] so that late caller audio never holds it up.
+    fn timeline(&self) -> Timeline {
+        Timeline::Caller
+    }
 
     /// Called at the start of a pass for each event that arrived since the previous pass:
     /// platform events, and events emitted by *other* processors in the previous pass.
@@ -289,22 +298,29 @@ impl Pipeline {
         for (origin, event) in events {
             for (i, stage) in self.stages.iter_mut().enumerate() {
                 if *origin != Some(i) {
-                    cx.set_stage(i);
+                    cx.set_stage(i, stage.timeline());
                     stage.handle_event(event, cx);
                 }
             }
         }
+        let pass = cx.pass();
         match self.timers.start_pass() {
             None => {
                 for (i, stage) in self.stages.iter_mut().enumerate() {
-                    cx.set_stage(i);
-                    stage.process(cx);
+                    let timeline = stage.timeline();
+                    if pass.runs(timeline) {
+                        cx.set_stage(i, timeline);
+                        stage.process(cx);
+                    }
                 }
             }
             Some(mut start) => {
                 for (i, stage) in self.stages.iter_mut().enumerate() {
-                    cx.set_stage(i);
-                    stage.process(cx);
+                    let timeline = stage.timeline();
+                    if pass.runs(timeline) {
+                        cx.set_stage(i, timeline);
+                        stage.process(cx);
+                    }
                     start = self.timers.stage_done(i, start);
                 }
             }
@@ -314,7 +330,7 @@ impl Pipeline {
     /// Lets every stage finish.
     pub fn finish(&mut self, cx: &mut Context<'_>) {
         for (i, stage) in self.stages.iter_mut().enumerate() {
-            cx.set_stage(i);
+            cx.set_stage(i, stage.timeline());
             stage.finish(cx);
         }
     }

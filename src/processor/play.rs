@@ -212,6 +212,10 @@ impl Processor for Play {
         Ok(())
     }
 
+    fn timeline(&self) -> super::Timeline {
+        super::Timeline::Wall
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         if self.stopped || self.samples.is_empty() || self.buffer.is_empty() || cx.position() < self.start_pass {
             return;

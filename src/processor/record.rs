@@ -468,20 +468,27 @@ impl Processor for Record {
             cx.emit(Event::custom("recording", serde_json::json!({ "state": "error", "path": path, "error": error })));
         }
         let Some(producer) = self.producer.as_mut() else { return };
+        // Which passes make a frame of the file (see `timeline`): the caller's channel follows
+        // the caller's timeline exactly; outbound audio is kept from every pass that wrote some,
+        // and the outbound channel alone also keeps the wall clock's silence.
+        let pass = cx.pass();
         let (input, output) = (cx.input(), cx.output());
+        let n = input.len();
         let samples: &[i16] = match self.config.channels {
             RecordChannels::Caller => input,
-            RecordChannels::Outbound => output,
+            RecordChannels::Outbound if pass.wall || cx.output_written() => output,
+            RecordChannels::Outbound => return,
+            _ if !pass.caller && !cx.output_written() => return,
             RecordChannels::Stereo => {
-                for ((pair, l), r) in self.scratch.chunks_exact_mut(2).zip(input).zip(output) {
-                    pair[0] = *l;
+                for (i, (pair, r)) in self.scratch.chunks_exact_mut(2).zip(output).enumerate() {
+                    pair[0] = if pass.caller { input[i] } else { 0 };
                     pair[1] = *r;
                 }
                 &self.scratch
             }
             RecordChannels::Mixed => {
-                for ((m, l), r) in self.scratch.iter_mut().zip(input).zip(output) {
-                    *m = l.saturating_add(*r);
+                for (i, (m, r)) in self.scratch.iter_mut().zip(output).enumerate() {
+                    *m = if pass.caller { input[i] } else { 0 }.saturating_add(*r);
                 }
                 &self.scratch
             }
@@ -489,9 +496,16 @@ impl Processor for Record {
         // Whole frames only, so the interleaving in the ring never slips.
         if producer.vacant_len() >= samples.len() {
             producer.push_slice(samples);
-            self.pushed += input.len() as u64;
+            self.pushed += n as u64;
         } else {
-            self.shared.dropped.fetch_add(input.len() as u64, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn timeline(&self) -> super::Timeline {
+        match self.config.channels {
+            RecordChannels::Caller => super::Timeline::Caller,
+            RecordChannels::Outbound | RecordChannels::Stereo | RecordChannels::Mixed => super::Timeline::Both,
         }
     }
 

@@ -192,15 +192,27 @@ impl Processor for Resample {
         }
     }
 
+    fn timeline(&self) -> super::Timeline {
+        // The inner stages run on their own clocks: the pass says which run.
+        super::Timeline::Both
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         let Some(state) = self.state.as_mut() else { return };
-        state.down.process(cx.input(), &mut state.input);
+        if cx.pass().caller {
+            state.down.process(cx.input(), &mut state.input);
+        } else {
+            // A wall-only pass carries no caller audio: the input converter keeps its state for
+            // the caller's next frame.
+            state.input.fill(0);
+        }
         state.output.fill(0);
         // The inner processors may queue what the call's queue has room for, less what waits here.
         let room = cx.output_room() * self.rate.hz() as usize / state.call_rate.hz() as usize;
         state.requests.reset(room.saturating_sub(state.staged.len()));
         let mut inner_cx =
-            Context::new(cx.now(), cx.position(), self.rate, &mut state.input, cx.input_present(), &mut state.output, &mut state.requests);
+            Context::new(cx.now(), cx.position(), self.rate, &mut state.input, cx.input_present(), &mut state.output, &mut state.requests)
+                .with_pass(cx.pass());
         self.inner.run(&state.events, &mut inner_cx);
         let written = inner_cx.output_written();
         state.events.clear();

@@ -1,61 +1,142 @@
-//! The caller's audio on its way in: a byte FIFO that re-frames whatever arrives into exact
-//! 20 ms frames, with a small jitter policy so that inbound backlog never becomes permanent
-//! latency.
+//! The caller's timeline: every frame the platform delivers goes through the pipeline exactly
+//! once, in order, when it arrives; silence is added only where the platform really paused.
 //!
-//! Bytes are kept as bytes, so a frame of odd length (a sample split across two WebSocket
-//! messages) loses nothing. One frame is taken per pass. A backlog above `max_backlog` frames
-//! (a burst after a long network stall, or a sender far faster than real time) is cut back to
-//! the newest frame at once and counted as dropped: on purpose, never silent. A *standing*
-//! backlog of two or more frames held for a whole second (a call that joined its media thread
-//! mid-stream, or a sender slightly faster than real time) is made up instead: the session runs
-//! one extra pass, so no caller audio is lost and the latency does not stay.
+//! TCP loses nothing and reorders nothing, so lateness is never loss: a frame that arrives late
+//! is processed late, and the backlog after a network stall is caught up at once (one pass per
+//! frame, back to back). Silence enters the caller's timeline only for a *pause*: the platform
+//! stopped sending, then resumed at real-time pace. The two are told apart by what arrives
+//! after the gap (the rule, with its numbers, is in [`TimelineConfig`]):
+//!
+//! * Each frame has a *due* instant on the caller's timeline: `anchor + n × 20 ms`, where `n`
+//!   counts the frames (and pause silence) so far and `anchor` is set by the earliest arrivals
+//!   (a frame that arrives before its due instant moves the anchor back to it). A frame's
+//!   *lateness* is its arrival minus its due instant.
+//! * Lateness up to `jitter` is network jitter: the frame goes through at once.
+//! * Beyond that, the frame ended a gap. After a **stall** the backlog follows it at once, and
+//!   the newest frame that has arrived is within `jitter` of its due instant again: every frame
+//!   goes through, no silence. After a **pause** the frames resume one every 20 ms and stay just
+//!   as late: if, [`BURST_WINDOW`] after the frame arrived, the newest frame is still later than
+//!   `jitter`, the gap was a pause, and its length (that lateness, rounded to frames) goes into
+//!   the timeline as silence *before* the frame.
+//! * While nothing arrives at all for `max_wait` past the due instant, the pause is taken as
+//!   such while it lasts: silence passes fill the gap up to the present and then follow the
+//!   clock, so processors keep call time through a long hold. A stall longer than `max_wait`
+//!   therefore puts silence before its backlog (nothing is dropped, the timeline is longer).
+//! * Only a frame later than `max_backlog` (seconds, after everything above) is dropped, and
+//!   counted: the one way caller audio is ever lost here.
+//!
+//! Bytes are kept as bytes, so a sample split across two WebSocket messages loses nothing. The
+//! buffer is sized once; what does not fit stays with the caller (the media thread moves no
+//! more into it than [`InboundBuffer::room`]).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-use crate::protocol::{MAX_FRAME_BYTES, SampleRate, decode_l16};
+use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, decode_l16};
 
-/// Passes over which a standing backlog is measured (one second).
-const STANDING_WINDOW: u32 = 50;
+/// How long a frame that ended a gap waits for the backlog of a stall to follow it before the
+/// gap is taken for a pause: half a frame (a paced sender's next frame comes a whole frame
+/// later; a stall's backlog comes together).
+pub const BURST_WINDOW: Duration = Duration::from_millis(10);
 
-/// The inbound re-framer and jitter policy of one call.
+/// The caller-timeline rules of one call. Every field has a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineConfig {
+    /// Lateness that is only network jitter: a frame up to this late never ends a pause.
+    /// Default 100 ms.
+    pub jitter: Duration,
+    /// How long past its due instant a missing frame is waited for before silence passes run
+    /// (the platform is taken to have paused). Default 1 s: a 300 ms TCP stall (or a 900 ms
+    /// one) loses nothing and adds no silence.
+    pub max_wait: Duration,
+    /// A frame later than this (after the rules above) is dropped and counted. Default 5 s.
+    pub max_backlog: Duration,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> TimelineConfig {
+        TimelineConfig { jitter: Duration::from_millis(100), max_wait: Duration::from_secs(1), max_backlog: Duration::from_secs(5) }
+    }
+}
+
+/// What the caller's timeline holds next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A frame of the caller's audio, decoded into the buffer given to [`InboundBuffer::poll`].
+    Frame,
+    /// One frame of pause silence (the buffer is zeroed).
+    Pause,
+    /// Nothing yet: wait for more audio (or for time to pass).
+    Wait,
+}
+
+/// The inbound re-framer and caller timeline of one call: every frame once, in order, when it
+/// arrives; silence only for a pause; a drop only past `max_backlog`. See `docs/media.md`.
 #[derive(Debug)]
 pub struct InboundBuffer {
     frame_bytes: usize,
+    config: TimelineConfig,
     bytes: VecDeque<u8>,
-    max_backlog: usize,
-    window_passes: u32,
-    window_min: usize,
+    /// Arrival instants of the whole frames waiting in `bytes`, oldest first.
+    arrivals: VecDeque<Instant>,
+    /// `due(0)`: due instants are `anchor + n × 20 ms`.
+    anchor: Option<Instant>,
+    /// Frames on the timeline so far: caller frames, pause silence and dropped frames.
+    n: u64,
+    /// Silence frames decided and not yet taken.
+    silence_owed: u64,
+    /// Filling a pause while it lasts (nothing has arrived for `max_wait`).
+    pausing: bool,
+    /// Taking the backlog of a stall.
+    catching_up: bool,
+    frames: u64,
+    pause_frames: u64,
+    stalls: u64,
     dropped_frames: u64,
     overflow_bytes: u64,
-    catchups: u64,
 }
 
 impl InboundBuffer {
-    /// A buffer for `rate` holding at most `capacity_frames` frames, cutting backlog above
-    /// `max_backlog` frames (at least 1).
-    pub fn new(rate: SampleRate, capacity_frames: usize, max_backlog: usize) -> InboundBuffer {
+    /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2).
+    pub fn new(rate: SampleRate, capacity_frames: usize, config: TimelineConfig) -> InboundBuffer {
         let frame_bytes = rate.frame_bytes();
-        let max_backlog = max_backlog.max(1);
-        let capacity = frame_bytes * capacity_frames.max(max_backlog + 2);
+        let frames = capacity_frames.max(2);
         InboundBuffer {
             frame_bytes,
-            bytes: VecDeque::with_capacity(capacity),
-            max_backlog,
-            window_passes: 0,
-            window_min: usize::MAX,
+            config,
+            bytes: VecDeque::with_capacity(frame_bytes * frames),
+            arrivals: VecDeque::with_capacity(frames + 1),
+            anchor: None,
+            n: 0,
+            silence_owed: 0,
+            pausing: false,
+            catching_up: false,
+            frames: 0,
+            pause_frames: 0,
+            stalls: 0,
             dropped_frames: 0,
             overflow_bytes: 0,
-            catchups: 0,
         }
     }
 
-    /// Appends received bytes (any length). What does not fit is dropped and counted; the
-    /// buffer never grows.
-    pub fn push(&mut self, data: &[u8]) {
-        let room = self.bytes.capacity() - self.bytes.len();
-        let n = data.len().min(room);
+    /// Bytes the buffer can still take.
+    pub fn room(&self) -> usize {
+        self.bytes.capacity() - self.bytes.len()
+    }
+
+    /// Appends bytes received by `now` (any length). Each frame they complete arrived at `now`.
+    /// What does not fit is dropped and counted (the media thread never gives more than
+    /// [`room`](InboundBuffer::room)); the buffer never grows.
+    pub fn push(&mut self, data: &[u8], now: Instant) {
+        let n = data.len().min(self.room());
+        let before = self.bytes.len() / self.frame_bytes;
         self.bytes.extend(&data[..n]);
         self.overflow_bytes += (data.len() - n) as u64;
+        for _ in before..self.bytes.len() / self.frame_bytes {
+            if self.arrivals.len() < self.arrivals.capacity() {
+                self.arrivals.push_back(now);
+            }
+        }
     }
 
     /// Whole frames waiting.
@@ -68,7 +149,22 @@ impl InboundBuffer {
         self.bytes.len()
     }
 
-    /// Frames dropped by the jitter policy.
+    /// Caller frames taken so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Frames of pause silence put into the timeline.
+    pub fn pause_frames(&self) -> u64 {
+        self.pause_frames
+    }
+
+    /// Gaps that turned out to be stalls (their backlog followed and went through).
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Frames dropped for being later than `max_backlog`.
     pub fn dropped_frames(&self) -> u64 {
         self.dropped_frames
     }
@@ -78,131 +174,362 @@ impl InboundBuffer {
         self.overflow_bytes
     }
 
-    /// Extra passes run to make up a standing backlog.
-    pub fn catchups(&self) -> u64 {
-        self.catchups
+    /// Starts the call's timeline at `now` (later calls do nothing): if no audio arrives for
+    /// `max_wait`, the start of the call is a pause like any other and is filled with silence.
+    /// The first frame, if it comes sooner, starts the timeline itself.
+    pub fn start(&mut self, now: Instant) {
+        self.anchor.get_or_insert(now);
     }
 
-    /// Applies the jitter policy at the start of a tick and returns how many passes to run:
-    /// 1, or 2 when a standing backlog is to be made up.
-    pub fn plan_tick(&mut self) -> usize {
-        let backlog = self.backlog();
-        if backlog > self.max_backlog {
-            self.drop_frames(backlog - 1);
-            self.reset_window();
-            return 1;
-        }
-        self.window_min = self.window_min.min(backlog);
-        self.window_passes += 1;
-        if self.window_passes < STANDING_WINDOW {
-            return 1;
-        }
-        let standing = self.window_min >= 2;
-        self.reset_window();
-        if standing {
-            self.catchups += 1;
-            2
-        } else {
-            1
+    /// The due instant of the next frame on the caller's timeline, once the call has started.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.anchor.map(|anchor| anchor + frames(self.n))
+    }
+
+    /// What comes next on the caller's timeline at `now`. For [`Next::Frame`] the frame is
+    /// decoded into `out` (one frame long); for [`Next::Pause`] `out` is zeroed.
+    pub fn poll(&mut self, now: Instant, out: &mut [i16]) -> Next {
+        loop {
+            if self.silence_owed > 0 {
+                self.silence_owed -= 1;
+                return self.pause(out);
+            }
+            let Some(&arrived) = self.arrivals.front() else {
+                return self.poll_idle(now, out);
+            };
+            let anchor = match self.anchor {
+                // The caller's first frame starts its timeline, unless a pause at the start of
+                // the call has already been filled (then it follows that silence).
+                Some(anchor) if self.frames > 0 || self.pause_frames > 0 => anchor,
+                _ => {
+                    self.anchor = Some(arrived);
+                    return self.take(out);
+                }
+            };
+            let due = anchor + frames(self.n);
+            if arrived <= due {
+                // Early (or exactly on time): the earliest arrivals set the timeline.
+                self.anchor = Some(arrived.checked_sub(frames(self.n)).unwrap_or(anchor));
+                self.catching_up = false;
+                return self.take(out);
+            }
+            let late = arrived - due;
+            if late <= self.config.jitter {
+                self.catching_up = false;
+                return self.take(out);
+            }
+            // This frame ended a gap. A stall's backlog brings the newest frame back on time.
+            let newest = self.arrivals.len() as u64 - 1;
+            let newest_late = self.arrivals.back().map_or(late, |a| a.saturating_duration_since(anchor + frames(self.n + newest)));
+            let full = self.room() < self.frame_bytes;
+            if newest_late <= self.config.jitter || full {
+                if !self.catching_up && !self.pausing {
+                    self.stalls += 1;
+                }
+                self.catching_up = true;
+                if late > self.config.max_backlog {
+                    self.drop_front();
+                    continue;
+                }
+                return self.take(out);
+            }
+            if now < arrived + BURST_WINDOW {
+                return Next::Wait;
+            }
+            // A pause: its length, to the nearest frame, goes in before the frame.
+            let owed = (newest_late + FRAME_DURATION / 2).as_nanos() / FRAME_DURATION.as_nanos();
+            let owed = u64::try_from(owed).unwrap_or(u64::MAX);
+            self.pausing = false;
+            if owed == 0 {
+                return self.take(out);
+            }
+            self.silence_owed = owed;
         }
     }
 
-    /// Decodes the next frame into `out` (one frame long). Returns false, leaving `out`
-    /// untouched, when no whole frame is waiting.
-    pub fn pop_frame(&mut self, out: &mut [i16]) -> bool {
-        if self.backlog() == 0 {
-            return false;
+    /// No frame is waiting: fill a pause that has lasted `max_wait`, and keep filling it.
+    fn poll_idle(&mut self, now: Instant, out: &mut [i16]) -> Next {
+        let Some(due) = self.next_due() else { return Next::Wait };
+        if !self.pausing && now >= due + self.config.max_wait {
+            self.pausing = true;
         }
+        // Silence up to the present: the frame that ends the pause is then on time.
+        if self.pausing && due < now {
+            return self.pause(out);
+        }
+        Next::Wait
+    }
+
+    fn pause(&mut self, out: &mut [i16]) -> Next {
+        out.fill(0);
+        self.n += 1;
+        self.pause_frames += 1;
+        Next::Pause
+    }
+
+    fn take(&mut self, out: &mut [i16]) -> Next {
         let mut frame = [0u8; MAX_FRAME_BYTES];
         let frame = &mut frame[..self.frame_bytes];
         super::pop_front_into(&mut self.bytes, frame);
+        self.arrivals.pop_front();
         decode_l16(frame, out);
+        self.n += 1;
+        self.frames += 1;
+        self.pausing = false;
+        Next::Frame
+    }
+
+    fn drop_front(&mut self) {
+        self.bytes.drain(..self.frame_bytes);
+        self.arrivals.pop_front();
+        self.n += 1;
+        self.dropped_frames += 1;
+    }
+
+    /// Takes the next whole frame whatever its timing (the call is ending: nothing is lost).
+    pub fn take_remaining(&mut self, out: &mut [i16]) -> bool {
+        if self.backlog() == 0 {
+            return false;
+        }
+        self.take(out);
         true
     }
+}
 
-    fn reset_window(&mut self) {
-        self.window_passes = 0;
-        self.window_min = usize::MAX;
-    }
-
-    fn drop_frames(&mut self, frames: usize) {
-        self.bytes.drain(..frames * self.frame_bytes);
-        self.dropped_frames += frames as u64;
-    }
+/// `n` frames of time.
+fn frames(n: u64) -> Duration {
+    FRAME_DURATION.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+    const F: Duration = FRAME_DURATION;
+    const NONE: [i16; 0] = [];
+
     fn frame(value: i16) -> Vec<u8> {
         std::iter::repeat_n(value.to_le_bytes(), 160).flatten().collect()
     }
 
-    #[test]
-    fn reframes_odd_sizes_without_losing_a_sample() {
-        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 5);
-        let stream: Vec<u8> = (0..480i16).flat_map(|s| s.to_le_bytes()).collect();
-        // 960 bytes in pieces of 1, 7, 333 and the rest: samples straddle messages.
-        inbound.push(&stream[..1]);
-        inbound.push(&stream[1..8]);
-        inbound.push(&stream[8..341]);
-        let mut out = [0i16; 160];
-        assert!(inbound.pop_frame(&mut out));
-        assert_eq!(out[0], 0);
-        assert_eq!(out[159], 159);
-        assert!(!inbound.pop_frame(&mut out), "only 21 bytes of the second frame so far");
-        inbound.push(&stream[341..]);
-        assert!(inbound.pop_frame(&mut out));
-        assert_eq!((out[0], out[159]), (160, 319));
-        assert!(inbound.pop_frame(&mut out));
-        assert_eq!((out[0], out[159]), (320, 479));
-        assert_eq!(inbound.len_bytes(), 0);
-        assert_eq!(inbound.dropped_frames(), 0);
+    fn buffer() -> InboundBuffer {
+        InboundBuffer::new(SampleRate::Hz8000, 64, TimelineConfig::default())
     }
 
-    #[test]
-    fn a_burst_above_the_limit_is_cut_to_the_newest_frame() {
-        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 3);
-        for i in 0..7 {
-            inbound.push(&frame(i));
-        }
+    /// Polls at `now` until the timeline waits: each frame's first sample, 0 for pause silence
+    /// (the test frames are never 0).
+    fn drain(b: &mut InboundBuffer, now: Instant) -> Vec<i16> {
         let mut out = [0i16; 160];
-        assert_eq!(inbound.plan_tick(), 1);
-        assert!(inbound.pop_frame(&mut out));
-        assert_eq!(out[0], 6, "frames 0..6 were stale and dropped");
-        assert_eq!(inbound.dropped_frames(), 6);
-    }
-
-    #[test]
-    fn a_standing_backlog_is_made_up_with_an_extra_pass() {
-        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 16, 5);
-        inbound.push(&frame(0));
-        let mut out = [0i16; 160];
-        // One frame in, one frame out per tick: a backlog of 2 stands for a second.
-        let mut passes = Vec::new();
-        for _ in 0..STANDING_WINDOW {
-            inbound.push(&frame(1));
-            let n = inbound.plan_tick();
-            passes.push(n);
-            for _ in 0..n {
-                assert!(inbound.pop_frame(&mut out));
+        let mut got = Vec::new();
+        loop {
+            match b.poll(now, &mut out) {
+                Next::Frame => {
+                    assert!(out[0] != 0);
+                    got.push(out[0]);
+                }
+                Next::Pause => {
+                    assert!(out.iter().all(|s| *s == 0));
+                    got.push(0);
+                }
+                Next::Wait => return got,
             }
         }
-        assert_eq!(passes.iter().filter(|n| **n == 2).count(), 1, "one extra pass at the end of the window");
-        assert_eq!(*passes.last().unwrap(), 2);
-        assert_eq!(inbound.dropped_frames(), 0, "nothing is lost");
-        assert_eq!(inbound.catchups(), 1);
-        assert_eq!(inbound.backlog(), 0);
+    }
+
+    #[test]
+    fn reframes_odd_sizes_without_losing_a_sample() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        let stream: Vec<u8> = (1..=480i16).flat_map(|s| s.to_le_bytes()).collect();
+        b.push(&stream[..1], t0);
+        b.push(&stream[1..8], t0);
+        b.push(&stream[8..341], t0);
+        let mut out = [0i16; 160];
+        assert_eq!(b.poll(t0, &mut out), Next::Frame);
+        assert_eq!((out[0], out[159]), (1, 160));
+        assert_eq!(b.poll(t0, &mut out), Next::Wait, "only 21 bytes of the second frame so far");
+        b.push(&stream[341..], t0 + F);
+        assert_eq!(b.poll(t0 + F, &mut out), Next::Frame);
+        assert_eq!((out[0], out[159]), (161, 320));
+        assert_eq!(b.poll(t0 + F, &mut out), Next::Frame);
+        assert_eq!((out[0], out[159]), (321, 480));
+        assert_eq!(b.len_bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_goes_through_when_it_arrives_and_a_late_one_is_waited_for() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        b.push(&frame(1), t0);
+        assert_eq!(drain(&mut b, t0), [1]);
+        // Frame 2 is 60 ms late: nothing runs in its place meanwhile.
+        for ms in [20, 40, 60, 79] {
+            assert_eq!(drain(&mut b, t0 + ms * MS), NONE, "no silence at {ms} ms");
+        }
+        b.push(&frame(2), t0 + 80 * MS);
+        assert_eq!(drain(&mut b, t0 + 80 * MS), [2], "jitter within 100 ms goes through at once");
+        b.push(&frame(3), t0 + 80 * MS);
+        assert_eq!(drain(&mut b, t0 + 80 * MS), [3], "and so does the frame that came with it");
+        assert_eq!((b.frames(), b.pause_frames(), b.dropped_frames()), (3, 0, 0));
+    }
+
+    #[test]
+    fn the_backlog_of_a_stall_goes_through_at_once_with_no_silence() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            b.push(&frame(i + 1), t0 + F * i as u32);
+            assert_eq!(drain(&mut b, t0 + F * i as u32), [i + 1]);
+        }
+        // A 300 ms stall: frames 6..=20 were due at 100..=380 ms and all arrive at 400 ms.
+        let at = t0 + 400 * MS;
+        assert_eq!(drain(&mut b, at - MS), NONE);
+        for i in 5..20 {
+            b.push(&frame(i + 1), at);
+        }
+        assert_eq!(drain(&mut b, at), (6..=20).collect::<Vec<i16>>(), "caught up at once");
+        assert_eq!(b.stalls(), 1);
+        // Then on time again.
+        b.push(&frame(21), t0 + F * 20);
+        assert_eq!(drain(&mut b, t0 + F * 20), [21]);
+        assert_eq!(b.pause_frames(), 0);
+    }
+
+    #[test]
+    fn a_stall_whose_backlog_arrives_in_pieces_loses_nothing() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        b.push(&frame(1), t0);
+        drain(&mut b, t0);
+        // 200 ms of nothing, then the backlog in two pieces 3 ms apart.
+        let at = t0 + 220 * MS;
+        b.push(&frame(2), at);
+        assert_eq!(drain(&mut b, at), NONE, "a lone late frame waits for its backlog");
+        for i in 3..=5 {
+            b.push(&frame(i), at + 3 * MS);
+        }
+        assert_eq!(drain(&mut b, at + 3 * MS), NONE, "still later than the jitter allowance");
+        for i in 6..=12 {
+            b.push(&frame(i), at + 4 * MS);
+        }
+        assert_eq!(drain(&mut b, at + 4 * MS), (2..=12).collect::<Vec<i16>>());
+        assert_eq!(b.pause_frames(), 0);
+    }
+
+    #[test]
+    fn a_pause_becomes_silence_of_its_length_before_the_frame_that_ends_it() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            b.push(&frame(i + 1), t0 + F * i as u32);
+            drain(&mut b, t0 + F * i as u32);
+        }
+        // The platform stops for 500 ms (frames due at 60..=540 ms never come), then sends
+        // frame 4 at 560 ms and the next one a frame later: no burst.
+        let resumed = t0 + 560 * MS;
+        b.push(&frame(4), resumed);
+        assert_eq!(drain(&mut b, resumed), NONE, "held while a backlog may follow");
+        assert_eq!(drain(&mut b, resumed + 9 * MS), NONE);
+        let got = drain(&mut b, resumed + BURST_WINDOW);
+        assert_eq!(got.len(), 26);
+        assert!(got[..25].iter().all(|s| *s == 0), "500 ms of silence");
+        assert_eq!(got[25], 4);
+        b.push(&frame(5), resumed + F);
+        assert_eq!(drain(&mut b, resumed + F), [5], "back on the timeline: no more holding");
+        assert_eq!((b.pause_frames(), b.stalls(), b.frames()), (25, 0, 5));
+    }
+
+    #[test]
+    fn a_long_pause_is_filled_while_it_lasts_and_call_time_stays_right() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        b.push(&frame(1), t0);
+        drain(&mut b, t0);
+        // Due at 20 ms; nothing until 1020 ms, then silence up to the present, then one a
+        // frame.
+        assert_eq!(drain(&mut b, t0 + 1019 * MS), NONE);
+        let filled = drain(&mut b, t0 + 1020 * MS);
+        assert_eq!(filled.len(), 50, "due 20..=1000 ms: ({filled:?})");
+        assert!(filled.iter().all(|s| *s == 0));
+        assert_eq!(drain(&mut b, t0 + 1039 * MS), [0]);
+        assert_eq!(drain(&mut b, t0 + 1040 * MS), NONE);
+        // The platform resumes at 2000 ms: 99 frames of call time were missing in all.
+        let mut ms = 1041;
+        while ms < 2000 {
+            drain(&mut b, t0 + ms * MS);
+            ms += 1;
+        }
+        let resumed = t0 + 2000 * MS;
+        b.push(&frame(2), resumed);
+        let mut got = drain(&mut b, resumed);
+        got.extend(drain(&mut b, resumed + BURST_WINDOW));
+        assert_eq!(got.last(), Some(&2));
+        assert_eq!(b.pause_frames(), 99, "silence fills the pause exactly");
+        assert_eq!(b.next_due(), Some(t0 + F * 101));
+    }
+
+    #[test]
+    fn a_call_whose_caller_is_silent_from_the_start_keeps_call_time() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        b.start(t0);
+        assert_eq!(drain(&mut b, t0 + 999 * MS), NONE, "the first frame may take up to a second");
+        let filled = drain(&mut b, t0 + 1000 * MS);
+        assert_eq!(filled.len(), 50, "then the call's first second is silence");
+        b.push(&frame(1), t0 + 1005 * MS);
+        assert_eq!(drain(&mut b, t0 + 1005 * MS), [1]);
+        // A first frame within the wait starts the timeline itself: no silence before it.
+        let mut b = buffer();
+        b.start(t0);
+        b.push(&frame(1), t0 + 400 * MS);
+        assert_eq!(drain(&mut b, t0 + 400 * MS), [1]);
+        b.push(&frame(2), t0 + 420 * MS);
+        assert_eq!(drain(&mut b, t0 + 420 * MS), [2]);
+        assert_eq!(b.pause_frames(), 0);
+    }
+
+    #[test]
+    fn a_frame_later_than_the_hard_bound_is_dropped_and_counted() {
+        let config =
+            TimelineConfig { max_wait: Duration::from_secs(3600), max_backlog: Duration::from_secs(2), ..TimelineConfig::default() };
+        let mut b = InboundBuffer::new(SampleRate::Hz8000, 300, config);
+        let t0 = Instant::now();
+        b.push(&frame(1), t0);
+        drain(&mut b, t0);
+        // A 3 s stall, then its whole backlog (150 frames) at once.
+        let at = t0 + 3020 * MS;
+        for i in 0..150 {
+            b.push(&frame(i + 2), at);
+        }
+        let got = drain(&mut b, at);
+        assert_eq!(b.dropped_frames(), 50, "the frames more than 2 s late");
+        assert_eq!(got, (52..=151).collect::<Vec<i16>>(), "the rest in order");
+        assert_eq!(b.pause_frames(), 0);
+    }
+
+    #[test]
+    fn a_sender_faster_than_real_time_is_followed_not_cut() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        for i in 0..500u32 {
+            let at = t0 + 19 * MS * i;
+            b.push(&frame(i as i16 + 1), at);
+            got.extend(drain(&mut b, at));
+        }
+        assert_eq!(got, (1..=500).collect::<Vec<i16>>());
+        assert_eq!((b.dropped_frames(), b.pause_frames()), (0, 0));
     }
 
     #[test]
     fn overflow_is_counted_not_grown() {
-        let mut inbound = InboundBuffer::new(SampleRate::Hz8000, 4, 1);
-        let capacity = inbound.bytes.capacity();
-        inbound.push(&vec![0u8; capacity + 100]);
-        assert_eq!(inbound.len_bytes(), capacity);
-        assert_eq!(inbound.overflow_bytes(), 100);
-        assert_eq!(inbound.bytes.capacity(), capacity);
+        let mut b = InboundBuffer::new(SampleRate::Hz8000, 4, TimelineConfig::default());
+        let capacity = b.bytes.capacity();
+        b.push(&vec![1u8; capacity + 100], Instant::now());
+        assert_eq!(b.len_bytes(), capacity);
+        assert_eq!(b.overflow_bytes(), 100);
+        assert_eq!(b.bytes.capacity(), capacity);
+        assert_eq!(b.room(), 0);
     }
 }

@@ -1,12 +1,16 @@
 //! One call as a state machine, with no socket, thread or clock of its own.
 //!
 //! A [`Session`] lives on a media thread. The caller's bytes go in through
-//! [`handle_audio`](Session::handle_audio), platform events through
+//! [`handle_audio`](Session::handle_audio) with their arrival instant, platform events through
 //! [`handle_platform`](Session::handle_platform), and time through
-//! [`handle_tick`](Session::handle_tick), whose `now` is the tick's scheduled instant on the
-//! call's 20 ms grid. Each tick runs exactly one pipeline pass, then the pacer decides what may
-//! leave. What leaves comes out of [`poll_transmit`](Session::poll_transmit) (exact frames,
-//! `clear`, `notify`) and [`poll_event`](Session::poll_event) (events for logs and webhooks).
+//! [`handle_tick`](Session::handle_tick). The session keeps two clocks (see `docs/media.md`):
+//! the caller's timeline, on which every frame that arrived runs one pass of the caller-timeline
+//! stages when it arrives (the rules for late frames, stalls and pauses are in [`InboundBuffer`]),
+//! and the wall clock, whose 20 ms ticks run the wall stages (generated audio) whether or not the
+//! caller's frame came; a frame that arrives within half a frame of its tick shares its pass.
+//! After each pass the pacer decides what may leave. What leaves comes out of
+//! [`poll_transmit`](Session::poll_transmit) (exact frames, `clear`, `notify`) and
+//! [`poll_event`](Session::poll_event) (events for logs and webhooks).
 //!
 //! Nothing here allocates after [`Session::new`]: every queue is sized there and full queues drop
 //! and count instead of growing. Tests drive it with byte literals and a fake clock.
@@ -32,12 +36,12 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use control::{Control, SharedAudio, StreamEnd};
-pub use inbound::InboundBuffer;
+pub use inbound::{BURST_WINDOW, InboundBuffer, Next, TimelineConfig};
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 
-use crate::processor::{CallInfo, Context, DtmfSource, Event, Pipeline, ProcessorError, Requests, Setup};
-use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, SampleRate, encode_l16};
+use crate::processor::{CallInfo, Context, DtmfSource, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
+use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, encode_l16};
 use control::ApiAudio;
 
 /// Events kept for the next pass (platform events and processors' emitted events).
@@ -46,21 +50,36 @@ const MAX_PENDING_EVENTS: usize = 64;
 /// Per-call limits of the media path. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// Frames the pacer may keep ahead at the platform (PROTOCOL.md section 3). Default 3.
+    /// Frames the pacer may keep ahead at the platform (docs/protocol.md section 3). Default 3.
     pub lookahead_frames: u32,
     /// Capacity of the outbound queue, in frames. Default 50 (one second).
     pub outbound_queue_frames: usize,
     /// Capacity of the inbound buffer, in frames. Default 16.
     pub inbound_buffer_frames: usize,
-    /// Inbound backlog, in frames, above which stale frames are dropped. Default 5.
-    pub max_inbound_backlog: usize,
+    /// The caller-timeline rules: jitter allowance, the wait before pause silence, the hard
+    /// bound on lateness.
+    pub timeline: TimelineConfig,
+    /// How far behind its wall clock a call may fall and still make up every missed tick.
+    /// Default 200 ms; beyond it ticks are skipped on purpose and counted.
+    pub max_catchup: Duration,
 }
 
 impl Default for SessionConfig {
     fn default() -> SessionConfig {
-        SessionConfig { lookahead_frames: 3, outbound_queue_frames: 50, inbound_buffer_frames: 16, max_inbound_backlog: 5 }
+        SessionConfig {
+            lookahead_frames: 3,
+            outbound_queue_frames: 50,
+            inbound_buffer_frames: 16,
+            timeline: TimelineConfig::default(),
+            max_catchup: Duration::from_millis(200),
+        }
     }
 }
+
+/// How long a wall tick waits for the caller's frame before it runs without it (and, unless the
+/// grid is pinned, how early a caller frame may be and still share its tick's pass): half a
+/// frame.
+const TICK_GRACE: Duration = Duration::from_millis(10);
 
 /// An event from the platform, in the form the media thread takes (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,15 +133,20 @@ enum Pending {
 /// Counters of one session. Plain integers: the media thread publishes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionStats {
-    /// Passes run (frames of call time).
+    /// Passes run: caller frames, pause silence and wall-only ticks.
     pub passes: u64,
-    /// Passes in which the caller's frame was missing.
+    /// Frames of silence put into the caller's timeline for the platform's pauses.
     pub input_missing: u64,
+    /// Wall ticks that ran without a caller frame because it was late (or the platform paused).
+    pub wall_only: u64,
+    /// Wall ticks skipped because the call fell more than `max_catchup` behind.
+    pub skipped_ticks: u64,
     /// Frames released to the platform.
     pub frames_released: u64,
-    /// Inbound frames dropped by the jitter policy, plus whole frames' worth of overflow.
+    /// Inbound frames dropped for lateness beyond the hard bound, plus whole frames' worth of
+    /// overflow.
     pub dropped_in: u64,
-    /// Extra passes run to make up a standing inbound backlog.
+    /// Network stalls whose backlog was caught up (every frame went through).
     pub catchups: u64,
     /// Outbound frames' worth of audio dropped because the queue was full.
     pub dropped_out: u64,
@@ -150,7 +174,22 @@ pub struct Session {
     requests: Requests,
     input: Vec<i16>,
     output: Vec<i16>,
-    position: u64,
+    caller_position: u64,
+    wall_position: u64,
+    /// The next wall tick's scheduled instant (set by the first tick).
+    next_wall: Option<Instant>,
+    /// How early a caller frame may share a wall tick's pass: [`TICK_GRACE`], or zero once the
+    /// grid is pinned ([`Session::pin_wall_grid`]).
+    early: Duration,
+    /// Whether the grid has been placed: on the caller's first frame, or pinned.
+    wall_placed: bool,
+    /// The caller's newest frame that no wall pass has seen yet (after the caller-timeline
+    /// stages), for the next wall-only pass: wall-clock stages that listen (a conference) hear
+    /// the caller with at most a frame of delay, whatever the arrival phase.
+    wall_input: Vec<i16>,
+    /// Whether `wall_input` holds such a frame, and whether it was audio (not pause silence).
+    wall_input_ready: Option<bool>,
+    max_catchup: Duration,
     events_now: Vec<(Option<usize>, Event)>,
     events_next: Vec<(Option<usize>, Event)>,
     events_out: VecDeque<Event>,
@@ -181,12 +220,19 @@ impl Session {
         Ok(Session {
             rate,
             pipeline,
-            inbound: InboundBuffer::new(rate, config.inbound_buffer_frames, config.max_inbound_backlog),
+            inbound: InboundBuffer::new(rate, config.inbound_buffer_frames, config.timeline),
             outbound: Outbound::new(rate, config.outbound_queue_frames, config.lookahead_frames),
             requests: Requests::new(staging),
             input: vec![0; frame],
             output: vec![0; frame],
-            position: 0,
+            caller_position: 0,
+            wall_position: 0,
+            next_wall: None,
+            early: TICK_GRACE,
+            wall_placed: false,
+            wall_input: vec![0; frame],
+            wall_input_ready: None,
+            max_catchup: config.max_catchup,
             events_now: Vec::with_capacity(MAX_PENDING_EVENTS),
             events_next: Vec::with_capacity(MAX_PENDING_EVENTS),
             events_out: VecDeque::with_capacity(MAX_PENDING_EVENTS),
@@ -205,6 +251,16 @@ impl Session {
         })
     }
 
+    /// Pins the wall clock's grid: ticks at `first` and every 20 ms after, and a caller frame
+    /// shares a tick's pass only once the tick is due (never early). A media thread pins the
+    /// grid of a conference member to its mixer's cycle, so that the member's wall pass falls
+    /// between two mixes exactly once whatever the arrival phase of its caller's frames.
+    pub fn pin_wall_grid(&mut self, first: Instant) {
+        self.next_wall = Some(first);
+        self.early = Duration::ZERO;
+        self.wall_placed = true;
+    }
+
     /// The call's sample rate.
     pub fn rate(&self) -> SampleRate {
         self.rate
@@ -221,23 +277,35 @@ impl Session {
         self.pipeline.delay()
     }
 
+    /// Passes run so far.
+    pub fn passes(&self) -> u64 {
+        self.stats.passes
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> SessionStats {
         let frame = self.rate.frame_samples() as u64;
         SessionStats {
             dropped_in: self.inbound.dropped_frames() + self.inbound.overflow_bytes().div_ceil(frame * 2),
+            input_missing: self.inbound.pause_frames(),
             dropped_out: self.stats.dropped_out + (self.outbound.dropped_samples() + self.requests.dropped_samples).div_ceil(frame),
             padded_frames: self.outbound.padded_frames(),
-            catchups: self.inbound.catchups(),
+            catchups: self.inbound.stalls(),
             dropped_requests: self.stats.dropped_requests + self.requests.dropped_events + self.requests.dropped_notifies,
             players_active: self.pipeline.players_active() + u64::from(self.stream.is_some()),
             ..self.stats
         }
     }
 
-    /// The caller's audio: any number of bytes, re-framed here.
-    pub fn handle_audio(&mut self, bytes: &[u8]) {
-        self.inbound.push(bytes);
+    /// The caller's audio, received by `now`: any number of bytes, re-framed here. Give at
+    /// most [`inbound_room`](Session::inbound_room) bytes; more is dropped and counted.
+    pub fn handle_audio(&mut self, bytes: &[u8], now: Instant) {
+        self.inbound.push(bytes, now);
+    }
+
+    /// Bytes of caller audio the session can take now.
+    pub fn inbound_room(&self) -> usize {
+        self.inbound.room()
     }
 
     /// A platform event; processors see it at the next pass. A platform keypress also goes out
@@ -323,28 +391,75 @@ impl Session {
         self.push_event(None, event);
     }
 
-    /// Runs the tick at `now`, its scheduled instant: one pass (two when the jitter policy makes
-    /// up a standing inbound backlog), then lets the pacer release frames.
+    /// Lets time pass to `now`: runs a pass for every frame of the caller's timeline that is
+    /// ready (each sharing the pass of the wall tick it falls in, when one is due), then a
+    /// wall-only pass for every tick that has waited half a frame for its frame in vain, and
+    /// after each pass lets the pacer release frames. Call it whenever audio has arrived and
+    /// at least once a millisecond or so; a call with nothing to do costs a few comparisons.
     pub fn handle_tick(&mut self, now: Instant) {
         if self.finished {
             return;
         }
-        let passes = self.inbound.plan_tick();
-        let mut fresh = false;
-        for _ in 0..passes {
-            fresh |= self.run_pass(now);
+        let mut wall = *self.next_wall.get_or_insert(now);
+        self.inbound.start(now);
+        // Until the caller's audio starts there is no frame to wait for.
+        let grace = if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO };
+        let behind = now.saturating_duration_since(wall);
+        if behind > self.max_catchup {
+            // Too far behind to make every tick of generated audio up: skip to the present on
+            // purpose (the caller's timeline loses nothing).
+            let skipped = (behind.as_nanos() / FRAME_DURATION.as_nanos()) as u64;
+            self.stats.skipped_ticks += skipped;
+            wall += FRAME_DURATION * u32::try_from(skipped).unwrap_or(u32::MAX);
         }
-        self.release(now, fresh, false);
+        loop {
+            let present = match self.inbound.poll(now, &mut self.input) {
+                Next::Frame => true,
+                Next::Pause => false,
+                Next::Wait => break,
+            };
+            if !self.wall_placed {
+                // The grid follows the caller's frames from the first one on, so that each
+                // shares its tick's pass.
+                self.wall_placed = true;
+                wall = wall.min(now);
+            }
+            let tick = wall <= now + self.early;
+            let fresh = self.run_pass(now, present, true, tick);
+            if tick {
+                wall += FRAME_DURATION;
+                self.wall_input_ready = None;
+            } else {
+                self.wall_input.copy_from_slice(&self.input);
+                self.wall_input_ready = Some(present);
+            }
+            self.release(now, fresh, false);
+        }
+        if wall + grace <= now {
+            while wall + grace <= now {
+                let present = match self.wall_input_ready.take() {
+                    Some(present) => {
+                        self.input.copy_from_slice(&self.wall_input);
+                        present
+                    }
+                    None => {
+                        self.input.fill(0);
+                        false
+                    }
+                };
+                let fresh = self.run_pass(wall, present, false, true);
+                self.stats.wall_only += 1;
+                self.release(wall, fresh, false);
+                wall += FRAME_DURATION;
+            }
+        }
+        self.next_wall = Some(wall);
     }
 
-    /// One pipeline pass over the next caller frame (or silence). Returns whether any audio was
-    /// queued for the platform.
-    fn run_pass(&mut self, now: Instant) -> bool {
-        let mut present = self.inbound.pop_frame(&mut self.input);
-        if !present {
-            self.input.fill(0);
-            self.stats.input_missing += 1;
-        }
+    /// One pipeline pass over `self.input`. `caller`: it carries a frame of the caller's
+    /// timeline (`present`: audio, not pause silence); `wall`: it is a wall tick. Returns
+    /// whether any audio was queued for the platform.
+    fn run_pass(&mut self, now: Instant, mut present: bool, caller: bool, wall: bool) -> bool {
         if self.earmuffed {
             self.input.fill(0);
             present = false;
@@ -352,15 +467,27 @@ impl Session {
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
         std::mem::swap(&mut self.events_now, &mut self.events_next);
-        let mut cx = Context::new(now, self.position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests);
+        let pass = Pass { caller, wall, caller_position: self.caller_position, wall_position: self.wall_position };
+        let mut cx = Context::new(now, self.caller_position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests)
+            .with_pass(pass);
         self.pipeline.run(&self.events_now, &mut cx);
         let written = cx.output_written();
         self.publish_seen_events();
-        self.position += 1;
+        self.caller_position += u64::from(caller);
+        self.wall_position += u64::from(wall);
         self.stats.passes += 1;
-        let written = self.play_api_audio(written);
+        let written = if wall { self.play_api_audio(written) } else { self.muted_output(written) };
         self.apply_requests(written);
         written || !self.requests.queued.is_empty()
+    }
+
+    /// Mute on a pass that plays no API audio.
+    fn muted_output(&mut self, written: bool) -> bool {
+        if self.muted {
+            self.requests.queued.clear();
+            return false;
+        }
+        written
     }
 
     /// Adds the API's stream and DTMF to this pass's output and applies mute. Returns whether
@@ -392,11 +519,7 @@ impl Session {
             }
             written = true;
         }
-        if self.muted {
-            self.requests.queued.clear();
-            return false;
-        }
-        written
+        self.muted_output(written)
     }
 
     /// Ends the call: lets every processor finish, then (when callpipe is the one hanging up)
@@ -405,12 +528,19 @@ impl Session {
         if self.finished {
             return;
         }
+        // Whatever the caller's timeline still holds goes through first: nothing is lost.
+        while self.inbound.take_remaining(&mut self.input) {
+            let fresh = self.run_pass(now, true, true, false);
+            self.release(now, fresh, false);
+        }
         self.finished = true;
         self.end_stream(StreamEnd::Hangup);
         self.input.fill(0);
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
-        let mut cx = Context::new(now, self.position, self.rate, &mut self.input, false, &mut self.output, &mut self.requests);
+        let pass = Pass { caller: false, wall: false, caller_position: self.caller_position, wall_position: self.wall_position };
+        let mut cx = Context::new(now, self.caller_position, self.rate, &mut self.input, false, &mut self.output, &mut self.requests)
+            .with_pass(pass);
         self.pipeline.finish(&mut cx);
         let written = cx.output_written();
         self.apply_requests(written);

@@ -1,5 +1,5 @@
 //! The opening of a call: what the first message must be, which close code answers each fault,
-//! and where the call id comes from (PROTOCOL.md sections 2 and 6).
+//! and where the call id comes from (docs/protocol.md sections 2 and 6).
 
 use std::fmt;
 

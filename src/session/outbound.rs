@@ -3,7 +3,7 @@
 //!
 //! The pacer keeps an estimate of the platform's playout buffer: `played_until`, the time at which
 //! the platform will have played everything sent so far. A frame may leave when, after sending
-//! it, the platform would hold at most `lookahead` frames (PROTOCOL.md section 3: the platform
+//! it, the platform would hold at most `lookahead` frames (docs/protocol.md section 3: the platform
 //! plays what we send in order, and bursts play back choppy). A frame's *deadline* is the moment
 //! it starts to play: `max(played_until, now)`. When the queue runs dry the estimate lapses and
 //! the next frame starts a new run at the current tick, so a gap never turns into latency.

@@ -54,7 +54,7 @@ fn echo_returns_each_frame_byte_exact_in_the_same_tick() {
     for n in 0..100u32 {
         let now = t0 + FRAME_DURATION * n;
         let bytes = frame_bytes(n as i16 * 7);
-        s.handle_audio(&bytes);
+        s.handle_audio(&bytes, now);
         s.handle_tick(now);
         assert_eq!(drain(&mut s, now), [Out::Audio(Duration::ZERO, bytes)], "tick {n}");
     }
@@ -70,7 +70,7 @@ fn wrong_sized_input_is_reframed_and_output_stays_exact() {
     // 3,200 bytes in messages of 333 bytes (odd): ten 20 ms frames come back exact.
     let mut sent = Vec::new();
     for (n, chunk) in stream.chunks(333).enumerate() {
-        s.handle_audio(chunk);
+        s.handle_audio(chunk, t0 + FRAME_DURATION * n as u32);
         s.handle_tick(t0 + FRAME_DURATION * n as u32);
         for out in drain(&mut s, t0) {
             let Out::Audio(_, bytes) = out else { panic!("{out:?}") };
@@ -88,21 +88,29 @@ fn wrong_sized_input_is_reframed_and_output_stays_exact() {
 }
 
 #[test]
-fn silence_from_the_platform_sends_nothing_and_adds_no_latency() {
+fn a_pause_from_the_platform_sends_nothing_adds_no_latency_and_keeps_call_time() {
     let t0 = Instant::now();
     let mut s = echo_session();
-    s.handle_audio(&frame_bytes(1));
+    s.handle_audio(&frame_bytes(1), t0);
     s.handle_tick(t0);
     assert_eq!(drain(&mut s, t0).len(), 1);
-    for n in 1..50u32 {
-        s.handle_tick(t0 + FRAME_DURATION * n);
+    for ms in (1..1000u32).step_by(3) {
+        s.handle_tick(t0 + Duration::from_millis(u64::from(ms)));
         assert!(drain(&mut s, t0).is_empty());
     }
-    let now = t0 + FRAME_DURATION * 50;
-    s.handle_audio(&frame_bytes(2));
+    // The platform resumes at real-time pace after 980 ms: the frame waits a burst window for a
+    // stall's backlog, none comes, and 49 frames of silence go in before it.
+    let resumed = t0 + FRAME_DURATION * 50;
+    s.handle_audio(&frame_bytes(2), resumed);
+    s.handle_tick(resumed);
+    assert!(drain(&mut s, resumed).is_empty());
+    let now = resumed + BURST_WINDOW;
     s.handle_tick(now);
-    assert_eq!(drain(&mut s, now), [Out::Audio(Duration::ZERO, frame_bytes(2))]);
-    assert_eq!(s.stats().input_missing, 49);
+    assert_eq!(drain(&mut s, now), [Out::Audio(Duration::ZERO, frame_bytes(2))], "silence is not echoed; the frame at once");
+    let stats = s.stats();
+    assert_eq!(stats.input_missing, 49);
+    assert_eq!(s.caller_position, 51, "call time: 51 frames");
+    assert_eq!(stats.wall_only, 49, "the wall clock ticked on meanwhile (the 50th tick took the frame)");
 }
 
 /// A processor that queues a long prompt at the first pass, asks for a notify after it, and
@@ -115,6 +123,10 @@ struct Prompt {
 impl Processor for Prompt {
     fn name(&self) -> &'static str {
         "prompt"
+    }
+
+    fn timeline(&self) -> crate::processor::Timeline {
+        crate::processor::Timeline::Wall
     }
 
     fn process(&mut self, cx: &mut Context<'_>) {
@@ -211,7 +223,7 @@ fn the_grid_never_drifts_over_a_simulated_hour() {
     let mut last_deadline = None;
     for n in 0..ticks {
         let scheduled = t0 + FRAME_DURATION * n;
-        s.handle_audio(&frame_bytes(n as i16));
+        s.handle_audio(&frame_bytes(n as i16), scheduled);
         s.handle_tick(scheduled);
         for out in drain(&mut s, scheduled) {
             let Out::Audio(ahead, _) = out else { panic!() };
@@ -228,27 +240,34 @@ fn the_grid_never_drifts_over_a_simulated_hour() {
 }
 
 #[test]
-fn a_stall_is_made_up_and_then_leaves_no_latency() {
-    // The media thread misses 10 ticks; it then runs them back to back with their own scheduled
-    // times. The caller's frames queued meanwhile beyond the backlog limit are dropped on purpose,
-    // and afterwards every frame again comes back in its own tick.
+fn the_backlog_of_a_stall_goes_through_whole_and_in_order() {
+    // A 200 ms network stall: ten frames arrive together. Every one goes through (no silence,
+    // no drop) at once, and the echo sends them all, paced by the look-ahead.
     let t0 = Instant::now();
     let mut s = echo_session();
-    for n in 0..10u32 {
-        s.handle_audio(&frame_bytes(n as i16));
+    s.handle_audio(&frame_bytes(0), t0);
+    s.handle_tick(t0);
+    let mut echoed = drain(&mut s, t0);
+    let at = t0 + Duration::from_millis(220);
+    for ms in 1..220 {
+        s.handle_tick(t0 + Duration::from_millis(ms));
+        echoed.extend(drain(&mut s, t0));
     }
-    for n in 0..10u32 {
-        let now = t0 + FRAME_DURATION * n;
+    for n in 1..=10 {
+        s.handle_audio(&frame_bytes(n * 100), at);
+    }
+    s.handle_tick(at);
+    let passes = s.caller_position;
+    assert_eq!(passes, 11, "the whole backlog at once");
+    for n in 0..20u32 {
+        let now = at + FRAME_DURATION * n;
         s.handle_tick(now);
-        drain(&mut s, now);
+        echoed.extend(drain(&mut s, now));
     }
-    assert_eq!(s.stats().dropped_in, 9, "a backlog of 10 frames is cut to the newest");
-    for n in 10..20u32 {
-        let now = t0 + FRAME_DURATION * n;
-        s.handle_audio(&frame_bytes(n as i16));
-        s.handle_tick(now);
-        assert_eq!(drain(&mut s, now), [Out::Audio(Duration::ZERO, frame_bytes(n as i16))]);
-    }
+    let frames: Vec<Vec<u8>> = echoed.into_iter().map(|o| if let Out::Audio(_, b) = o { b } else { panic!() }).collect();
+    assert_eq!(frames, (0..=10).map(|n| frame_bytes(n * 100)).collect::<Vec<_>>());
+    let stats = s.stats();
+    assert_eq!((stats.dropped_in, stats.input_missing, stats.catchups), (0, 0, 1));
 }
 
 #[test]
@@ -257,6 +276,9 @@ fn hanging_up_pads_the_final_partial_frame() {
     impl Processor for Partial {
         fn name(&self) -> &'static str {
             "partial"
+        }
+        fn timeline(&self) -> crate::processor::Timeline {
+            crate::processor::Timeline::Wall
         }
         fn process(&mut self, cx: &mut Context<'_>) {
             if cx.position() == 0 {
@@ -279,31 +301,27 @@ fn hanging_up_pads_the_final_partial_frame() {
 }
 
 #[test]
-fn a_19_ms_sender_cannot_build_up_latency() {
-    // The platform's clock runs 5 % fast: a frame every 19 ms against a 20 ms tick. The backlog
-    // (and so the latency it adds) stays bounded: the excess is dropped on purpose, and counted.
+fn a_19_ms_sender_is_followed_frame_by_frame_and_its_echo_stays_bounded() {
+    // The platform's clock runs 5 % fast: a frame every 19 ms. Each goes through when it
+    // arrives (nothing waits, nothing is cut); the echo that cannot leave faster than real time
+    // waits in the bounded outbound queue, whose overflow is dropped and counted.
     let t0 = Instant::now();
     let mut s = echo_session();
-    let config = SessionConfig::default();
-    let mut next_send = Duration::ZERO;
     let mut sent = 0u64;
-    let mut max_backlog = 0;
-    for n in 0..3000u32 {
-        let now = FRAME_DURATION * n;
-        while next_send <= now {
-            s.handle_audio(&frame_bytes(n as i16));
-            next_send += Duration::from_millis(19);
+    for ms in 0..60_000u32 {
+        let now = t0 + Duration::from_millis(u64::from(ms));
+        if ms % 19 == 0 {
+            s.handle_audio(&frame_bytes(sent as i16), now);
             sent += 1;
         }
-        max_backlog = max_backlog.max(s.inbound.backlog());
-        s.handle_tick(t0 + now);
-        drain(&mut s, t0 + now);
+        s.handle_tick(now);
+        assert!(s.inbound.backlog() == 0, "frame waiting at {ms} ms");
+        drain(&mut s, now);
     }
-    assert!(max_backlog <= config.max_inbound_backlog + 1, "backlog peaked at {max_backlog} frames");
     let stats = s.stats();
-    assert!(stats.dropped_in > 0, "{stats:?}");
-    // Every frame sent is accounted for: processed by a pass, dropped on purpose, or waiting.
-    assert_eq!(stats.passes - stats.input_missing + stats.dropped_in + s.inbound.backlog() as u64, sent);
+    assert_eq!(s.caller_position, sent, "every frame, once");
+    assert_eq!((stats.dropped_in, stats.input_missing), (0, 0));
+    assert!(stats.dropped_out > 0 && s.outbound.queued() <= 50 * 160, "{stats:?}");
 }
 
 fn samples_of(bytes: &[u8]) -> Vec<i16> {
@@ -364,7 +382,7 @@ fn mute_silences_the_caller_side_and_earmuff_deafens_the_processors() {
     let mut s = echo_session();
     let tick = |s: &mut Session, n: u32| {
         let now = t0 + FRAME_DURATION * n;
-        s.handle_audio(&frame_bytes(100));
+        s.handle_audio(&frame_bytes(100), now);
         s.handle_tick(now);
         audio_frames(drain(s, now))
     };
@@ -389,7 +407,7 @@ fn api_dtmf_replaces_the_outbound_audio_while_it_plays() {
     let mut frames = Vec::new();
     for n in 0..3u32 {
         let now = t0 + FRAME_DURATION * n;
-        s.handle_audio(&frame_bytes(100));
+        s.handle_audio(&frame_bytes(100), now);
         s.handle_tick(now);
         frames.extend(audio_frames(drain(&mut s, now)));
     }
@@ -418,6 +436,10 @@ struct Queues(i16);
 impl Processor for Queues {
     fn name(&self) -> &'static str {
         "queues"
+    }
+
+    fn timeline(&self) -> crate::processor::Timeline {
+        crate::processor::Timeline::Wall
     }
 
     fn process(&mut self, cx: &mut Context<'_>) {

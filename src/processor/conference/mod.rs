@@ -452,6 +452,11 @@ impl Processor for Conference {
         Some(join)
     }
 
+    fn timeline(&self) -> crate::processor::Timeline {
+        // The mix is real time: a member's late frame misses its cycle rather than delay it.
+        crate::processor::Timeline::Wall
+    }
+
     fn process(&mut self, cx: &mut Context<'_>) {
         for event in self.announce.drain(..) {
             cx.emit(event);
