@@ -255,6 +255,22 @@ async fn ten_thousand_text_messages_a_second_close_1008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_that_never_stops_to_read_still_gets_its_1008_close_frame() {
+    // 20,000 text messages written as fast as the socket takes them, without reading: callpipe
+    // closes with 1008 early on, and must keep reading (and discarding) the rest until the
+    // peer's close frame, or the kernel resets the connection and the close frame is lost.
+    let server = server_with("").await;
+    let witness = Witness::start(&server).await;
+    let mut stream = raw_call(&server, "/echo").await;
+    let flood: Vec<u8> = (0..20_000).flat_map(|_| raw_frame(true, 1, br#"{"event":"websocket:dtmf","digit":"1"}"#)).collect();
+    stream.write_all(&flood).await.expect("every message written: callpipe read them all, no reset");
+    assert_eq!(raw_close_code(&mut stream).await, Some(1008), "the close frame arrives after the flood");
+    stream.write_all(&raw_frame(true, 8, &1008u16.to_be_bytes())).await.unwrap();
+    witness.check().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_frame_abuse_is_closed() {
     let server = server_with("max_message_bytes = 65536").await;
     let witness = Witness::start(&server).await;
@@ -270,7 +286,7 @@ async fn continuation_frame_abuse_is_closed() {
     assert_eq!(raw_close_code(&mut stream).await, Some(1009), "an endless fragmented message");
     // A continuation with nothing to continue, and a new message inside an unfinished one: both
     // break RFC 6455 (section 5.4); callpipe answers framing violations with 1007 (invalid
-    // payload), among the codes PROTOCOL.md lists.
+    // payload), among the codes docs/protocol.md lists.
     let mut stream = raw_call(&server, "/echo").await;
     stream.write_all(&raw_frame(true, 0, &[0u8; 320])).await.unwrap();
     assert_eq!(raw_close_code(&mut stream).await, Some(1007), "a lone continuation");

@@ -9,7 +9,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -47,8 +47,13 @@ const MEDIA_FINISH_WAIT: Duration = Duration::from_secs(1);
 /// How long a call's `recording` events wait for the writer thread to finalize the files.
 const FINALIZE_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a close handshake may take.
+/// How long sending a close frame may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long, after sending a close frame, the peer's input is read and discarded while its
+/// own close frame is awaited (RFC 6455 section 7.1.1): closing a socket with unread input makes
+/// the kernel send a reset, which destroys the close frame still in flight.
+const LINGER: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<ServerStream>;
 
@@ -268,7 +273,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             end.link.peer_closed.store(true, Ordering::Release);
             shared.stats.count_close(rejection.code);
             info!(id, close = rejection.code.code(), reason = %rejection.reason, "closing call");
-            close(&mut ws, rejection.code, &rejection.reason).await;
+            send_close(&mut ws, rejection.code, &rejection.reason).await;
             i32::from(rejection.code.code())
         }
         Ending::Hangup => {
@@ -284,7 +289,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Hangup::MaxDuration => (CloseCode::Normal, "maximum call duration reached"),
                 Hangup::Processor => (CloseCode::Normal, "hung up by a processor"),
             };
-            close(&mut ws, code, reason).await;
+            send_close(&mut ws, code, reason).await;
             i32::from(code.code())
         }
     };
@@ -346,6 +351,10 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     drop(io);
     if shared.stats.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
         shared.idle.notify_waiters();
+    }
+    if matches!(ending, Ending::Reject(_) | Ending::Hangup) {
+        // The call is over and reported; the socket stays until the peer has our close frame.
+        linger(&mut ws).await;
     }
 }
 
@@ -583,9 +592,41 @@ fn error_response(status: StatusCode, body: &str) -> ErrorResponse {
     response
 }
 
+/// Sends a close frame, then lingers until the peer has it (see [`linger`]).
 async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
+    send_close(ws, code, reason).await;
+    linger(ws).await;
+}
+
+async fn send_close(ws: &mut Ws, code: CloseCode, reason: &str) {
     let frame = CloseFrame { code: WsCloseCode::from(code.code()), reason: reason.into() };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+}
+
+/// After our close frame: reads and discards the peer's input until its close frame, the end
+/// of the stream, an error or [`LINGER`], so that the socket is never closed with unread input
+/// (the kernel would answer with a reset and the peer might never read our close code, a
+/// flooding peer least of all).
+async fn linger(ws: &mut Ws) {
+    use tokio::io::AsyncReadExt;
+    let drain = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => break,
+            }
+        }
+        // The stream cannot be parsed any more (an oversized or malformed message): read the
+        // raw bytes instead, until the peer stops sending for a moment.
+        let mut sink = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), ws.get_mut().read(&mut sink)).await {
+            if n == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// The per-call socket loop: its counters, limits and control commands.
@@ -602,11 +643,17 @@ struct CallIo {
     commands: mpsc::Receiver<CallCommand>,
     /// A command waiting for room in the control ring.
     pending: Option<Control>,
+    /// Caller audio waiting for room in the audio ring: the socket is not read meanwhile, so
+    /// a burst waits in the kernel instead of being dropped.
+    pending_audio: Option<(Bytes, usize)>,
     /// Audio the API handed to the media thread: dropped here once the session has let go.
     retained: Vec<SharedAudio>,
     texts: TextLimit,
     last_activity: Instant,
     events: CallEvents,
+    /// Wakes the task at the earliest instant a limit (idle, maximum duration) could be
+    /// reached: nothing else may wake a call that receives and sends nothing.
+    limit_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl CallIo {
@@ -622,11 +669,45 @@ impl CallIo {
             frame: [0; MAX_FRAME_BYTES],
             commands,
             pending: None,
+            pending_audio: None,
             retained: Vec::new(),
             texts: TextLimit::new(shared.config.server.max_text_per_second, call.started),
             last_activity: call.started,
             call,
             events,
+            limit_timer: None,
+        }
+    }
+
+    /// The earliest instant at which a limit could be reached, given what has happened so far.
+    fn next_limit(&self, end: &ConnEnd) -> Option<Instant> {
+        let config = &self.shared.config.server;
+        let idle = config.idle_timeout.map(|idle| self.last_activity + idle);
+        let max = config.max_duration.filter(|_| !end.link.hangup.load(Ordering::Acquire)).map(|max| self.call.started + max);
+        match (idle, max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Keeps the limit timer armed: polled (and re-armed once it fires) so that the limits are
+    /// checked when they fall due. Activity does not re-arm it; it is checked when it fires.
+    fn poll_limit_timer(&mut self, cx: &mut Context<'_>, end: &ConnEnd) {
+        loop {
+            let Some(at) = self.next_limit(end) else {
+                self.limit_timer = None;
+                return;
+            };
+            let deadline = tokio::time::Instant::from_std(at);
+            let timer = self.limit_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            if deadline <= tokio::time::Instant::now() {
+                // Due: `check_limits` acts on it at this poll.
+                return;
+            }
+            timer.as_mut().reset(deadline);
         }
     }
 
@@ -686,12 +767,9 @@ impl CallIo {
         if let Some(ending) = self.check_limits(end) {
             return Poll::Ready(ending);
         }
-        // In tick mode the socket never wakes this task: the media thread does, every 20 ms.
-        let noop = Context::from_waker(Waker::noop());
-        let mut socket_cx = match self.shared.config.server.read_mode {
-            ReadMode::Readiness => Context::from_waker(cx.waker()),
-            ReadMode::Tick => noop,
-        };
+        self.poll_limit_timer(cx, end);
+        let ReadMode::Readiness = self.shared.config.server.read_mode;
+        let mut socket_cx = Context::from_waker(cx.waker());
         if let Err(ending) = self.write(&mut socket_cx, ws, end) {
             return Poll::Ready(ending);
         }
@@ -768,9 +846,31 @@ impl CallIo {
         Ok(())
     }
 
-    /// Reads everything the socket has into the rings.
+    /// Pushes held caller audio into the ring. Returns false while some still waits (the media
+    /// thread wakes the task once it has made room).
+    fn push_pending_audio(&mut self, end: &mut ConnEnd) -> bool {
+        let Some((bytes, mut done)) = self.pending_audio.take() else { return true };
+        done += end.audio_in.push_slice(&bytes[done..]);
+        if done == bytes.len() {
+            return true;
+        }
+        end.link.inbound_waiting.store(true, Ordering::Release);
+        // The media thread may have made room before it could see the flag: look once more.
+        done += end.audio_in.push_slice(&bytes[done..]);
+        if done == bytes.len() {
+            end.link.inbound_waiting.store(false, Ordering::Release);
+            return true;
+        }
+        self.pending_audio = Some((bytes, done));
+        false
+    }
+
+    /// Reads everything the socket has into the rings, as long as the audio ring has room.
     fn poll_read(&mut self, cx: &mut Context<'_>, ws: &mut Ws, end: &mut ConnEnd) -> Poll<Ending> {
         loop {
+            if !self.push_pending_audio(end) {
+                return Poll::Pending;
+            }
             let message = match ws.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(Ending::PeerClosed(None)),
@@ -800,10 +900,7 @@ impl CallIo {
                             return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Invalid, reason)));
                         }
                     }
-                    let pushed = end.audio_in.push_slice(&bytes);
-                    if pushed < bytes.len() {
-                        end.link.stats.ring_overrun_in_bytes.fetch_add((bytes.len() - pushed) as u64, Ordering::Relaxed);
-                    }
+                    self.pending_audio = Some((bytes, 0));
                 }
                 Message::Text(text) => {
                     self.last_activity = Instant::now();
