@@ -141,6 +141,24 @@ struct CallArgs {
     /// Close the call on a frame of the wrong size, as the platform does.
     #[arg(long)]
     strict: bool,
+    /// Network jitter on the platform's sending side: each message leaves 0..J ms late (order
+    /// kept, nothing lost, as TCP over a bad route delivers).
+    #[arg(long, value_name = "J", default_value_t = 0)]
+    jitter_ms: u64,
+    /// A network stall every S seconds (with --stall-ms): what is sent meanwhile arrives
+    /// together when it ends.
+    #[arg(long, value_name = "S", requires = "stall_ms")]
+    stall_every: Option<f64>,
+    /// How long each stall of --stall-every lasts, in ms.
+    #[arg(long, value_name = "M", requires = "stall_every")]
+    stall_ms: Option<u64>,
+    /// The platform pauses its sending at S seconds into the call (with --pause-ms): no frames
+    /// for that long, then the caller's audio resumes where it stopped, at real-time pace.
+    #[arg(long, value_name = "S", requires = "pause_ms")]
+    pause_at: Option<f64>,
+    /// How long the pause of --pause-at lasts, in ms.
+    #[arg(long, value_name = "M", requires = "pause_at")]
+    pause_ms: Option<u64>,
 }
 
 impl CallArgs {
@@ -174,6 +192,29 @@ impl CallArgs {
         plan.hangup_after = self.hangup_after.map(Duration::from_secs_f64);
         plan.playout_limit = self.playout_limit.max(1);
         plan.strict = self.strict;
+        if self.jitter_ms > 60_000 {
+            bail!("--jitter-ms {} is over a minute", self.jitter_ms);
+        }
+        plan.network.jitter = Duration::from_millis(self.jitter_ms);
+        if let (Some(every), Some(ms)) = (self.stall_every, self.stall_ms) {
+            if !(0.1..=86_400.0).contains(&every) {
+                bail!("--stall-every must be between 0.1 and 86400 seconds, not {every}");
+            }
+            if Duration::from_millis(ms) >= Duration::from_secs_f64(every) {
+                bail!("--stall-ms {ms} must be shorter than --stall-every ({every} s)");
+            }
+            plan.network.stall_every = Some(Duration::from_secs_f64(every));
+            plan.network.stall = Duration::from_millis(ms);
+        }
+        if let (Some(at), Some(ms)) = (self.pause_at, self.pause_ms) {
+            if !(at.is_finite() && at >= 0.0 && at < self.duration) {
+                bail!("--pause-at must be within the call's --duration ({} s), not {at}", self.duration);
+            }
+            if ms > 3_600_000 {
+                bail!("--pause-ms {ms} is over an hour");
+            }
+            plan.pause = Some((Duration::from_secs_f64(at), Duration::from_millis(ms)));
+        }
         plan.tag_frames = tag_frames;
         plan.record = record;
         Ok(plan)

@@ -25,6 +25,7 @@ use polling::{Event, Events, PollMode, Poller};
 
 use super::ClientError;
 use super::metrics::{Metrics, record};
+use super::network::{Delayed, Schedule};
 use super::platform::{CallPlan, CallReport, Out, PlatformCall};
 use super::wire::{self, Message, Opcode, Parser};
 
@@ -236,6 +237,12 @@ struct Conn {
     closing_since: Option<Instant>,
     peer_gone: bool,
     slot: usize,
+    /// The impaired network's schedule, when the plan impairs it.
+    schedule: Option<Schedule>,
+    /// Messages the impaired network still holds back.
+    delayed: Delayed,
+    /// One message, encoded, on its way into `delayed`.
+    scratch: Vec<u8>,
 }
 
 struct Driver {
@@ -296,9 +303,11 @@ impl Driver {
             if self.handed >= self.expected && self.active() == 0 {
                 return (self.reports, self.metrics);
             }
-            // Sleep to the next slot that has calls in it.
+            // Sleep to the next slot that has calls in it (every slot while an impaired network
+            // holds messages back).
             let mut due = self.next_slot;
-            while self.slots[(due % SLOTS as u64) as usize].is_empty() && due < self.next_slot + SLOTS as u64 {
+            let holding = self.conns.iter().flatten().any(|c| !c.delayed.is_empty());
+            while !holding && self.slots[(due % SLOTS as u64) as usize].is_empty() && due < self.next_slot + SLOTS as u64 {
                 due += 1;
             }
             let slot_at = self.epoch + SLOT * u32::try_from(due).unwrap_or(u32::MAX);
@@ -365,6 +374,9 @@ impl Driver {
             closing_since: None,
             peer_gone: false,
             slot,
+            schedule: self.plan.network.is_active().then(|| Schedule::new(self.plan.network, now, random_u64())),
+            delayed: Delayed::default(),
+            scratch: Vec::new(),
         };
         let metadata = conn.call.metadata();
         let mask = next_mask(&mut conn.rng);
@@ -482,7 +494,18 @@ impl Driver {
             }
             self.next_slot += 1;
         }
+        self.release_delayed(now);
         self.reap(Instant::now());
+    }
+
+    /// Moves what the impaired network lets through by `now` into the sockets.
+    fn release_delayed(&mut self, now: Instant) {
+        for key in 0..self.conns.len() {
+            let Some(conn) = self.conns[key].as_mut() else { continue };
+            if !conn.delayed.is_empty() && conn.delayed.release(now, &mut conn.out) > 0 {
+                self.flush(key);
+            }
+        }
     }
 
     fn tick(&mut self, key: usize, scheduled: Instant) {
@@ -491,12 +514,17 @@ impl Driver {
             return;
         }
         let now = Instant::now();
-        let Conn { call, out, rng, .. } = conn;
+        let Conn { call, out, rng, schedule, delayed, scratch, .. } = conn;
         let before = call.report().frames_sent;
         let mut unsent = 0;
         let mut emit = |o: Out<'_>| {
             if out.len() > MAX_SEND_BACKLOG && matches!(o, Out::Binary(_)) {
                 unsent += 1;
+            } else if let Some(schedule) = schedule.as_mut() {
+                // Through the impaired network: held back, in order, never lost.
+                scratch.clear();
+                encode_out(o, scratch, rng);
+                delayed.push(scratch, schedule.release_at(now));
             } else {
                 encode_out(o, out, rng);
             }

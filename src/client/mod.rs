@@ -9,6 +9,7 @@
 pub use crate::audio;
 pub mod engine;
 pub mod metrics;
+pub mod network;
 pub mod platform;
 pub mod plot;
 pub mod report;

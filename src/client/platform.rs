@@ -1,6 +1,6 @@
 //! One emulated platform call, as a state machine with no socket and no clock of its own.
 //!
-//! It behaves as PROTOCOL.md describes the platform: one metadata frame, then exactly one 20 ms
+//! It behaves as docs/protocol.md describes the platform: one metadata frame, then exactly one 20 ms
 //! frame per tick on an absolute clock; the bot's audio goes into a bounded playout buffer that
 //! plays one frame per tick; `clear` drops the buffer and is acknowledged with
 //! `websocket:cleared`; `notify` is acknowledged only when everything before it has *played*.
@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::audio::{DTMF_LEVEL_DBFS, DtmfTone, StereoRecorder, Tone};
 use super::metrics::{Metrics, record};
+use super::network::Impairment;
 use super::wire::Message;
 use crate::auth::PlatformJwt;
 use crate::protocol::{AppAction, DtmfDigit, FRAME_DURATION, Metadata, PlatformEvent, SampleRate, decode_l16, encode_l16};
@@ -66,6 +67,11 @@ pub struct CallPlan {
     pub tag_frames: bool,
     /// Record a stereo WAV: left what the emulator sent, right what the bot played.
     pub record: Option<PathBuf>,
+    /// The network on the platform's sending side: jitter and stalls (late, never lost).
+    pub network: Impairment,
+    /// A pause in the platform's sending: from this far into the call, for this long, no
+    /// frames are sent; the caller's audio resumes where it stopped, at real-time pace.
+    pub pause: Option<(Duration, Duration)>,
 }
 
 impl CallPlan {
@@ -87,6 +93,8 @@ impl CallPlan {
             strict: false,
             tag_frames: false,
             record: None,
+            network: Impairment::default(),
+            pause: None,
         }
     }
 }
@@ -107,6 +115,8 @@ pub enum Source {
 pub struct CallReport {
     /// Frames the emulator sent.
     pub frames_sent: u64,
+    /// Frames not sent because the plan paused the platform's sending.
+    pub frames_paused: u64,
     /// Binary messages the bot sent.
     pub frames_received: u64,
     /// Bot frames whose size was not exactly 20 ms.
@@ -274,13 +284,17 @@ impl PlatformCall {
         }
         let started = *self.started.get_or_insert(scheduled);
         let elapsed = scheduled.saturating_duration_since(started);
-        if self.plan.hangup_after.is_some_and(|h| elapsed >= h) || elapsed >= self.plan.duration + self.plan.linger {
+        let pause = self.plan.pause.map_or(Duration::ZERO, |(_, length)| length);
+        if self.plan.hangup_after.is_some_and(|h| elapsed >= h) || elapsed >= self.plan.duration + pause + self.plan.linger {
             self.close(1000, emit);
             return;
         }
         self.send_due_dtmf(elapsed, now, emit);
-        let streaming = elapsed < self.plan.duration;
-        if streaming {
+        let paused = self.plan.pause.is_some_and(|(at, length)| elapsed >= at && elapsed < at + length);
+        let streaming = elapsed < self.plan.duration + pause;
+        if paused {
+            self.report.frames_paused += 1;
+        } else if streaming {
             self.fill_source();
             let n = encode_l16(&self.pcm, &mut self.bytes);
             if self.plan.tag_frames && n >= TAG_BYTES {
