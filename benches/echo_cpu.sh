@@ -3,9 +3,8 @@
 #
 #   benches/echo_cpu.sh [CALLS] [SECONDS] [RATE] [SERVER]
 #
-# SERVER is `callpipe` (the embedded defaults, read_mode = readiness), `callpipe-tick`
-# (read_mode = tick) or `minimal` (examples/minimal_echo.rs, the one-task-per-connection
-# baseline). The load driver (examples/echo_load.rs) runs on the same machine; only the server's
+# SERVER is `callpipe` (the embedded defaults) or `minimal` (examples/minimal_echo.rs, the
+# one-task-per-connection baseline). The load driver (examples/echo_load.rs) runs on the same machine; only the server's
 # own utime+stime is counted, over a window that starts after the ramp and ends before hang-up.
 # The driver runs at nice 10 so that, on a 2-core machine, it stands in for a platform on
 # another host instead of competing with the server on equal terms. MEDIA_THREADS=N passes
@@ -24,10 +23,6 @@ cargo build --release --quiet --bin callpipe --example echo_load --example minim
 log=$(mktemp)
 case "$server" in
   callpipe) ${SERVER_WRAPPER:-} target/release/callpipe serve --listen 127.0.0.1:$port ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
-  callpipe-tick)
-    conf=$(mktemp --suffix=.toml)
-    sed 's/^read_mode = "readiness"/read_mode = "tick"/' callpipe.toml >"$conf"
-    ${SERVER_WRAPPER:-} target/release/callpipe serve --listen 127.0.0.1:$port --config "$conf" ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
   minimal) target/release/examples/minimal_echo 127.0.0.1:$port >"$log" 2>&1 & ;;
   *) echo "unknown server $server" >&2; exit 2 ;;
 esac

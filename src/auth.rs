@@ -1,6 +1,6 @@
 //! Admission security: who may open a call on a route.
 //!
-//! The platform authenticates its WebSocket upgrade in one of two ways (PROTOCOL.md §1):
+//! The platform authenticates its WebSocket upgrade in one of two ways (docs/protocol.md §1):
 //! `{"type":"vonage"}` sends `Authorization: Bearer <JWT>`, an HS256 token signed with the
 //! account's signature secret ([`Admission::Jwt`]); `{"type":"custom","value":"..."}` sends the
 //! value verbatim ([`Admission::Token`]). [`Admission::check`] judges the raw header value of one

@@ -2,7 +2,7 @@
 //! platform's signed webhooks carry.
 //!
 //! The platform signs the JWT it sends on a `{"type":"vonage"}` WebSocket upgrade, and its
-//! signed webhooks, with HS256 and the account's signature secret (PROTOCOL.md §1). The claims
+//! signed webhooks, with HS256 and the account's signature secret (docs/protocol.md §1). The claims
 //! carry `iat` and often no `exp`, so a token without `exp` expires `max_age` after `iat`.
 //!
 //! What [`verify_hs256`] guarantees:

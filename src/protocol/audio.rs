@@ -1,12 +1,12 @@
 //! Audio format arithmetic: sample rates, 20 ms frames and the little-endian L16 codec.
 //!
-//! PROTOCOL.md section 3: every frame, in both directions, is 20 ms of 16-bit signed
+//! docs/protocol.md section 3: every frame, in both directions, is 20 ms of 16-bit signed
 //! little-endian mono PCM: 320 bytes at 8 kHz, 640 at 16 kHz, 960 at 24 kHz.
 
 use std::fmt;
 use std::time::Duration;
 
-/// The duration of one frame on the wire: always 20 ms (PROTOCOL.md section 3).
+/// The duration of one frame on the wire: always 20 ms (docs/protocol.md section 3).
 pub const FRAME_DURATION: Duration = Duration::from_millis(20);
 
 /// Frames per second at the fixed 20 ms frame duration.

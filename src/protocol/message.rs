@@ -1,4 +1,4 @@
-//! Text messages after the metadata: what the platform sends (PROTOCOL.md section 4) and what
+//! Text messages after the metadata: what the platform sends (docs/protocol.md section 4) and what
 //! callpipe may send (section 5).
 //!
 //! Unknown events parse to [`PlatformEvent::Unknown`] so that the caller can log and ignore them:

@@ -1,4 +1,4 @@
-//! The first text frame of a call: `websocket:connected` metadata (PROTOCOL.md section 2).
+//! The first text frame of a call: `websocket:connected` metadata (docs/protocol.md section 2).
 //!
 //! Lenient on input: surrounding whitespace, a missing `event`, any case and spacing in the
 //! content type (`audio/L16; rate=16000`), header values of any JSON type. Strict on output:

@@ -1,6 +1,6 @@
 //! The wire format, and nothing else: metadata, text messages and frame arithmetic.
 //!
-//! No I/O and no clock live here (see PROTOCOL.md). Every parser returns a typed error and never
+//! No I/O and no clock live here (see docs/protocol.md). Every parser returns a typed error and never
 //! panics on input; the encoders write exactly what the contract prescribes.
 
 mod audio;

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# callpipe's /echo against the server a user would write instead, side by side in one run.
+#
+#   benches/peer_compare.sh [CALLS] [SECONDS] [RUNS]
+#
+# For each of RUNS rounds, runs `callpipe serve` (release build, embedded defaults, /echo) and
+# then examples/minimal_echo.rs (one tokio task per connection, tokio-tungstenite, 8 KiB read
+# buffer), each loaded by the same client: `callpipe load` with CALLS calls of SECONDS at
+# 16 kHz (tagged frames, ramp 5 s), at nice 10 so that it stands in for a platform on another
+# host. For each server it prints its CPU-seconds per call-minute (its own utime+stime from
+# /proc over the steady window: after the ramp, before the hang-ups), its RSS above the idle
+# process (peak sampled every 0.5 s) and per call, the echo round trip p50/p99/p99.9 and the
+# loss as the client measured them; then the ratios callpipe/minimal, and across rounds the
+# median and the spread. Loopback only; bounded in calls and time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls=${1:-500}
+seconds=${2:-20}
+runs=${3:-3}
+rate=16000
+ramp=5
+cargo build --release --quiet --bin callpipe --example minimal_echo
+work=$(mktemp -d)
+trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+measure() { # SERVER ROUND -> one line of figures
+  local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
+  case "$server" in
+    callpipe) target/release/callpipe serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    minimal) target/release/examples/minimal_echo "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
+  esac
+  pid=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local idle peak c0 c1 t0 t1 load
+  idle=$(rss "$pid"); peak=$idle
+  nice -n 10 target/release/callpipe load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
+    --duration "$seconds" --rate "$rate" --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
+  load=$!
+  sleep $((ramp + 1))
+  c0=$(cpu "$pid"); t0=$(date +%s.%N)
+  local window=$((seconds - ramp - 3))
+  for _ in $(seq $((window * 2))); do
+    sleep 0.5
+    local now; now=$(rss "$pid"); [ "$now" -gt "$peak" ] && peak=$now
+  done
+  c1=$(cpu "$pid"); t1=$(date +%s.%N)
+  wait "$load" || true
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$c0" "$c1" "$t0" "$t1" "$ticks" "$idle" "$peak" <<'PY'
+import json, sys
+path, server, rnd, calls, c0, c1, t0, t1, hz, idle, peak = sys.argv[1:]
+r = json.load(open(path))
+calls = int(calls); cpu = (float(c1) - float(c0)) / float(hz); wall = float(t1) - float(t0)
+per_min = cpu / (calls * wall / 60)
+above = (int(peak) - int(idle)) / 1024
+t = r["totals"]
+print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {above:>8.1f} {int(peak) - int(idle):>5d}/{calls}={(int(peak) - int(idle)) / calls:>5.1f} "
+      f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5}")
+PY
+}
+
+printf '%-9s %5s %9s %7s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
+: >"$work/lines"
+for round in $(seq "$runs"); do
+  for server in callpipe minimal; do
+    measure "$server" "$round" | tee -a "$work/lines"
+  done
+done
+python3 - "$work/lines" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def col(server, i): return [float(r[i]) for r in rows if r[0] == server]
+def kib(server): return [float(r[5].split("=")[-1]) for r in rows if r[0] == server]
+def show(name, a, b, fmt="{:.4f}"):
+    ratios = [x / y if y else float("inf") for x, y in zip(a, b)]
+    print(f"{name:<26} callpipe median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
+          f"minimal median {fmt.format(statistics.median(b))} ({fmt.format(min(b))}-{fmt.format(max(b))}), "
+          f"ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+print()
+show("CPU-s per call-minute", col("callpipe", 2), col("minimal", 2))
+show("KiB per call above idle", kib("callpipe"), kib("minimal"), "{:.1f}")
+show("round trip p50 ms", col("callpipe", 6), col("minimal", 6), "{:.3f}")
+show("round trip p99 ms", col("callpipe", 7), col("minimal", 7), "{:.3f}")
+show("round trip p99.9 ms", col("callpipe", 8), col("minimal", 8), "{:.3f}")
+print(f"{'lost frames':<26} callpipe {sum(col('callpipe', 9)):.0f}, minimal {sum(col('minimal', 9)):.0f}")
+PY
