@@ -27,14 +27,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
-use super::calls::{API_MARKER_BIT, COMMAND_QUEUE, CallCommand, CallStatus, CallView, LiveCall};
+use super::calls::{COMMAND_QUEUE, CallCommand, CallStatus, CallView, LiveCall};
+use super::edge::{CallEdge, EdgeLimits, Limit, Text};
 use super::tls::{self, ServerStream};
 use super::{HANDSHAKE_TIMEOUT, LATE_THRESHOLD_US, Shared};
 use crate::auth::Denied;
-use crate::config::{FramePolicy, ReadMode};
+use crate::config::ReadMode;
 use crate::media::{ConnEnd, Hangup, NewCall, OutItem, RingSizes, call_rings};
 use crate::processor::{CallInfo, ConferenceJoinError, ConferenceState, DtmfSource, Event, Membership};
-use crate::protocol::{AppAction, MAX_FRAME_BYTES, Metadata, NOTIFY_MARKER_KEY, PlatformEvent, SampleRate};
+use crate::protocol::{AppAction, MAX_FRAME_BYTES, Metadata, NOTIFY_MARKER_KEY};
 use crate::session::{CloseCode, Control, FirstMessage, InboundEvent, Rejection, Session, SharedAudio, admit_first_message, call_id_from};
 
 /// The WebSocket read buffer. tungstenite's default of 128 KiB is zero-filled before every read
@@ -633,9 +634,9 @@ async fn linger(ws: &mut Ws) {
 struct CallIo {
     shared: Arc<Shared>,
     call: Arc<LiveCall>,
-    rate: SampleRate,
     frame_bytes: usize,
-    frames_in: u64,
+    /// The call's protocol rules: frame sizes, the text rate, idle and maximum duration.
+    edge: CallEdge,
     needs_flush: bool,
     /// Since when the socket has refused our writes (the peer is not reading).
     blocked_since: Option<Instant>,
@@ -648,8 +649,6 @@ struct CallIo {
     pending_audio: Option<(Bytes, usize)>,
     /// Audio the API handed to the media thread: dropped here once the session has let go.
     retained: Vec<SharedAudio>,
-    texts: TextLimit,
-    last_activity: Instant,
     events: CallEvents,
     /// Wakes the task at the earliest instant a limit (idle, maximum duration) could be
     /// reached: nothing else may wake a call that receives and sends nothing.
@@ -659,11 +658,17 @@ struct CallIo {
 impl CallIo {
     fn new(shared: &Arc<Shared>, call: Arc<LiveCall>, commands: mpsc::Receiver<CallCommand>, events: CallEvents) -> CallIo {
         let rate = call.rate;
+        let config = &shared.config.server;
+        let limits = EdgeLimits {
+            frame_policy: config.frame_policy,
+            max_text_per_second: config.max_text_per_second,
+            idle_timeout: config.idle_timeout,
+            max_duration: config.max_duration,
+        };
         CallIo {
             shared: shared.clone(),
-            rate,
             frame_bytes: rate.frame_bytes(),
-            frames_in: 0,
+            edge: CallEdge::new(rate, limits, call.started),
             needs_flush: false,
             blocked_since: None,
             frame: [0; MAX_FRAME_BYTES],
@@ -671,30 +676,17 @@ impl CallIo {
             pending: None,
             pending_audio: None,
             retained: Vec::new(),
-            texts: TextLimit::new(shared.config.server.max_text_per_second, call.started),
-            last_activity: call.started,
             call,
             events,
             limit_timer: None,
         }
     }
 
-    /// The earliest instant at which a limit could be reached, given what has happened so far.
-    fn next_limit(&self, end: &ConnEnd) -> Option<Instant> {
-        let config = &self.shared.config.server;
-        let idle = config.idle_timeout.map(|idle| self.last_activity + idle);
-        let max = config.max_duration.filter(|_| !end.link.hangup.load(Ordering::Acquire)).map(|max| self.call.started + max);
-        match (idle, max) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Keeps the limit timer armed: polled (and re-armed once it fires) so that the limits are
     /// checked when they fall due. Activity does not re-arm it; it is checked when it fires.
-    fn poll_limit_timer(&mut self, cx: &mut Context<'_>, end: &ConnEnd) {
+    fn poll_limit_timer(&mut self, cx: &mut Context<'_>) {
         loop {
-            let Some(at) = self.next_limit(end) else {
+            let Some(at) = self.edge.next_deadline() else {
                 self.limit_timer = None;
                 return;
             };
@@ -742,23 +734,22 @@ impl CallIo {
 
     /// The call's limits: idle timeout (no message of any kind) and maximum duration.
     fn check_limits(&mut self, end: &ConnEnd) -> Option<Ending> {
-        let config = &self.shared.config.server;
-        if let Some(idle) = config.idle_timeout
-            && self.last_activity.elapsed() >= idle
-        {
-            self.shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
-            let reason = format!("nothing received for {} s", idle.as_secs_f64());
-            return Some(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
+        if end.link.hangup.load(Ordering::Acquire) {
+            self.edge.handle_hangup();
         }
-        if let Some(max) = config.max_duration
-            && !end.link.hangup.load(Ordering::Acquire)
-            && self.call.started.elapsed() >= max
-        {
-            self.shared.stats.hangups_max_duration.fetch_add(1, Ordering::Relaxed);
-            info!(id = self.call.id, max_s = max.as_secs(), "hanging up: maximum call duration");
-            end.link.hang_up(Hangup::MaxDuration);
+        match self.edge.poll_limit(Instant::now())? {
+            Limit::Idle(rejection) => {
+                self.shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+                Some(Ending::Reject(rejection))
+            }
+            Limit::MaxDuration => {
+                self.shared.stats.hangups_max_duration.fetch_add(1, Ordering::Relaxed);
+                let max_s = self.shared.config.server.max_duration.unwrap_or_default().as_secs();
+                info!(id = self.call.id, max_s, "hanging up: maximum call duration");
+                end.link.hang_up(Hangup::MaxDuration);
+                None
+            }
         }
-        None
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, ws: &mut Ws, end: &mut ConnEnd) -> Poll<Ending> {
@@ -767,7 +758,7 @@ impl CallIo {
         if let Some(ending) = self.check_limits(end) {
             return Poll::Ready(ending);
         }
-        self.poll_limit_timer(cx, end);
+        self.poll_limit_timer(cx);
         let ReadMode::Readiness = self.shared.config.server.read_mode;
         let mut socket_cx = Context::from_waker(cx.waker());
         if let Err(ending) = self.write(&mut socket_cx, ws, end) {
@@ -885,35 +876,33 @@ impl CallIo {
             match message {
                 Message::Binary(bytes) => {
                     let now = Instant::now();
-                    if self.frames_in == 0 {
-                        end.link.mark_first_audio(now);
-                    }
-                    self.last_activity = now;
-                    self.frames_in += 1;
                     end.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                    if bytes.len() != self.frame_bytes {
-                        end.link.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
-                        self.shared.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
-                        if self.shared.config.server.frame_policy == FramePolicy::Strict {
-                            let reason = format!("frame of {} bytes, expected {} at {}", bytes.len(), self.frame_bytes, self.rate);
-                            return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Invalid, reason)));
+                    let audio = match self.edge.handle_binary(now, bytes.len()) {
+                        Ok(audio) => audio,
+                        Err(rejection) => {
+                            self.count_wrong_size(end);
+                            return Poll::Ready(Ending::Reject(rejection));
                         }
+                    };
+                    if audio.first {
+                        end.link.mark_first_audio(now);
+                    }
+                    if audio.wrong_size {
+                        self.count_wrong_size(end);
                     }
                     self.pending_audio = Some((bytes, 0));
                 }
-                Message::Text(text) => {
-                    self.last_activity = Instant::now();
-                    if !self.texts.allow(self.last_activity) {
+                Message::Text(text) => match self.edge.handle_text(Instant::now(), text.as_str()) {
+                    Ok(text) => self.handle_text(text, end),
+                    Err(rejection) => {
                         self.shared.stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
-                        let reason = format!("more than {} text messages per second", self.shared.config.server.max_text_per_second);
-                        return Poll::Ready(Ending::Reject(Rejection::new(CloseCode::Policy, reason)));
+                        return Poll::Ready(Ending::Reject(rejection));
                     }
-                    self.handle_text(text.as_str(), end);
-                }
+                },
                 Message::Close(frame) => return Poll::Ready(Ending::PeerClosed(frame.map(|f| u16::from(f.code)))),
                 Message::Ping(_) => {
-                    self.last_activity = Instant::now();
+                    self.edge.handle_ping(Instant::now());
                     self.needs_flush = true;
                 }
                 Message::Pong(_) | Message::Frame(_) => {}
@@ -921,30 +910,30 @@ impl CallIo {
         }
     }
 
-    fn handle_text(&mut self, text: &str, end: &mut ConnEnd) {
-        let event = match PlatformEvent::parse(text) {
-            Ok(event) => event,
-            Err(e) => {
-                self.shared.stats.bad_text.fetch_add(1, Ordering::Relaxed);
-                debug!(error = %e, "ignoring a text message");
-                return;
+    fn count_wrong_size(&self, end: &ConnEnd) {
+        end.link.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Acts on a platform text message as the edge read it.
+    fn handle_text(&mut self, text: Text, end: &mut ConnEnd) {
+        let inbound = match text {
+            Text::Event(event) => event,
+            Text::ApiNotifyPlayed(marker) => {
+                if let Some(payload) = self.call.pending_notifies().remove(&marker) {
+                    self.events.publish("notify", json!({ "source": "api", "payload": payload }));
+                }
+                InboundEvent::NotifyPlayed { marker }
             }
-        };
-        let inbound = match event {
-            PlatformEvent::Dtmf { digit, duration_ms } => InboundEvent::Dtmf { digit, duration_ms },
-            PlatformEvent::Cleared => InboundEvent::Cleared,
-            PlatformEvent::Notify { payload } => match payload.get(NOTIFY_MARKER_KEY).and_then(serde_json::Value::as_u64) {
-                Some(marker) => {
-                    self.notify_acknowledged(marker);
-                    InboundEvent::NotifyPlayed { marker }
+            Text::ProcessorNotifyPlayed(marker) => {
+                self.events.publish("notify", json!({ "source": "processor", "marker": marker }));
+                InboundEvent::NotifyPlayed { marker }
+            }
+            Text::Ignored { bad, why } => {
+                if bad {
+                    self.shared.stats.bad_text.fetch_add(1, Ordering::Relaxed);
                 }
-                None => {
-                    debug!(%payload, "notify acknowledgement for a payload callpipe did not send");
-                    return;
-                }
-            },
-            PlatformEvent::Unknown { event } => {
-                debug!(event, "ignoring an unknown event");
+                debug!(why, "ignoring a text message");
                 return;
             }
         };
@@ -953,66 +942,10 @@ impl CallIo {
         }
     }
 
-    /// A `notify` event for an acknowledged notify: the API's with its payload.
-    fn notify_acknowledged(&mut self, marker: u64) {
-        if marker & API_MARKER_BIT != 0 {
-            if let Some(payload) = self.call.pending_notifies().remove(&marker) {
-                self.events.publish("notify", json!({ "source": "api", "payload": payload }));
-            }
-        } else {
-            self.events.publish("notify", json!({ "source": "processor", "marker": marker }));
-        }
-    }
-
     /// Publishes the events the session and its processors emitted.
     fn drain_events(&mut self, end: &mut ConnEnd) {
         while let Some(event) = end.events_out.try_pop() {
             self.events.processor_event(&event);
         }
-    }
-}
-
-/// A token bucket over a call's text messages: `per_second` a second, bursts of as many.
-struct TextLimit {
-    per_second: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TextLimit {
-    fn new(per_second: u32, now: Instant) -> TextLimit {
-        let per_second = f64::from(per_second.max(1));
-        TextLimit { per_second, tokens: per_second, at: now }
-    }
-
-    /// Whether one more message at `now` is within the limit.
-    fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_text_limit_allows_a_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut limit = TextLimit::new(10, t0);
-        assert!((0..10).all(|_| limit.allow(t0)), "a burst of ten");
-        assert!(!limit.allow(t0), "the eleventh at once is refused");
-        assert!(limit.allow(t0 + Duration::from_millis(100)), "one more after 100 ms");
-        assert!(!limit.allow(t0 + Duration::from_millis(110)));
-        // A steady 9 a second never trips it.
-        let mut steady = TextLimit::new(10, t0);
-        assert!((1..=100).all(|i| steady.allow(t0 + Duration::from_millis(111 * i))));
     }
 }

@@ -8,6 +8,7 @@
 mod calls;
 mod conn;
 mod control;
+mod edge;
 mod metrics;
 mod stats;
 mod tls;

@@ -1,0 +1,283 @@
+//! The call's edge: the per-call protocol rules between the socket and the media thread, as a
+//! state machine with no socket and no clock of its own (time is an argument).
+//!
+//! The connection loop feeds it what the socket delivers ([`CallEdge::handle_binary`],
+//! [`CallEdge::handle_text`], [`CallEdge::handle_ping`]) and asks it which limit falls due
+//! ([`CallEdge::poll_limit`]) and when to ask again ([`CallEdge::next_deadline`]). It decides:
+//! the frame-size policy, the text-message rate limit (a token bucket), the idle and maximum
+//! duration limits, and what a platform text message means (an event for the media thread, the
+//! acknowledgement of a `notify` callpipe's control API or its processors sent, or nothing).
+//! Tests drive it with byte literals and a fake clock.
+
+use std::time::{Duration, Instant};
+
+use super::calls::API_MARKER_BIT;
+use crate::config::FramePolicy;
+use crate::protocol::{NOTIFY_MARKER_KEY, PlatformEvent, SampleRate};
+use crate::session::{CloseCode, InboundEvent, Rejection};
+
+/// The limits of one call (from `[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EdgeLimits {
+    /// What a frame of the wrong size does.
+    pub frame_policy: FramePolicy,
+    /// Text messages a second, in bursts of as many.
+    pub max_text_per_second: u32,
+    /// Longest time without any message.
+    pub idle_timeout: Option<Duration>,
+    /// Longest call.
+    pub max_duration: Option<Duration>,
+}
+
+/// What a binary message was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Audio {
+    /// The caller's first audio of the call.
+    pub first: bool,
+    /// Not exactly one frame (re-framed, and counted, under the lenient policy).
+    pub wrong_size: bool,
+}
+
+/// What a text message from the platform means.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Text {
+    /// An event for the media thread.
+    Event(InboundEvent),
+    /// The platform has played everything before a `notify` of the control API: the marker,
+    /// for its payload; the media thread is told too.
+    ApiNotifyPlayed(u64),
+    /// Likewise for a `notify` a processor asked for.
+    ProcessorNotifyPlayed(u64),
+    /// Nothing for callpipe: an unknown event, a `notify` callpipe did not send, text that does
+    /// not parse. `bad` says it did not parse (counted); the string says why, for the log.
+    Ignored { bad: bool, why: String },
+}
+
+/// A limit that fell due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Limit {
+    /// Nothing received for the idle timeout: close with this.
+    Idle(Rejection),
+    /// The maximum duration is reached: callpipe hangs up (once).
+    MaxDuration,
+}
+
+/// One call's edge. See the [module docs](self).
+#[derive(Debug)]
+pub(super) struct CallEdge {
+    rate: SampleRate,
+    limits: EdgeLimits,
+    started: Instant,
+    last_activity: Instant,
+    frames_in: u64,
+    texts: TextLimit,
+    hung_up: bool,
+}
+
+impl CallEdge {
+    /// The edge of a call at `rate` that started at `started`.
+    pub fn new(rate: SampleRate, limits: EdgeLimits, started: Instant) -> CallEdge {
+        CallEdge {
+            rate,
+            limits,
+            started,
+            last_activity: started,
+            frames_in: 0,
+            texts: TextLimit::new(limits.max_text_per_second, started),
+            hung_up: false,
+        }
+    }
+
+    /// A binary message of `len` bytes arrived at `now`.
+    pub fn handle_binary(&mut self, now: Instant, len: usize) -> Result<Audio, Rejection> {
+        self.last_activity = now;
+        self.frames_in += 1;
+        let audio = Audio { first: self.frames_in == 1, wrong_size: len != self.rate.frame_bytes() };
+        if audio.wrong_size && self.limits.frame_policy == FramePolicy::Strict {
+            let reason = format!("frame of {len} bytes, expected {} at {}", self.rate.frame_bytes(), self.rate);
+            return Err(Rejection::new(CloseCode::Invalid, reason));
+        }
+        Ok(audio)
+    }
+
+    /// A text message arrived at `now`. Past the rate limit the call is closed with 1008.
+    pub fn handle_text(&mut self, now: Instant, text: &str) -> Result<Text, Rejection> {
+        self.last_activity = now;
+        if !self.texts.allow(now) {
+            let reason = format!("more than {} text messages per second", self.limits.max_text_per_second);
+            return Err(Rejection::new(CloseCode::Policy, reason));
+        }
+        let event = match PlatformEvent::parse(text) {
+            Ok(event) => event,
+            Err(e) => return Ok(Text::Ignored { bad: true, why: e.to_string() }),
+        };
+        Ok(match event {
+            PlatformEvent::Dtmf { digit, duration_ms } => Text::Event(InboundEvent::Dtmf { digit, duration_ms }),
+            PlatformEvent::Cleared => Text::Event(InboundEvent::Cleared),
+            PlatformEvent::Notify { payload } => match payload.get(NOTIFY_MARKER_KEY).and_then(serde_json::Value::as_u64) {
+                Some(marker) if marker & API_MARKER_BIT != 0 => Text::ApiNotifyPlayed(marker),
+                Some(marker) => Text::ProcessorNotifyPlayed(marker),
+                None => Text::Ignored { bad: false, why: format!("a notify for a payload callpipe did not send: {payload}") },
+            },
+            PlatformEvent::Unknown { event } => Text::Ignored { bad: false, why: format!("an unknown event: {event}") },
+        })
+    }
+
+    /// A ping arrived at `now` (it counts as activity).
+    pub fn handle_ping(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Callpipe is hanging up for another reason: the maximum duration no longer applies.
+    pub fn handle_hangup(&mut self) {
+        self.hung_up = true;
+    }
+
+    /// The limit that falls due at `now`, if any. [`Limit::MaxDuration`] comes once.
+    pub fn poll_limit(&mut self, now: Instant) -> Option<Limit> {
+        if let Some(idle) = self.limits.idle_timeout
+            && now.saturating_duration_since(self.last_activity) >= idle
+        {
+            let reason = format!("nothing received for {} s", idle.as_secs_f64());
+            return Some(Limit::Idle(Rejection::new(CloseCode::Policy, reason)));
+        }
+        if let Some(max) = self.limits.max_duration
+            && !self.hung_up
+            && now.saturating_duration_since(self.started) >= max
+        {
+            self.hung_up = true;
+            return Some(Limit::MaxDuration);
+        }
+        None
+    }
+
+    /// The earliest instant a limit could fall due, given what has happened so far.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let idle = self.limits.idle_timeout.map(|idle| self.last_activity + idle);
+        let max = self.limits.max_duration.filter(|_| !self.hung_up).map(|max| self.started + max);
+        match (idle, max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A token bucket over a call's text messages: `per_second` a second, bursts of as many.
+#[derive(Debug)]
+struct TextLimit {
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TextLimit {
+    fn new(per_second: u32, now: Instant) -> TextLimit {
+        let per_second = f64::from(per_second.max(1));
+        TextLimit { per_second, tokens: per_second, at: now }
+    }
+
+    /// Whether one more message at `now` is within the limit.
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::DtmfDigit;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits() -> EdgeLimits {
+        EdgeLimits {
+            frame_policy: FramePolicy::Lenient,
+            max_text_per_second: 10,
+            idle_timeout: Some(Duration::from_millis(400)),
+            max_duration: Some(Duration::from_secs(1)),
+        }
+    }
+
+    #[test]
+    fn the_text_limit_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut limit = TextLimit::new(10, t0);
+        assert!((0..10).all(|_| limit.allow(t0)), "a burst of ten");
+        assert!(!limit.allow(t0), "the eleventh at once is refused");
+        assert!(limit.allow(t0 + 100 * MS), "one more after 100 ms");
+        assert!(!limit.allow(t0 + 110 * MS));
+        // A steady 9 a second never trips it.
+        let mut steady = TextLimit::new(10, t0);
+        assert!((1..=100).all(|i| steady.allow(t0 + 111 * MS * i)));
+    }
+
+    #[test]
+    fn a_text_flood_is_closed_1008_with_its_reason() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz8000, limits(), t0);
+        let dtmf = r#"{"event":"websocket:dtmf","digit":"1"}"#;
+        for _ in 0..10 {
+            assert!(edge.handle_text(t0, dtmf).is_ok());
+        }
+        let refused = edge.handle_text(t0, dtmf).unwrap_err();
+        assert_eq!(refused.code, CloseCode::Policy);
+        assert_eq!(refused.reason, "more than 10 text messages per second");
+    }
+
+    #[test]
+    fn frames_of_the_wrong_size_are_counted_or_closed_1007() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz16000, limits(), t0);
+        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { first: true, wrong_size: false }));
+        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { first: false, wrong_size: true }));
+        let strict = EdgeLimits { frame_policy: FramePolicy::Strict, ..limits() };
+        let mut edge = CallEdge::new(SampleRate::Hz16000, strict, t0);
+        let refused = edge.handle_binary(t0, 320).unwrap_err();
+        assert_eq!((refused.code, refused.reason.as_str()), (CloseCode::Invalid, "frame of 320 bytes, expected 640 at 16000 Hz"));
+    }
+
+    #[test]
+    fn idle_and_maximum_duration_fall_due_on_the_clock() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz8000, limits(), t0);
+        assert_eq!(edge.next_deadline(), Some(t0 + 400 * MS));
+        assert_eq!(edge.poll_limit(t0 + 399 * MS), None);
+        edge.handle_binary(t0 + 300 * MS, 320).unwrap();
+        assert_eq!(edge.next_deadline(), Some(t0 + 700 * MS), "activity moves the idle deadline");
+        edge.handle_ping(t0 + 650 * MS);
+        edge.handle_text(t0 + 900 * MS, "not json").unwrap();
+        assert_eq!(edge.next_deadline(), Some(t0 + 1000 * MS), "the maximum duration comes first now");
+        assert_eq!(edge.poll_limit(t0 + 1000 * MS), Some(Limit::MaxDuration));
+        assert_eq!(edge.poll_limit(t0 + 1001 * MS), None, "the hang-up comes once");
+        assert_eq!(edge.next_deadline(), Some(t0 + 1300 * MS));
+        let Some(Limit::Idle(rejection)) = edge.poll_limit(t0 + 1300 * MS) else { panic!("idle") };
+        assert_eq!((rejection.code, rejection.reason.as_str()), (CloseCode::Policy, "nothing received for 0.4 s"));
+    }
+
+    #[test]
+    fn platform_text_becomes_events_acknowledgements_or_nothing() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz8000, EdgeLimits { max_text_per_second: 100, ..limits() }, t0);
+        let mut text = |t: &str| edge.handle_text(t0, t).unwrap();
+        let five = DtmfDigit::from_char('5').unwrap();
+        assert_eq!(
+            text(r#" {"event":"websocket:dtmf","digit":"5","duration":120}"#),
+            Text::Event(InboundEvent::Dtmf { digit: five, duration_ms: Some(120) })
+        );
+        assert_eq!(text(r#"{"event":"websocket:cleared"}"#), Text::Event(InboundEvent::Cleared));
+        assert_eq!(text(r#"{"event":"websocket:notify","payload":{"callpipe_marker":7}}"#), Text::ProcessorNotifyPlayed(7));
+        let api = API_MARKER_BIT | 3;
+        assert_eq!(text(&format!(r#"{{"event":"websocket:notify","payload":{{"callpipe_marker":{api}}}}}"#)), Text::ApiNotifyPlayed(api));
+        assert!(matches!(text(r#"{"event":"websocket:notify","payload":{"mine":1}}"#), Text::Ignored { bad: false, .. }));
+        assert!(matches!(text(r#"{"event":"something:new"}"#), Text::Ignored { bad: false, .. }));
+        assert!(matches!(text("{"), Text::Ignored { bad: true, .. }));
+    }
+}
