@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 seconds=${2:-20}
 cargo build --release --quiet --bin callpipe
-bin=target/release/callpipe
+bin=${CARGO_TARGET_DIR:-target}/release/callpipe
 work=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
 cat >"$work/late.toml" <<TOML

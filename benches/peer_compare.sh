@@ -20,6 +20,7 @@ runs=${3:-3}
 rate=16000
 ramp=5
 cargo build --release --quiet --bin callpipe --example minimal_echo
+release=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
@@ -29,14 +30,14 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 measure() { # SERVER ROUND -> one line of figures
   local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
   case "$server" in
-    callpipe) target/release/callpipe serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
-    minimal) target/release/examples/minimal_echo "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
+    callpipe) "$release/callpipe" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   local idle peak c0 c1 t0 t1 load
   idle=$(rss "$pid"); peak=$idle
-  nice -n 10 target/release/callpipe load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
+  nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))
