@@ -10,6 +10,8 @@
 # --stall-every 5 --stall-ms 300`. Each recording is compared with what was sent, sample for
 # sample: it prints whether it is exact, the frames of silence inserted (or missing) and the
 # first difference. Exit status 1 if any recording is not exact. Loopback only; bounded.
+# SERVER_BIN=path runs that server binary instead (e.g. an older build, for a before/after
+# comparison with the same client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -30,7 +32,7 @@ log = "off"
 path = "/rec"
 processors = [{ type = "record", dir = "$work/rec", channels = "caller" }]
 TOML
-"$bin" serve --config "$work/late.toml" >"$work/server.log" 2>&1 &
+"${SERVER_BIN:-$bin}" serve --config "$work/late.toml" >"$work/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do

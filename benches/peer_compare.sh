@@ -11,7 +11,8 @@
 # /proc over the steady window: after the ramp, before the hang-ups), its RSS above the idle
 # process (peak sampled every 0.5 s) and per call, the echo round trip p50/p99/p99.9 and the
 # loss as the client measured them; then the ratios callpipe/minimal, and across rounds the
-# median and the spread. Loopback only; bounded in calls and time.
+# median and the spread. Loopback only; bounded in calls and time. SERVER_BIN=path serves
+# with that callpipe binary instead (an older build, for a before/after comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}
@@ -30,7 +31,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 measure() { # SERVER ROUND -> one line of figures
   local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
   case "$server" in
-    callpipe) "$release/callpipe" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    callpipe) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
     minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
