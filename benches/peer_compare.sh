@@ -59,7 +59,7 @@ calls = int(calls); cpu = (float(c1) - float(c0)) / float(hz); wall = float(t1) 
 per_min = cpu / (calls * wall / 60)
 above = (int(peak) - int(idle)) / 1024
 t = r["totals"]
-print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {above:>8.1f} {int(peak) - int(idle):>5d}/{calls}={(int(peak) - int(idle)) / calls:>5.1f} "
+print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
       f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5}")
 PY
 }
@@ -75,7 +75,7 @@ python3 - "$work/lines" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def col(server, i): return [float(r[i]) for r in rows if r[0] == server]
-def kib(server): return [float(r[5].split("=")[-1]) for r in rows if r[0] == server]
+def kib(server): return col(server, 5)
 def show(name, a, b, fmt="{:.4f}"):
     ratios = [x / y if y else float("inf") for x, y in zip(a, b)]
     print(f"{name:<26} callpipe median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "

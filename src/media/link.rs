@@ -5,8 +5,8 @@
 //! out. Full or empty is never a wait: the writer drops and counts. The shared [`CallLink`] holds
 //! only atomics and the connection task's waker.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
@@ -83,6 +83,51 @@ pub struct CallLink {
     pub inbound_waiting: AtomicBool,
     /// Counters the media thread publishes.
     pub stats: LinkStats,
+    /// Where the connection side marks the call ready for its media thread (set when the call
+    /// joins one).
+    ready: OnceLock<(Arc<ReadyMap>, usize)>,
+}
+
+/// One bit per call of a media thread: set by a connection when it has handed its call
+/// something (audio, an event, a command, its end), taken by the thread at its next 1 ms slot.
+/// Between those a call is visited only when its own next deadline falls due.
+#[derive(Debug)]
+pub struct ReadyMap {
+    words: Box<[AtomicU64]>,
+}
+
+impl ReadyMap {
+    /// Room for calls `0..capacity`.
+    pub fn new(capacity: usize) -> ReadyMap {
+        ReadyMap { words: (0..capacity.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Calls that fit.
+    pub fn capacity(&self) -> usize {
+        self.words.len() * 64
+    }
+
+    /// Marks call `index` ready.
+    pub fn set(&self, index: usize) {
+        if let Some(word) = self.words.get(index / 64) {
+            word.fetch_or(1 << (index % 64), Ordering::Release);
+        }
+    }
+
+    /// Takes every mark, calling `f` with each ready call's index.
+    pub fn drain(&self, mut f: impl FnMut(usize)) {
+        for (w, word) in self.words.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(w * 64 + bit);
+            }
+        }
+    }
 }
 
 impl Default for CallLink {
@@ -97,11 +142,26 @@ impl Default for CallLink {
             media_done: AtomicBool::new(false),
             inbound_waiting: AtomicBool::new(false),
             stats: LinkStats::default(),
+            ready: OnceLock::new(),
         }
     }
 }
 
 impl CallLink {
+    /// Tells the media thread that the call has something new (audio, an event, a command, its
+    /// end): it is visited at the thread's next 1 ms slot.
+    pub fn notify_media(&self) {
+        if let Some((map, index)) = self.ready.get() {
+            map.set(*index);
+        }
+    }
+
+    /// Where [`notify_media`](CallLink::notify_media) marks the call: set once, by the media
+    /// thread that takes it.
+    pub fn set_ready_map(&self, map: Arc<ReadyMap>, index: usize) {
+        let _ = self.ready.set((map, index));
+    }
+
     /// Records the arrival of the caller's first frame (later calls do nothing).
     pub fn mark_first_audio(&self, at: Instant) {
         let ns = u64::try_from(at.saturating_duration_since(self.created).as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -126,6 +186,7 @@ impl CallLink {
     pub fn hang_up(&self, reason: Hangup) {
         let _ = self.hangup_reason.compare_exchange(NO_HANGUP, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.hangup.store(true, Ordering::Release);
+        self.notify_media();
         self.waker.wake();
     }
 

@@ -43,7 +43,7 @@ use ringbuf::traits::{Consumer, Split};
 use ringbuf::{HeapCons, HeapRb};
 
 pub use clock::{Clock, SystemClock, grid_instant};
-pub use link::{CONTROL_RING, CallLink, ConnEnd, Hangup, LinkStats, MediaEnd, OutItem, RingSizes, call_rings};
+pub use link::{CONTROL_RING, CallLink, ConnEnd, Hangup, LinkStats, MediaEnd, OutItem, ReadyMap, RingSizes, call_rings};
 pub use worker::{MediaStats, NewCall, SLOT, SLOTS, step};
 
 use worker::{Command, RelayFeed, Worker};

@@ -26,7 +26,7 @@ use ringbuf::HeapProd;
 use ringbuf::traits::{Consumer, Observer, Producer};
 
 use super::clock::{Clock, grid_instant};
-use super::link::{CallLink, MediaEnd, OutItem};
+use super::link::{CallLink, MediaEnd, OutItem, ReadyMap};
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES};
 use crate::session::{Session, Transmit};
@@ -86,7 +86,17 @@ pub(crate) struct RelayFeed {
 struct MediaCall {
     session: Session,
     end: MediaEnd,
+    /// The slot it is due in next (entries of other slots are stale).
+    due_slot: u64,
 }
+
+/// Slots of the deadline wheel: a call is visited at least this often (ms), whatever its
+/// deadline says.
+const WHEEL: usize = 32;
+
+/// Calls a media thread can mark ready through its [`ReadyMap`]; calls beyond are visited every
+/// slot.
+const READY_CAPACITY: usize = 1 << 16;
 
 pub(crate) struct Worker<C: Clock> {
     pub clock: C,
@@ -97,6 +107,12 @@ pub(crate) struct Worker<C: Clock> {
     pub max_catchup: Duration,
     calls: Vec<Option<MediaCall>>,
     free: Vec<usize>,
+    /// Calls by the slot of their next deadline.
+    wheel: Vec<Vec<usize>>,
+    /// Calls their connections have handed something since the last slot.
+    ready: Arc<ReadyMap>,
+    /// Indices taken from `ready` (kept to reuse its allocation).
+    ready_now: Vec<usize>,
     mixers: Vec<Mixer>,
     /// The cycle the mixers last ran in.
     mixed_cycle: u64,
@@ -123,6 +139,9 @@ impl<C: Clock> Worker<C> {
             max_catchup,
             calls: Vec::new(),
             free: Vec::new(),
+            wheel: vec![Vec::new(); WHEEL],
+            ready: Arc::new(ReadyMap::new(READY_CAPACITY)),
+            ready_now: Vec::new(),
             mixers: Vec::new(),
             mixed_cycle: u64::MAX,
             epoch,
@@ -200,11 +219,22 @@ impl<C: Clock> Worker<C> {
                 }
             }
         }
-        let entry = MediaCall { session, end: call.end };
-        match self.free.pop() {
-            Some(i) => self.calls[i] = Some(entry),
-            None => self.calls.push(Some(entry)),
+        let entry = MediaCall { session, end: call.end, due_slot: 0 };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.calls[i] = Some(entry);
+                i
+            }
+            None => {
+                self.calls.push(Some(entry));
+                self.calls.len() - 1
+            }
+        };
+        if let Some(call) = self.calls[index].as_ref() {
+            call.end.link.set_ready_map(self.ready.clone(), index);
         }
+        // Visited at the next slot, then at its deadlines.
+        self.ready.set(index);
         self.load.fetch_add(1, Ordering::Relaxed);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
     }
@@ -234,13 +264,60 @@ impl<C: Clock> Worker<C> {
             self.run_mixers();
         }
         let mut woken = false;
-        for index in 0..self.calls.len() {
-            woken |= self.visit(index, now);
+        if current - k >= WHEEL as u64 {
+            // Later than the wheel reaches: everyone.
+            for index in 0..self.calls.len() {
+                woken |= self.visit(index, now, current);
+            }
+        } else {
+            // The calls whose deadline has come, then those their connections marked ready.
+            for s in k..=current {
+                let mut due = std::mem::take(&mut self.wheel[(s % WHEEL as u64) as usize]);
+                for &index in &due {
+                    if self.calls[index].as_ref().is_some_and(|c| c.due_slot == s) {
+                        woken |= self.visit(index, now, current);
+                    }
+                }
+                due.clear();
+                // Give the allocation back unless the visits filled the slot again.
+                let slot = &mut self.wheel[(s % WHEEL as u64) as usize];
+                if slot.is_empty() {
+                    *slot = due;
+                }
+            }
+            let mut ready = std::mem::take(&mut self.ready_now);
+            self.ready.drain(|index| ready.push(index));
+            for &index in &ready {
+                woken |= self.visit(index, now, current);
+            }
+            ready.clear();
+            self.ready_now = ready;
+            for index in READY_CAPACITY..self.calls.len() {
+                woken |= self.visit(index, now, current);
+            }
         }
         if woken {
             self.relay.waker.wake();
         }
         self.next = current + 1;
+    }
+
+    /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
+    fn schedule(&mut self, index: usize, current: u64, deadline: Option<Instant>) {
+        let latest = current + WHEEL as u64 - 1;
+        let slot = match deadline {
+            // The first slot at or after the deadline.
+            Some(d) => {
+                let nanos = d.saturating_duration_since(self.epoch).as_nanos();
+                u64::try_from(nanos.div_ceil(SLOT.as_nanos())).unwrap_or(u64::MAX)
+            }
+            None => latest,
+        }
+        .clamp(current + 1, latest);
+        if let Some(call) = self.calls[index].as_mut() {
+            call.due_slot = slot;
+            self.wheel[(slot % WHEEL as u64) as usize].push(index);
+        }
     }
 
     fn max_catchup_cycles(&self) -> u64 {
@@ -249,7 +326,7 @@ impl<C: Clock> Worker<C> {
 
     /// Visits one call: its arrivals, its due passes, its end. Returns whether its connection
     /// task was queued for a wake-up.
-    fn visit(&mut self, index: usize, now: Instant) -> bool {
+    fn visit(&mut self, index: usize, now: Instant, current: u64) -> bool {
         let Some(call) = self.calls[index].as_mut() else { return false };
         let link = &call.end.link;
         let closed = link.peer_closed.load(Ordering::Acquire);
@@ -269,11 +346,13 @@ impl<C: Clock> Worker<C> {
             self.remove(index);
             return true;
         }
-        if step(&mut call.session, &mut call.end, now) {
+        let sent = step(&mut call.session, &mut call.end, now);
+        if sent {
             wake(&mut self.relay, &call.end.link);
-            return true;
         }
-        false
+        let deadline = call.session.next_deadline();
+        self.schedule(index, current, deadline);
+        sent
     }
 
     /// One cycle of every conference on this thread; ended conferences go.
@@ -494,6 +573,7 @@ mod tests {
             clock.advance(Duration::from_micros(400));
             if i != 50 {
                 assert_eq!(conn.audio_in.push_slice(&frame(i + 1)), 320);
+                conn.link.notify_media();
             }
             worker.run_next_slot();
             let arrived = clock.now();
@@ -505,6 +585,7 @@ mod tests {
                     assert_eq!(sent(&mut conn), [] as [i16; 0]);
                 }
                 assert_eq!(conn.audio_in.push_slice(&frame(51)), 320);
+                conn.link.notify_media();
                 worker.run_next_slot();
                 assert_eq!(sent(&mut conn), [51]);
             } else {
@@ -591,6 +672,7 @@ mod tests {
             for (conn, frames) in conns.iter_mut().zip(&inputs) {
                 let n = encode_l16(&frames[p], &mut bytes);
                 assert_eq!(conn.audio_in.push_slice(&bytes[..n]), n);
+                conn.link.notify_media();
             }
             for _ in 0..SLOTS {
                 worker.run_next_slot();
@@ -626,6 +708,7 @@ mod tests {
         }
         worker.run_next_slot();
         conn.link.peer_closed.store(true, Ordering::Release);
+        conn.link.notify_media();
         worker.run_next_slot();
         assert!(conn.link.is_media_done());
         assert_eq!(worker.active(), 0);

@@ -262,16 +262,19 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let close_code = match &ending {
         Ending::PeerClosed(code) => {
             end.link.peer_closed.store(true, Ordering::Release);
+            end.link.notify_media();
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
             code.map(i32::from).unwrap_or(1005)
         }
         Ending::PeerLost(error) => {
             end.link.peer_closed.store(true, Ordering::Release);
+            end.link.notify_media();
             debug!(id, error, "connection lost");
             1006
         }
         Ending::Reject(rejection) => {
             end.link.peer_closed.store(true, Ordering::Release);
+            end.link.notify_media();
             shared.stats.count_close(rejection.code);
             info!(id, close = rejection.code.code(), reason = %rejection.reason, "closing call");
             send_close(&mut ws, rejection.code, &rejection.reason).await;
@@ -707,13 +710,14 @@ impl CallIo {
     fn poll_commands(&mut self, cx: &mut Context<'_>, end: &mut ConnEnd) {
         self.retained.retain(|audio| Arc::strong_count(audio) > 1);
         loop {
-            if let Some(command) = self.pending.take()
-                && let Err(command) = end.control_in.try_push(command)
-            {
-                // The ring is full: wait for the media thread, and leave the channel full so
-                // that the API answers 503 meanwhile.
-                self.pending = Some(command);
-                return;
+            if let Some(command) = self.pending.take() {
+                if let Err(command) = end.control_in.try_push(command) {
+                    // The ring is full: wait for the media thread, and leave the channel full so
+                    // that the API answers 503 meanwhile.
+                    self.pending = Some(command);
+                    return;
+                }
+                end.link.notify_media();
             }
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(CallCommand::Hangup)) => {
@@ -842,6 +846,7 @@ impl CallIo {
     fn push_pending_audio(&mut self, end: &mut ConnEnd) -> bool {
         let Some((bytes, mut done)) = self.pending_audio.take() else { return true };
         done += end.audio_in.push_slice(&bytes[done..]);
+        end.link.notify_media();
         if done == bytes.len() {
             return true;
         }
@@ -940,6 +945,7 @@ impl CallIo {
         if end.events_in.try_push(inbound).is_err() {
             end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
+        end.link.notify_media();
     }
 
     /// Publishes the events the session and its processors emitted.

@@ -174,6 +174,16 @@ impl InboundBuffer {
         self.overflow_bytes
     }
 
+    /// When the timeline next changes if nothing arrives: the end of a held frame's burst
+    /// window, the next frame of a pause being filled, or the end of the wait before a pause.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if let Some(&arrived) = self.arrivals.front() {
+            return Some(arrived + BURST_WINDOW);
+        }
+        let due = self.next_due()?;
+        Some(if self.pausing { due + Duration::from_micros(1) } else { due + self.config.max_wait })
+    }
+
     /// Starts the call's timeline at `now` (later calls do nothing): if no audio arrives for
     /// `max_wait`, the start of the call is a pause like any other and is filled with silence.
     /// The first frame, if it comes sooner, starts the timeline itself.

@@ -277,6 +277,21 @@ impl Session {
         self.pipeline.delay()
     }
 
+    /// When the session next has something to do if nothing arrives: its next wall tick (once
+    /// the tick's frame has had its grace), the end of a frame's hold, the next frame of pause
+    /// silence. A media thread visits it then (or sooner, when something arrives).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let grace = if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO };
+        let wall = self.next_wall.map(|wall| wall + grace);
+        match (wall, self.inbound.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Passes run so far.
     pub fn passes(&self) -> u64 {
         self.stats.passes
