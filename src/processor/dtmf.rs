@@ -167,6 +167,10 @@ impl Processor for DtmfDetect {
         "dtmf_detect"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         let analyzer = Analyzer::new(setup.rate, self.config.level_floor_dbfs);
         let per_ms = u64::from(setup.rate.hz()) / 1000;

@@ -179,6 +179,10 @@ impl Processor for DtmfSend {
         "dtmf_send"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         self.set_rate(setup.rate);
         self.buffer = vec![0; setup.frame_samples()];

@@ -54,6 +54,10 @@ impl Processor for Echo {
         "echo"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         let samples = u64::from(self.delay_ms) * u64::from(setup.rate.hz()) / 1000;
         self.line = vec![0; samples as usize];

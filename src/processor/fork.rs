@@ -711,6 +711,10 @@ impl Processor for Fork {
         "fork"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         if self.side.is_some() {
             return Err(config_error("a fork processor can only be prepared once"));

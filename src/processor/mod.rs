@@ -192,6 +192,14 @@ pub trait Processor: Send + 'static {
         Timeline::Caller
     }
 
+    /// Whether this processor may queue audio with [`Context::enqueue_output`]. A call whose
+    /// processors never do needs an outbound queue of a few frames only (the look-ahead), not
+    /// the configured `outbound_queue_frames`: a processor that only writes or mixes its pass's
+    /// frame says `false` and saves its calls that memory.
+    fn queues_output(&self) -> bool {
+        true
+    }
+
     /// Called at the start of a pass for each event that arrived since the previous pass:
     /// platform events, and events emitted by *other* processors in the previous pass.
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
@@ -284,6 +292,11 @@ impl Pipeline {
     /// Players playing now, over every stage.
     pub fn players_active(&self) -> u64 {
         self.stages.iter().map(|s| s.players_active()).sum()
+    }
+
+    /// Whether any stage may queue audio (see [`Processor::queues_output`]).
+    pub fn queues_output(&self) -> bool {
+        self.stages.iter().any(|s| s.queues_output())
     }
 
     /// Delivers `events` (each with the index of the stage that emitted it, or `None` for the

@@ -188,6 +188,10 @@ impl Processor for Play {
         "play"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn players_active(&self) -> u64 {
         u64::from(!self.stopped && !self.samples.is_empty())
     }

@@ -403,6 +403,10 @@ impl Processor for Record {
         "record"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         let rate = setup.rate.hz();
         let path = self.config.dir.join(self.file_name(setup.call, rate, SystemTime::now()));

@@ -39,8 +39,14 @@ use crate::protocol::{AppAction, MAX_FRAME_BYTES, Metadata, NOTIFY_MARKER_KEY};
 use crate::session::{CloseCode, Control, FirstMessage, InboundEvent, Rejection, Session, SharedAudio, admit_first_message, call_id_from};
 
 /// The WebSocket read buffer. tungstenite's default of 128 KiB is zero-filled before every read
-/// and costs 135 KB per connection; a few frames' worth is enough.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// and costs 135 KB per connection; two 24 kHz frames' worth is enough (a burst takes more
+/// reads, not more memory).
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+
+/// Caller frames the ring to the media thread holds. The media thread takes them within a
+/// millisecond, and a full ring makes the connection stop reading (the rest waits in the
+/// socket), so a few frames are enough.
+const AUDIO_RING_FRAMES: usize = 4;
 
 /// How long a closing call waits for its media thread to finish the session.
 const MEDIA_FINISH_WAIT: Duration = Duration::from_secs(1);
@@ -216,11 +222,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return;
         }
     };
-    let sizes = RingSizes::for_frames(
-        rate.frame_bytes(),
-        shared.config.session.inbound_buffer_frames,
-        shared.config.session.lookahead_frames as usize,
-    );
+    let sizes = RingSizes::for_frames(rate.frame_bytes(), AUDIO_RING_FRAMES, shared.config.session.lookahead_frames as usize);
     let (mut end, media_end) = call_rings(sizes);
     let (conference, mut membership) = match admitted {
         Some((admitted, membership)) => (Some(admitted), Some(membership)),

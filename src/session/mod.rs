@@ -215,13 +215,18 @@ impl Session {
         pipeline.prepare(&Setup { rate, call })?;
         let frame = rate.frame_samples();
         let lookahead = config.lookahead_frames.max(1) as usize;
-        let staging = frame * config.outbound_queue_frames.clamp(1, 50);
+        // A pipeline that never queues audio needs room for the look-ahead and a little more
+        // (what a stall's backlog produces beyond that is dropped and counted, so its echo
+        // does not stay late); one that does gets the configured queue.
+        let queue_frames =
+            if pipeline.queues_output() { config.outbound_queue_frames } else { (lookahead + 2).min(config.outbound_queue_frames.max(1)) };
+        let staging = frame * queue_frames.clamp(1, 50);
         let transmit_capacity = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
         Ok(Session {
             rate,
             pipeline,
             inbound: InboundBuffer::new(rate, config.inbound_buffer_frames, config.timeline),
-            outbound: Outbound::new(rate, config.outbound_queue_frames, config.lookahead_frames),
+            outbound: Outbound::new(rate, queue_frames, config.lookahead_frames),
             requests: Requests::new(staging),
             input: vec![0; frame],
             output: vec![0; frame],

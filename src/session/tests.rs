@@ -242,7 +242,9 @@ fn the_grid_never_drifts_over_a_simulated_hour() {
 #[test]
 fn the_backlog_of_a_stall_goes_through_whole_and_in_order() {
     // A 200 ms network stall: ten frames arrive together. Every one goes through (no silence,
-    // no drop) at once, and the echo sends them all, paced by the look-ahead.
+    // no drop) at once; the echo, whose outbound queue is sized for the look-ahead (it never
+    // queues audio), sends what the look-ahead and its queue hold and drops the rest, counted,
+    // so that its delay does not keep the stall.
     let t0 = Instant::now();
     let mut s = echo_session();
     s.handle_audio(&frame_bytes(0), t0);
@@ -265,9 +267,10 @@ fn the_backlog_of_a_stall_goes_through_whole_and_in_order() {
         echoed.extend(drain(&mut s, now));
     }
     let frames: Vec<Vec<u8>> = echoed.into_iter().map(|o| if let Out::Audio(_, b) = o { b } else { panic!() }).collect();
-    assert_eq!(frames, (0..=10).map(|n| frame_bytes(n * 100)).collect::<Vec<_>>());
+    // Frame 0, then the look-ahead (3) and the queue (5) of the backlog, in order.
+    assert_eq!(frames, [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|n| frame_bytes(n * 100)));
     let stats = s.stats();
-    assert_eq!((stats.dropped_in, stats.input_missing, stats.catchups), (0, 0, 1));
+    assert_eq!((stats.dropped_in, stats.input_missing, stats.catchups, stats.dropped_out), (0, 0, 1, 2));
 }
 
 #[test]

@@ -416,6 +416,10 @@ impl Processor for Conference {
         "conference"
     }
 
+    fn queues_output(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
         let name = super::fork::render(&self.name_template, setup.call, super::fork::Escape::Header);
         check_name(&name).map_err(config_error)?;
