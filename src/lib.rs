@@ -46,8 +46,9 @@
 //! ```
 //!
 //! Each call has fixed-size single-producer/single-consumer rings in both directions. A small
-//! pool of media threads (one per core by default) serves every call; each thread visits every
-//! call once a millisecond, sleeping to absolute deadlines. See [`media`].
+//! pool of media threads (one per core by default) serves every call; each thread wakes every
+//! millisecond, sleeping to absolute deadlines, and visits the calls their connections marked
+//! ready (a frame arrived) and those whose next deadline has come. See [`media`].
 //!
 //! # Two clocks
 //!

@@ -3,11 +3,13 @@
 //! ```text
 //!   tokio workers (sockets)                      media threads (std::thread, one per core)
 //!  ┌──────────────────────┐  audio_in (bytes)   ┌────────────────────────────────────────┐
-//!  │ connection task      │ ──────────────────► │ every 1 ms, every call:                │
-//!  │  reads frames as     │  events_in          │   ring → Session::handle_audio(now)    │
-//!  │  they arrive (stops  │ ──────────────────► │   Session::handle_tick(now):           │
-//!  │  when the ring is    │                     │     a pass per caller frame ready,     │
-//!  │  full), parses text, │  items_out,         │     a wall-only pass per late tick     │
+//!  │ connection task      │ ──────────────────► │ every 1 ms, each call marked ready or  │
+//!  │  (marks its call     │                     │ whose deadline has come:               │
+//!  │  ready) reads frames │  events_in          │   ring → Session::handle_audio(now)    │
+//!  │  as they arrive      │ ──────────────────► │   Session::handle_tick(now):           │
+//!  │  (stops when the     │                     │     a pass per caller frame ready,     │
+//!  │  ring is full),      │  items_out,         │     a wall-only pass per late tick     │
+//!  │  parses text,        │                     │   next deadline → the thread's wheel   │
 //!  │  writes frames       │  audio_out          │   pacer → rings                        │
 //!  │                      │ ◄────────────────── │                                        │
 //!  └──────────▲───────────┘  events_out         └──────────────────┬─────────────────────┘

@@ -1,11 +1,14 @@
-//! One media thread: every call it hosts, visited once a millisecond.
+//! One media thread: the calls it hosts, each visited when it has something to do.
 //!
-//! The thread sleeps to the absolute instant of the next 1 ms slot, then visits each call: the
-//! caller's bytes that have arrived go into the session, which runs a pass for each frame of the
-//! caller's timeline that is ready (so a frame goes through within a slot of its arrival) and
-//! a wall-only pass for each 20 ms tick whose frame is late; what the pacer releases goes into
-//! the call's rings, and the relay is woken once for all the calls that have something to send.
-//! A call with nothing to do costs a few atomic loads.
+//! The thread sleeps to the absolute instant of the next 1 ms slot, then visits the calls that
+//! are due: those whose connection marked them ready (a frame, an event, a command or the end
+//! arrived; one bit each in a [`ReadyMap`]) and those whose session's next deadline (a wall
+//! tick, the end of a held frame's burst window, pause silence) falls in this slot of a 32 ms
+//! deadline wheel, which also visits every call at least once a turn. At a visit the caller's
+//! bytes go into the session, which runs a pass for each frame of the caller's timeline that is
+//! ready (so a frame goes through within a slot of its arrival) and a wall-only pass for each
+//! 20 ms tick whose frame is late; what the pacer releases goes into the call's rings, and the
+//! relay is woken once for all the calls that have something to send.
 //!
 //! If the thread wakes late, the visit makes up everything at once: each session runs every
 //! wall tick it missed (up to its `max_catchup`) and every frame that arrived meanwhile.

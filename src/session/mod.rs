@@ -44,6 +44,10 @@ use crate::processor::{CallInfo, Context, DtmfSource, Event, Pass, Pipeline, Pro
 use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, encode_l16};
 use control::ApiAudio;
 
+/// Frames beyond the look-ahead the outbound queue of a pipeline that never queues audio holds:
+/// 200 ms of a burst (a late caller's backlog, echoed).
+const QUEUE_SLACK_FRAMES: usize = 10;
+
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;
 
@@ -215,12 +219,16 @@ impl Session {
         pipeline.prepare(&Setup { rate, call })?;
         let frame = rate.frame_samples();
         let lookahead = config.lookahead_frames.max(1) as usize;
-        // A pipeline that never queues audio needs room for the look-ahead and a little more
-        // (what a stall's backlog produces beyond that is dropped and counted, so its echo
-        // does not stay late); one that does gets the configured queue.
-        let queue_frames =
-            if pipeline.queues_output() { config.outbound_queue_frames } else { (lookahead + 2).min(config.outbound_queue_frames.max(1)) };
-        let staging = frame * queue_frames.clamp(1, 50);
+        // A pipeline that never queues audio needs room for the look-ahead and a burst of
+        // `QUEUE_SLACK_FRAMES` (beyond that, what a stall's backlog produces is dropped and
+        // counted, so that its echo does not stay late), and no staging for queued audio but a
+        // frame (the control API's stream mixes into it); one that does gets the configured
+        // queue.
+        let (queue_frames, staging) = if pipeline.queues_output() {
+            (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50))
+        } else {
+            ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), frame)
+        };
         let transmit_capacity = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
         Ok(Session {
             rate,
