@@ -61,11 +61,6 @@ impl RingSizes {
 /// What both sides of a call share: flags, counters and the connection task's waker.
 #[derive(Debug)]
 pub struct CallLink {
-    /// When the link was made: the origin of [`first_audio_ns`](CallLink::first_audio_ns).
-    pub created: Instant,
-    /// When the caller's first frame arrived, in ns after `created` (0 until then). The media
-    /// thread uses it to place the call's ticks half a frame after its arrivals.
-    pub first_audio_ns: AtomicU64,
     /// Woken by the media thread (through the relay) when there is something to send.
     pub waker: AtomicWaker,
     /// Set by the connection side when the socket is gone: the media thread finishes the call.
@@ -133,8 +128,6 @@ impl ReadyMap {
 impl Default for CallLink {
     fn default() -> CallLink {
         CallLink {
-            created: Instant::now(),
-            first_audio_ns: AtomicU64::new(0),
             waker: AtomicWaker::new(),
             peer_closed: AtomicBool::new(false),
             hangup: AtomicBool::new(false),
@@ -160,20 +153,6 @@ impl CallLink {
     /// thread that takes it.
     pub fn set_ready_map(&self, map: Arc<ReadyMap>, index: usize) {
         let _ = self.ready.set((map, index));
-    }
-
-    /// Records the arrival of the caller's first frame (later calls do nothing).
-    pub fn mark_first_audio(&self, at: Instant) {
-        let ns = u64::try_from(at.saturating_duration_since(self.created).as_nanos()).unwrap_or(u64::MAX).max(1);
-        let _ = self.first_audio_ns.compare_exchange(0, ns, Ordering::Release, Ordering::Relaxed);
-    }
-
-    /// When the caller's first frame arrived, if it has.
-    pub fn first_audio(&self) -> Option<Instant> {
-        match self.first_audio_ns.load(Ordering::Acquire) {
-            0 => None,
-            ns => Some(self.created + std::time::Duration::from_nanos(ns)),
-        }
     }
 
     /// Whether the media thread has finished with the call.

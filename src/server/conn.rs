@@ -892,9 +892,6 @@ impl CallIo {
                             return Poll::Ready(Ending::Reject(rejection));
                         }
                     };
-                    if audio.first {
-                        end.link.mark_first_audio(now);
-                    }
                     if audio.wrong_size {
                         self.count_wrong_size(end);
                     }

@@ -32,8 +32,6 @@ pub(super) struct EdgeLimits {
 /// What a binary message was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Audio {
-    /// The caller's first audio of the call.
-    pub first: bool,
     /// Not exactly one frame (re-framed, and counted, under the lenient policy).
     pub wrong_size: bool,
 }
@@ -69,7 +67,6 @@ pub(super) struct CallEdge {
     limits: EdgeLimits,
     started: Instant,
     last_activity: Instant,
-    frames_in: u64,
     texts: TextLimit,
     hung_up: bool,
 }
@@ -82,7 +79,6 @@ impl CallEdge {
             limits,
             started,
             last_activity: started,
-            frames_in: 0,
             texts: TextLimit::new(limits.max_text_per_second, started),
             hung_up: false,
         }
@@ -91,8 +87,7 @@ impl CallEdge {
     /// A binary message of `len` bytes arrived at `now`.
     pub fn handle_binary(&mut self, now: Instant, len: usize) -> Result<Audio, Rejection> {
         self.last_activity = now;
-        self.frames_in += 1;
-        let audio = Audio { first: self.frames_in == 1, wrong_size: len != self.rate.frame_bytes() };
+        let audio = Audio { wrong_size: len != self.rate.frame_bytes() };
         if audio.wrong_size && self.limits.frame_policy == FramePolicy::Strict {
             let reason = format!("frame of {len} bytes, expected {} at {}", self.rate.frame_bytes(), self.rate);
             return Err(Rejection::new(CloseCode::Invalid, reason));
@@ -236,8 +231,8 @@ mod tests {
     fn frames_of_the_wrong_size_are_counted_or_closed_1007() {
         let t0 = Instant::now();
         let mut edge = CallEdge::new(SampleRate::Hz16000, limits(), t0);
-        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { first: true, wrong_size: false }));
-        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { first: false, wrong_size: true }));
+        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { wrong_size: false }));
+        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { wrong_size: true }));
         let strict = EdgeLimits { frame_policy: FramePolicy::Strict, ..limits() };
         let mut edge = CallEdge::new(SampleRate::Hz16000, strict, t0);
         let refused = edge.handle_binary(t0, 320).unwrap_err();

@@ -106,7 +106,7 @@ fn write_calls(out: &mut Exposition, shared: &super::Shared) {
         }
         sums
     });
-    out.family("callpipe_ring_overrun_in_bytes_total", Kind::Counter, "Caller audio bytes dropped because a call's inbound ring was full.")
+    out.family("callpipe_ring_overrun_in_bytes_total", Kind::Counter, "Caller audio bytes dropped because a call's inbound ring was full (a full ring now stops the socket reads instead, so this stays 0; kept for dashboards).")
         .sample(&[], overrun_in as f64);
     out.family("callpipe_ring_overrun_out_total", Kind::Counter, "Outbound frames dropped because a call's outbound rings were full.")
         .sample(&[], overrun_out as f64);
