@@ -297,12 +297,18 @@ impl Session {
         if self.finished {
             return None;
         }
-        let grace = if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO };
+        let grace = self.tick_grace();
         let wall = self.next_wall.map(|wall| wall + grace);
         match (wall, self.inbound.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How long a wall tick waits for its caller frame: [`TICK_GRACE`] once the caller's audio
+    /// has started, nothing before (there is no frame to wait for).
+    fn tick_grace(&self) -> Duration {
+        if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO }
     }
 
     /// Passes run so far.
@@ -430,8 +436,7 @@ impl Session {
         }
         let mut wall = *self.next_wall.get_or_insert(now);
         self.inbound.start(now);
-        // Until the caller's audio starts there is no frame to wait for.
-        let grace = if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO };
+        let grace = self.tick_grace();
         let behind = now.saturating_duration_since(wall);
         if behind > self.max_catchup {
             // Too far behind to make every tick of generated audio up: skip to the present on
@@ -463,23 +468,21 @@ impl Session {
             }
             self.release(now, fresh, false);
         }
-        if wall + grace <= now {
-            while wall + grace <= now {
-                let present = match self.wall_input_ready.take() {
-                    Some(present) => {
-                        self.input.copy_from_slice(&self.wall_input);
-                        present
-                    }
-                    None => {
-                        self.input.fill(0);
-                        false
-                    }
-                };
-                let fresh = self.run_pass(wall, present, false, true);
-                self.stats.wall_only += 1;
-                self.release(wall, fresh, false);
-                wall += FRAME_DURATION;
-            }
+        while wall + grace <= now {
+            let present = match self.wall_input_ready.take() {
+                Some(present) => {
+                    self.input.copy_from_slice(&self.wall_input);
+                    present
+                }
+                None => {
+                    self.input.fill(0);
+                    false
+                }
+            };
+            let fresh = self.run_pass(wall, present, false, true);
+            self.stats.wall_only += 1;
+            self.release(wall, fresh, false);
+            wall += FRAME_DURATION;
         }
         self.next_wall = Some(wall);
     }
