@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::f64::consts::TAU;
 use std::time::Instant;
 
-use callpipe::media::{ConnEnd, OutItem, RingSizes, call_rings, step};
+use callpipe::media::{Script, call_rings, step};
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig, ForkReplies, ForkSend,
     Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
@@ -107,12 +107,15 @@ impl Processor for Busy {
 
 /// The connection side's writes: everything the media thread released goes to the "socket",
 /// every audio item a whole frame.
-fn send_released(conn: &mut ConnEnd, out: &mut [u8; MAX_FRAME_BYTES], rate: SampleRate) {
-    while let Some(item) = conn.items_out.try_pop() {
-        if let OutItem::Audio { .. } = item {
-            assert_eq!(conn.audio_out.pop_slice(&mut out[..rate.frame_bytes()]), rate.frame_bytes());
+fn send_released(script: &Script, out: &mut [u8; MAX_FRAME_BYTES], rate: SampleRate) {
+    let mut state = script.lock();
+    assert_eq!(state.sent.len() % rate.frame_bytes(), 0, "whole frames");
+    while !state.sent.is_empty() {
+        for (o, b) in out.iter_mut().zip(state.sent.drain(..rate.frame_bytes())) {
+            *o = b;
         }
     }
+    state.notifies.clear();
 }
 
 /// Allocations over 10,000 steady-state ticks, and the session's counters at the end.
@@ -133,8 +136,9 @@ fn steady_state_allocations_with(
     let call = CallInfo { id: "a".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
     let config = SessionConfig::default();
     let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
-    let (mut conn, mut media) =
-        call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+    let (mut conn, mut media) = call_rings();
+    let script = Script::with_capacity(16 * 1024);
+    let mut endpoint = script.endpoint();
     let mut out = [0u8; MAX_FRAME_BYTES];
     let mut dtmf_events = 0;
     let t0 = Instant::now();
@@ -142,18 +146,18 @@ fn steady_state_allocations_with(
         // Connection side: a frame in (sometimes an odd size), a DTMF now and then.
         let frame = &frames[n as usize % frames.len()];
         let cut = if n.is_multiple_of(7) { frame.len() - cut } else { frame.len() };
-        conn.audio_in.push_slice(&frame[..cut]);
+        script.deliver(&frame[..cut]);
         if n.is_multiple_of(97) {
-            let _ = conn.events_in.try_push(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
+            script.deliver_event(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
         }
         if n.is_multiple_of(53) {
-            let _ = conn.events_in.try_push(InboundEvent::Cleared);
-            let _ = conn.events_in.try_push(InboundEvent::NotifyPlayed { marker: u64::from(n.saturating_sub(3)) });
+            script.deliver_event(InboundEvent::Cleared);
+            script.deliver_event(InboundEvent::NotifyPlayed { marker: u64::from(n.saturating_sub(3)) });
         }
         // Media thread.
-        step(&mut session, &mut media, t0 + FRAME_DURATION * n);
+        step(&mut session, &mut media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
         // Connection side: everything released goes to the socket.
-        send_released(&mut conn, &mut out, rate);
+        send_released(&script, &mut out, rate);
         // Processor events are rare and leave on the connection side, which may allocate.
         while let Some(event) = conn.events_out.try_pop() {
             if let Event::Dtmf { .. } = event {
@@ -374,8 +378,9 @@ fn control_commands_never_allocate_on_the_media_thread() {
         let call = CallInfo { id: "c".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
         let config = SessionConfig::default();
         let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), config).unwrap();
-        let (mut conn, mut media) =
-            call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+        let (mut conn, mut media) = call_rings();
+        let script = Script::with_capacity(16 * 1024);
+        let mut endpoint = script.endpoint();
         // The audio is made before, and kept here, as the connection task keeps it: the media
         // thread only ever drops a second reference.
         let stream: SharedAudio = (0..rate.frame_samples() as i16 * 7).collect::<Vec<i16>>().into();
@@ -385,7 +390,7 @@ fn control_commands_never_allocate_on_the_media_thread() {
         let t0 = Instant::now();
         let mut events = 0;
         let mut tick = |n: u32| {
-            conn.audio_in.push_slice(&frame);
+            script.deliver(&frame);
             let command = match n % 450 / 50 {
                 0 => Control::Stream { id: u64::from(n), audio: stream.clone(), loops: 3, gain: 0.5 },
                 1 => Control::Mute(true),
@@ -400,8 +405,8 @@ fn control_commands_never_allocate_on_the_media_thread() {
             if n.is_multiple_of(50) {
                 assert!(conn.control_in.try_push(command).is_ok());
             }
-            step(&mut session, &mut media, t0 + FRAME_DURATION * n);
-            send_released(&mut conn, &mut out, rate);
+            step(&mut session, &mut media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
+            send_released(&script, &mut out, rate);
             while conn.events_out.try_pop().is_some() {
                 events += 1;
             }
@@ -551,9 +556,11 @@ fn conference_mixing_never_allocates_on_the_media_thread() {
         let join = session.take_conference_joins().pop().unwrap();
         let (admitted, membership) = hub.admit(join, None).unwrap();
         mixer.get_or_insert_with(|| Mixer::new(admitted.conference.clone(), admitted.mixed)).add(admitted.member);
-        let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+        let (conn, media) = call_rings();
+        let script = Script::with_capacity(16 * 1024);
+        let endpoint = script.endpoint();
         let frame: Vec<u8> = (0..rate.frame_bytes()).map(|b| (b * 37 + i) as u8).collect();
-        calls.push((session, conn, media, rate, frame));
+        calls.push((session, conn, media, rate, frame, script, endpoint));
         memberships.push(membership);
     }
     memberships[1].member.set_muted(true);
@@ -562,10 +569,10 @@ fn conference_mixing_never_allocates_on_the_media_thread() {
     let t0 = Instant::now();
     let mut tick = |n: u32| {
         mixer.mix();
-        for (session, conn, media, rate, frame) in &mut calls {
-            conn.audio_in.push_slice(frame);
-            step(session, media, t0 + FRAME_DURATION * n);
-            send_released(conn, &mut out, *rate);
+        for (session, conn, media, rate, frame, script, endpoint) in &mut calls {
+            script.deliver(frame);
+            step(session, media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
+            send_released(script, &mut out, *rate);
             while conn.events_out.try_pop().is_some() {}
         }
     };
@@ -625,22 +632,23 @@ fn a_forks_text_replies_pass_through_the_session_without_allocating() {
         let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
         let config = SessionConfig::default();
         let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
-        let (mut conn, mut media) =
-            call_rings(RingSizes::for_frames(rate.frame_bytes(), config.inbound_buffer_frames, config.lookahead_frames as usize));
+        let (mut conn, mut media) = call_rings();
+        let script = Script::with_capacity(16 * 1024);
+        let mut endpoint = script.endpoint();
         let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
         let mut out = [0u8; MAX_FRAME_BYTES];
         let t0 = Instant::now();
         let (mut allocations, mut messages) = (0, 0);
         // 5 s of ticks, 10 ms apart in real time: the replies arrive between them.
         for n in 0..500u32 {
-            conn.audio_in.push_slice(&frame);
+            script.deliver(&frame);
             let measured = allocations_during(|| {
-                step(&mut session, &mut media, t0 + FRAME_DURATION * n);
+                step(&mut session, &mut media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
             });
             if n >= 25 {
                 allocations += measured;
             }
-            send_released(&mut conn, &mut out, rate);
+            send_released(&script, &mut out, rate);
             while let Some(event) = conn.events_out.try_pop() {
                 if let Event::Custom { name: "fork:message", data } = &event {
                     assert_eq!(data["fork"], "127.0.0.1");

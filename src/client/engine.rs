@@ -27,7 +27,7 @@ use super::ClientError;
 use super::metrics::{Metrics, record};
 use super::network::{Delayed, Schedule};
 use super::platform::{CallPlan, CallReport, Out, PlatformCall};
-use super::wire::{self, Message, Opcode, Parser};
+use super::wire::{self, Message, Opcode, Parser, Role};
 
 /// Slot width of the drivers' wheel.
 const SLOT: Duration = Duration::from_millis(1);
@@ -359,7 +359,7 @@ impl Driver {
             return;
         }
         let now = Instant::now();
-        let mut parser = Parser::new(self.max_message);
+        let mut parser = Parser::new(Role::Client, 16 * 1024, self.max_message);
         parser.push(&leftover);
         let call = PlatformCall::new(self.plan.clone(), self.epoch);
         let slot = ((now + SLOT).saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as usize % SLOTS;
@@ -380,7 +380,7 @@ impl Driver {
         };
         let metadata = conn.call.metadata();
         let mask = next_mask(&mut conn.rng);
-        wire::encode(Opcode::Text, metadata.as_bytes(), mask, &mut conn.out);
+        wire::encode(Opcode::Text, metadata.as_bytes(), Some(mask), &mut conn.out);
         if key == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -445,13 +445,13 @@ impl Driver {
                         }
                         Message::Ping(payload) => {
                             let mask = next_mask(rng);
-                            wire::encode(Opcode::Pong, payload, mask, out);
+                            wire::encode(Opcode::Pong, payload, Some(mask), out);
                         }
                         Message::Close(code) => {
                             *peer_gone = true;
                             if !call.is_done() {
                                 let mask = next_mask(rng);
-                                wire::encode_close(code.unwrap_or(1000), mask, out);
+                                wire::encode_close(code.unwrap_or(1000), "", Some(mask), out);
                             }
                         }
                         _ => {}
@@ -611,9 +611,9 @@ impl Driver {
 fn encode_out(o: Out<'_>, out: &mut Vec<u8>, rng: &mut u64) {
     let mask = next_mask(rng);
     match o {
-        Out::Text(text) => wire::encode(Opcode::Text, text.as_bytes(), mask, out),
-        Out::Binary(bytes) => wire::encode(Opcode::Binary, bytes, mask, out),
-        Out::Close(code) => wire::encode_close(code, mask, out),
+        Out::Text(text) => wire::encode(Opcode::Text, text.as_bytes(), Some(mask), out),
+        Out::Binary(bytes) => wire::encode(Opcode::Binary, bytes, Some(mask), out),
+        Out::Close(code) => wire::encode_close(code, "", Some(mask), out),
     }
 }
 

@@ -1,90 +1,51 @@
-//! The rings between a call's connection task and its media thread.
+//! What a call's media thread shares with the call's task on the runtime.
 //!
-//! Each call has single-producer/single-consumer rings (the `ringbuf` crate) in both directions:
-//! caller audio bytes and platform events in; pacer-released frames, actions and processor events
-//! out. Full or empty is never a wait: the writer drops and counts. The shared [`CallLink`] holds
-//! only atomics and the connection task's waker.
+//! The call's socket, audio and platform events belong to its media thread (see
+//! [`Endpoint`](super::Endpoint)). What crosses threads is rare: the control API's commands in,
+//! the processors' events out, each in a single-producer/single-consumer ring (the `ringbuf`
+//! crate) where full is a counted drop, never a wait; and the [`CallLink`]'s flags, counters and
+//! the call task's waker.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use ringbuf::traits::Split;
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
 use crate::processor::Event;
-use crate::session::{Control, InboundEvent, SessionStats};
+use crate::session::{Control, SessionStats};
 
 /// Control commands waiting for the media thread, per call.
 pub const CONTROL_RING: usize = 16;
 
-/// An item the media thread hands to the connection task, in send order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutItem {
-    /// The next frame's bytes wait in the audio ring.
-    Audio {
-        /// The tick at which the pacer released it: the frame's place on the call's 20 ms grid.
-        released: Instant,
-        /// When the platform should start playing it.
-        deadline: Instant,
-    },
-    /// Send `{"action":"clear"}`.
-    Clear,
-    /// Send a `notify` with this marker.
-    Notify(u64),
-}
-
-/// Ring capacities of one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingSizes {
-    /// Bytes of caller audio waiting for the media thread.
-    pub audio_in_bytes: usize,
-    /// Bytes of released audio waiting for the socket.
-    pub audio_out_bytes: usize,
-    /// Items (frames and actions) waiting for the socket.
-    pub items_out: usize,
-}
-
-impl RingSizes {
-    /// Sizes for frames of `frame_bytes`, with room for `lookahead` frames out.
-    pub fn for_frames(frame_bytes: usize, inbound_frames: usize, lookahead: usize) -> RingSizes {
-        let out_frames = lookahead.max(1) * 2 + 2;
-        RingSizes {
-            audio_in_bytes: frame_bytes * inbound_frames.max(2),
-            audio_out_bytes: frame_bytes * out_frames,
-            items_out: out_frames + 16,
-        }
-    }
-}
-
-/// What both sides of a call share: flags, counters and the connection task's waker.
+/// What both sides of a call share: flags, counters and the call task's waker.
 #[derive(Debug)]
 pub struct CallLink {
-    /// Woken by the media thread (through the relay) when there is something to send.
+    /// Woken by the media thread (through the relay) when the call task has something to do:
+    /// processor events to publish, the call's end.
     pub waker: AtomicWaker,
-    /// Set by the connection side when the socket is gone: the media thread finishes the call.
+    /// Set by the endpoint when the peer has closed, left or been refused: the media thread
+    /// finishes the call.
     pub peer_closed: AtomicBool,
-    /// Set by the connection side when callpipe hangs up: the media thread finishes the call and
-    /// flushes its last partial frame.
+    /// Set when callpipe hangs up (the control API, a limit, a processor, shutdown): the media
+    /// thread finishes the call, sends its last partial frame and closes.
     pub hangup: AtomicBool,
     /// Why callpipe hangs up: a [`Hangup`] as `u8`, stored before `hangup` is set.
     pub hangup_reason: AtomicU8,
     /// Set by the media thread once the session has finished and its final counters are here.
     pub media_done: AtomicBool,
-    /// Set by the connection side when the caller's audio ring was full and it stopped reading
-    /// the socket; the media thread clears it and wakes the connection task once it has made
-    /// room.
-    pub inbound_waiting: AtomicBool,
+    /// The close code the call ended with (0 until the endpoint has closed).
+    pub close_code: AtomicU16,
     /// Counters the media thread publishes.
     pub stats: LinkStats,
-    /// Where the connection side marks the call ready for its media thread (set when the call
+    /// Where the call task marks the call ready for its media thread (set when the call
     /// joins one).
     ready: OnceLock<(Arc<ReadyMap>, usize)>,
 }
 
-/// One bit per call of a media thread: set by a connection when it has handed its call
-/// something (audio, an event, a command, its end), taken by the thread at its next 1 ms slot.
+/// One bit per call of a media thread: set when the call task has handed its call something (a
+/// command, a hang-up), taken by the thread at its next 1 ms slot.
 /// Between those a call is visited only when its own next deadline falls due.
 #[derive(Debug)]
 pub struct ReadyMap {
@@ -133,7 +94,7 @@ impl Default for CallLink {
             hangup: AtomicBool::new(false),
             hangup_reason: AtomicU8::new(NO_HANGUP),
             media_done: AtomicBool::new(false),
-            inbound_waiting: AtomicBool::new(false),
+            close_code: AtomicU16::new(0),
             stats: LinkStats::default(),
             ready: OnceLock::new(),
         }
@@ -161,7 +122,7 @@ impl CallLink {
     }
 
     /// Asks the media thread to finish the call because callpipe hangs up, and wakes the
-    /// connection task. The first reason given wins.
+    /// call task. The first reason given wins.
     pub fn hang_up(&self, reason: Hangup) {
         let _ = self.hangup_reason.compare_exchange(NO_HANGUP, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.hangup.store(true, Ordering::Release);
@@ -220,15 +181,17 @@ pub struct LinkStats {
     dropped_requests: AtomicU64,
     unmatched_acks: AtomicU64,
     players_active: AtomicU64,
-    /// Caller bytes the connection task could not push because the inbound ring was full.
+    /// Kept for the metric of the same name: 0 since the media thread reads the socket itself (a
+    /// session without room leaves the bytes in the socket).
     pub ring_overrun_in_bytes: AtomicU64,
-    /// Frames the media thread could not push because the outbound rings were full.
+    /// Frames dropped because the peer left too many unread (the endpoint's send buffer was
+    /// full).
     pub ring_overrun_out: AtomicU64,
     /// Processor events dropped because the event ring was full.
     pub events_dropped: AtomicU64,
-    /// Audio frames received from the caller (written by the connection task).
+    /// Audio frames received from the caller (counted by the endpoint).
     pub frames_in: AtomicU64,
-    /// Audio frames sent to the caller (written by the connection task).
+    /// Audio frames sent to the caller (counted by the endpoint).
     pub frames_out: AtomicU64,
     /// Frames sent more than the late threshold after their playout deadline.
     pub late_frames: AtomicU64,
@@ -278,20 +241,12 @@ impl LinkStats {
     }
 }
 
-/// The connection task's ends of a call's rings.
+/// The call task's ends of a call's rings.
 pub struct ConnEnd {
     /// The shared state.
     pub link: Arc<CallLink>,
-    /// Caller audio bytes, to the media thread.
-    pub audio_in: HeapProd<u8>,
-    /// Platform events, to the media thread.
-    pub events_in: HeapProd<InboundEvent>,
     /// Control API commands, to the media thread.
     pub control_in: HeapProd<Control>,
-    /// Frames and actions, from the media thread.
-    pub items_out: HeapCons<OutItem>,
-    /// Frame bytes, from the media thread.
-    pub audio_out: HeapCons<u8>,
     /// Processor events, from the media thread.
     pub events_out: HeapCons<Event>,
 }
@@ -300,47 +255,22 @@ pub struct ConnEnd {
 pub struct MediaEnd {
     /// The shared state.
     pub link: Arc<CallLink>,
-    /// Caller audio bytes.
-    pub audio_in: HeapCons<u8>,
-    /// Platform events.
-    pub events_in: HeapCons<InboundEvent>,
     /// Control API commands.
     pub control_in: HeapCons<Control>,
-    /// Frames and actions to send.
-    pub items_out: HeapProd<OutItem>,
-    /// Frame bytes to send.
-    pub audio_out: HeapProd<u8>,
     /// Processor events.
     pub events_out: HeapProd<Event>,
 }
 
+/// Processor events waiting for the call task, per call.
+pub const EVENT_RING: usize = 64;
+
 /// Makes a call's rings and link.
-pub fn call_rings(sizes: RingSizes) -> (ConnEnd, MediaEnd) {
+pub fn call_rings() -> (ConnEnd, MediaEnd) {
     let link = Arc::new(CallLink::default());
-    let (audio_in_p, audio_in_c) = HeapRb::<u8>::new(sizes.audio_in_bytes).split();
-    let (events_in_p, events_in_c) = HeapRb::<InboundEvent>::new(32).split();
     let (control_p, control_c) = HeapRb::<Control>::new(CONTROL_RING).split();
-    let (items_p, items_c) = HeapRb::<OutItem>::new(sizes.items_out).split();
-    let (audio_out_p, audio_out_c) = HeapRb::<u8>::new(sizes.audio_out_bytes).split();
-    let (events_out_p, events_out_c) = HeapRb::<Event>::new(64).split();
+    let (events_out_p, events_out_c) = HeapRb::<Event>::new(EVENT_RING).split();
     (
-        ConnEnd {
-            link: link.clone(),
-            audio_in: audio_in_p,
-            events_in: events_in_p,
-            control_in: control_p,
-            items_out: items_c,
-            audio_out: audio_out_c,
-            events_out: events_out_c,
-        },
-        MediaEnd {
-            link,
-            audio_in: audio_in_c,
-            events_in: events_in_c,
-            control_in: control_c,
-            items_out: items_p,
-            audio_out: audio_out_p,
-            events_out: events_out_p,
-        },
+        ConnEnd { link: link.clone(), control_in: control_p, events_out: events_out_c },
+        MediaEnd { link, control_in: control_c, events_out: events_out_p },
     )
 }

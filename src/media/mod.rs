@@ -28,7 +28,9 @@
 //! local queue.
 
 mod clock;
+mod endpoint;
 mod link;
+mod script;
 mod worker;
 
 use std::future::Future;
@@ -45,7 +47,9 @@ use ringbuf::traits::{Consumer, Split};
 use ringbuf::{HeapCons, HeapRb};
 
 pub use clock::{Clock, SystemClock, grid_instant};
-pub use link::{CONTROL_RING, CallLink, ConnEnd, Hangup, LinkStats, MediaEnd, OutItem, ReadyMap, RingSizes, call_rings};
+pub use endpoint::Endpoint;
+pub use link::{CONTROL_RING, CallLink, ConnEnd, EVENT_RING, Hangup, LinkStats, MediaEnd, ReadyMap, call_rings};
+pub use script::{Script, ScriptState};
 pub use worker::{MediaStats, NewCall, SLOT, SLOTS, step};
 
 use worker::{Command, RelayFeed, Worker};
@@ -105,7 +109,7 @@ impl MediaPool {
                 load.clone(),
                 stats.clone(),
                 config.max_catchup,
-            );
+            )?;
             let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || worker.run())?;
             threads.push(ThreadHandle { commands: tx, relay: waker.clone(), load, join: Some(join) });
             relays.push(Relay { ring: ring_c, waker, stopped: stopped.clone() });
@@ -210,8 +214,8 @@ mod tests {
             if conference { Box::new(Conference::new(ConferenceConfig::new("pinned")).unwrap()) } else { Box::new(Echo::new(0).unwrap()) };
         let mut session = Session::new(rate, &info, Pipeline::new(vec![stage]), SessionConfig::default()).unwrap();
         let admitted = session.take_conference_joins().pop().map(|join| hub.admit(join, None).unwrap().0);
-        let (_conn, end) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
-        NewCall { session, end, conference: admitted }
+        let (_conn, end) = call_rings();
+        NewCall { session, end, endpoint: crate::media::Script::default().endpoint(), conference: admitted }
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! One media thread: the calls it hosts, each visited when it has something to do.
 //!
-//! The thread sleeps to the absolute instant of the next 1 ms slot, then visits the calls that
-//! are due: those whose connection marked them ready (a frame, an event, a command or the end
-//! arrived; one bit each in a [`ReadyMap`]) and those whose session's next deadline (a wall
-//! tick, the end of a held frame's burst window, pause silence) falls in this slot of a 32 ms
-//! deadline wheel, which also visits every call at least once a turn. At a visit the caller's
-//! bytes go into the session, which runs a pass for each frame of the caller's timeline that is
-//! ready (so a frame goes through within a slot of its arrival) and a wall-only pass for each
-//! 20 ms tick whose frame is late; what the pacer releases goes into the call's rings, and the
-//! relay is woken once for all the calls that have something to send.
+//! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
+//! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
+//! a socket that becomes readable is visited at once, stamped with the instant the thread woke:
+//! the endpoint reads the frames, hands them to the session, the session runs a pass for each
+//! frame of the caller's timeline that is ready, and what the pacer releases goes back out
+//! through the endpoint in one write. A frame's pass therefore runs within the wake-up latency
+//! of its arrival, on the thread that read it.
+//!
+//! At each slot the thread also visits the calls that are due: those marked ready by their call
+//! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next
+//! deadline (a wall tick, the end of a held frame's burst window, pause silence, an edge limit)
+//! falls in the slot of a 32 ms deadline wheel, which also visits every call at least once a
+//! turn.
 //!
 //! If the thread wakes late, the visit makes up everything at once: each session runs every
 //! wall tick it missed (up to its `max_catchup`) and every frame that arrived meanwhile.
@@ -18,6 +22,15 @@
 //! the cycle, before any call. Conference members follow the wall clock, and each passes once
 //! between two mixes, so each hears the others with exactly one frame of delay. With no calls
 //! left it keeps ticking its mixers each cycle until they end (finalizing their recordings).
+//!
+//! When a call ends, its endpoint sends the close frame and stays on the thread, lingering (its
+//! input read and discarded) until the peer has answered or a timeout, so that the peer reads
+//! the close code (RFC 6455 section 7.1.1). Only then is the socket deleted from the poller and
+//! closed.
+//!
+//! `polling` makes registering a socket `unsafe` because the socket must leave the poller
+//! before it is closed: an endpoint is dropped in [`Worker::drop_endpoint`] only, which deletes
+//! its socket first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,14 +38,16 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
+use polling::{Event as Readiness, Events, PollMode, Poller};
 use ringbuf::HeapProd;
-use ringbuf::traits::{Consumer, Observer, Producer};
+use ringbuf::traits::{Consumer, Producer};
 
 use super::clock::{Clock, grid_instant};
-use super::link::{CallLink, MediaEnd, OutItem, ReadyMap};
+use super::endpoint::Endpoint;
+use super::link::{CallLink, MediaEnd, ReadyMap};
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES};
-use crate::session::{Session, Transmit};
+use crate::session::Session;
 use crate::stats::Histogram;
 
 /// Width of one slot of the wheel.
@@ -49,6 +64,8 @@ pub struct NewCall {
     pub session: Session,
     /// The media thread's ends of the call's rings.
     pub end: MediaEnd,
+    /// The call's connection: from now on only this thread reads and writes it.
+    pub endpoint: Box<dyn Endpoint>,
     /// The conference the call joins, admitted: its member goes to the conference's mixer on
     /// this thread (the pool places the call on the conference's thread).
     pub conference: Option<Admitted>,
@@ -56,8 +73,8 @@ pub struct NewCall {
 
 impl NewCall {
     /// A call that joins no conference.
-    pub fn new(session: Session, end: MediaEnd) -> NewCall {
-        NewCall { session, end, conference: None }
+    pub fn new(session: Session, end: MediaEnd, endpoint: Box<dyn Endpoint>) -> NewCall {
+        NewCall { session, end, endpoint, conference: None }
     }
 }
 
@@ -78,6 +95,8 @@ pub struct MediaStats {
     pub calls: AtomicUsize,
     /// Conference mixers currently on media threads.
     pub mixers: AtomicUsize,
+    /// Connections closing (their close frame sent, the peer's answer awaited).
+    pub closing: AtomicUsize,
 }
 
 /// The media thread's side of its relay.
@@ -89,8 +108,17 @@ pub(crate) struct RelayFeed {
 struct MediaCall {
     session: Session,
     end: MediaEnd,
+    endpoint: Box<dyn Endpoint>,
+    /// Whether the socket is watched for writability too.
+    writable: bool,
     /// The slot it is due in next (entries of other slots are stale).
     due_slot: u64,
+}
+
+/// A finished call's connection, lingering until the peer has its close frame.
+struct Closing {
+    endpoint: Box<dyn Endpoint>,
+    writable: bool,
 }
 
 /// Slots of the deadline wheel: a call is visited at least this often (ms), whatever its
@@ -100,6 +128,9 @@ const WHEEL: usize = 32;
 /// Calls a media thread can mark ready through its [`ReadyMap`]; calls beyond are visited every
 /// slot.
 const READY_CAPACITY: usize = 1 << 16;
+
+/// Poller keys at and above this are closing connections (below: live calls by index).
+const CLOSING_KEY: usize = 1 << 40;
 
 pub(crate) struct Worker<C: Clock> {
     pub clock: C,
@@ -112,7 +143,7 @@ pub(crate) struct Worker<C: Clock> {
     free: Vec<usize>,
     /// Calls by the slot of their next deadline.
     wheel: Vec<Vec<usize>>,
-    /// Calls their connections have handed something since the last slot.
+    /// Calls their call tasks have handed something since the last slot.
     ready: Arc<ReadyMap>,
     /// Indices taken from `ready` (kept to reuse its allocation).
     ready_now: Vec<usize>,
@@ -121,6 +152,15 @@ pub(crate) struct Worker<C: Clock> {
     mixed_cycle: u64,
     epoch: Instant,
     next: u64,
+    /// The calls' sockets, edge-triggered.
+    poller: Poller,
+    /// Sockets in the poller (live and closing).
+    watched: usize,
+    io_events: Events,
+    /// Keys taken from `io_events` (kept to reuse its allocation).
+    io_keys: Vec<usize>,
+    closing: Vec<Option<Closing>>,
+    closing_free: Vec<usize>,
 }
 
 impl<C: Clock> Worker<C> {
@@ -131,9 +171,9 @@ impl<C: Clock> Worker<C> {
         load: Arc<AtomicUsize>,
         stats: Arc<MediaStats>,
         max_catchup: Duration,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let epoch = clock.now();
-        Worker {
+        Ok(Worker {
             clock,
             commands,
             relay,
@@ -149,12 +189,18 @@ impl<C: Clock> Worker<C> {
             mixed_cycle: u64::MAX,
             epoch,
             next: 0,
-        }
+            poller: Poller::new()?,
+            watched: 0,
+            io_events: Events::new(),
+            io_keys: Vec::new(),
+            closing: Vec::new(),
+            closing_free: Vec::new(),
+        })
     }
 
     pub fn run(mut self) {
         loop {
-            if self.active() == 0 {
+            if self.active() == 0 && self.closing_count() == 0 {
                 let command = if self.mixers.is_empty() {
                     self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
                 } else {
@@ -194,6 +240,10 @@ impl<C: Clock> Worker<C> {
         self.calls.len() - self.free.len()
     }
 
+    fn closing_count(&self) -> usize {
+        self.closing.len() - self.closing_free.len()
+    }
+
     fn slot_at(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
     }
@@ -222,31 +272,44 @@ impl<C: Clock> Worker<C> {
                 }
             }
         }
-        let entry = MediaCall { session, end: call.end, due_slot: 0 };
-        let index = match self.free.pop() {
-            Some(i) => {
-                self.calls[i] = Some(entry);
-                i
+        let index = self.free.pop().unwrap_or(self.calls.len());
+        if let Some(socket) = call.endpoint.socket() {
+            // SAFETY: the socket belongs to the endpoint, which leaves this thread only through
+            // `drop_endpoint`, and that deletes the socket from the poller first.
+            #[allow(unsafe_code)]
+            let added = unsafe { self.poller.add_with_mode(socket, Readiness::readable(index), PollMode::Edge) };
+            match added {
+                Ok(()) => self.watched += 1,
+                Err(e) => {
+                    // The call still runs on its deadlines; the endpoint finds the socket's data
+                    // at each visit (at least once a wheel's turn).
+                    tracing::warn!(error = %e, "a media thread could not watch a call's socket");
+                }
             }
-            None => {
-                self.calls.push(Some(entry));
-                self.calls.len() - 1
-            }
-        };
-        if let Some(call) = self.calls[index].as_ref() {
-            call.end.link.set_ready_map(self.ready.clone(), index);
         }
-        // Visited at the next slot, then at its deadlines.
+        let entry = MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, due_slot: 0 };
+        entry.end.link.set_ready_map(self.ready.clone(), index);
+        if index == self.calls.len() {
+            self.calls.push(Some(entry));
+        } else {
+            self.calls[index] = Some(entry);
+        }
+        // Visited at the next slot (what came with the upgrade is read then), then as it needs.
         self.ready.set(index);
         self.load.fetch_add(1, Ordering::Relaxed);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sleeps to the next slot and visits every call.
+    /// Waits for the next slot, visiting the sockets that become readable meanwhile, then
+    /// visits every call due in the slot.
     fn run_next_slot(&mut self) {
         let k = self.next;
         let scheduled = grid_instant(self.epoch, SLOT, k);
-        self.clock.sleep_until(scheduled);
+        if self.watched > 0 {
+            self.wait_io(scheduled);
+        } else {
+            self.clock.sleep_until(scheduled);
+        }
         let now = self.clock.now();
         let late = now.saturating_duration_since(scheduled);
         let current = self.slot_at(now).max(k);
@@ -262,6 +325,7 @@ impl<C: Clock> Worker<C> {
         if self.mixed_cycle == u64::MAX || cycle > self.mixed_cycle + self.max_catchup_cycles() {
             self.mixed_cycle = cycle.saturating_sub(1);
         }
+        let new_cycle = self.mixed_cycle < cycle;
         while self.mixed_cycle < cycle {
             self.mixed_cycle += 1;
             self.run_mixers();
@@ -273,7 +337,7 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(index, now, current);
             }
         } else {
-            // The calls whose deadline has come, then those their connections marked ready.
+            // The calls whose deadline has come, then those their call tasks marked ready.
             for s in k..=current {
                 let mut due = std::mem::take(&mut self.wheel[(s % WHEEL as u64) as usize]);
                 for &index in &due {
@@ -299,10 +363,56 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(index, now, current);
             }
         }
+        if new_cycle {
+            // Closing connections whose linger is up go, once a cycle.
+            for i in 0..self.closing.len() {
+                self.linger(i, now);
+            }
+        }
         if woken {
             self.relay.waker.wake();
         }
         self.next = current + 1;
+    }
+
+    /// Waits in the poller until `until`, visiting each call whose socket becomes ready as soon
+    /// as it does.
+    fn wait_io(&mut self, until: Instant) {
+        loop {
+            let now = self.clock.now();
+            if now >= until {
+                return;
+            }
+            self.io_events.clear();
+            if let Err(e) = self.poller.wait(&mut self.io_events, Some(until - now))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::warn!(error = %e, "a media thread's poller failed");
+                self.clock.sleep_until(until);
+                return;
+            }
+            let mut keys = std::mem::take(&mut self.io_keys);
+            keys.extend(self.io_events.iter().map(|e| e.key));
+            if keys.is_empty() {
+                self.io_keys = keys;
+                continue;
+            }
+            let now = self.clock.now();
+            let current = self.slot_at(now).max(self.next.saturating_sub(1));
+            let mut woken = false;
+            for &key in &keys {
+                if key >= CLOSING_KEY {
+                    self.linger(key - CLOSING_KEY, now);
+                } else {
+                    woken |= self.visit(key, now, current);
+                }
+            }
+            keys.clear();
+            self.io_keys = keys;
+            if woken {
+                self.relay.waker.wake();
+            }
+        }
     }
 
     /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
@@ -318,6 +428,11 @@ impl<C: Clock> Worker<C> {
         }
         .clamp(current + 1, latest);
         if let Some(call) = self.calls[index].as_mut() {
+            if call.due_slot > current && call.due_slot <= slot {
+                // Already due as soon as this or sooner: a visit before a deadline is harmless,
+                // and an entry per visit would fill the wheel with stale ones.
+                return;
+            }
             call.due_slot = slot;
             self.wheel[(slot % WHEEL as u64) as usize].push(index);
         }
@@ -327,35 +442,103 @@ impl<C: Clock> Worker<C> {
         (self.max_catchup.as_nanos() / FRAME_DURATION.as_nanos()) as u64
     }
 
-    /// Visits one call: its arrivals, its due passes, its end. Returns whether its connection
-    /// task was queued for a wake-up.
+    /// Visits one call: its socket, its due passes, its end. Returns whether its call task was
+    /// queued for a wake-up.
     fn visit(&mut self, index: usize, now: Instant, current: u64) -> bool {
-        let Some(call) = self.calls[index].as_mut() else { return false };
+        let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { return false };
+        let woke = step(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
         let link = &call.end.link;
         let closed = link.peer_closed.load(Ordering::Acquire);
         let hangup = link.hangup.load(Ordering::Acquire);
         if closed || hangup {
-            // What arrived before the end still goes through, and commands sent just before
-            // it still apply (a stream started then ends with reason `hangup`, and says so).
-            take_audio(&mut call.session, &mut call.end, now);
-            while let Some(command) = call.end.control_in.try_pop() {
-                call.session.handle_control(command);
-            }
             call.session.finish(now, hangup && !closed);
-            flush(&mut call.session, &mut call.end);
+            transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+            call.endpoint.close(&call.end.link, now);
             call.end.link.stats.publish(&call.session.stats());
             call.end.link.media_done.store(true, Ordering::Release);
             wake(&mut self.relay, &call.end.link);
-            self.remove(index);
+            self.retire(index, now);
             return true;
         }
-        let sent = step(&mut call.session, &mut call.end, now);
-        if sent {
+        if woke {
             wake(&mut self.relay, &call.end.link);
         }
-        let deadline = call.session.next_deadline();
+        let want = call.endpoint.wants_write();
+        if want != call.writable
+            && let Some(socket) = call.endpoint.socket()
+        {
+            let interest = if want { Readiness::all(index) } else { Readiness::readable(index) };
+            if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
+                call.writable = want;
+            }
+        }
+        let deadline = match (call.session.next_deadline(), call.endpoint.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.schedule(index, current, deadline);
-        sent
+        woke
+    }
+
+    /// Takes a finished call off the thread; its connection stays, lingering, until the peer
+    /// has the close frame.
+    fn retire(&mut self, index: usize, now: Instant) {
+        let Some(call) = self.calls[index].take() else { return };
+        self.free.push(index);
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        let mut closing = Closing { endpoint: call.endpoint, writable: call.writable };
+        if closing.endpoint.linger(now) {
+            self.drop_endpoint(closing.endpoint);
+            return;
+        }
+        let slot = self.closing_free.pop().unwrap_or(self.closing.len());
+        if let Some(socket) = closing.endpoint.socket() {
+            let key = CLOSING_KEY + slot;
+            let interest = if closing.endpoint.wants_write() { Readiness::all(key) } else { Readiness::readable(key) };
+            closing.writable = closing.endpoint.wants_write();
+            let _ = self.poller.modify_with_mode(socket, interest, PollMode::Edge);
+        }
+        if slot == self.closing.len() {
+            self.closing.push(Some(closing));
+        } else {
+            self.closing[slot] = Some(closing);
+        }
+        self.stats.closing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A closing connection's turn: reads and discards, writes what is left; drops it once it
+    /// is done.
+    fn linger(&mut self, slot: usize, now: Instant) {
+        let Some(closing) = self.closing.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !closing.endpoint.linger(now) {
+            let want = closing.endpoint.wants_write();
+            if want != closing.writable
+                && let Some(socket) = closing.endpoint.socket()
+            {
+                let key = CLOSING_KEY + slot;
+                let interest = if want { Readiness::all(key) } else { Readiness::readable(key) };
+                if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
+                    closing.writable = want;
+                }
+            }
+            return;
+        }
+        if let Some(closing) = self.closing[slot].take() {
+            self.closing_free.push(slot);
+            self.stats.closing.fetch_sub(1, Ordering::Relaxed);
+            self.drop_endpoint(closing.endpoint);
+        }
+    }
+
+    /// The one place an endpoint is dropped: its socket leaves the poller first.
+    fn drop_endpoint(&mut self, endpoint: Box<dyn Endpoint>) {
+        if let Some(socket) = endpoint.socket()
+            && self.poller.delete(socket).is_ok()
+        {
+            self.watched -= 1;
+        }
+        drop(endpoint);
     }
 
     /// One cycle of every conference on this thread; ended conferences go.
@@ -373,54 +556,52 @@ impl<C: Clock> Worker<C> {
         }
     }
 
-    fn remove(&mut self, index: usize) {
-        if self.calls[index].take().is_some() {
-            self.free.push(index);
-            self.load.fetch_sub(1, Ordering::Relaxed);
-            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
+    /// The pool is stopping: every call finishes now, its close frame written if the socket
+    /// takes it, and every connection closes.
     fn finish_all(&mut self) {
         let now = self.clock.now();
         for index in 0..self.calls.len() {
-            if let Some(call) = self.calls[index].as_mut() {
-                take_audio(&mut call.session, &mut call.end, now);
+            if let Some(mut call) = self.calls[index].take() {
                 call.session.finish(now, false);
+                transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+                call.endpoint.close(&call.end.link, now);
+                call.endpoint.linger(now);
                 call.end.link.stats.publish(&call.session.stats());
                 call.end.link.media_done.store(true, Ordering::Release);
                 call.end.link.waker.wake();
+                self.free.push(index);
+                self.load.fetch_sub(1, Ordering::Relaxed);
+                self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+                self.drop_endpoint(call.endpoint);
             }
-            self.remove(index);
+        }
+        for slot in 0..self.closing.len() {
+            if let Some(closing) = self.closing[slot].take() {
+                self.stats.closing.fetch_sub(1, Ordering::Relaxed);
+                self.drop_endpoint(closing.endpoint);
+            }
         }
         self.stats.mixers.fetch_sub(self.mixers.len(), Ordering::Relaxed);
         self.mixers.clear();
     }
 }
 
-/// One call's work for one visit, exactly as a media thread runs it: platform events, control
-/// commands and the caller's audio from the rings into the session, the passes that are due,
-/// and everything released back into the rings. Returns whether anything was released or
-/// emitted (the connection task then has something to send). Allocation-free (see
-/// `tests/no_alloc.rs`).
-pub fn step(session: &mut Session, end: &mut MediaEnd, now: Instant) -> bool {
-    while let Some(event) = end.events_in.try_pop() {
-        session.handle_platform(event);
-    }
+/// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads
+/// into the session, control commands, the passes that are due, what they released out through
+/// the endpoint, one write. Returns whether processor events went to the call task (which is
+/// then woken). Allocation-free (see `tests/no_alloc.rs`).
+pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
+    endpoint.receive(session, end, now);
+    // Commands sent just before the end still apply (a stream started then ends with reason
+    // `hangup`, and says so).
     while let Some(command) = end.control_in.try_pop() {
         session.handle_control(command);
     }
     let passes = session.passes();
-    loop {
-        let taken = take_audio(session, end, now);
-        session.handle_tick(now);
-        // A burst larger than the session's buffer: what it took has gone through, take more.
-        if taken == 0 || end.audio_in.is_empty() {
-            break;
-        }
-    }
-    let sent = flush(session, end);
-    if session.passes() != passes || sent {
+    session.handle_tick(now);
+    let events = transmit(session, end, endpoint, now);
+    endpoint.flush(&end.link, now);
+    if session.passes() != passes || events {
         end.link.stats.publish(&session.stats());
     }
     if session.hangup_requested() && !end.link.hangup.load(Ordering::Acquire) {
@@ -428,64 +609,27 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, now: Instant) -> bool {
         // the call, as after the control API's hang-up.
         end.link.hang_up(super::link::Hangup::Processor);
     }
-    sent
+    events
 }
 
-/// Moves the caller's bytes from the ring into the session, as many as it has room for (the
-/// rest waits in the ring, and behind it in the socket: nothing is dropped). Wakes the
-/// connection task if it was waiting for room. Returns the bytes moved.
-fn take_audio(session: &mut Session, end: &mut MediaEnd, now: Instant) -> usize {
-    let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
-    let mut taken = 0;
-    loop {
-        let room = session.inbound_room().min(bytes.len());
-        let n = end.audio_in.pop_slice(&mut bytes[..room]);
-        if n == 0 {
-            break;
-        }
-        session.handle_audio(&bytes[..n], now);
-        taken += n;
-    }
-    if taken > 0 && end.link.inbound_waiting.swap(false, Ordering::AcqRel) {
-        end.link.waker.wake();
-    }
-    taken
-}
-
-/// Moves everything the session released into the call's outbound rings. Returns whether
-/// anything was moved.
-fn flush(session: &mut Session, end: &mut MediaEnd) -> bool {
+/// Hands everything the session released to the endpoint, and the processors' events to the
+/// call task's ring. Returns whether there were events.
+fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
     let mut frame = [0u8; MAX_FRAME_BYTES];
-    let mut moved = false;
     while let Some(transmit) = session.poll_transmit(&mut frame) {
-        moved = true;
-        let item = match transmit {
-            Transmit::Audio { released, deadline, len } => {
-                if end.audio_out.vacant_len() < len || end.items_out.is_full() {
-                    end.link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                end.audio_out.push_slice(&frame[..len]);
-                OutItem::Audio { released, deadline }
-            }
-            Transmit::Clear => OutItem::Clear,
-            Transmit::Notify { marker } => OutItem::Notify(marker),
-        };
-        if end.items_out.try_push(item).is_err() {
-            end.link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
-        }
+        endpoint.send(transmit, &frame, &end.link, now);
     }
+    let mut events = false;
     while let Some(event) = session.poll_event() {
-        moved = true;
+        events = true;
         if end.events_out.try_push(event).is_err() {
             end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-    moved
+    events
 }
 
-/// Queues a call's connection task for the relay to wake; wakes it directly if the relay's ring
-/// is full.
+/// Queues a call's task for the relay to wake; wakes it directly if the relay's ring is full.
 fn wake(relay: &mut RelayFeed, link: &Arc<CallLink>) {
     if let Err(link) = relay.ring.try_push(link.clone()) {
         link.waker.wake();
@@ -501,7 +645,8 @@ mod tests {
     use ringbuf::traits::Split;
 
     use super::*;
-    use crate::media::link::{ConnEnd, RingSizes, call_rings};
+    use crate::media::Script;
+    use crate::media::link::{ConnEnd, call_rings};
     use crate::processor::{CallInfo, Echo, Pipeline};
     use crate::protocol::{Metadata, SampleRate};
     use crate::session::SessionConfig;
@@ -527,7 +672,7 @@ mod tests {
         }
     }
 
-    fn worker_with_call() -> (Worker<FakeClock>, FakeClock, ConnEnd) {
+    fn worker_with_call() -> (Worker<FakeClock>, FakeClock, ConnEnd, Script) {
         let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
         let (_tx, rx) = channel();
         let (ring, _relay) = HeapRb::<Arc<CallLink>>::new(16).split();
@@ -539,25 +684,26 @@ mod tests {
             Arc::new(AtomicUsize::new(0)),
             Arc::new(MediaStats::default()),
             Duration::from_millis(200),
-        );
+        )
+        .unwrap();
         let rate = SampleRate::Hz8000;
         let call = CallInfo { id: "w".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
         let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), SessionConfig::default()).unwrap();
-        let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
+        let (conn, media) = call_rings();
+        let script = Script::with_capacity(4096);
         worker.next = worker.slot_at(clock.now()) + 1;
-        worker.add(NewCall::new(session, media));
-        (worker, clock, conn)
+        worker.add(NewCall::new(session, media, script.endpoint()));
+        (worker, clock, conn, script)
     }
 
     fn passes(conn: &ConnEnd) -> u64 {
         conn.link.stats.session().passes
     }
 
-    fn sent(conn: &mut ConnEnd) -> Vec<i16> {
+    fn sent(script: &Script) -> Vec<i16> {
         let mut frames = Vec::new();
-        while conn.items_out.try_pop().is_some() {
-            let mut frame = [0u8; 320];
-            assert_eq!(conn.audio_out.pop_slice(&mut frame), 320);
+        let mut frame = [0u8; 320];
+        while script.take_sent(&mut frame) == 320 {
             frames.push(i16::from_le_bytes([frame[0], frame[1]]));
         }
         frames
@@ -569,13 +715,13 @@ mod tests {
 
     #[test]
     fn a_frame_goes_through_within_a_slot_of_its_arrival_and_late_ones_are_not_replaced() {
-        let (mut worker, clock, mut conn) = worker_with_call();
+        let (mut worker, clock, conn, script) = worker_with_call();
         let start = clock.now();
         for i in 0..100i16 {
             // Frames arrive 0.4 ms into a slot; each is echoed at the next visit.
             clock.advance(Duration::from_micros(400));
             if i != 50 {
-                assert_eq!(conn.audio_in.push_slice(&frame(i + 1)), 320);
+                script.deliver(&frame(i + 1));
                 conn.link.notify_media();
             }
             worker.run_next_slot();
@@ -585,14 +731,14 @@ mod tests {
                 // when it comes.
                 for _ in 0..15 {
                     worker.run_next_slot();
-                    assert_eq!(sent(&mut conn), [] as [i16; 0]);
+                    assert_eq!(sent(&script), [] as [i16; 0]);
                 }
-                assert_eq!(conn.audio_in.push_slice(&frame(51)), 320);
+                script.deliver(&frame(51));
                 conn.link.notify_media();
                 worker.run_next_slot();
-                assert_eq!(sent(&mut conn), [51]);
+                assert_eq!(sent(&script), [51]);
             } else {
-                assert_eq!(sent(&mut conn), [i + 1], "frame {i}");
+                assert_eq!(sent(&script), [i + 1], "frame {i}");
                 assert!(clock.now() - arrived < SLOT);
             }
             while clock.now() < start + FRAME_DURATION * (i as u32 + 1) {
@@ -606,7 +752,7 @@ mod tests {
 
     #[test]
     fn missed_wall_ticks_are_made_up_and_a_stall_beyond_the_limit_skips_them() {
-        let (mut worker, clock, conn) = worker_with_call();
+        let (mut worker, clock, conn, _script) = worker_with_call();
         let start = clock.now();
         while clock.now() < start + FRAME_DURATION * 10 {
             worker.run_next_slot();
@@ -640,7 +786,8 @@ mod tests {
         let (ring, _relay) = HeapRb::<Arc<CallLink>>::new(64).split();
         let relay = RelayFeed { ring, waker: Arc::new(AtomicWaker::new()) };
         let stats = Arc::new(MediaStats::default());
-        let mut worker = Worker::new(clock.clone(), rx, relay, Arc::new(AtomicUsize::new(0)), stats.clone(), Duration::from_millis(200));
+        let mut worker =
+            Worker::new(clock.clone(), rx, relay, Arc::new(AtomicUsize::new(0)), stats.clone(), Duration::from_millis(200)).unwrap();
         // Start on a cycle boundary, so that every member's first pass falls in the first cycle.
         worker.next = (worker.slot_at(clock.now()) / SLOTS as u64 + 1) * SLOTS as u64;
         let hub = Conferences::new();
@@ -654,9 +801,10 @@ mod tests {
             let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(conference)]), SessionConfig::default()).unwrap();
             let join = session.take_conference_joins().pop().expect("prepared by the session");
             let (admitted, _membership) = hub.admit(join, None).unwrap();
-            let (conn, media) = call_rings(RingSizes::for_frames(rate.frame_bytes(), 16, 3));
-            worker.add(NewCall { session, end: media, conference: Some(admitted) });
-            conns.push(conn);
+            let (conn, media) = call_rings();
+            let script = Script::with_capacity(8192);
+            worker.add(NewCall { session, end: media, endpoint: script.endpoint(), conference: Some(admitted) });
+            conns.push((conn, script));
         }
         assert_eq!(stats.mixers.load(Ordering::Relaxed), 1, "one mixer for the conference");
 
@@ -672,18 +820,17 @@ mod tests {
         let mut bytes = [0u8; 2 * MAX_FRAME_BYTES];
         let mut pcm = [0i16; MAX_FRAME_BYTES];
         for p in 0..passes {
-            for (conn, frames) in conns.iter_mut().zip(&inputs) {
+            for ((conn, script), frames) in conns.iter_mut().zip(&inputs) {
                 let n = encode_l16(&frames[p], &mut bytes);
-                assert_eq!(conn.audio_in.push_slice(&bytes[..n]), n);
+                script.deliver(&bytes[..n]);
                 conn.link.notify_media();
             }
             for _ in 0..SLOTS {
                 worker.run_next_slot();
             }
-            for (conn, out) in conns.iter_mut().zip(&mut heard) {
-                while conn.items_out.try_pop().is_some() {}
+            for ((_, script), out) in conns.iter_mut().zip(&mut heard) {
                 loop {
-                    let n = conn.audio_out.pop_slice(&mut bytes);
+                    let n = script.take_sent(&mut bytes);
                     if n == 0 {
                         break;
                     }
@@ -699,13 +846,13 @@ mod tests {
             assert!(out.len() >= (passes - 3) * frame, "member {i}: {} samples released", out.len());
             assert!(out[..] == expected[..out.len()], "member {i} at {} Hz hears exactly the others, one frame later", rates[i]);
             assert!(out.iter().any(|s| *s != 0));
-            assert_eq!(conns[i].link.stats.session().input_missing, 0);
+            assert_eq!(conns[i].0.link.stats.session().input_missing, 0);
         }
     }
 
     #[test]
     fn a_closed_call_is_finished_and_removed() {
-        let (mut worker, _clock, conn) = worker_with_call();
+        let (mut worker, _clock, conn, _script) = worker_with_call();
         for _ in 0..20 {
             worker.run_next_slot();
         }

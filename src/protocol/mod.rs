@@ -6,6 +6,7 @@
 mod audio;
 mod message;
 mod metadata;
+pub mod ws;
 
 pub use audio::{
     BYTES_PER_SAMPLE, FRAME_DURATION, FRAMES_PER_SECOND, MAX_FRAME_BYTES, MAX_FRAME_SAMPLES, SampleRate, decode_l16, encode_l16,

@@ -5,13 +5,17 @@
 //! connection's errors end that connection only. Media work happens on the media threads, never
 //! here.
 
+mod admission;
+mod call_task;
 mod calls;
-mod conn;
 mod control;
 mod edge;
+mod endpoint;
 mod metrics;
 mod stats;
 mod tls;
+mod transport;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -236,7 +240,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let shared = shared.clone();
-                tokio::spawn(async move { conn::serve(stream, peer, shared).await });
+                tokio::spawn(async move { admission::serve(stream, peer, shared).await });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -1,0 +1,371 @@
+//! A call's task on the runtime, from admission to its `ended` event.
+//!
+//! The call's audio never comes here: its socket and session live on a media thread. The task
+//! carries what the runtime is for: the control API's commands (hang-ups, and media commands
+//! into the call's control ring), the call's events to the event bus and webhooks (the
+//! processors' events arrive through a ring; the media thread wakes the task when there are
+//! some), and, once the media thread has finished the call, its report: the `recording` events
+//! when the files are final, the conference's bookkeeping, the `ended` event with the close
+//! code and counters, and the call's place in the list of ended calls.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use ringbuf::traits::{Consumer, Producer};
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::admission::ConnectionGuard;
+use super::calls::{CallCommand, CallStatus, CallView, LiveCall};
+use crate::media::{ConnEnd, Hangup};
+use crate::processor::{ConferenceState, DtmfSource, Event, Membership};
+use crate::session::{CloseCode, Control, SharedAudio};
+
+/// How long a call's `recording` events wait for the writer thread to finalize the files.
+const FINALIZE_WAIT: Duration = Duration::from_secs(2);
+
+/// A call's task. See the [module docs](self).
+pub(super) struct CallTask {
+    shared: Arc<Shared>,
+    call: Arc<LiveCall>,
+    end: ConnEnd,
+    commands: mpsc::Receiver<CallCommand>,
+    /// A command waiting for room in the control ring.
+    pending: Option<Control>,
+    /// Audio the API handed to the media thread: dropped here once the session has let go.
+    retained: Vec<SharedAudio>,
+    events: CallEvents,
+    route_index: usize,
+    membership: Option<Membership>,
+}
+
+impl CallTask {
+    pub fn new(
+        shared: Arc<Shared>,
+        call: Arc<LiveCall>,
+        end: ConnEnd,
+        commands: mpsc::Receiver<CallCommand>,
+        events: CallEvents,
+        route_index: usize,
+        membership: Option<Membership>,
+    ) -> CallTask {
+        CallTask { shared, call, end, commands, pending: None, retained: Vec::new(), events, route_index, membership }
+    }
+
+    /// The call could not be handed to a media thread.
+    pub async fn fail(mut self, error: &str) {
+        if let Some(m) = &self.membership {
+            leave_conference(&self.shared, m);
+        }
+        self.shared.stats.count_close(CloseCode::Internal);
+        warn!(id = self.call.id, error, "call refused");
+        self.events.publish("error", json!({ "error": error, "close_code": 1011 }));
+    }
+
+    /// Runs the call: registers it, serves its commands and events until the media thread has
+    /// finished it, then reports its end. `permit` is the call's place in the server's capacity.
+    pub async fn run(mut self, permit: Option<OwnedSemaphorePermit>, _guard: ConnectionGuard) {
+        let shared = self.shared.clone();
+        let call = self.call.clone();
+        let route = &shared.config.routes[self.route_index];
+        let track = self.membership.as_mut().and_then(|m| m.track.take());
+        if let Some(m) = self.membership.as_ref().filter(|m| m.started) {
+            let fields = json!({ "rate": m.conference.settings().rate, "recording": m.conference.mixed_path() });
+            publish_conference(&shared, &m.conference, "conference:started", fields);
+        }
+        shared.calls.insert(call.clone());
+        shared.stats.calls_total.fetch_add(1, Ordering::Relaxed);
+        shared.stats.calls_active.fetch_add(1, Ordering::AcqRel);
+        if let Some(r) = shared.stats.routes.get(self.route_index) {
+            r.calls_total.fetch_add(1, Ordering::Relaxed);
+            r.calls_active.fetch_add(1, Ordering::Relaxed);
+        }
+        info!(id = call.id, path = call.path, rate = call.rate.hz(), processors = route.processors.len(), "call started");
+        let started = json!({ "rate": call.rate.hz(), "metadata": call.metadata, "start_time": crate::events::timestamp(call.started_at) });
+        self.events.publish("started", started);
+
+        poll_fn(|cx| self.poll(cx)).await;
+        self.drain_events();
+        let link = &self.end.link;
+        let s = link.stats.session();
+        let close_code = match link.close_code.load(Ordering::Acquire) {
+            0 => 1006,
+            code => i32::from(code),
+        };
+        let mut view = call.view();
+        view.status = CallStatus::Ended;
+        view.end_time = Some(crate::events::timestamp(SystemTime::now()));
+        view.close_code = Some(close_code);
+        view.players_active = 0;
+        info!(
+            id = call.id,
+            path = call.path,
+            rate = call.rate.hz(),
+            close = close_code,
+            duration_s = format!("{:.2}", view.duration_s),
+            frames_in = view.frames_in,
+            frames_out = view.frames_out,
+            late = view.late_frames,
+            dropped_in = view.dropped_in,
+            dropped_out = view.dropped_out,
+            wrong_size = view.wrong_size,
+            catchups = s.catchups,
+            "call ended"
+        );
+        if let Some(m) = self.membership.take() {
+            let conference = m.conference.clone();
+            if let Some((file, offset, outcomes)) = track {
+                self.events.publish_track(&file, offset, outcomes, &conference).await;
+            }
+            leave_conference(&shared, &m);
+        }
+        self.events.publish_recordings().await;
+        self.events.publish("ended", ended_event(&view));
+        // The call's counters move into the server's totals in the same step that takes it off
+        // the live list, so that /metrics (which adds both) never counts it twice or not at all.
+        shared.calls.end(call.serial, view, || {
+            let r = Ordering::Relaxed;
+            shared.stats.ring_overrun_in_bytes.fetch_add(link.stats.ring_overrun_in_bytes.load(r), r);
+            shared.stats.ring_overrun_out.fetch_add(link.stats.ring_overrun_out.load(r), r);
+            shared.stats.input_missing.fetch_add(s.input_missing, r);
+        });
+        if let Some(r) = shared.stats.routes.get(self.route_index) {
+            r.calls_active.fetch_sub(1, Ordering::Relaxed);
+        }
+        // The media thread has let go of every buffer the API handed it.
+        drop(self);
+        drop(permit);
+        if shared.stats.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.idle.notify_waiters();
+        }
+    }
+
+    /// Until the media thread has finished the call: commands in, events out.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.end.link.waker.register(cx.waker());
+        self.poll_commands(cx);
+        self.drain_events();
+        if self.end.link.is_media_done() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Takes the control API's commands: hang-ups here, media commands into the control ring.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) {
+        self.retained.retain(|audio| Arc::strong_count(audio) > 1);
+        loop {
+            if let Some(command) = self.pending.take() {
+                if let Err(command) = self.end.control_in.try_push(command) {
+                    // The ring is full: wait for the media thread, and leave the channel full so
+                    // that the API answers 503 meanwhile.
+                    self.pending = Some(command);
+                    return;
+                }
+                self.end.link.notify_media();
+            }
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(CallCommand::Hangup)) => {
+                    self.shared.stats.hangups_api.fetch_add(1, Ordering::Relaxed);
+                    info!(id = self.call.id, "hanging up: control API");
+                    self.end.link.hang_up(Hangup::Api);
+                }
+                Poll::Ready(Some(CallCommand::Media(command))) => {
+                    if let Control::Stream { audio, .. } | Control::Dtmf { audio } = &command {
+                        self.retained.push(audio.clone());
+                    }
+                    self.pending = Some(command);
+                }
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    /// Publishes the events the session and its processors emitted.
+    fn drain_events(&mut self) {
+        while let Some(event) = self.end.events_out.try_pop() {
+            self.events.processor_event(&event);
+        }
+    }
+}
+
+fn ended_event(view: &CallView) -> Value {
+    json!({
+        "duration_s": view.duration_s,
+        "close_code": view.close_code,
+        "hangup": view.hangup,
+        "frames_in": view.frames_in,
+        "frames_out": view.frames_out,
+        "late_frames": view.late_frames,
+        "dropped_in": view.dropped_in,
+        "dropped_out": view.dropped_out,
+        "wrong_size": view.wrong_size,
+        "end_time": view.end_time,
+    })
+}
+
+/// Builds a call's events and hands them to the event bus, numbered in order.
+pub(super) struct CallEvents {
+    shared: Arc<Shared>,
+    id: String,
+    path: String,
+    url: Option<String>,
+    seq: u64,
+    /// Finished recordings whose files may still be being finalized.
+    recordings: Vec<Value>,
+}
+
+impl CallEvents {
+    /// The events of call `id` on `path`, posted to `url` when the route has one.
+    pub fn new(shared: Arc<Shared>, id: String, path: String, url: Option<String>) -> CallEvents {
+        CallEvents { shared, id, path, url, seq: 0, recordings: Vec::new() }
+    }
+
+    /// Publishes `{"event": kind, "call_id", "path", "seq", "timestamp", ...fields}`; a field
+    /// with one of the first five names is ignored.
+    pub fn publish(&mut self, kind: &str, fields: Value) {
+        let mut event = json!({
+            "event": kind,
+            "call_id": self.id,
+            "path": self.path,
+            "seq": self.seq,
+            "timestamp": crate::events::timestamp(SystemTime::now()),
+        });
+        if let (Value::Object(event), Value::Object(fields)) = (&mut event, fields) {
+            for (key, value) in fields {
+                event.entry(key).or_insert(value);
+            }
+        }
+        self.seq += 1;
+        self.shared.events.publish(event, self.url.as_deref());
+    }
+
+    /// Publishes the `recording` events of the call's finished recordings once their files are
+    /// finalized (a poll interval or two after the call ends; at most `FINALIZE_WAIT`), so that
+    /// a webhook can fetch a complete file.
+    async fn publish_recordings(&mut self) {
+        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
+        for fields in std::mem::take(&mut self.recordings) {
+            let file = fields.get("file").and_then(Value::as_str).map(std::path::PathBuf::from);
+            while let Some(file) = &file
+                && crate::processor::recording_in_progress(file)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.publish("recording", fields);
+        }
+    }
+
+    /// Publishes the `recording` event of the call's conference track once its file is final
+    /// (the mixer lets go of it within a cycle of the call's end).
+    async fn publish_track(
+        &mut self,
+        file: &std::path::Path,
+        offset: Duration,
+        outcomes: std::sync::mpsc::Receiver<crate::processor::RecordingOutcome>,
+        conference: &ConferenceState,
+    ) {
+        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
+        let outcome = loop {
+            match outcomes.try_recv() {
+                Ok(outcome) => break Some(outcome),
+                Err(_) if tokio::time::Instant::now() >= deadline => break None,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let mut fields = json!({
+            "state": "finished",
+            "file": file,
+            "conference": conference.name(),
+            "conference_offset_ms": offset.as_millis() as u64,
+        });
+        if let Some(o) = outcome {
+            fields["duration_ms"] = json!(o.duration_ms);
+            fields["samples"] = json!(o.samples);
+            fields["dropped"] = json!(o.dropped);
+            if let Some(error) = o.error {
+                fields["error"] = json!(error);
+            }
+        }
+        self.publish("recording", fields);
+    }
+
+    /// Publishes a processor's or the session's event.
+    fn processor_event(&mut self, event: &Event) {
+        match event {
+            // A key the platform reported went out as it arrived; `dtmf_detect`'s merged twin of
+            // it would repeat it.
+            Event::Dtmf { source: DtmfSource::Both, .. } => {}
+            Event::Dtmf { digit, start_ms, duration_ms, source } => {
+                let source = if *source == DtmfSource::Platform { "platform" } else { "inband" };
+                self.publish(
+                    "dtmf",
+                    json!({ "digit": digit.as_char().to_string(), "source": source, "start_ms": start_ms, "duration_ms": duration_ms }),
+                );
+            }
+            Event::StreamDone { id, reason } => {
+                self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() }))
+            }
+            Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
+                Some("finished") => {
+                    // The recording's file goes in `file`: `path` is the call's. The event waits
+                    // for the writer thread to finalize the file (see `publish_recordings`).
+                    let mut fields = Value::clone(data);
+                    if let Some(map) = fields.as_object_mut()
+                        && let Some(file) = map.remove("path")
+                    {
+                        map.insert("file".into(), file);
+                    }
+                    self.recordings.push(fields);
+                }
+                Some("error") => {
+                    self.publish("error", json!({ "source": "recording", "error": data.get("error"), "file": data.get("path") }))
+                }
+                _ => debug!(id = self.id, %data, "recording"),
+            },
+            Event::Custom { name: "stream:done", data } => {
+                let mut fields = Value::clone(data);
+                fields["source"] = json!("play");
+                self.publish("stream:done", fields);
+            }
+            Event::Custom { name, data } => self.publish(name, Value::clone(data)),
+            Event::NotifyPlayed { .. } | Event::Cleared => {}
+        }
+    }
+}
+
+/// Publishes a conference's own event (no call: `conference` instead of `call_id`), to the log
+/// and to the `event_url` of the route of the member that started it.
+fn publish_conference(shared: &Shared, conference: &ConferenceState, kind: &str, fields: Value) {
+    let mut event = json!({
+        "event": kind,
+        "conference": conference.name(),
+        "timestamp": crate::events::timestamp(SystemTime::now()),
+    });
+    if let (Value::Object(event), Value::Object(fields)) = (&mut event, fields) {
+        for (key, value) in fields {
+            event.entry(key).or_insert(value);
+        }
+    }
+    shared.events.publish(event, conference.event_url());
+}
+
+/// Takes a member out of its conference; after the last one, publishes `conference:ended` once
+/// the mixed recording (if any) is final.
+fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
+    let Some(conference) = shared.conferences.leave(membership) else { return };
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        // The mixer notices within a cycle; the writer finalizes within a poll interval or two.
+        let recording = conference
+            .wait_for_mixed(FINALIZE_WAIT)
+            .map(|o| json!({ "file": o.path, "duration_ms": o.duration_ms, "samples": o.samples, "dropped": o.dropped, "error": o.error }));
+        let duration_ms = conference.started().elapsed().map_or(0, |d| d.as_millis() as u64);
+        let fields = json!({ "duration_ms": duration_ms, "members_total": conference.joined_total(), "recording": recording });
+        publish_conference(&shared, &conference, "conference:ended", fields);
+    });
+}

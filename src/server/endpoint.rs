@@ -1,0 +1,502 @@
+//! A call's socket on its media thread: frames in to the session, frames out to the peer, the
+//! close handshake.
+//!
+//! [`SocketEndpoint`] is what `admission` hands the media thread with the call's session. At a
+//! visit it reads what the socket has, parses it (the framing is [`crate::protocol::ws`]) and
+//! applies the call's protocol rules ([`CallEdge`]): audio goes straight into the session, as
+//! much as the session has room for (the rest waits in the socket: TCP holds it, nothing is
+//! dropped); platform events become the session's events; a peer's close, a protocol error, a
+//! text flood or the idle limit end the call. What the session releases is framed into one
+//! buffer, written once per visit. When the peer stops reading, the buffer holds a few frames'
+//! worth (the look-ahead) and further frames are counted and dropped; after the write timeout
+//! the call is closed with 1008.
+//!
+//! At the end the endpoint sends the close frame and lingers: it reads and discards the peer's
+//! input until the peer's own close frame, the end of the stream or [`LINGER`], so that the
+//! kernel never resets a socket with unread input and the peer reads the close code.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ringbuf::traits::Producer;
+use serde_json::json;
+use tracing::{debug, info};
+
+use super::admission::ConnectionGuard;
+use super::calls::LiveCall;
+use super::edge::{CallEdge, Limit, Text};
+use super::transport::Transport;
+use super::{LATE_THRESHOLD_US, Shared};
+use crate::media::{CallLink, Endpoint, Hangup, MediaEnd};
+use crate::processor::Event;
+use crate::protocol::ws::{self, Message, Opcode, Parser, WireError};
+use crate::protocol::{AppAction, NOTIFY_MARKER_KEY};
+use crate::session::{CloseCode, InboundEvent, Rejection, Session, Transmit};
+
+/// How long, after our close frame, the peer's input is read and discarded while its own close
+/// frame is awaited (RFC 6455 section 7.1.1).
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+
+/// Why the call's connection ended on this side.
+#[derive(Debug)]
+enum Ending {
+    /// The peer sent a close frame (with its code) or ended the stream.
+    PeerClosed(Option<u16>),
+    /// The socket failed (reset, broken pipe).
+    PeerLost,
+    /// callpipe closes the call because of the peer's input or a limit.
+    Reject(Rejection),
+}
+
+/// The close handshake in progress.
+#[derive(Debug)]
+struct Closing {
+    until: Instant,
+    /// The peer has closed (its close frame or the end of its stream): nothing more to read.
+    peer_done: bool,
+    /// The stream can no longer be parsed: input is discarded unparsed.
+    raw: bool,
+}
+
+/// A call's connection on its media thread. See the [module docs](self).
+pub(super) struct SocketEndpoint {
+    transport: Transport,
+    parser: Parser,
+    side: CallSide,
+    closing: Option<Closing>,
+    /// Keeps the server's count of open connections until the socket closes.
+    _connection: ConnectionGuard,
+}
+
+/// Everything but the byte stream: the protocol rules, the output buffer, the counters.
+struct CallSide {
+    shared: Arc<Shared>,
+    call: Arc<LiveCall>,
+    edge: CallEdge,
+    frame_bytes: usize,
+    /// Framed output not yet taken by the socket.
+    out: Vec<u8>,
+    /// The most `out` holds before frames are dropped (the peer is not reading).
+    max_out: usize,
+    /// A binary message's bytes the session had no room for yet.
+    stash: Vec<u8>,
+    /// Since when the socket has refused our writes.
+    blocked_since: Option<Instant>,
+    ending: Option<Ending>,
+}
+
+impl SocketEndpoint {
+    /// The endpoint of `call` over `transport`, with what the parser already holds.
+    pub fn new(transport: Transport, parser: Parser, shared: Arc<Shared>, call: Arc<LiveCall>, connection: ConnectionGuard) -> Self {
+        let config = &shared.config;
+        let frame_bytes = call.rate.frame_bytes();
+        let framed = frame_bytes + ws::MAX_HEADER;
+        let limits = super::edge::EdgeLimits {
+            frame_policy: config.server.frame_policy,
+            max_text_per_second: config.server.max_text_per_second,
+            idle_timeout: config.server.idle_timeout,
+            max_duration: config.server.max_duration,
+        };
+        let side = CallSide {
+            edge: CallEdge::new(call.rate, limits, call.started),
+            frame_bytes,
+            out: Vec::with_capacity(framed),
+            max_out: framed * (config.session.lookahead_frames as usize * 2 + 2),
+            stash: Vec::new(),
+            blocked_since: None,
+            ending: None,
+            shared,
+            call,
+        };
+        SocketEndpoint { transport, parser, side, closing: None, _connection: connection }
+    }
+
+    /// Ends the call from this side: the media thread finishes it at this visit.
+    fn end(&mut self, ending: Ending, link: &CallLink) {
+        if self.side.ending.is_none() {
+            self.side.ending = Some(ending);
+            link.peer_closed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Reads until the socket would block (or the session is full), handing whole messages on.
+    fn read(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
+        loop {
+            loop {
+                if !self.side.make_room(session, now) {
+                    return;
+                }
+                let message = match self.parser.next() {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let ending = Ending::Reject(rejection_for(&e));
+                        self.end(ending, &end.link);
+                        return;
+                    }
+                };
+                if let Some(ending) = self.side.handle(message, session, end, now) {
+                    self.end(ending, &end.link);
+                    return;
+                }
+            }
+            let space = self.parser.buffer_mut();
+            let asked = space.len();
+            match self.transport.read(space) {
+                Ok(0) => {
+                    self.end(Ending::PeerClosed(None), &end.link);
+                    return;
+                }
+                Ok(n) => {
+                    self.parser.filled(n);
+                    if !self.transport.may_have_more(n, asked) {
+                        // Parse what came, then stop: more arriving raises a new edge.
+                        self.parse_only(session, end, now);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(id = self.side.call.id, error = %e, "connection lost");
+                    self.end(Ending::PeerLost, &end.link);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands on the whole messages the parser holds.
+    fn parse_only(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
+        while self.side.make_room(session, now) {
+            match self.parser.next() {
+                Ok(Some(message)) => {
+                    if let Some(ending) = self.side.handle(message, session, end, now) {
+                        self.end(ending, &end.link);
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.end(Ending::Reject(rejection_for(&e)), &end.link);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes `out`; an error ends the call.
+    fn write_out(&mut self, now: Instant) -> io::Result<()> {
+        let side = &mut self.side;
+        let mut written = 0;
+        while written < side.out.len() {
+            match self.transport.write(&side.out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        side.out.drain(..written);
+        self.transport.flush()?;
+        if side.out.is_empty() && !self.transport.has_pending() {
+            side.blocked_since = None;
+        } else {
+            side.blocked_since.get_or_insert(now);
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint for SocketEndpoint {
+    fn socket(&self) -> Option<&std::net::TcpStream> {
+        Some(self.transport.socket())
+    }
+
+    fn receive(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
+        if self.closing.is_some() || self.side.ending.is_some() {
+            return;
+        }
+        if end.link.hangup.load(Ordering::Acquire) {
+            self.side.edge.handle_hangup();
+        }
+        match self.side.edge.poll_limit(now) {
+            Some(Limit::Idle(rejection)) => {
+                self.side.shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+                self.end(Ending::Reject(rejection), &end.link);
+                return;
+            }
+            Some(Limit::MaxDuration) => {
+                self.side.shared.stats.hangups_max_duration.fetch_add(1, Ordering::Relaxed);
+                let max_s = self.side.shared.config.server.max_duration.unwrap_or_default().as_secs();
+                info!(id = self.side.call.id, max_s, "hanging up: maximum call duration");
+                end.link.hang_up(Hangup::MaxDuration);
+            }
+            None => {}
+        }
+        let write_timeout = self.side.shared.config.server.write_timeout;
+        if let Some(since) = self.side.blocked_since
+            && now.saturating_duration_since(since) >= write_timeout
+        {
+            let reason = format!("peer left our frames unread for {} ms", write_timeout.as_millis());
+            self.end(Ending::Reject(Rejection::new(CloseCode::Policy, reason)), &end.link);
+            return;
+        }
+        self.read(session, end, now);
+    }
+
+    fn send(&mut self, transmit: Transmit, frame: &[u8], link: &CallLink, now: Instant) {
+        if self.closing.is_some() || self.side.ending.is_some() {
+            // The peer has gone or is being refused: what the session releases now is not sent.
+            return;
+        }
+        self.side.send(transmit, frame, link, now);
+    }
+
+    fn flush(&mut self, link: &CallLink, now: Instant) {
+        if self.side.out.is_empty() && !self.transport.has_pending() {
+            return;
+        }
+        if let Err(e) = self.write_out(now) {
+            debug!(id = self.side.call.id, error = %e, "connection lost");
+            self.end(Ending::PeerLost, link);
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.side.out.is_empty() || self.transport.has_pending()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if let Some(closing) = &self.closing {
+            return Some(closing.until);
+        }
+        let write = self.side.blocked_since.map(|since| since + self.side.shared.config.server.write_timeout);
+        match (self.side.edge.next_deadline(), write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn close(&mut self, link: &CallLink, now: Instant) {
+        let stats = &self.side.shared.stats;
+        let id = &self.side.call.id;
+        let (code, frame, peer_done): (u16, Option<(u16, String)>, bool) = match self.side.ending.take() {
+            Some(Ending::PeerClosed(code)) => {
+                // Answer the peer's close frame with one of ours (RFC 6455 section 5.5.1).
+                (code.unwrap_or(1005), code.is_some().then(|| (code.unwrap_or(1000), String::new())), true)
+            }
+            Some(Ending::PeerLost) => (1006, None, true),
+            Some(Ending::Reject(rejection)) => {
+                stats.count_close(rejection.code);
+                info!(id, close = rejection.code.code(), reason = %rejection.reason, "closing call");
+                (rejection.code.code(), Some((rejection.code.code(), rejection.reason)), false)
+            }
+            None => {
+                let (code, reason) = match link.hangup_reason() {
+                    Hangup::Shutdown => (CloseCode::Away, "callpipe is shutting down"),
+                    Hangup::Api => (CloseCode::Normal, "hung up through the control API"),
+                    Hangup::MaxDuration => (CloseCode::Normal, "maximum call duration reached"),
+                    Hangup::Processor => (CloseCode::Normal, "hung up by a processor"),
+                };
+                (code.code(), Some((code.code(), reason.to_owned())), false)
+            }
+        };
+        link.close_code.store(code, Ordering::Release);
+        if let Some((code, reason)) = frame {
+            ws::encode_close(code, &reason, None, &mut self.side.out);
+        }
+        self.closing = Some(Closing { until: now + LINGER, peer_done, raw: false });
+        if self.write_out(now).is_err()
+            && let Some(closing) = &mut self.closing
+        {
+            closing.peer_done = true;
+            closing.until = now;
+        }
+    }
+
+    fn linger(&mut self, now: Instant) -> bool {
+        let Some(closing) = self.closing.as_mut() else { return true };
+        let mut failed = false;
+        let mut sink = [0u8; 2048];
+        while !closing.peer_done {
+            let read = if closing.raw {
+                self.transport.read(&mut sink)
+            } else {
+                let space = self.parser.buffer_mut();
+                self.transport.read(space).inspect(|&n| self.parser.filled(n))
+            };
+            match read {
+                Ok(0) => closing.peer_done = true,
+                Ok(_) if closing.raw => {}
+                Ok(_) => loop {
+                    match self.parser.next() {
+                        Ok(Some(Message::Close(_))) => {
+                            closing.peer_done = true;
+                            break;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            closing.raw = true;
+                            break;
+                        }
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let until = closing.until;
+        let peer_done = closing.peer_done;
+        if failed || self.write_out(now).is_err() {
+            return true;
+        }
+        let written = self.side.out.is_empty() && !self.transport.has_pending();
+        if (peer_done && written) || now >= until {
+            self.transport.close();
+            return true;
+        }
+        false
+    }
+}
+
+impl CallSide {
+    /// Makes room in the session for a frame: feeds it what waits in the stash, running its
+    /// passes when it is full. Returns false when it has no room even so (frames are held for
+    /// a burst window): the rest waits, and the next visit comes at the session's deadline.
+    fn make_room(&mut self, session: &mut Session, now: Instant) -> bool {
+        while !self.stash.is_empty() {
+            if session.inbound_room() == 0 {
+                session.handle_tick(now);
+                if session.inbound_room() == 0 {
+                    return false;
+                }
+            }
+            let n = session.inbound_room().min(self.stash.len());
+            session.handle_audio(&self.stash[..n], now);
+            self.stash.drain(..n);
+        }
+        if session.inbound_room() < self.frame_bytes {
+            session.handle_tick(now);
+        }
+        session.inbound_room() >= self.frame_bytes
+    }
+
+    /// One message from the peer. Returns why the call ends, if it does.
+    fn handle(&mut self, message: Message<'_>, session: &mut Session, end: &mut MediaEnd, now: Instant) -> Option<Ending> {
+        let stats = &self.shared.stats;
+        match message {
+            Message::Binary(bytes) => {
+                end.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                let audio = match self.edge.handle_binary(now, bytes.len()) {
+                    Ok(audio) => audio,
+                    Err(rejection) => {
+                        self.count_wrong_size(&end.link);
+                        return Some(Ending::Reject(rejection));
+                    }
+                };
+                if audio.wrong_size {
+                    self.count_wrong_size(&end.link);
+                }
+                let n = session.inbound_room().min(bytes.len());
+                session.handle_audio(&bytes[..n], now);
+                // A message larger than the room (only under the lenient frame policy) waits.
+                self.stash.extend_from_slice(&bytes[n..]);
+            }
+            Message::Text(text) => match self.edge.handle_text(now, text) {
+                Ok(text) => self.handle_text(text, session, end),
+                Err(rejection) => {
+                    stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
+                    return Some(Ending::Reject(rejection));
+                }
+            },
+            Message::Close(code) => return Some(Ending::PeerClosed(code)),
+            Message::Ping(payload) => {
+                self.edge.handle_ping(now);
+                ws::encode(Opcode::Pong, payload, None, &mut self.out);
+            }
+            Message::Pong => {}
+        }
+        None
+    }
+
+    fn count_wrong_size(&self, link: &CallLink) {
+        link.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.wrong_size.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Acts on a platform text message as the edge read it.
+    fn handle_text(&mut self, text: Text, session: &mut Session, end: &mut MediaEnd) {
+        let (inbound, note) = match text {
+            Text::Event(event) => (event, None),
+            Text::ApiNotifyPlayed(marker) => {
+                let note = self
+                    .call
+                    .pending_notifies()
+                    .remove(&marker)
+                    .map(|payload| Event::custom("notify", json!({ "source": "api", "payload": payload })));
+                (InboundEvent::NotifyPlayed { marker }, note)
+            }
+            Text::ProcessorNotifyPlayed(marker) => {
+                (InboundEvent::NotifyPlayed { marker }, Some(Event::custom("notify", json!({ "source": "processor", "marker": marker }))))
+            }
+            Text::Ignored { bad, why } => {
+                if bad {
+                    self.shared.stats.bad_text.fetch_add(1, Ordering::Relaxed);
+                }
+                debug!(why, "ignoring a text message");
+                return;
+            }
+        };
+        if let Some(note) = note {
+            if end.events_out.try_push(note).is_err() {
+                end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            end.link.waker.wake();
+        }
+        session.handle_platform(inbound);
+    }
+
+    /// Frames what the session released into `out`.
+    fn send(&mut self, transmit: Transmit, frame: &[u8], link: &CallLink, now: Instant) {
+        let stats = &self.shared.stats;
+        match transmit {
+            Transmit::Audio { released, deadline, len } => {
+                if self.out.len() + len + ws::MAX_HEADER > self.max_out {
+                    link.stats.ring_overrun_out.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                ws::encode(Opcode::Binary, &frame[..len], None, &mut self.out);
+                stats.send_lateness.record(now.saturating_duration_since(released));
+                if now.saturating_duration_since(deadline).as_micros() > u128::from(LATE_THRESHOLD_US) {
+                    link.stats.late_frames.fetch_add(1, Ordering::Relaxed);
+                    stats.late_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                link.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                stats.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Transmit::Clear => ws::encode(Opcode::Text, AppAction::Clear.to_json().as_bytes(), None, &mut self.out),
+            Transmit::Notify { marker } => {
+                let action = AppAction::Notify { payload: json!({ NOTIFY_MARKER_KEY: marker }) };
+                ws::encode(Opcode::Text, action.to_json().as_bytes(), None, &mut self.out);
+            }
+        }
+    }
+}
+
+/// The close that answers bytes that cannot be parsed.
+pub(super) fn rejection_for(error: &WireError) -> Rejection {
+    match error {
+        WireError::TooBig(_) => Rejection::new(CloseCode::TooBig, error.to_string()),
+        _ => Rejection::new(CloseCode::Invalid, error.to_string()),
+    }
+}
