@@ -2,11 +2,13 @@
 //!
 //! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
 //! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
-//! a socket that becomes readable is visited at once, stamped with the instant the thread woke:
-//! the endpoint reads the frames, hands them to the session, the session runs a pass for each
-//! frame of the caller's timeline that is ready, and what the pacer releases goes back out
-//! through the endpoint in one write. A frame's pass therefore runs within the wake-up latency
-//! of its arrival, on the thread that read it.
+//! the first socket to become readable before it is visited at once, stamped with the instant
+//! the thread woke, and those that become readable later in the slot are collected at the slot
+//! (so a busy thread wakes twice a slot, not once per frame). At a visit the endpoint reads the
+//! frames and hands them to the session, the session runs a pass for each frame of the caller's
+//! timeline that is ready, and what the pacer releases goes back out through the endpoint in
+//! one write. A frame's pass therefore runs within a slot of its arrival, at once when the
+//! thread is idle, on the thread that read it.
 //!
 //! At each slot the thread also visits the calls that are due: those marked ready by their call
 //! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next
@@ -375,44 +377,48 @@ impl<C: Clock> Worker<C> {
         self.next = current + 1;
     }
 
-    /// Waits in the poller until `until`, visiting each call whose socket becomes ready as soon
-    /// as it does.
+    /// Waits for the slot at `until`. The first socket to become ready before it wakes the
+    /// thread, and its call (with any other ready by then) is visited at once; sockets that
+    /// become ready after that wait for the slot, where they are collected without waiting.
+    /// A lightly loaded thread thus serves each frame as it arrives, and a busy one wakes at
+    /// most twice a slot instead of once per frame.
     fn wait_io(&mut self, until: Instant) {
-        loop {
-            let now = self.clock.now();
-            if now >= until {
-                return;
-            }
-            self.io_events.clear();
-            if let Err(e) = self.poller.wait(&mut self.io_events, Some(until - now))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
-                tracing::warn!(error = %e, "a media thread's poller failed");
-                self.clock.sleep_until(until);
-                return;
-            }
-            let mut keys = std::mem::take(&mut self.io_keys);
-            keys.extend(self.io_events.iter().map(|e| e.key));
-            if keys.is_empty() {
-                self.io_keys = keys;
-                continue;
-            }
-            let now = self.clock.now();
-            let current = self.slot_at(now).max(self.next.saturating_sub(1));
-            let mut woken = false;
-            for &key in &keys {
-                if key >= CLOSING_KEY {
-                    self.linger(key - CLOSING_KEY, now);
-                } else {
-                    woken |= self.visit(key, now, current);
-                }
-            }
-            keys.clear();
-            self.io_keys = keys;
-            if woken {
-                self.relay.waker.wake();
+        let now = self.clock.now();
+        if now < until && self.poll_io(Some(until - now)) {
+            self.clock.sleep_until(until);
+        }
+        self.poll_io(Some(Duration::ZERO));
+    }
+
+    /// Visits the calls whose sockets are ready, waiting up to `timeout` for the first.
+    /// Returns whether there were any.
+    fn poll_io(&mut self, timeout: Option<Duration>) -> bool {
+        self.io_events.clear();
+        if let Err(e) = self.poller.wait(&mut self.io_events, timeout)
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::warn!(error = %e, "a media thread's poller failed");
+            return false;
+        }
+        let mut keys = std::mem::take(&mut self.io_keys);
+        keys.extend(self.io_events.iter().map(|e| e.key));
+        let any = !keys.is_empty();
+        let now = self.clock.now();
+        let current = self.slot_at(now).max(self.next.saturating_sub(1));
+        let mut woken = false;
+        for &key in &keys {
+            if key >= CLOSING_KEY {
+                self.linger(key - CLOSING_KEY, now);
+            } else {
+                woken |= self.visit(key, now, current);
             }
         }
+        keys.clear();
+        self.io_keys = keys;
+        if woken {
+            self.relay.waker.wake();
+        }
+        any
     }
 
     /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
