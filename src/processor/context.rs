@@ -35,7 +35,8 @@ impl Requests {
             clear: false,
             hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
-            events: Vec::with_capacity(MAX_EVENTS_PER_PASS),
+            // Grows with the first passes that emit several events (up to the limit), then stays.
+            events: Vec::with_capacity(8),
             queued: Vec::with_capacity(queue_capacity),
             queue_room: queue_capacity,
             dropped_events: 0,
@@ -307,12 +308,12 @@ impl<'a> Context<'a> {
 
     /// Events that [`emit`](Self::emit) would still accept in this pass.
     pub fn events_room(&self) -> usize {
-        self.requests.events.capacity() - self.requests.events.len()
+        MAX_EVENTS_PER_PASS - self.requests.events.len()
     }
 
     /// Emits an event: to the call's event stream, and to the other processors at the next pass.
     pub fn emit(&mut self, event: Event) {
-        if self.requests.events.len() < self.requests.events.capacity() {
+        if self.requests.events.len() < MAX_EVENTS_PER_PASS {
             self.requests.events.push((Some(self.stage), event));
         } else {
             self.requests.dropped_events += 1;

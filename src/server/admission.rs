@@ -134,7 +134,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         task.fail("no media thread is running").await;
         return;
     }
-    task.run(permit, task_guard).await;
+    // The call's task runs on its own: the admission's larger state is freed now.
+    tokio::spawn(task.run(permit, task_guard));
 }
 
 /// Counts and logs an upgrade that was not accepted (the status is already sent).

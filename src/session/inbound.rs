@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, decode_l16};
 
+/// Frames of room an inbound buffer starts with (a frame, a partial one, jitter).
+pub const INBOUND_TO_START: usize = 4;
+
 /// How long a frame that ended a gap waits for the backlog of a stall to follow it before the
 /// gap is taken for a pause: half a frame (a paced sender's next frame comes a whole frame
 /// later; a stall's backlog comes together).
@@ -75,6 +78,8 @@ pub enum Next {
 #[derive(Debug)]
 pub struct InboundBuffer {
     frame_bytes: usize,
+    /// The most whole frames it holds.
+    max_frames: usize,
     config: TimelineConfig,
     bytes: VecDeque<u8>,
     /// Arrival instants of the whole frames waiting in `bytes`, oldest first.
@@ -97,15 +102,18 @@ pub struct InboundBuffer {
 }
 
 impl InboundBuffer {
-    /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2).
+    /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2). It starts
+    /// with room for [`INBOUND_TO_START`] frames, what a call on a clean network needs, and
+    /// grows (once) to the capacity when a burst fills it.
     pub fn new(rate: SampleRate, capacity_frames: usize, config: TimelineConfig) -> InboundBuffer {
         let frame_bytes = rate.frame_bytes();
         let frames = capacity_frames.max(2);
         InboundBuffer {
             frame_bytes,
+            max_frames: frames,
             config,
-            bytes: VecDeque::with_capacity(frame_bytes * frames),
-            arrivals: VecDeque::with_capacity(frames + 1),
+            bytes: VecDeque::with_capacity(frame_bytes * frames.min(INBOUND_TO_START)),
+            arrivals: VecDeque::with_capacity(3),
             anchor: None,
             n: 0,
             silence_owed: 0,
@@ -121,19 +129,23 @@ impl InboundBuffer {
 
     /// Bytes the buffer can still take.
     pub fn room(&self) -> usize {
-        self.bytes.capacity() - self.bytes.len()
+        self.frame_bytes * self.max_frames - self.bytes.len()
     }
 
     /// Appends bytes received by `now` (any length). Each frame they complete arrived at `now`.
     /// What does not fit is dropped and counted (the media thread never gives more than
-    /// [`room`](InboundBuffer::room)); the buffer never grows.
+    /// [`room`](InboundBuffer::room)); the buffer never grows past its capacity.
     pub fn push(&mut self, data: &[u8], now: Instant) {
         let n = data.len().min(self.room());
         let before = self.bytes.len() / self.frame_bytes;
+        if self.bytes.len() + n > self.bytes.capacity() {
+            // The first burst: grow to the capacity at once, never again.
+            self.bytes.reserve_exact(self.frame_bytes * self.max_frames - self.bytes.len());
+        }
         self.bytes.extend(&data[..n]);
         self.overflow_bytes += (data.len() - n) as u64;
         for _ in before..self.bytes.len() / self.frame_bytes {
-            if self.arrivals.len() < self.arrivals.capacity() {
+            if self.arrivals.len() <= self.max_frames {
                 self.arrivals.push_back(now);
             }
         }
@@ -533,13 +545,15 @@ mod tests {
     }
 
     #[test]
-    fn overflow_is_counted_not_grown() {
-        let mut b = InboundBuffer::new(SampleRate::Hz8000, 4, TimelineConfig::default());
-        let capacity = b.bytes.capacity();
+    fn it_starts_with_two_frames_grows_to_its_capacity_and_counts_overflow() {
+        let mut b = InboundBuffer::new(SampleRate::Hz8000, 8, TimelineConfig::default());
+        assert!(b.bytes.capacity() < 5 * 320, "room for four frames to start with");
+        let capacity = 8 * 320;
+        assert_eq!(b.room(), capacity);
         b.push(&vec![1u8; capacity + 100], Instant::now());
         assert_eq!(b.len_bytes(), capacity);
         assert_eq!(b.overflow_bytes(), 100);
-        assert_eq!(b.bytes.capacity(), capacity);
         assert_eq!(b.room(), 0);
+        assert_eq!(b.backlog(), 8);
     }
 }

@@ -51,6 +51,9 @@ const QUEUE_SLACK_FRAMES: usize = 10;
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;
 
+/// Room for events a session starts with.
+const EVENTS_TO_START: usize = 8;
+
 /// Per-call limits of the media path. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -246,9 +249,11 @@ impl Session {
             wall_input: vec![0; frame],
             wall_input_ready: None,
             max_catchup: config.max_catchup,
-            events_now: Vec::with_capacity(MAX_PENDING_EVENTS),
-            events_next: Vec::with_capacity(MAX_PENDING_EVENTS),
-            events_out: VecDeque::with_capacity(MAX_PENDING_EVENTS),
+            // Events are rare: these start small and grow (up to MAX_PENDING_EVENTS) with the
+            // first bursts of them, then stay.
+            events_now: Vec::with_capacity(EVENTS_TO_START),
+            events_next: Vec::with_capacity(EVENTS_TO_START),
+            events_out: VecDeque::with_capacity(EVENTS_TO_START),
             transmit: VecDeque::with_capacity(transmit_capacity),
             released: VecDeque::with_capacity(frame * (lookahead + 1)),
             awaiting_notify: VecDeque::with_capacity(MAX_PENDING_MARKERS),
@@ -417,7 +422,7 @@ impl Session {
 
     /// An event of the session's own: to the processors at the next pass, and out.
     fn emit_own(&mut self, event: Event) {
-        if self.events_out.len() < self.events_out.capacity() {
+        if self.events_out.len() < MAX_PENDING_EVENTS {
             self.events_out.push_back(event.clone());
         } else {
             self.stats.dropped_requests += 1;
@@ -613,7 +618,7 @@ impl Session {
     }
 
     fn push_event(&mut self, origin: Option<usize>, event: Event) {
-        if self.events_next.len() < self.events_next.capacity() {
+        if self.events_next.len() < MAX_PENDING_EVENTS {
             self.events_next.push((origin, event));
         } else {
             self.stats.dropped_requests += 1;
@@ -639,7 +644,7 @@ impl Session {
         // goes out after they have seen it (see `publish_seen_events`).
         let Session { requests, events_next, events_out, stats, .. } = self;
         for (origin, event) in requests.events.drain(..) {
-            if events_next.len() < events_next.capacity() {
+            if events_next.len() < MAX_PENDING_EVENTS {
                 events_next.push((origin, event));
             } else {
                 // No room for the processors: it goes out at once, unseen.
@@ -730,7 +735,7 @@ impl Session {
 /// Queues `event` for [`Session::poll_event`]; when that queue is full it is dropped here and
 /// counted (the one case in which the media thread frees an event's data).
 fn publish(events_out: &mut VecDeque<Event>, stats: &mut SessionStats, event: Event) {
-    if events_out.len() < events_out.capacity() {
+    if events_out.len() < MAX_PENDING_EVENTS {
         events_out.push_back(event);
     } else {
         stats.dropped_requests += 1;

@@ -40,6 +40,8 @@ pub enum Released<'a> {
 pub struct Outbound {
     frame_samples: usize,
     lookahead: Duration,
+    /// The most samples it queues.
+    max_samples: usize,
     samples: VecDeque<i16>,
     /// Samples ever appended (including padding): the position of the queue's tail.
     appended: u64,
@@ -57,10 +59,12 @@ impl Outbound {
     /// frames (at least 1) ahead at the platform.
     pub fn new(rate: SampleRate, capacity_frames: usize, lookahead_frames: u32) -> Outbound {
         let frame_samples = rate.frame_samples();
+        let max_samples = frame_samples * capacity_frames.max(1);
         Outbound {
             frame_samples,
             lookahead: FRAME_DURATION * lookahead_frames.max(1),
-            samples: VecDeque::with_capacity(frame_samples * capacity_frames.max(1)),
+            max_samples,
+            samples: VecDeque::with_capacity(max_samples),
             appended: 0,
             head: 0,
             markers: VecDeque::with_capacity(MAX_PENDING_MARKERS),
@@ -73,7 +77,7 @@ impl Outbound {
 
     /// Samples the queue can still take.
     pub fn room(&self) -> usize {
-        self.samples.capacity() - self.samples.len()
+        self.max_samples - self.samples.len()
     }
 
     /// Samples waiting, including a partial frame.
