@@ -13,7 +13,8 @@
 //! for metrics, and the recorder and player touch files off the media thread).
 //!
 //! ```text
-//!  protocol   wire format: metadata, text messages, frame sizes        (no I/O, no clock)
+//!  protocol   wire format: metadata, text messages, frame sizes,       (no I/O, no clock)
+//!             WebSocket framing for both roles
 //!  audio      WAV reading and writing, offline resampling, tones        (files only)
 //!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
@@ -25,10 +26,13 @@
 //!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
 //!             pacer, clear/notify bookkeeping
 //!     ▲
-//!  media      media threads, SPSC rings, absolute-deadline clock        (std threads)
+//!  media      media threads: each owns its calls' sockets (through the  (std threads, a poller)
+//!             Endpoint trait), their sessions, a slot wheel, the clock
 //!     ▲
-//!  server     tokio accept loop, routing, admission (JWT/token, TLS),    (tokio, sockets, HTTP)
-//!             drain; the HTTP control API, /metrics, the call registry
+//!  server     tokio accept loop, admission (TLS, upgrade, JWT/token,     (tokio, sockets, HTTP)
+//!             metadata, routing), the socket endpoint the media threads
+//!             drive, each call's task (commands, events, report), drain;
+//!             the HTTP control API, /metrics, the call registry
 //!  config     the TOML configuration, validated once into types
 //!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
 //!
@@ -36,19 +40,27 @@
 //!             (uses protocol and auth only: it speaks the wire format, not callpipe's internals)
 //! ```
 //!
-//! # Threads and rings
+//! # Threads and sockets
 //!
 //! ```text
-//!  socket ──► connection task ──audio_in / events_in──► media thread ──► Session (pipeline, pacer)
-//!  socket ◄── connection task ◄──items_out / audio_out── media thread ◄──┘
-//!                    ▲                                       │
-//!                    └──────────── relay task ◄──────────────┘ one wake-up per 1 ms slot
+//!   tokio runtime                                   media thread (one per core)
+//!  ┌─────────────────────────────┐  the socket,   ┌──────────────────────────────────────────┐
+//!  │ admission: TLS, upgrade,    │  the session   │ poller (edge-triggered) + 1 ms slot wheel │
+//!  │ metadata, route, prepare    │ ─────────────► │ readable ─► Endpoint: read, parse ─►      │
+//!  └─────────────────────────────┘  (once)        │   Session: passes ─► Endpoint: frame,     │
+//!  ┌─────────────────────────────┐  control ring  │   one write                               │
+//!  │ call task: control API      │ ─────────────► │ due slot ─► wall ticks, limits, linger    │
+//!  │ commands, events, report    │ ◄───────────── │                                           │
+//!  └─────────────────────────────┘  events ring,  └──────────────────────────────────────────┘
+//!                                   wake on events
 //! ```
 //!
-//! Each call has fixed-size single-producer/single-consumer rings in both directions. A small
-//! pool of media threads (one per core by default) serves every call; each thread wakes every
-//! millisecond, sleeping to absolute deadlines, and visits the calls their connections marked
-//! ready (a frame arrived) and those whose next deadline has come. See [`media`].
+//! Admission runs on the runtime; the admitted call's socket (plain, or an established rustls
+//! session) then moves to a media thread with its session, and only that thread reads and
+//! writes it: a frame is read, goes through the pipeline and the echo or reply is written in
+//! one visit, with no hop between threads. The call's task on the runtime keeps what is rare:
+//! the control API's commands (through a single-producer/single-consumer ring), the processors'
+//! events, the call's report. See [`media`].
 //!
 //! # Two clocks
 //!
@@ -71,11 +83,12 @@
 //!
 //! # The real-time contract
 //!
-//! * Every caller frame that arrives is processed once, in order, within a millisecond of its
-//!   arrival; late is never lost. Pause silence keeps the caller's timeline on call time; the
+//! * Every caller frame that arrives is processed once, in order, on the thread that read it,
+//!   within a slot (1 ms) of its arrival; late is never lost. Pause silence keeps the caller's timeline on call time; the
 //!   wall clock ticks once per 20 ms whether or not the caller's frame arrived.
 //! * The per-frame path allocates nothing, takes no lock and never blocks (`tests/no_alloc.rs`
-//!   counts allocations over 10,000 ticks). Full rings drop and count; they never wait.
+//!   counts allocations over 10,000 ticks, and over the socket path of a running server). Full
+//!   rings drop and count; they never wait. A session without room leaves bytes in the socket.
 //! * Outbound frames are always exactly 20 ms: audio of any length is re-framed, a final partial
 //!   frame is padded with silence. The pacer keeps at most `lookahead_frames` frames ahead at the
 //!   platform, on absolute deadlines: missed ticks are made up, or dropped on purpose and

@@ -1,31 +1,34 @@
-//! Media threads, the rings that feed them, and the absolute-deadline clock.
+//! Media threads: each owns the sockets and sessions of its calls.
 //!
 //! ```text
-//!   tokio workers (sockets)                      media threads (std::thread, one per core)
-//!  ┌──────────────────────┐  audio_in (bytes)   ┌────────────────────────────────────────┐
-//!  │ connection task      │ ──────────────────► │ every 1 ms, each call marked ready or  │
-//!  │  (marks its call     │                     │ whose deadline has come:               │
-//!  │  ready) reads frames │  events_in          │   ring → Session::handle_audio(now)    │
-//!  │  as they arrive      │ ──────────────────► │   Session::handle_tick(now):           │
-//!  │  (stops when the     │                     │     a pass per caller frame ready,     │
-//!  │  ring is full),      │  items_out,         │     a wall-only pass per late tick     │
-//!  │  parses text,        │                     │   next deadline → the thread's wheel   │
-//!  │  writes frames       │  audio_out          │   pacer → rings                        │
-//!  │                      │ ◄────────────────── │                                        │
-//!  └──────────▲───────────┘  events_out         └──────────────────┬─────────────────────┘
-//!             │ wake (in-runtime)                                  │ one wake per slot, for
-//!        ┌────┴─────┐ ◄──────── links of the calls that sent ──────┘ the calls that sent
-//!        │  relay   │
-//!        └──────────┘
+//!   media thread (std::thread, one per core)
+//!  ┌───────────────────────────────────────────────────────────────────────────────┐
+//!  │ wait in the poller until the next 1 ms slot (the first ready socket wakes it)  │
+//!  │   ready socket ─► Endpoint::receive: read, parse, frames ─► Session::handle_audio
+//!  │                   platform events ─► Session::handle_platform                  │
+//!  │   Session::handle_tick(now): a pass per caller frame ready, a wall-only pass   │
+//!  │                              per late tick                                     │
+//!  │   Session::poll_transmit ─► Endpoint::send (framed) ─► Endpoint::flush: 1 write │
+//!  │ at the slot: the calls due in the wheel (wall ticks, held frames, limits), the │
+//!  │   calls their task marked ready (a command), the mixers once a cycle, closing  │
+//!  │   connections' linger                                                          │
+//!  └──────────────▲───────────────────────────────┬────────────────────────────────┘
+//!                 │ control ring (API commands)    │ events ring, one wake per slot
+//!  ┌──────────────┴───────────────────────────────▼────────────────────────────────┐
+//!  │ the call's task on the runtime: commands in, events out, the call's report     │
+//!  └───────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Every ring is single-producer/single-consumer and fixed in size: full is a counted drop,
-//! never a wait, except for the caller's audio: a full `audio_in` makes the connection stop
-//! reading its socket until the media thread has made room (the backlog waits in the kernel,
-//! and the media thread wakes the connection). The only cross-thread wake-up is one per slot (to
-//! the relay task), for the calls that have something to send; the relay then wakes their
-//! connection tasks from inside the runtime, where a wake-up is a lock-free push to a worker's
-//! local queue.
+//! After admission the server hands each call to the least-loaded thread as a [`NewCall`]: the
+//! prepared [`Session`](crate::session::Session), the thread's ends of two
+//! single-producer/single-consumer rings, and the call's [`Endpoint`]: the socket and its
+//! protocol, which only this thread reads and writes from then on. A frame is read, passed and
+//! answered in one visit on one thread. The session's buffers bound what is read: a session
+//! without room leaves the bytes in the socket (TCP holds them; nothing is dropped). What
+//! crosses to the runtime is rare: the control API's commands in, the processors' events out
+//! (the thread wakes the call's task through the relay once per slot for all the calls that
+//! emitted some), and the call's end. See [`Endpoint`] for the contract, [`Script`] for an
+//! endpoint without a socket (tests, and processors' authors).
 
 mod clock;
 mod endpoint;

@@ -1,0 +1,218 @@
+//! A media thread's calls coming and going: taking a call (and watching its socket), waiting in
+//! the poller, closing connections, the conferences' mixers, the end of the pool.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use polling::{Event as Readiness, PollMode};
+
+use std::sync::Arc;
+
+use super::step::transmit;
+use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, Worker};
+use crate::media::clock::{Clock, grid_instant};
+use crate::media::endpoint::Endpoint;
+use crate::processor::{Admitted, Mixer};
+
+impl<C: Clock> Worker<C> {
+    /// Waits for the slot at `until`. The first socket to become ready before it wakes the
+    /// thread, and its call (with any other ready by then) is visited at once; sockets that
+    /// become ready after that wait for the slot, where they are collected without waiting.
+    /// A lightly loaded thread thus serves each frame as it arrives, and a busy one wakes at
+    /// most twice a slot instead of once per frame.
+    pub(super) fn wait_io(&mut self, until: Instant) {
+        let now = self.clock.now();
+        if now < until && self.poll_io(Some(until - now)) {
+            self.clock.sleep_until(until);
+        }
+        self.poll_io(Some(Duration::ZERO));
+    }
+
+    /// Visits the calls whose sockets are ready, waiting up to `timeout` for the first.
+    /// Returns whether there were any.
+    pub(super) fn poll_io(&mut self, timeout: Option<Duration>) -> bool {
+        self.io_events.clear();
+        if let Err(e) = self.poller.wait(&mut self.io_events, timeout)
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::warn!(error = %e, "a media thread's poller failed");
+            return false;
+        }
+        let mut keys = std::mem::take(&mut self.io_keys);
+        keys.extend(self.io_events.iter().map(|e| e.key));
+        let any = !keys.is_empty();
+        let now = self.clock.now();
+        let current = self.slot_at(now).max(self.next.saturating_sub(1));
+        let mut woken = false;
+        for &key in &keys {
+            if key >= CLOSING_KEY {
+                self.linger(key - CLOSING_KEY, now);
+            } else {
+                woken |= self.visit(key, now, current);
+            }
+        }
+        keys.clear();
+        self.io_keys = keys;
+        if woken {
+            self.relay.waker.wake();
+        }
+        any
+    }
+
+    /// Takes a finished call off the thread; its connection stays, lingering, until the peer
+    /// has the close frame.
+    pub(super) fn retire(&mut self, index: usize, now: Instant) {
+        let Some(call) = self.calls[index].take() else { return };
+        self.free.push(index);
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        let mut closing = Closing { endpoint: call.endpoint, writable: call.writable };
+        if closing.endpoint.linger(now) {
+            self.drop_endpoint(closing.endpoint);
+            return;
+        }
+        let slot = self.closing_free.pop().unwrap_or(self.closing.len());
+        if let Some(socket) = closing.endpoint.socket() {
+            let key = CLOSING_KEY + slot;
+            let interest = if closing.endpoint.wants_write() { Readiness::all(key) } else { Readiness::readable(key) };
+            closing.writable = closing.endpoint.wants_write();
+            let _ = self.poller.modify_with_mode(socket, interest, PollMode::Edge);
+        }
+        if slot == self.closing.len() {
+            self.closing.push(Some(closing));
+        } else {
+            self.closing[slot] = Some(closing);
+        }
+        self.stats.closing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A closing connection's turn: reads and discards, writes what is left; drops it once it
+    /// is done.
+    pub(super) fn linger(&mut self, slot: usize, now: Instant) {
+        let Some(closing) = self.closing.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !closing.endpoint.linger(now) {
+            let want = closing.endpoint.wants_write();
+            if want != closing.writable
+                && let Some(socket) = closing.endpoint.socket()
+            {
+                let key = CLOSING_KEY + slot;
+                let interest = if want { Readiness::all(key) } else { Readiness::readable(key) };
+                if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
+                    closing.writable = want;
+                }
+            }
+            return;
+        }
+        if let Some(closing) = self.closing[slot].take() {
+            self.closing_free.push(slot);
+            self.stats.closing.fetch_sub(1, Ordering::Relaxed);
+            self.drop_endpoint(closing.endpoint);
+        }
+    }
+
+    /// The one place an endpoint is dropped: its socket leaves the poller first.
+    pub(super) fn drop_endpoint(&mut self, endpoint: Box<dyn Endpoint>) {
+        if let Some(socket) = endpoint.socket()
+            && self.poller.delete(socket).is_ok()
+        {
+            self.watched -= 1;
+        }
+        drop(endpoint);
+    }
+
+    /// The pool is stopping: every call finishes now, its close frame written if the socket
+    /// takes it, and every connection closes.
+    pub(super) fn finish_all(&mut self) {
+        let now = self.clock.now();
+        for index in 0..self.calls.len() {
+            if let Some(mut call) = self.calls[index].take() {
+                call.session.finish(now, false);
+                transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+                call.endpoint.close(&call.end.link, now);
+                call.endpoint.linger(now);
+                call.end.link.stats.publish(&call.session.stats());
+                call.end.link.media_done.store(true, Ordering::Release);
+                call.end.link.waker.wake();
+                self.free.push(index);
+                self.load.fetch_sub(1, Ordering::Relaxed);
+                self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+                self.drop_endpoint(call.endpoint);
+            }
+        }
+        for slot in 0..self.closing.len() {
+            if let Some(closing) = self.closing[slot].take() {
+                self.stats.closing.fetch_sub(1, Ordering::Relaxed);
+                self.drop_endpoint(closing.endpoint);
+            }
+        }
+        self.stats.mixers.fetch_sub(self.mixers.len(), Ordering::Relaxed);
+        self.mixers.clear();
+    }
+
+    pub(super) fn add(&mut self, call: NewCall) {
+        let mut session = call.session;
+        if call.conference.is_some() {
+            // A member's wall ticks fall right after its mixer's, once a cycle.
+            let cycle = self.slot_at(self.clock.now()) / SLOTS as u64 + 1;
+            session.pin_wall_grid(grid_instant(self.epoch, SLOT, cycle * SLOTS as u64));
+        }
+        if let Some(Admitted { conference, member, mixed }) = call.conference {
+            match self.mixers.iter_mut().find(|m| Arc::ptr_eq(m.conference(), &conference)) {
+                Some(mixer) => {
+                    if let Some(mixed) = mixed {
+                        // The conference's first member arrived after a later one.
+                        mixer.set_recording(mixed);
+                    }
+                    mixer.add(member);
+                }
+                None => {
+                    let mut mixer = Mixer::new(conference, mixed);
+                    mixer.add(member);
+                    self.mixers.push(mixer);
+                    self.stats.mixers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let index = self.free.pop().unwrap_or(self.calls.len());
+        if let Some(socket) = call.endpoint.socket() {
+            // SAFETY: the socket belongs to the endpoint, which leaves this thread only through
+            // `drop_endpoint`, and that deletes the socket from the poller first.
+            #[allow(unsafe_code)]
+            let added = unsafe { self.poller.add_with_mode(socket, Readiness::readable(index), PollMode::Edge) };
+            match added {
+                Ok(()) => self.watched += 1,
+                Err(e) => {
+                    // The call still runs on its deadlines; the endpoint finds the socket's data
+                    // at each visit (at least once a wheel's turn).
+                    tracing::warn!(error = %e, "a media thread could not watch a call's socket");
+                }
+            }
+        }
+        let entry = MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, due_slot: 0 };
+        entry.end.link.set_ready_map(self.ready.clone(), index);
+        if index == self.calls.len() {
+            self.calls.push(Some(entry));
+        } else {
+            self.calls[index] = Some(entry);
+        }
+        // Visited at the next slot (what came with the upgrade is read then), then as it needs.
+        self.ready.set(index);
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One cycle of every conference on this thread; ended conferences go.
+    pub(super) fn run_mixers(&mut self) {
+        let mut i = 0;
+        while i < self.mixers.len() {
+            self.mixers[i].mix();
+            if self.mixers[i].is_done() {
+                // Drops the mixed recording's producer: the writer finalizes the file.
+                self.mixers.swap_remove(i);
+                self.stats.mixers.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

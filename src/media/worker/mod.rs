@@ -1,0 +1,400 @@
+//! One media thread: the calls it hosts, each visited when it has something to do.
+//!
+//! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
+//! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
+//! the first socket to become readable before it is visited at once, stamped with the instant
+//! the thread woke, and those that become readable later in the slot are collected at the slot
+//! (so a busy thread wakes twice a slot, not once per frame). At a visit the endpoint reads the
+//! frames and hands them to the session, the session runs a pass for each frame of the caller's
+//! timeline that is ready, and what the pacer releases goes back out through the endpoint in
+//! one write. A frame's pass therefore runs within a slot of its arrival, at once when the
+//! thread is idle, on the thread that read it.
+//!
+//! At each slot the thread also visits the calls that are due: those marked ready by their call
+//! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next
+//! deadline (a wall tick, the end of a held frame's burst window, pause silence, an edge limit)
+//! falls in the slot of a 32 ms deadline wheel, which also visits every call at least once a
+//! turn.
+//!
+//! If the thread wakes late, the visit makes up everything at once: each session runs every
+//! wall tick it missed (up to its `max_catchup`) and every frame that arrived meanwhile.
+//!
+//! The thread also runs the [`Mixer`] of every conference whose members it hosts (the pool puts
+//! all of a conference's members on one thread): once per 20 ms cycle, at the first visit of
+//! the cycle, before any call. Conference members follow the wall clock, and each passes once
+//! between two mixes, so each hears the others with exactly one frame of delay. With no calls
+//! left it keeps ticking its mixers each cycle until they end (finalizing their recordings).
+//!
+//! When a call ends, its endpoint sends the close frame and stays on the thread, lingering (its
+//! input read and discarded) until the peer has answered or a timeout, so that the peer reads
+//! the close code (RFC 6455 section 7.1.1). Only then is the socket deleted from the poller and
+//! closed.
+//!
+//! `polling` makes registering a socket `unsafe` because the socket must leave the poller
+//! before it is closed: an endpoint is dropped in [`Worker::drop_endpoint`] only, which deletes
+//! its socket first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use polling::{Event as Readiness, Events, PollMode, Poller};
+use ringbuf::HeapProd;
+
+use super::clock::{Clock, grid_instant};
+use super::endpoint::Endpoint;
+use super::link::{CallLink, MediaEnd, ReadyMap};
+use crate::processor::{Admitted, Mixer};
+use crate::protocol::FRAME_DURATION;
+use crate::session::Session;
+use crate::stats::Histogram;
+
+/// Width of one slot of the wheel.
+pub const SLOT: Duration = Duration::from_millis(1);
+
+/// Slots in one 20 ms cycle.
+pub const SLOTS: usize = 20;
+
+const _: () = assert!(SLOT.as_nanos() * SLOTS as u128 == FRAME_DURATION.as_nanos());
+
+/// A call handed to a media thread.
+pub struct NewCall {
+    /// The call's media state, prepared.
+    pub session: Session,
+    /// The media thread's ends of the call's rings.
+    pub end: MediaEnd,
+    /// The call's connection: from now on only this thread reads and writes it.
+    pub endpoint: Box<dyn Endpoint>,
+    /// The conference the call joins, admitted: its member goes to the conference's mixer on
+    /// this thread (the pool places the call on the conference's thread).
+    pub conference: Option<Admitted>,
+}
+
+impl NewCall {
+    /// A call that joins no conference.
+    pub fn new(session: Session, end: MediaEnd, endpoint: Box<dyn Endpoint>) -> NewCall {
+        NewCall { session, end, endpoint, conference: None }
+    }
+}
+
+/// Messages to a media thread.
+pub(crate) enum Command {
+    Add(Box<NewCall>),
+    Shutdown,
+}
+
+/// Counters shared by all media threads.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    /// How late each slot's processing started after its scheduled instant.
+    pub tick_lateness: Histogram,
+    /// Ticks given up because a thread fell more than `max_catchup` behind.
+    pub skipped_ticks: AtomicU64,
+    /// Calls currently on media threads.
+    pub calls: AtomicUsize,
+    /// Conference mixers currently on media threads.
+    pub mixers: AtomicUsize,
+    /// Connections closing (their close frame sent, the peer's answer awaited).
+    pub closing: AtomicUsize,
+}
+
+/// The media thread's side of its relay.
+pub(crate) struct RelayFeed {
+    pub ring: HeapProd<Arc<CallLink>>,
+    pub waker: Arc<AtomicWaker>,
+}
+
+struct MediaCall {
+    session: Session,
+    end: MediaEnd,
+    endpoint: Box<dyn Endpoint>,
+    /// Whether the socket is watched for writability too.
+    writable: bool,
+    /// The slot it is due in next (entries of other slots are stale).
+    due_slot: u64,
+}
+
+/// A finished call's connection, lingering until the peer has its close frame.
+struct Closing {
+    endpoint: Box<dyn Endpoint>,
+    writable: bool,
+}
+
+/// Slots of the deadline wheel: a call is visited at least this often (ms), whatever its
+/// deadline says.
+const WHEEL: usize = 32;
+
+/// Calls a media thread can mark ready through its [`ReadyMap`]; calls beyond are visited every
+/// slot.
+const READY_CAPACITY: usize = 1 << 16;
+
+/// Poller keys at and above this are closing connections (below: live calls by index).
+const CLOSING_KEY: usize = 1 << 40;
+
+pub(crate) struct Worker<C: Clock> {
+    pub clock: C,
+    pub commands: Receiver<Command>,
+    pub relay: RelayFeed,
+    pub load: Arc<AtomicUsize>,
+    pub stats: Arc<MediaStats>,
+    pub max_catchup: Duration,
+    calls: Vec<Option<MediaCall>>,
+    free: Vec<usize>,
+    /// Calls by the slot of their next deadline.
+    wheel: Vec<Vec<usize>>,
+    /// Calls their call tasks have handed something since the last slot.
+    ready: Arc<ReadyMap>,
+    /// Indices taken from `ready` (kept to reuse its allocation).
+    ready_now: Vec<usize>,
+    mixers: Vec<Mixer>,
+    /// The cycle the mixers last ran in.
+    mixed_cycle: u64,
+    epoch: Instant,
+    next: u64,
+    /// The calls' sockets, edge-triggered.
+    poller: Poller,
+    /// Sockets in the poller (live and closing).
+    watched: usize,
+    io_events: Events,
+    /// Keys taken from `io_events` (kept to reuse its allocation).
+    io_keys: Vec<usize>,
+    closing: Vec<Option<Closing>>,
+    closing_free: Vec<usize>,
+}
+
+impl<C: Clock> Worker<C> {
+    pub fn new(
+        clock: C,
+        commands: Receiver<Command>,
+        relay: RelayFeed,
+        load: Arc<AtomicUsize>,
+        stats: Arc<MediaStats>,
+        max_catchup: Duration,
+    ) -> std::io::Result<Self> {
+        let epoch = clock.now();
+        Ok(Worker {
+            clock,
+            commands,
+            relay,
+            load,
+            stats,
+            max_catchup,
+            calls: Vec::new(),
+            free: Vec::new(),
+            wheel: vec![Vec::new(); WHEEL],
+            ready: Arc::new(ReadyMap::new(READY_CAPACITY)),
+            ready_now: Vec::new(),
+            mixers: Vec::new(),
+            mixed_cycle: u64::MAX,
+            epoch,
+            next: 0,
+            poller: Poller::new()?,
+            watched: 0,
+            io_events: Events::new(),
+            io_keys: Vec::new(),
+            closing: Vec::new(),
+            closing_free: Vec::new(),
+        })
+    }
+
+    pub fn run(mut self) {
+        loop {
+            if self.active() == 0 && self.closing_count() == 0 {
+                let command = if self.mixers.is_empty() {
+                    self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    // No calls, but mixers that must see their members leave and end.
+                    self.commands.recv_timeout(FRAME_DURATION)
+                };
+                match command {
+                    Ok(Command::Add(call)) => {
+                        self.next = self.slot_at(self.clock.now()) + 1;
+                        self.add(*call);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.run_mixers();
+                        continue;
+                    }
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        self.finish_all();
+                        return;
+                    }
+                }
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Add(call)) => self.add(*call),
+                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                        self.finish_all();
+                        return;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.run_next_slot();
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.calls.len() - self.free.len()
+    }
+
+    fn closing_count(&self) -> usize {
+        self.closing.len() - self.closing_free.len()
+    }
+
+    fn slot_at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits for the next slot, visiting the sockets that become readable meanwhile, then
+    /// visits every call due in the slot.
+    fn run_next_slot(&mut self) {
+        let k = self.next;
+        let scheduled = grid_instant(self.epoch, SLOT, k);
+        if self.watched > 0 {
+            self.wait_io(scheduled);
+        } else {
+            self.clock.sleep_until(scheduled);
+        }
+        let now = self.clock.now();
+        let late = now.saturating_duration_since(scheduled);
+        let current = self.slot_at(now).max(k);
+        if late > self.max_catchup {
+            let skipped_cycles = (current - k) / SLOTS as u64;
+            self.stats.skipped_ticks.fetch_add(skipped_cycles * self.active() as u64, Ordering::Relaxed);
+        } else {
+            self.stats.tick_lateness.record(late);
+        }
+        // Once per cycle, before the members' passes; cycles missed by a late wake-up are made
+        // up (within the catch-up bound), each before the passes of its own tick.
+        let cycle = current / SLOTS as u64;
+        if self.mixed_cycle == u64::MAX || cycle > self.mixed_cycle + self.max_catchup_cycles() {
+            self.mixed_cycle = cycle.saturating_sub(1);
+        }
+        let new_cycle = self.mixed_cycle < cycle;
+        while self.mixed_cycle < cycle {
+            self.mixed_cycle += 1;
+            self.run_mixers();
+        }
+        let mut woken = false;
+        if current - k >= WHEEL as u64 {
+            // Later than the wheel reaches: everyone.
+            for index in 0..self.calls.len() {
+                woken |= self.visit(index, now, current);
+            }
+        } else {
+            // The calls whose deadline has come, then those their call tasks marked ready.
+            for s in k..=current {
+                let mut due = std::mem::take(&mut self.wheel[(s % WHEEL as u64) as usize]);
+                for &index in &due {
+                    if self.calls[index].as_ref().is_some_and(|c| c.due_slot == s) {
+                        woken |= self.visit(index, now, current);
+                    }
+                }
+                due.clear();
+                // Give the allocation back unless the visits filled the slot again.
+                let slot = &mut self.wheel[(s % WHEEL as u64) as usize];
+                if slot.is_empty() {
+                    *slot = due;
+                }
+            }
+            let mut ready = std::mem::take(&mut self.ready_now);
+            self.ready.drain(|index| ready.push(index));
+            for &index in &ready {
+                woken |= self.visit(index, now, current);
+            }
+            ready.clear();
+            self.ready_now = ready;
+            for index in READY_CAPACITY..self.calls.len() {
+                woken |= self.visit(index, now, current);
+            }
+        }
+        if new_cycle {
+            // Closing connections whose linger is up go, once a cycle.
+            for i in 0..self.closing.len() {
+                self.linger(i, now);
+            }
+        }
+        if woken {
+            self.relay.waker.wake();
+        }
+        self.next = current + 1;
+    }
+
+    /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
+    fn schedule(&mut self, index: usize, current: u64, deadline: Option<Instant>) {
+        let latest = current + WHEEL as u64 - 1;
+        let slot = match deadline {
+            // The first slot at or after the deadline.
+            Some(d) => {
+                let nanos = d.saturating_duration_since(self.epoch).as_nanos();
+                u64::try_from(nanos.div_ceil(SLOT.as_nanos())).unwrap_or(u64::MAX)
+            }
+            None => latest,
+        }
+        .clamp(current + 1, latest);
+        if let Some(call) = self.calls[index].as_mut() {
+            if call.due_slot > current && call.due_slot <= slot {
+                // Already due as soon as this or sooner: a visit before a deadline is harmless,
+                // and an entry per visit would fill the wheel with stale ones.
+                return;
+            }
+            call.due_slot = slot;
+            self.wheel[(slot % WHEEL as u64) as usize].push(index);
+        }
+    }
+
+    fn max_catchup_cycles(&self) -> u64 {
+        (self.max_catchup.as_nanos() / FRAME_DURATION.as_nanos()) as u64
+    }
+
+    /// Visits one call: its socket, its due passes, its end. Returns whether its call task was
+    /// queued for a wake-up.
+    fn visit(&mut self, index: usize, now: Instant, current: u64) -> bool {
+        let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { return false };
+        let woke = step(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+        let link = &call.end.link;
+        let closed = link.peer_closed.load(Ordering::Acquire);
+        let hangup = link.hangup.load(Ordering::Acquire);
+        if closed || hangup {
+            call.session.finish(now, hangup && !closed);
+            transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+            call.endpoint.close(&call.end.link, now);
+            call.end.link.stats.publish(&call.session.stats());
+            call.end.link.media_done.store(true, Ordering::Release);
+            wake(&mut self.relay, &call.end.link);
+            self.retire(index, now);
+            return true;
+        }
+        if woke {
+            wake(&mut self.relay, &call.end.link);
+        }
+        let want = call.endpoint.wants_write();
+        if want != call.writable
+            && let Some(socket) = call.endpoint.socket()
+        {
+            let interest = if want { Readiness::all(index) } else { Readiness::readable(index) };
+            if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
+                call.writable = want;
+            }
+        }
+        let deadline = match (call.session.next_deadline(), call.endpoint.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.schedule(index, current, deadline);
+        woke
+    }
+}
+
+mod io;
+mod step;
+
+pub use step::step;
+use step::{transmit, wake};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+//! One call's visit: what a media thread does with a call when it is due.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ringbuf::traits::{Consumer, Producer};
+
+use super::RelayFeed;
+use crate::media::endpoint::Endpoint;
+use crate::media::link::{CallLink, MediaEnd};
+use crate::protocol::MAX_FRAME_BYTES;
+use crate::session::Session;
+
+/// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads
+/// into the session, control commands, the passes that are due, what they released out through
+/// the endpoint, one write. Returns whether processor events went to the call task (which is
+/// then woken). Allocation-free (see `tests/no_alloc.rs`).
+pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
+    endpoint.receive(session, end, now);
+    // Commands sent just before the end still apply (a stream started then ends with reason
+    // `hangup`, and says so).
+    while let Some(command) = end.control_in.try_pop() {
+        session.handle_control(command);
+    }
+    let passes = session.passes();
+    session.handle_tick(now);
+    let events = transmit(session, end, endpoint, now);
+    endpoint.flush(&end.link, now);
+    if session.passes() != passes || events {
+        end.link.stats.publish(&session.stats());
+    }
+    if session.hangup_requested() && !end.link.hangup.load(Ordering::Acquire) {
+        // A processor asked (e.g. a fork target's `hangup` command): the next visit finishes
+        // the call, as after the control API's hang-up.
+        end.link.hang_up(crate::media::link::Hangup::Processor);
+    }
+    events
+}
+
+/// Hands everything the session released to the endpoint, and the processors' events to the
+/// call task's ring. Returns whether there were events.
+pub(super) fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
+    let mut frame = [0u8; MAX_FRAME_BYTES];
+    while let Some(transmit) = session.poll_transmit(&mut frame) {
+        endpoint.send(transmit, &frame, &end.link, now);
+    }
+    let mut events = false;
+    while let Some(event) = session.poll_event() {
+        events = true;
+        if end.events_out.try_push(event).is_err() {
+            end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    events
+}
+
+/// Queues a call's task for the relay to wake; wakes it directly if the relay's ring is full.
+pub(super) fn wake(relay: &mut RelayFeed, link: &Arc<CallLink>) {
+    if let Err(link) = relay.ring.try_push(link.clone()) {
+        link.waker.wake();
+    }
+}
