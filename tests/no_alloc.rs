@@ -1,7 +1,8 @@
 //! The media path's steady state allocates nothing: a counting global allocator watches the
-//! exact per-call step a media thread runs (rings in, one tick, rings out), plus the connection
-//! side's ring operations, over thousands of ticks with DTMF, clear and notify traffic, and with
-//! the DTMF detector (fed real keying) and generator in the pipeline.
+//! exact per-call step a media thread runs (the endpoint's delivery, one tick, what it sends),
+//! through a scripted endpoint, over thousands of ticks with DTMF, clear and notify traffic, and
+//! with the DTMF detector (fed real keying) and generator in the pipeline. The same over real
+//! sockets, with every thread of a running server watched: `tests/no_alloc_socket.rs`.
 //!
 //! The counting allocator is the crate's only `unsafe` code (the library itself forbids it).
 #![allow(unsafe_code)]

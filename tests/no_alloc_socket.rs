@@ -1,0 +1,150 @@
+//! The whole media path of a running server allocates nothing in the steady state: calls on a
+//! real `/echo` route, over loopback sockets, for seconds, while a counting global allocator
+//! watches every thread of the process (the media threads reading, passing and writing; the
+//! runtime's threads, which have nothing to do meanwhile; the client, which allocates nothing
+//! itself).
+//!
+//! The client speaks WebSocket by hand on blocking sockets with buffers made beforehand, so that
+//! any allocation counted is the server's. Its own file, so that no other test runs in the
+//! process meanwhile.
+#![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ECHO_CONFIG, TestServer};
+
+struct Counting;
+
+static WATCHING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    if WATCHING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
+// the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CALLS: usize = 20;
+const RATE: u32 = 16_000;
+const FRAME: usize = 640;
+
+/// A masked client frame (RFC 6455 section 5.2) with a fixed mask.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut out = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        out.push(0x80 | payload.len() as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+/// Opens a call on `/echo`: the upgrade, then the metadata.
+fn open_call(server: &TestServer) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = format!(
+        "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let metadata = format!(r#"{{"event":"websocket:connected","content-type":"audio/l16;rate={RATE}"}}"#);
+    stream.write_all(&client_frame(0x1, metadata.as_bytes())).unwrap();
+    stream
+}
+
+/// One 20 ms tick: a frame to every call, then its echo from every call. Allocates nothing.
+fn tick(calls: &mut [TcpStream], frame: &[u8], echo: &mut [u8; 4 + FRAME]) {
+    for call in calls.iter_mut() {
+        call.write_all(frame).unwrap();
+    }
+    for call in calls.iter_mut() {
+        call.read_exact(echo).unwrap();
+        assert_eq!(&echo[..4], &[0x82, 126, (FRAME >> 8) as u8, FRAME as u8], "one unmasked binary frame of 640 bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_servers_media_path_never_allocates() {
+    // The counter sees allocations (on any thread).
+    WATCHING.store(true, Ordering::SeqCst);
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(64)));
+    WATCHING.store(false, Ordering::SeqCst);
+    assert!(ALLOCATIONS.swap(0, Ordering::SeqCst) >= 2);
+
+    let server = TestServer::start(ECHO_CONFIG).await;
+    let mut calls: Vec<TcpStream> = (0..CALLS).map(|_| open_call(&server)).collect();
+    let payload: Vec<u8> = (0..FRAME).map(|i| (i * 7) as u8).collect();
+    let frame = client_frame(0x2, &payload);
+    let (allocations, ticks) = tokio::task::spawn_blocking(move || {
+        let mut echo = [0u8; 4 + FRAME];
+        let start = Instant::now();
+        let mut n = 0u32;
+        let mut run = |until: u32, calls: &mut [TcpStream]| {
+            while n < until {
+                n += 1;
+                tick(calls, &frame, &mut echo);
+                let due = start + Duration::from_millis(20) * n;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        };
+        // Warm-up: every call's buffers reach their steady size.
+        run(50, &mut calls);
+        WATCHING.store(true, Ordering::SeqCst);
+        run(200, &mut calls);
+        WATCHING.store(false, Ordering::SeqCst);
+        let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+        drop(calls);
+        (allocations, n - 50)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ticks, 150);
+    assert_eq!(allocations, 0, "{allocations} allocations over {ticks} ticks of {CALLS} calls");
+    assert!(server.handle.stats.frames_out.load(Ordering::Relaxed) >= (CALLS * 200) as u64);
+    server.stop().await;
+}
