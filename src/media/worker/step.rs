@@ -41,10 +41,11 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoi
 /// Hands everything the session released to the endpoint, and the processors' events to the
 /// call task's ring. Returns whether there were events.
 pub(super) fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
-    let mut frame = [0u8; MAX_FRAME_BYTES];
-    while let Some(transmit) = session.poll_transmit(&mut frame) {
-        endpoint.send(transmit, &frame, &end.link, now);
-    }
+    FRAME.with_borrow_mut(|frame| {
+        while let Some(transmit) = session.poll_transmit(frame) {
+            endpoint.send(transmit, frame, &end.link, now);
+        }
+    });
     let mut events = false;
     while let Some(event) = session.poll_event() {
         events = true;
@@ -53,6 +54,12 @@ pub(super) fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut
         }
     }
     events
+}
+
+thread_local! {
+    /// Where a released frame is encoded before the endpoint frames it: one per thread, so
+    /// that a visit neither zeroes a frame on its stack nor allocates.
+    static FRAME: std::cell::RefCell<[u8; MAX_FRAME_BYTES]> = const { std::cell::RefCell::new([0; MAX_FRAME_BYTES]) };
 }
 
 /// Queues a call's task for the relay to wake; wakes it directly if the relay's ring is full.
