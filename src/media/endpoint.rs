@@ -19,7 +19,8 @@ use std::time::Instant;
 use super::link::{CallLink, MediaEnd};
 use crate::session::{Session, Transmit};
 
-/// A call's connection as its media thread drives it. See the [module docs](self).
+/// A call's connection as its media thread drives it: the socket it watches, what it reads into
+/// the session, what it sends, how it closes. See [`crate::media`] for the thread around it.
 pub trait Endpoint: Send {
     /// The socket the thread watches (edge-triggered, for reading, and for writing while
     /// [`wants_write`](Endpoint::wants_write)). `None`: nothing to watch; the endpoint is

@@ -90,7 +90,7 @@ pub struct MediaPool {
 
 impl MediaPool {
     /// Starts the threads. Each comes with a [`Relay`] future that the caller must spawn on its
-    /// async runtime: it wakes the connection tasks of the calls the thread served.
+    /// async runtime: it wakes the call tasks of the calls that emitted events.
     pub fn start(config: MediaConfig) -> std::io::Result<(MediaPool, Vec<Relay>)> {
         let count = match config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -16,7 +16,7 @@ use super::endpoint::Endpoint;
 use super::link::{CallLink, MediaEnd};
 use crate::session::{InboundEvent, Session, Transmit};
 
-/// What the scripted platform delivers and what it received. See the [module docs](self).
+/// What the scripted platform delivers and what it received (see [`Script`]).
 #[derive(Debug, Default)]
 pub struct ScriptState {
     /// Caller audio waiting to be delivered at the next visit.
@@ -35,7 +35,10 @@ pub struct ScriptState {
     pub notifies: Vec<u64>,
 }
 
-/// A scripted platform, shared between a test and its endpoint.
+/// A scripted platform, shared between a test and its endpoint: queue caller audio and platform
+/// events with [`deliver`](Script::deliver) and [`deliver_event`](Script::deliver_event), hand
+/// [`endpoint`](Script::endpoint) to [`step`](crate::media::step) (or a media thread) with a
+/// session, and read back what callpipe sent with [`take_sent`](Script::take_sent).
 #[derive(Debug, Clone, Default)]
 pub struct Script(Arc<Mutex<ScriptState>>);
 

@@ -1,7 +1,7 @@
 //! The registry of live and recently ended calls that the control API reads and steers.
 //!
-//! Only connection tasks and HTTP handlers touch it (a short `Mutex` on the control side); the
-//! media threads never do. Each live call has a command channel to its connection task, which
+//! Only call tasks and HTTP handlers touch it (a short `Mutex` on the control side); the
+//! media threads never do. Each live call has a command channel to its call task, which
 //! forwards media commands to the media thread through the call's control ring.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +17,7 @@ use crate::media::{CallLink, Hangup};
 use crate::protocol::SampleRate;
 use crate::session::Control;
 
-/// Commands waiting for a call's connection task; beyond this the API answers 503.
+/// Commands waiting for a call's task; beyond this the API answers 503.
 pub(crate) const COMMAND_QUEUE: usize = 16;
 
 /// `notify` payloads waiting for the platform's acknowledgement, per call.
@@ -27,7 +27,7 @@ pub(crate) const MAX_PENDING_NOTIFIES: usize = 64;
 /// that a platform component that reads JSON numbers as doubles echoes them intact.
 pub(crate) const API_MARKER_BIT: u64 = 1 << 52;
 
-/// What the control API asks of a call's connection task.
+/// What the control API asks of a call's task.
 #[derive(Debug)]
 pub(crate) enum CallCommand {
     /// Close the call with 1000 after the media thread has finished it.

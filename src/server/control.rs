@@ -1,7 +1,7 @@
 //! The HTTP control plane: a REST API over live calls shaped like the Voice API's, metrics and
 //! health, served on a listener of its own (`[control] listen`, `--control`).
 //!
-//! Handlers never touch a media thread: a command goes to the call's connection task over a
+//! Handlers never touch a media thread: a command goes to the call's task over a
 //! bounded channel (full: 503), which forwards it through the call's control ring. Audio to
 //! stream is fetched, decoded and resampled here, on blocking threads, before the call sees it.
 //! Errors are RFC 7807 problem details with a stable `type`.
@@ -273,7 +273,7 @@ fn call_ended(id: &str) -> Problem {
     Problem::new(StatusCode::CONFLICT, "call-ended", "Call Ended", format!("call {id:?} has ended"))
 }
 
-/// Hands a command to the call's connection task.
+/// Hands a command to the call's task.
 fn send(call: &LiveCall, command: CallCommand) -> Result<(), Problem> {
     if call.hanging_up() {
         return Err(call_ended(&call.id));

@@ -1,9 +1,12 @@
-//! The tokio side: the accept loop, admission, routing and graceful drain.
+//! The tokio side: the accept loop, admission, routing and graceful drain; and the socket
+//! endpoint the media threads drive.
 //!
-//! [`run`] takes its listener and its shutdown signal as arguments. Each connection runs in its
-//! own task (`conn`), which also runs its TLS handshake when `[server.tls]` is set (`tls`); a
-//! connection's errors end that connection only. Media work happens on the media threads, never
-//! here.
+//! [`run`] takes its listener and its shutdown signal as arguments. Each connection is admitted
+//! in its own task (`admission`: the TLS handshake when `[server.tls]` is set (`tls`), the
+//! upgrade (`upgrade`), the metadata, the route, the pipeline); an admitted call's socket then
+//! goes to a media thread as a `SocketEndpoint` (`endpoint`, over a `transport`), and a small
+//! task (`call_task`) keeps the call's commands, events and report. A connection's errors end
+//! that connection only. Media work happens on the media threads, never on the runtime.
 
 mod admission;
 mod call_task;
@@ -47,7 +50,7 @@ const STREAM_LOADS: usize = 4;
 /// handshake (2 s each at most), the media thread's last pass (1 s), with a margin.
 const CLOSE_WAIT: Duration = Duration::from_secs(6);
 
-/// State shared by the accept loop and every connection task.
+/// State shared by the accept loop and every connection and call task.
 pub(crate) struct Shared {
     pub config: Config,
     pub registry: ProcessorRegistry,
@@ -263,8 +266,8 @@ async fn drain(shared: &Arc<Shared>) {
         info!(calls = active(), "grace period over: closing calls with 1001");
     }
     // Hang up every live call, again and again: a call still being set up when the drain began
-    // registers late. Every connection task gets to finish (its close handshake, the media
-    // thread's last pass, its `ended` event) before the event queue is flushed.
+    // registers late. Every connection gets to finish (the media thread's last pass, its close
+    // handshake there, its `ended` event) before the event queue is flushed.
     let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
     while shared.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         for call in shared.calls.live_calls() {

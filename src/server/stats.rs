@@ -1,4 +1,4 @@
-//! Server-wide counters, updated with relaxed atomics from connection tasks and read by the
+//! Server-wide counters, updated with relaxed atomics from media threads and call tasks and read by the
 //! periodic summary (and, later, the metrics endpoint).
 
 use std::collections::BTreeMap;

@@ -103,7 +103,7 @@ pub struct InboundBuffer {
 
 impl InboundBuffer {
     /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2). It starts
-    /// with room for [`INBOUND_TO_START`] frames, what a call on a clean network needs, and
+    /// with room for four frames (`INBOUND_TO_START`), what a call on a clean network needs, and
     /// grows (once) to the capacity when a burst fills it.
     pub fn new(rate: SampleRate, capacity_frames: usize, config: TimelineConfig) -> InboundBuffer {
         let frame_bytes = rate.frame_bytes();
