@@ -271,6 +271,48 @@ async fn a_flood_that_never_stops_to_read_still_gets_its_1008_close_frame() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_that_never_reads_its_pongs_is_closed_1008() {
+    // Pings share the text messages' rate limit, and a peer that reads nothing gets no more
+    // pongs than the call's output buffer holds: the close frame still comes, after them.
+    let server = server_with("").await;
+    let witness = Witness::start(&server).await;
+    let mut stream = raw_call(&server, "/echo").await;
+    let flood: Vec<u8> = (0..20_000).flat_map(|_| raw_frame(true, 9, b"are you there?")).collect();
+    stream.write_all(&flood).await.expect("every ping written: callpipe read them all, no reset");
+    assert_eq!(raw_close_code(&mut stream).await, Some(1008), "the close frame arrives after the pongs");
+    stream.write_all(&raw_frame(true, 8, &1008u16.to_be_bytes())).await.unwrap();
+    witness.check().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_client_frame_is_closed_1007_and_a_close_frame_is_answered_in_kind() {
+    let server = server_with("").await;
+    let witness = Witness::start(&server).await;
+    // RFC 6455 section 5.1: a client masks every frame.
+    let mut stream = raw_call(&server, "/echo").await;
+    let mut unmasked = vec![0x82, 126, 0x01, 0x40];
+    unmasked.extend_from_slice(&[0u8; 320]);
+    stream.write_all(&unmasked).await.unwrap();
+    assert_eq!(raw_close_code(&mut stream).await, Some(1007), "an unmasked frame");
+    // A close frame without a code is answered with one without a code; one with a code that
+    // may not be sent (1005) with 1002; one with 1000 with 1000.
+    for (sent, answer) in [
+        (&[][..], vec![0x88u8, 0x00]),
+        (&1005u16.to_be_bytes()[..], vec![0x88, 0x14, 0x03, 0xea]),
+        (&1000u16.to_be_bytes()[..], vec![0x88, 0x02, 0x03, 0xe8]),
+    ] {
+        let mut stream = raw_call(&server, "/echo").await;
+        stream.write_all(&raw_frame(true, 8, sent)).await.unwrap();
+        let mut head = vec![0u8; answer.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head)).await.expect("an answer").unwrap();
+        assert_eq!(head, answer, "the answer to a close frame with {sent:?}");
+    }
+    witness.check().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_frame_abuse_is_closed() {
     let server = server_with("max_message_bytes = 65536").await;
     let witness = Witness::start(&server).await;

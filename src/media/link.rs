@@ -130,6 +130,14 @@ impl CallLink {
         self.waker.wake();
     }
 
+    /// The media thread has lost the call (a bug panicked in its visit): the call ends with 1011
+    /// and its task is told.
+    pub fn fail(&self) {
+        let _ = self.close_code.compare_exchange(0, 1011, Ordering::AcqRel, Ordering::Acquire);
+        self.media_done.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     /// Why callpipe hangs up, once [`hang_up`](CallLink::hang_up) has been called.
     pub fn hangup_reason(&self) -> Hangup {
         Hangup::from_u8(self.hangup_reason.load(Ordering::Acquire))

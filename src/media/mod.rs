@@ -165,8 +165,12 @@ impl MediaPool {
         for thread in &self.threads {
             let _ = thread.commands.send(Command::Shutdown);
         }
+        let me = std::thread::current().id();
         for thread in &mut self.threads {
-            if let Some(join) = thread.join.take() {
+            // A pool dropped on one of its own threads (the last owner of the server's state
+            // was a call that thread just closed) cannot wait for itself: that thread ends by
+            // itself once it returns.
+            if let Some(join) = thread.join.take_if(|j| j.thread().id() != me) {
                 let _ = join.join();
             }
         }

@@ -118,9 +118,15 @@ impl CallEdge {
         })
     }
 
-    /// A ping arrived at `now` (it counts as activity).
-    pub fn handle_ping(&mut self, now: Instant) {
+    /// A ping arrived at `now` (it counts as activity). Pings share the text messages' rate
+    /// limit: a ping flood is closed with 1008 like a text flood.
+    pub fn handle_ping(&mut self, now: Instant) -> Result<(), Rejection> {
         self.last_activity = now;
+        if !self.texts.allow(now) {
+            let reason = format!("more than {} text and ping messages per second", self.limits.max_text_per_second);
+            return Err(Rejection::new(CloseCode::Policy, reason));
+        }
+        Ok(())
     }
 
     /// Callpipe is hanging up for another reason: the maximum duration no longer applies.
@@ -247,7 +253,7 @@ mod tests {
         assert_eq!(edge.poll_limit(t0 + 399 * MS), None);
         edge.handle_binary(t0 + 300 * MS, 320).unwrap();
         assert_eq!(edge.next_deadline(), Some(t0 + 700 * MS), "activity moves the idle deadline");
-        edge.handle_ping(t0 + 650 * MS);
+        edge.handle_ping(t0 + 650 * MS).unwrap();
         edge.handle_text(t0 + 900 * MS, "not json").unwrap();
         assert_eq!(edge.next_deadline(), Some(t0 + 1000 * MS), "the maximum duration comes first now");
         assert_eq!(edge.poll_limit(t0 + 1000 * MS), Some(Limit::MaxDuration));
@@ -255,6 +261,18 @@ mod tests {
         assert_eq!(edge.next_deadline(), Some(t0 + 1300 * MS));
         let Some(Limit::Idle(rejection)) = edge.poll_limit(t0 + 1300 * MS) else { panic!("idle") };
         assert_eq!((rejection.code, rejection.reason.as_str()), (CloseCode::Policy, "nothing received for 0.4 s"));
+    }
+
+    #[test]
+    fn a_ping_flood_is_closed_like_a_text_flood() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz8000, limits(), t0);
+        for i in 0..10 {
+            assert!(edge.handle_ping(t0 + i * MS).is_ok(), "a burst of the limit's size");
+        }
+        let rejection = edge.handle_ping(t0 + 10 * MS).unwrap_err();
+        assert_eq!((rejection.code, rejection.reason.as_str()), (CloseCode::Policy, "more than 10 text and ping messages per second"));
+        assert!(edge.handle_ping(t0 + 1000 * MS).is_ok(), "the bucket refills");
     }
 
     #[test]

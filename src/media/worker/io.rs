@@ -215,4 +215,24 @@ impl<C: Clock> Worker<C> {
             }
         }
     }
+
+    /// Ends a call whose visit panicked: its task hears 1011, its socket closes.
+    pub(super) fn fail(&mut self, index: usize) {
+        let Some(call) = self.calls.get_mut(index).and_then(Option::take) else { return };
+        self.free.push(index);
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        call.end.link.fail();
+        self.drop_endpoint(call.endpoint);
+    }
+}
+
+impl<C: Clock> Drop for Worker<C> {
+    /// Only calls still here when the thread unwinds (a panic outside any call's visit): their
+    /// tasks hear 1011 instead of waiting forever.
+    fn drop(&mut self) {
+        for call in self.calls.iter().flatten() {
+            call.end.link.fail();
+        }
+    }
 }

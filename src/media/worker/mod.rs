@@ -148,6 +148,8 @@ pub(crate) struct Worker<C: Clock> {
     ready: Arc<ReadyMap>,
     /// Indices taken from `ready` (kept to reuse its allocation).
     ready_now: Vec<usize>,
+    /// Calls due in the slots being run (kept to reuse its allocation).
+    visit_now: Vec<usize>,
     mixers: Vec<Mixer>,
     /// The cycle the mixers last ran in.
     mixed_cycle: u64,
@@ -186,6 +188,7 @@ impl<C: Clock> Worker<C> {
             wheel: vec![Vec::new(); WHEEL],
             ready: Arc::new(ReadyMap::new(READY_CAPACITY)),
             ready_now: Vec::new(),
+            visit_now: Vec::new(),
             mixers: Vec::new(),
             mixed_cycle: u64::MAX,
             epoch,
@@ -286,21 +289,30 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(index, now, current);
             }
         } else {
-            // The calls whose deadline has come, then those their call tasks marked ready.
+            // The calls whose deadline has come (all of them taken from the wheel first, so that
+            // a visit's new entry is never swept up with a slot drained after it), then those
+            // their call tasks marked ready.
+            let mut visit = std::mem::take(&mut self.visit_now);
             for s in k..=current {
-                let mut due = std::mem::take(&mut self.wheel[(s % WHEEL as u64) as usize]);
-                for &index in &due {
-                    if self.calls[index].as_ref().is_some_and(|c| c.due_slot == s) {
-                        woken |= self.visit(index, now, current);
+                let pos = (s % WHEEL as u64) as usize;
+                let mut due = std::mem::take(&mut self.wheel[pos]);
+                let calls = &self.calls;
+                due.retain(|&index| match calls.get(index).and_then(Option::as_ref) {
+                    Some(c) if c.due_slot == s => {
+                        visit.push(index);
+                        false
                     }
-                }
-                due.clear();
-                // Give the allocation back unless the visits filled the slot again.
-                let slot = &mut self.wheel[(s % WHEEL as u64) as usize];
-                if slot.is_empty() {
-                    *slot = due;
-                }
+                    // Due at a later turn of the wheel (scheduled while the thread was late).
+                    Some(c) => c.due_slot > s && c.due_slot % WHEEL as u64 == pos as u64,
+                    None => false,
+                });
+                self.wheel[pos] = due;
             }
+            for &index in &visit {
+                woken |= self.visit(index, now, current);
+            }
+            visit.clear();
+            self.visit_now = visit;
             let mut ready = std::mem::take(&mut self.ready_now);
             self.ready.drain(|index| ready.push(index));
             for &index in &ready {
@@ -354,6 +366,16 @@ impl<C: Clock> Worker<C> {
     /// Visits one call: its socket, its due passes, its end. Returns whether its call task was
     /// queued for a wake-up.
     fn visit(&mut self, index: usize, now: Instant, current: u64) -> bool {
+        let visited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.visit_call(index, now, current)));
+        visited.unwrap_or_else(|_| {
+            // A processor (or callpipe) has a bug: this call ends with 1011, the others go on.
+            tracing::error!(index, "a call's visit panicked: closing it with 1011");
+            self.fail(index);
+            true
+        })
+    }
+
+    fn visit_call(&mut self, index: usize, now: Instant, current: u64) -> bool {
         let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { return false };
         let woke = step(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
         let link = &call.end.link;

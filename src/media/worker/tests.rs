@@ -105,6 +105,63 @@ fn a_frame_goes_through_within_a_slot_of_its_arrival_and_late_ones_are_not_repla
 }
 
 #[test]
+fn a_late_wake_up_never_drops_a_call_from_the_wheel() {
+    // Whatever the thread's lateness, a call with nothing arriving keeps its wall ticks: the
+    // entry a visit makes for its next deadline survives the slots drained after it.
+    for late_ms in 1..=40u64 {
+        let (mut worker, clock, conn, _script) = worker_with_call();
+        let start = clock.now();
+        while clock.now() < start + FRAME_DURATION * 5 {
+            worker.run_next_slot();
+        }
+        clock.advance(Duration::from_millis(late_ms));
+        worker.run_next_slot();
+        let before = passes(&conn);
+        let from = clock.now();
+        while clock.now() < from + FRAME_DURATION * 10 {
+            worker.run_next_slot();
+        }
+        let ticked = passes(&conn) - before;
+        assert!((9..=11).contains(&ticked), "{late_ms} ms late: {ticked} passes in the next 200 ms");
+    }
+}
+
+/// A processor with a bug: it panics at its fifth pass.
+struct Buggy;
+
+impl crate::processor::Processor for Buggy {
+    fn name(&self) -> &'static str {
+        "buggy"
+    }
+
+    fn process(&mut self, cx: &mut crate::processor::Context<'_>) {
+        assert!(cx.position() < 5, "a bug at the fifth pass");
+    }
+
+    fn timeline(&self) -> crate::processor::Timeline {
+        crate::processor::Timeline::Wall
+    }
+}
+
+#[test]
+fn a_call_whose_visit_panics_ends_with_1011_and_the_others_go_on() {
+    let (mut worker, clock, conn, _script) = worker_with_call();
+    let rate = SampleRate::Hz8000;
+    let call = CallInfo { id: "b".into(), path: "/buggy".into(), metadata: Metadata::new(rate) };
+    let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Buggy)]), SessionConfig::default()).unwrap();
+    let (buggy, media) = call_rings();
+    worker.add(NewCall::new(session, media, Script::default().endpoint()));
+    let start = clock.now();
+    while clock.now() < start + FRAME_DURATION * 20 {
+        worker.run_next_slot();
+    }
+    assert!(buggy.link.is_media_done());
+    assert_eq!(buggy.link.close_code.load(Ordering::Acquire), 1011);
+    assert_eq!(worker.active(), 1, "the other call is still there");
+    assert!(passes(&conn) >= 19, "and still ticking: {}", passes(&conn));
+}
+
+#[test]
 fn missed_wall_ticks_are_made_up_and_a_stall_beyond_the_limit_skips_them() {
     let (mut worker, clock, conn, _script) = worker_with_call();
     let start = clock.now();

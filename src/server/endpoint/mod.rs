@@ -42,8 +42,10 @@ pub(super) const LINGER: Duration = Duration::from_secs(2);
 /// Why the call's connection ended on this side.
 #[derive(Debug)]
 enum Ending {
-    /// The peer sent a close frame (with its code) or ended the stream.
+    /// The peer sent a close frame, with its code when it had one.
     PeerClosed(Option<u16>),
+    /// The peer ended the stream without a close frame.
+    PeerEnded,
     /// The socket failed (reset, broken pipe).
     PeerLost,
     /// callpipe closes the call because of the peer's input or a limit.
@@ -129,7 +131,7 @@ impl SocketEndpoint {
             let asked = space.len();
             match self.transport.read(space) {
                 Ok(0) => {
-                    self.end(Ending::PeerClosed(None), &end.link);
+                    self.end(Ending::PeerEnded, &end.link);
                     return;
                 }
                 Ok(n) => {
@@ -269,9 +271,16 @@ impl Endpoint for SocketEndpoint {
         let id = &self.side.call.id;
         let (code, frame, peer_done): (u16, Option<(u16, String)>, bool) = match self.side.ending.take() {
             Some(Ending::PeerClosed(code)) => {
-                // Answer the peer's close frame with one of ours (RFC 6455 section 5.5.1).
-                (code.unwrap_or(1005), code.is_some().then(|| (code.unwrap_or(1000), String::new())), true)
+                // Answer the peer's close frame with one of ours (RFC 6455 section 5.5.1): its
+                // code echoed, none if it gave none, 1002 if its code may not be sent.
+                let answer = match code {
+                    None => Some((0, String::new())),
+                    Some(c) if sendable_close_code(c) => Some((c, String::new())),
+                    Some(_) => Some((1002, "invalid close code".to_owned())),
+                };
+                (code.unwrap_or(1005), answer, true)
             }
+            Some(Ending::PeerEnded) => (1006, None, true),
             Some(Ending::PeerLost) => (1006, None, true),
             Some(Ending::Reject(rejection)) => {
                 stats.count_close(rejection.code);
@@ -289,8 +298,10 @@ impl Endpoint for SocketEndpoint {
             }
         };
         link.close_code.store(code, Ordering::Release);
-        if let Some((code, reason)) = frame {
-            ws::encode_close(code, &reason, None, &mut self.side.out);
+        match frame {
+            Some((0, _)) => ws::encode(ws::Opcode::Close, &[], None, &mut self.side.out),
+            Some((code, reason)) => ws::encode_close(code, &reason, None, &mut self.side.out),
+            None => {}
         }
         self.closing = Some(Closing { until: now + LINGER, peer_done, raw: false });
         if self.write_out(now).is_err()
@@ -306,16 +317,9 @@ impl Endpoint for SocketEndpoint {
         let mut failed = false;
         let mut sink = [0u8; 2048];
         while !closing.peer_done {
-            let read = if closing.raw {
-                self.transport.read(&mut sink)
-            } else {
-                let space = self.parser.buffer_mut();
-                self.transport.read(space).inspect(|&n| self.parser.filled(n))
-            };
-            match read {
-                Ok(0) => closing.peer_done = true,
-                Ok(_) if closing.raw => {}
-                Ok(_) => loop {
+            if !closing.raw {
+                // What is already buffered first: it may hold the peer's close frame.
+                loop {
                     match self.parser.next() {
                         Ok(Some(Message::Close(_))) => {
                             closing.peer_done = true;
@@ -328,7 +332,25 @@ impl Endpoint for SocketEndpoint {
                             break;
                         }
                     }
-                },
+                }
+                if closing.peer_done {
+                    break;
+                }
+            }
+            let read = if closing.raw {
+                self.transport.read(&mut sink)
+            } else {
+                let space = self.parser.buffer_mut();
+                if space.is_empty() {
+                    // A whole largest message waits unparsed: read on without parsing.
+                    closing.raw = true;
+                    continue;
+                }
+                self.transport.read(space).inspect(|&n| self.parser.filled(n))
+            };
+            match read {
+                Ok(0) => closing.peer_done = true,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -349,6 +371,12 @@ impl Endpoint for SocketEndpoint {
         }
         false
     }
+}
+
+/// Whether a close code may go on the wire (RFC 6455 section 7.4): 1000-1003, 1007-1014, and
+/// the registered and private ranges 3000-4999.
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// The close that answers bytes that cannot be parsed.

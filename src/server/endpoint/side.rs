@@ -90,8 +90,15 @@ impl CallSide {
             },
             Message::Close(code) => return Some(Ending::PeerClosed(code)),
             Message::Ping(payload) => {
-                self.edge.handle_ping(now);
-                ws::encode(Opcode::Pong, payload, None, &mut self.out);
+                if let Err(rejection) = self.edge.handle_ping(now) {
+                    stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
+                    return Some(Ending::Reject(rejection));
+                }
+                // A peer that does not read gets no more pongs than the buffer's bound allows
+                // (RFC 6455 section 5.5.3: answering only the latest ping is enough).
+                if self.out.len() + payload.len() + ws::MAX_HEADER <= self.max_out {
+                    ws::encode(Opcode::Pong, payload, None, &mut self.out);
+                }
             }
             Message::Pong => {}
         }
