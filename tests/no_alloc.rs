@@ -4,12 +4,11 @@
 //! with the DTMF detector (fed real keying) and generator in the pipeline. The same over real
 //! sockets, with every thread of a running server watched: `tests/no_alloc_socket.rs`.
 //!
-//! The counting allocator is the crate's only `unsafe` code (the library itself forbids it).
+//! The counting allocator (`tests/support/counting.rs`) is the tests' only `unsafe` code (the
+//! library itself forbids it).
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::f64::consts::TAU;
 use std::time::Instant;
 
@@ -22,54 +21,13 @@ use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, S
 use callpipe::session::{InboundEvent, Session, SessionConfig};
 use ringbuf::traits::{Consumer, Producer};
 
-struct Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    /// Per thread: tests run in parallel, and one test's allocations must not count in another's.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Counts one allocation (or free) if this thread is watching.
-fn count() {
-    if WATCHING.with(Cell::get) {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    }
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting::{Counting, allocations_during};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Allocations (and frees) made by this thread while `f` runs.
-fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    WATCHING.with(|w| w.set(true));
-    f();
-    WATCHING.with(|w| w.set(false));
-    ALLOCATIONS.with(Cell::get) - before
-}
 
 /// Queues a prompt every 50 passes with a notify after it, mixes a tone into every frame, and
 /// barges in on DTMF: exercises every request a processor can make.

@@ -12,46 +12,17 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{ECHO_CONFIG, TestServer};
 
-struct Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
-static WATCHING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-fn count() {
-    if WATCHING.load(Ordering::Relaxed) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting::{Counting, watch_all};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -110,11 +81,9 @@ fn tick(calls: &mut [TcpStream], frame: &[u8], echo: &mut [u8; 4 + FRAME]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_servers_media_path_never_allocates() {
-    // The counter sees allocations (on any thread).
-    WATCHING.store(true, Ordering::SeqCst);
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(64)));
-    WATCHING.store(false, Ordering::SeqCst);
-    assert!(ALLOCATIONS.swap(0, Ordering::SeqCst) >= 2);
+    // The counter sees allocations, on any thread.
+    let (seen, ()) = watch_all(|| std::thread::spawn(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(64)))).join().unwrap());
+    assert!(seen >= 2);
 
     let server = TestServer::start(ECHO_CONFIG).await;
     let mut calls: Vec<TcpStream> = (0..CALLS).map(|_| open_call(&server)).collect();
@@ -134,10 +103,7 @@ async fn a_running_servers_media_path_never_allocates() {
         };
         // Warm-up: every call's buffers reach their steady size.
         run(50, &mut calls);
-        WATCHING.store(true, Ordering::SeqCst);
-        run(200, &mut calls);
-        WATCHING.store(false, Ordering::SeqCst);
-        let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+        let (allocations, ()) = watch_all(|| run(200, &mut calls));
         drop(calls);
         (allocations, n - 50)
     })

@@ -1,0 +1,70 @@
+//! A global allocator that counts allocations (and frees, and reallocations), for the
+//! zero-allocation tests: per thread while that thread watches ([`allocations_during`]), and
+//! across every thread of the process while [`watch_all`] is on.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Forwards to the system allocator, counting. Install it with `#[global_allocator]`.
+pub struct Counting;
+
+thread_local! {
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: tests run in parallel, and one test's allocations must not count in another's.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+static WATCHING_ALL: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS_ALL: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    if WATCHING_ALL.load(Ordering::Relaxed) {
+        ALLOCATIONS_ALL.fetch_add(1, Ordering::Relaxed);
+    }
+    if WATCHING.with(Cell::get) {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+    }
+}
+
+// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
+// the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Allocations (and frees) made by this thread while `f` runs.
+#[allow(dead_code)]
+pub fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    WATCHING.with(|w| w.set(true));
+    f();
+    WATCHING.with(|w| w.set(false));
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+/// Allocations (and frees) made by any thread of the process while `f` runs.
+#[allow(dead_code)]
+pub fn watch_all<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    let before = ALLOCATIONS_ALL.load(Ordering::SeqCst);
+    WATCHING_ALL.store(true, Ordering::SeqCst);
+    let result = f();
+    WATCHING_ALL.store(false, Ordering::SeqCst);
+    (ALLOCATIONS_ALL.load(Ordering::SeqCst) - before, result)
+}
