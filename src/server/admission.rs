@@ -26,7 +26,7 @@ use super::endpoint::{LINGER, SocketEndpoint, rejection_for};
 use super::tls::{self, ServerStream};
 use super::transport::Transport;
 use super::upgrade::{self, Refused};
-use super::{HANDSHAKE_TIMEOUT, Shared};
+use super::{ConnectionGuard, HANDSHAKE_TIMEOUT, Shared};
 use crate::media::{NewCall, call_rings};
 use crate::processor::{CallInfo, ConferenceJoinError};
 use crate::protocol::Metadata;
@@ -36,22 +36,6 @@ use crate::session::{CloseCode, FirstMessage, Rejection, Session, admit_first_me
 /// The parser's buffer before the call's rate is known: a metadata frame fits; a larger one
 /// grows it, up to the message limit.
 const ADMISSION_BUFFER: usize = 2048;
-
-/// Counts a connection as open, from accept until its socket closes (the drain waits for it).
-pub(super) struct ConnectionGuard(Arc<Shared>);
-
-impl ConnectionGuard {
-    pub fn new(shared: &Arc<Shared>) -> ConnectionGuard {
-        shared.connections.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(shared.clone())
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Why a call's media could not be prepared.
 #[derive(Debug, thiserror::Error)]

@@ -20,9 +20,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::Shared;
-use super::admission::ConnectionGuard;
 use super::calls::{CallCommand, CallStatus, CallView, LiveCall};
+use super::{ConnectionGuard, Shared};
 use crate::media::{ConnEnd, Hangup};
 use crate::processor::{ConferenceState, DtmfSource, Event, Membership};
 use crate::session::{CloseCode, Control, SharedAudio};

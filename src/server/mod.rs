@@ -72,6 +72,22 @@ pub(crate) struct Shared {
     pub conferences: Conferences,
 }
 
+/// Counts a connection as open, from accept until its socket closes (the drain waits for it).
+pub(crate) struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    pub fn new(shared: &Arc<Shared>) -> ConnectionGuard {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A running server's counters, for tests and reports.
 #[derive(Clone)]
 pub struct Handle {

@@ -1,5 +1,6 @@
 //! A media thread's calls coming and going: taking a call (and watching its socket), waiting in
-//! the poller, closing connections, the conferences' mixers, the end of the pool.
+//! the poller, placing a call in the deadline wheel, closing connections, the conferences'
+//! mixers, the end of the pool.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use polling::{Event as Readiness, PollMode};
 use std::sync::Arc;
 
 use super::step::transmit;
-use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, Worker};
+use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
 use crate::processor::{Admitted, Mixer};
@@ -224,6 +225,29 @@ impl<C: Clock> Worker<C> {
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);
         call.end.link.fail();
         self.drop_endpoint(call.endpoint);
+    }
+
+    /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
+    pub(super) fn schedule(&mut self, index: usize, current: u64, deadline: Option<Instant>) {
+        let latest = current + WHEEL as u64 - 1;
+        let slot = match deadline {
+            // The first slot at or after the deadline.
+            Some(d) => {
+                let nanos = d.saturating_duration_since(self.epoch).as_nanos();
+                u64::try_from(nanos.div_ceil(SLOT.as_nanos())).unwrap_or(u64::MAX)
+            }
+            None => latest,
+        }
+        .clamp(current + 1, latest);
+        if let Some(call) = self.calls[index].as_mut() {
+            if call.due_slot > current && call.due_slot <= slot {
+                // Already due as soon as this or sooner: a visit before a deadline is harmless,
+                // and an entry per visit would fill the wheel with stale ones.
+                return;
+            }
+            call.due_slot = slot;
+            self.wheel[(slot % WHEEL as u64) as usize].push(index);
+        }
     }
 }
 

@@ -336,29 +336,6 @@ impl<C: Clock> Worker<C> {
         self.next = current + 1;
     }
 
-    /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
-    fn schedule(&mut self, index: usize, current: u64, deadline: Option<Instant>) {
-        let latest = current + WHEEL as u64 - 1;
-        let slot = match deadline {
-            // The first slot at or after the deadline.
-            Some(d) => {
-                let nanos = d.saturating_duration_since(self.epoch).as_nanos();
-                u64::try_from(nanos.div_ceil(SLOT.as_nanos())).unwrap_or(u64::MAX)
-            }
-            None => latest,
-        }
-        .clamp(current + 1, latest);
-        if let Some(call) = self.calls[index].as_mut() {
-            if call.due_slot > current && call.due_slot <= slot {
-                // Already due as soon as this or sooner: a visit before a deadline is harmless,
-                // and an entry per visit would fill the wheel with stale ones.
-                return;
-            }
-            call.due_slot = slot;
-            self.wheel[(slot % WHEEL as u64) as usize].push(index);
-        }
-    }
-
     fn max_catchup_cycles(&self) -> u64 {
         (self.max_catchup.as_nanos() / FRAME_DURATION.as_nanos()) as u64
     }

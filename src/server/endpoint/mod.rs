@@ -26,11 +26,10 @@ mod side;
 
 use side::CallSide;
 
-use super::Shared;
-use super::admission::ConnectionGuard;
 use super::calls::LiveCall;
 use super::edge::{CallEdge, Limit};
 use super::transport::Transport;
+use super::{ConnectionGuard, Shared};
 use crate::media::{CallLink, Endpoint, Hangup, MediaEnd};
 use crate::protocol::ws::{self, Message, Parser, WireError};
 use crate::session::{CloseCode, Rejection, Session, Transmit};
