@@ -18,30 +18,29 @@ use crate::processor::{Admitted, Mixer};
 impl<C: Clock> Worker<C> {
     /// Waits for the slot at `until`. The first socket to become ready before it wakes the
     /// thread, and its call (with any other ready by then) is visited at once; sockets that
-    /// become ready after that wait for the slot, where they are collected without waiting.
+    /// become ready after that wait for the slot, where the slot's run collects them.
     /// A lightly loaded thread thus serves each frame as it arrives, and a busy one wakes at
     /// most twice a slot instead of once per frame.
     pub(super) fn wait_io(&mut self, until: Instant) {
         let now = self.clock.now();
-        if now < until && self.poll_io(Some(until - now)) {
+        if now < until && self.poll_io(Some(until - now)) > 0 {
             self.clock.sleep_until(until);
         }
-        self.poll_io(Some(Duration::ZERO));
     }
 
-    /// Visits the calls whose sockets are ready, waiting up to `timeout` for the first.
-    /// Returns whether there were any.
-    pub(super) fn poll_io(&mut self, timeout: Option<Duration>) -> bool {
+    /// Visits the calls whose sockets are ready (a batch of at most `IO_BATCH`), waiting up to
+    /// `timeout` for the first. Returns how many there were.
+    pub(super) fn poll_io(&mut self, timeout: Option<Duration>) -> usize {
         self.io_events.clear();
         if let Err(e) = self.poller.wait(&mut self.io_events, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             tracing::warn!(error = %e, "a media thread's poller failed");
-            return false;
+            return 0;
         }
         let mut keys = std::mem::take(&mut self.io_keys);
         keys.extend(self.io_events.iter().map(|e| e.key));
-        let any = !keys.is_empty();
+        let any = keys.len();
         let now = self.clock.now();
         let current = self.slot_at(now).max(self.next.saturating_sub(1));
         let mut woken = false;

@@ -130,6 +130,11 @@ const WHEEL: usize = 32;
 /// slot.
 const READY_CAPACITY: usize = 1 << 16;
 
+/// Sockets one wait takes from the poller: an early wake-up does at most this much socket work
+/// before the slot (the rest stays ready in the poller for the slot's run, which takes batches
+/// until none is left), so that the slot's wall ticks are not held up by a burst of arrivals.
+const IO_BATCH: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(31);
+
 /// Poller keys at and above this are closing connections (below: live calls by index).
 const CLOSING_KEY: usize = 1 << 40;
 
@@ -195,7 +200,7 @@ impl<C: Clock> Worker<C> {
             next: 0,
             poller: Poller::new()?,
             watched: 0,
-            io_events: Events::new(),
+            io_events: Events::with_capacity(IO_BATCH),
             io_keys: Vec::new(),
             closing: Vec::new(),
             closing_free: Vec::new(),
@@ -270,6 +275,12 @@ impl<C: Clock> Worker<C> {
             self.stats.skipped_ticks.fetch_add(skipped_cycles * self.active() as u64, Ordering::Relaxed);
         } else {
             self.stats.tick_lateness.record(late);
+        }
+        // The sockets that became ready since the thread last looked, then what the slot holds.
+        let mut now = now;
+        if self.watched > 0 {
+            while self.poll_io(Some(Duration::ZERO)) == IO_BATCH.get() {}
+            now = self.clock.now();
         }
         // Once per cycle, before the members' passes; cycles missed by a late wake-up are made
         // up (within the catch-up bound), each before the passes of its own tick.
