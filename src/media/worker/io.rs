@@ -14,6 +14,7 @@ use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
 use crate::processor::{Admitted, Mixer};
+use crate::protocol::FRAME_DURATION;
 
 impl<C: Clock> Worker<C> {
     /// Waits for the slot at `until`. The first socket to become ready before it wakes the
@@ -247,6 +248,22 @@ impl<C: Clock> Worker<C> {
             call.due_slot = slot;
             self.wheel[(slot % WHEEL as u64) as usize].push(index);
         }
+    }
+
+    pub(super) fn active(&self) -> usize {
+        self.calls.len() - self.free.len()
+    }
+
+    pub(super) fn closing_count(&self) -> usize {
+        self.closing.len() - self.closing_free.len()
+    }
+
+    pub(super) fn slot_at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn max_catchup_cycles(&self) -> u64 {
+        (self.max_catchup.as_nanos() / FRAME_DURATION.as_nanos()) as u64
     }
 }
 

@@ -245,18 +245,6 @@ impl<C: Clock> Worker<C> {
         }
     }
 
-    fn active(&self) -> usize {
-        self.calls.len() - self.free.len()
-    }
-
-    fn closing_count(&self) -> usize {
-        self.closing.len() - self.closing_free.len()
-    }
-
-    fn slot_at(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Waits for the next slot, visiting the sockets that become readable meanwhile, then
     /// visits every call due in the slot.
     fn run_next_slot(&mut self) {
@@ -345,10 +333,6 @@ impl<C: Clock> Worker<C> {
             self.relay.waker.wake();
         }
         self.next = current + 1;
-    }
-
-    fn max_catchup_cycles(&self) -> u64 {
-        (self.max_catchup.as_nanos() / FRAME_DURATION.as_nanos()) as u64
     }
 
     /// Visits one call: its socket, its due passes, its end. Returns whether its call task was
