@@ -101,7 +101,21 @@ async fn a_running_servers_media_path_never_allocates() {
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
         };
-        // Warm-up: every call's buffers reach their steady size.
+        // Warm-up: every call's buffers reach their steady size, including the session's inbound
+        // buffer, which grows once at a call's first burst (here, eight frames at once, as
+        // after a network stall; a loaded machine may make one later).
+        run(25, &mut calls);
+        for _ in 0..8 {
+            for call in calls.iter_mut() {
+                call.write_all(&frame).unwrap();
+            }
+        }
+        let mut burst_echo = [0u8; 4 + FRAME];
+        for call in calls.iter_mut() {
+            for _ in 0..8 {
+                call.read_exact(&mut burst_echo).unwrap();
+            }
+        }
         run(50, &mut calls);
         let (allocations, ()) = watch_all(|| run(200, &mut calls));
         drop(calls);

@@ -200,6 +200,12 @@ impl<C: Clock> Worker<C> {
         self.ready.set(index);
         self.load.fetch_add(1, Ordering::Relaxed);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        // Room for every call in each of the thread's scheduling lists, made now (a call joining
+        // allocates anyway) so that no slot's visits ever grow one.
+        let calls = self.active();
+        for list in self.wheel.iter_mut().chain([&mut self.visit_now, &mut self.ready_now]) {
+            list.reserve(calls.saturating_sub(list.len()));
+        }
     }
 
     /// One cycle of every conference on this thread; ended conferences go.

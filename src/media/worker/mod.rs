@@ -201,7 +201,7 @@ impl<C: Clock> Worker<C> {
             poller: Poller::new()?,
             watched: 0,
             io_events: Events::with_capacity(IO_BATCH),
-            io_keys: Vec::new(),
+            io_keys: Vec::with_capacity(IO_BATCH.get()),
             closing: Vec::new(),
             closing_free: Vec::new(),
         })
