@@ -108,23 +108,8 @@ impl SocketEndpoint {
     /// Reads until the socket would block (or the session is full), handing whole messages on.
     fn read(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
         loop {
-            loop {
-                if !self.side.make_room(session, now) {
-                    return;
-                }
-                let message = match self.parser.next() {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let ending = Ending::Reject(rejection_for(&e));
-                        self.end(ending, &end.link);
-                        return;
-                    }
-                };
-                if let Some(ending) = self.side.handle(message, session, end, now) {
-                    self.end(ending, &end.link);
-                    return;
-                }
+            if !self.hand_on(session, end, now) {
+                return;
             }
             let space = self.parser.buffer_mut();
             let asked = space.len();
@@ -137,7 +122,7 @@ impl SocketEndpoint {
                     self.parser.filled(n);
                     if !self.transport.may_have_more(n, asked) {
                         // Parse what came, then stop: more arriving raises a new edge.
-                        self.parse_only(session, end, now);
+                        self.hand_on(session, end, now);
                         return;
                     }
                 }
@@ -152,23 +137,25 @@ impl SocketEndpoint {
         }
     }
 
-    /// Hands on the whole messages the parser holds.
-    fn parse_only(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
+    /// Hands on the whole messages the parser holds. Returns true when it needs more bytes;
+    /// false when the call has ended or the session has no room (the rest waits).
+    fn hand_on(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) -> bool {
         while self.side.make_room(session, now) {
             match self.parser.next() {
                 Ok(Some(message)) => {
                     if let Some(ending) = self.side.handle(message, session, end, now) {
                         self.end(ending, &end.link);
-                        return;
+                        return false;
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return true,
                 Err(e) => {
                     self.end(Ending::Reject(rejection_for(&e)), &end.link);
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     /// Writes `out`; an error ends the call.
