@@ -17,21 +17,34 @@ use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 
 impl<C: Clock> Worker<C> {
-    /// Waits for the slot at `until`. The first socket to become ready before it wakes the
-    /// thread, and its call (with any other ready by then) is visited at once; sockets that
-    /// become ready after that wait for the slot, where the slot's run collects them.
-    /// A lightly loaded thread thus serves each frame as it arrives, and a busy one wakes at
-    /// most twice a slot instead of once per frame.
+    /// Waits for the slot at `until`, visiting sockets meanwhile: first the ones left over from
+    /// the last slot, then, if the thread is idle, the first to become ready wakes it and its
+    /// call (with any other ready by then) is visited at once; sockets that become ready after
+    /// that wait for the slot, where the slot's run collects them. A lightly loaded thread thus
+    /// serves each frame as it arrives, and a busy one wakes at most twice a slot instead of
+    /// once per frame. No socket's visit starts at or after `until`: the slot comes first.
     pub(super) fn wait_io(&mut self, until: Instant) {
+        if !self.visit_pending(until) {
+            return;
+        }
         let now = self.clock.now();
-        if now < until && self.poll_io(Some(until - now)) > 0 {
+        if now < until && self.take_ready(Some(until - now)) > 0 && self.visit_pending(until) {
             self.clock.sleep_until(until);
         }
     }
 
-    /// Visits the calls whose sockets are ready (a batch of at most `IO_BATCH`), waiting up to
-    /// `timeout` for the first. Returns how many there were.
-    pub(super) fn poll_io(&mut self, timeout: Option<Duration>) -> usize {
+    /// Visits the calls whose sockets are ready, until none is left or the instant `until`
+    /// comes (what is left waits in `io_keys` for the next chance).
+    pub(super) fn drain_io(&mut self, until: Instant) {
+        while self.visit_pending(until) && self.take_ready(Some(Duration::ZERO)) > 0 {}
+    }
+
+    /// Takes the sockets that are ready (at most `IO_BATCH`) from the poller, waiting up to
+    /// `timeout` for the first, into the pending list (which must be empty). Returns how many.
+    fn take_ready(&mut self, timeout: Option<Duration>) -> usize {
+        debug_assert!(self.io_next >= self.io_keys.len());
+        self.io_keys.clear();
+        self.io_next = 0;
         self.io_events.clear();
         if let Err(e) = self.poller.wait(&mut self.io_events, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
@@ -39,25 +52,31 @@ impl<C: Clock> Worker<C> {
             tracing::warn!(error = %e, "a media thread's poller failed");
             return 0;
         }
-        let mut keys = std::mem::take(&mut self.io_keys);
-        keys.extend(self.io_events.iter().map(|e| e.key));
-        let any = keys.len();
-        let now = self.clock.now();
-        let current = self.slot_at(now).max(self.next.saturating_sub(1));
+        self.io_keys.extend(self.io_events.iter().map(|e| e.key));
+        self.io_keys.len()
+    }
+
+    /// Visits the pending ready sockets in order, stopping before a visit would start at or
+    /// after `until`. Returns whether none is left.
+    fn visit_pending(&mut self, until: Instant) -> bool {
         let mut woken = false;
-        for &key in &keys {
+        while let Some(&key) = self.io_keys.get(self.io_next) {
+            let now = self.clock.now();
+            if now >= until {
+                break;
+            }
+            self.io_next += 1;
+            let current = self.slot_at(now).max(self.next.saturating_sub(1));
             if key >= CLOSING_KEY {
                 self.linger(key - CLOSING_KEY, now);
             } else {
                 woken |= self.visit(key, now, current);
             }
         }
-        keys.clear();
-        self.io_keys = keys;
         if woken {
             self.relay.waker.wake();
         }
-        any
+        self.io_next >= self.io_keys.len()
     }
 
     /// Takes a finished call off the thread; its connection stays, lingering, until the peer

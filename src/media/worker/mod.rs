@@ -4,7 +4,9 @@
 //! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
 //! the first socket to become readable before it is visited at once, stamped with the instant
 //! the thread woke, and those that become readable later in the slot are collected at the slot
-//! (so a busy thread wakes twice a slot, not once per frame). At a visit the endpoint reads the
+//! (so a busy thread wakes twice a slot, not once per frame). Socket work never holds up a slot:
+//! it stops when the slot's instant comes, and what is left is visited after the slot's due
+//! calls. At a visit the endpoint reads the
 //! frames and hands them to the session, the session runs a pass for each frame of the caller's
 //! timeline that is ready, and what the pacer releases goes back out through the endpoint in
 //! one write. A frame's pass therefore runs within a slot of its arrival, at once when the
@@ -130,10 +132,8 @@ const WHEEL: usize = 32;
 /// slot.
 const READY_CAPACITY: usize = 1 << 16;
 
-/// Sockets one wait takes from the poller: an early wake-up does at most this much socket work
-/// before the slot (the rest stays ready in the poller for the slot's run, which takes batches
-/// until none is left), so that the slot's wall ticks are not held up by a burst of arrivals.
-const IO_BATCH: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(31);
+/// Sockets one wait takes from the poller (the rest stay ready in the poller for the next).
+const IO_BATCH: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(127);
 
 /// Poller keys at and above this are closing connections (below: live calls by index).
 const CLOSING_KEY: usize = 1 << 40;
@@ -165,8 +165,10 @@ pub(crate) struct Worker<C: Clock> {
     /// Sockets in the poller (live and closing).
     watched: usize,
     io_events: Events,
-    /// Keys taken from `io_events` (kept to reuse its allocation).
+    /// Keys taken from `io_events`, visited in order: those from `io_next` on are still to be
+    /// visited (a slot that comes first interrupts the socket work).
     io_keys: Vec<usize>,
+    io_next: usize,
     closing: Vec<Option<Closing>>,
     closing_free: Vec<usize>,
 }
@@ -202,6 +204,7 @@ impl<C: Clock> Worker<C> {
             watched: 0,
             io_events: Events::with_capacity(IO_BATCH),
             io_keys: Vec::with_capacity(IO_BATCH.get()),
+            io_next: 0,
             closing: Vec::new(),
             closing_free: Vec::new(),
         })
@@ -264,12 +267,8 @@ impl<C: Clock> Worker<C> {
         } else {
             self.stats.tick_lateness.record(late);
         }
-        // The sockets that became ready since the thread last looked, then what the slot holds.
-        let mut now = now;
-        if self.watched > 0 {
-            while self.poll_io(Some(Duration::ZERO)) == IO_BATCH.get() {}
-            now = self.clock.now();
-        }
+        // What the slot holds first (its wall ticks are what the clock is for), then the sockets
+        // that became ready since the thread last looked, until the next slot.
         // Once per cycle, before the members' passes; cycles missed by a late wake-up are made
         // up (within the catch-up bound), each before the passes of its own tick.
         let cycle = current / SLOTS as u64;
@@ -323,6 +322,10 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(index, now, current);
             }
         }
+        if self.watched > 0 {
+            self.drain_io(grid_instant(self.epoch, SLOT, current + 1));
+        }
+        let now = self.clock.now();
         if new_cycle {
             // Closing connections whose linger is up go, once a cycle.
             for i in 0..self.closing.len() {
