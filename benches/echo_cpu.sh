@@ -8,7 +8,7 @@
 # own utime+stime is counted, over a window that starts after the ramp and ends before hang-up.
 # The driver runs at nice 10 so that, on a 2-core machine, it stands in for a platform on
 # another host instead of competing with the server on equal terms. MEDIA_THREADS=N passes
-# --media-threads N to callpipe.
+# --media-threads N to callpipe; SERVER_BIN=path serves with that callpipe binary (an older build).
 # Prints CPU-seconds per call-minute, RSS, and for callpipe its own pacing-lateness summary.
 # Loopback only; bounded in calls and time.
 set -euo pipefail
@@ -22,7 +22,7 @@ port=$((20000 + RANDOM % 20000))
 cargo build --release --quiet --bin callpipe --example echo_load --example minimal_echo
 log=$(mktemp)
 case "$server" in
-  callpipe) ${SERVER_WRAPPER:-} target/release/callpipe serve --listen 127.0.0.1:$port ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
+  callpipe) ${SERVER_WRAPPER:-} ${SERVER_BIN:-target/release/callpipe} serve --listen 127.0.0.1:$port ${MEDIA_THREADS:+--media-threads $MEDIA_THREADS} >"$log" 2>&1 & ;;
   minimal) target/release/examples/minimal_echo 127.0.0.1:$port >"$log" 2>&1 & ;;
   *) echo "unknown server $server" >&2; exit 2 ;;
 esac

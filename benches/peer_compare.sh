@@ -8,7 +8,8 @@
 # buffer), each loaded by the same client: `callpipe load` with CALLS calls of SECONDS at
 # 16 kHz (tagged frames, ramp 5 s), at nice 10 so that it stands in for a platform on another
 # host. For each server it prints its CPU-seconds per call-minute (its own utime+stime from
-# /proc over the steady window: after the ramp, before the hang-ups), its RSS above the idle
+# /proc over the steady window: after the ramp, before the hang-ups; split into user space and
+# kernel), its RSS above the idle
 # process (peak sampled every 0.5 s) and per call, the echo round trip p50/p99/p99.9 and the
 # loss as the client measured them; then the ratios callpipe/minimal, and across rounds the
 # median and the spread. Loopback only; bounded in calls and time. SERVER_BIN=path serves
@@ -25,7 +26,7 @@ release=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 measure() { # SERVER ROUND -> one line of figures
@@ -36,35 +37,37 @@ measure() { # SERVER ROUND -> one line of figures
   esac
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  local idle peak c0 c1 t0 t1 load
+  local idle peak u0 s0 u1 s1 t0 t1 load
   idle=$(rss "$pid"); peak=$idle
   nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))
-  c0=$(cpu "$pid"); t0=$(date +%s.%N)
+  read -r u0 s0 < <(cpu "$pid"); t0=$(date +%s.%N)
   local window=$((seconds - ramp - 3))
   for _ in $(seq $((window * 2))); do
     sleep 0.5
     local now; now=$(rss "$pid"); [ "$now" -gt "$peak" ] && peak=$now
   done
-  c1=$(cpu "$pid"); t1=$(date +%s.%N)
+  read -r u1 s1 < <(cpu "$pid"); t1=$(date +%s.%N)
   wait "$load" || true
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$c0" "$c1" "$t0" "$t1" "$ticks" "$idle" "$peak" <<'PY'
+  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$ticks" "$idle" "$peak" <<'PY'
 import json, sys
-path, server, rnd, calls, c0, c1, t0, t1, hz, idle, peak = sys.argv[1:]
+path, server, rnd, calls, u0, s0, u1, s1, t0, t1, hz, idle, peak = sys.argv[1:]
 r = json.load(open(path))
-calls = int(calls); cpu = (float(c1) - float(c0)) / float(hz); wall = float(t1) - float(t0)
+calls = int(calls); wall = float(t1) - float(t0)
+user = (float(u1) - float(u0)) / float(hz); kernel = (float(s1) - float(s0)) / float(hz); cpu = user + kernel
 per_min = cpu / (calls * wall / 60)
+user_min = user / (calls * wall / 60); kernel_min = kernel / (calls * wall / 60)
 above = (int(peak) - int(idle)) / 1024
 t = r["totals"]
-print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
+print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {user_min:>8.4f} {kernel_min:>8.4f} {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
       f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5}")
 PY
 }
 
-printf '%-9s %5s %9s %7s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
+printf '%-9s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
 : >"$work/lines"
 for round in $(seq "$runs"); do
   for server in callpipe minimal; do
@@ -75,7 +78,7 @@ python3 - "$work/lines" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def col(server, i): return [float(r[i]) for r in rows if r[0] == server]
-def kib(server): return col(server, 5)
+def kib(server): return col(server, 7)
 def show(name, a, b, fmt="{:.4f}"):
     ratios = [x / y if y else float("inf") for x, y in zip(a, b)]
     print(f"{name:<26} callpipe median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
@@ -83,9 +86,11 @@ def show(name, a, b, fmt="{:.4f}"):
           f"ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 print()
 show("CPU-s per call-minute", col("callpipe", 2), col("minimal", 2))
+show("  of which user space", col("callpipe", 4), col("minimal", 4))
+show("  of which kernel", col("callpipe", 5), col("minimal", 5))
 show("KiB per call above idle", kib("callpipe"), kib("minimal"), "{:.1f}")
-show("round trip p50 ms", col("callpipe", 6), col("minimal", 6), "{:.3f}")
-show("round trip p99 ms", col("callpipe", 7), col("minimal", 7), "{:.3f}")
-show("round trip p99.9 ms", col("callpipe", 8), col("minimal", 8), "{:.3f}")
-print(f"{'lost frames':<26} callpipe {sum(col('callpipe', 9)):.0f}, minimal {sum(col('minimal', 9)):.0f}")
+show("round trip p50 ms", col("callpipe", 8), col("minimal", 8), "{:.3f}")
+show("round trip p99 ms", col("callpipe", 9), col("minimal", 9), "{:.3f}")
+show("round trip p99.9 ms", col("callpipe", 10), col("minimal", 10), "{:.3f}")
+print(f"{'lost frames':<26} callpipe {sum(col('callpipe', 11)):.0f}, minimal {sum(col('minimal', 11)):.0f}")
 PY

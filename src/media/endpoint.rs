@@ -27,6 +27,12 @@ pub trait Endpoint: Send {
     /// visited at its deadlines and the session's (a scripted endpoint in a test).
     fn socket(&self) -> Option<&TcpStream>;
 
+    /// The thread's poller has reported the socket ready: the next [`receive`](Endpoint::receive)
+    /// must read it. Between reports an endpoint that has read its socket dry need not try
+    /// again (edge-triggered: data arriving later raises a new report), so that a visit at a
+    /// deadline costs no system call. Endpoints without a socket ignore it.
+    fn readable(&mut self) {}
+
     /// Reads everything the socket has (as long as the session has room) into the session, at
     /// `now`, and applies the call's limits. Ends the call through `end.link` when the peer
     /// closes, breaks the protocol or reaches a limit; events for the call task (rare) go into

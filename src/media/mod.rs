@@ -33,6 +33,7 @@
 mod clock;
 mod endpoint;
 mod link;
+mod poller;
 mod script;
 mod worker;
 

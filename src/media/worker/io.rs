@@ -5,8 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use polling::{Event as Readiness, PollMode};
-
 use std::sync::Arc;
 
 use super::step::transmit;
@@ -28,7 +26,11 @@ impl<C: Clock> Worker<C> {
             return;
         }
         let now = self.clock.now();
-        if now < until && self.take_ready(Some(until - now)) > 0 && self.visit_pending(until) {
+        if now < until {
+            if self.take_ready(Some(until - now)) > 0 && !self.visit_pending(until) {
+                return;
+            }
+            // After the early visits, or if the wait ended early (a signal).
             self.clock.sleep_until(until);
         }
     }
@@ -45,15 +47,13 @@ impl<C: Clock> Worker<C> {
         debug_assert!(self.io_next >= self.io_keys.len());
         self.io_keys.clear();
         self.io_next = 0;
-        self.io_events.clear();
-        if let Err(e) = self.poller.wait(&mut self.io_events, timeout)
-            && e.kind() != std::io::ErrorKind::Interrupted
-        {
-            tracing::warn!(error = %e, "a media thread's poller failed");
-            return 0;
+        match self.poller.wait(timeout, &mut self.io_keys) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "a media thread's poller failed");
+                0
+            }
         }
-        self.io_keys.extend(self.io_events.iter().map(|e| e.key));
-        self.io_keys.len()
     }
 
     /// Visits the pending ready sockets in order, stopping before a visit would start at or
@@ -70,6 +70,9 @@ impl<C: Clock> Worker<C> {
             if key >= CLOSING_KEY {
                 self.linger(key - CLOSING_KEY, now);
             } else {
+                if let Some(call) = self.calls.get_mut(key).and_then(Option::as_mut) {
+                    call.endpoint.readable();
+                }
                 woken |= self.visit(key, now, current);
             }
         }
@@ -94,9 +97,8 @@ impl<C: Clock> Worker<C> {
         let slot = self.closing_free.pop().unwrap_or(self.closing.len());
         if let Some(socket) = closing.endpoint.socket() {
             let key = CLOSING_KEY + slot;
-            let interest = if closing.endpoint.wants_write() { Readiness::all(key) } else { Readiness::readable(key) };
             closing.writable = closing.endpoint.wants_write();
-            let _ = self.poller.modify_with_mode(socket, interest, PollMode::Edge);
+            let _ = self.poller.modify(socket, key, closing.writable);
         }
         if slot == self.closing.len() {
             self.closing.push(Some(closing));
@@ -116,8 +118,7 @@ impl<C: Clock> Worker<C> {
                 && let Some(socket) = closing.endpoint.socket()
             {
                 let key = CLOSING_KEY + slot;
-                let interest = if want { Readiness::all(key) } else { Readiness::readable(key) };
-                if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
+                if self.poller.modify(socket, key, want).is_ok() {
                     closing.writable = want;
                 }
             }
@@ -194,13 +195,13 @@ impl<C: Clock> Worker<C> {
             }
         }
         let index = self.free.pop().unwrap_or(self.calls.len());
+        let mut watched = false;
         if let Some(socket) = call.endpoint.socket() {
-            // SAFETY: the socket belongs to the endpoint, which leaves this thread only through
-            // `drop_endpoint`, and that deletes the socket from the poller first.
-            #[allow(unsafe_code)]
-            let added = unsafe { self.poller.add_with_mode(socket, Readiness::readable(index), PollMode::Edge) };
-            match added {
-                Ok(()) => self.watched += 1,
+            match self.poller.add(socket, index, false) {
+                Ok(()) => {
+                    self.watched += 1;
+                    watched = true;
+                }
                 Err(e) => {
                     // The call still runs on its deadlines; the endpoint finds the socket's data
                     // at each visit (at least once a wheel's turn).
@@ -208,7 +209,7 @@ impl<C: Clock> Worker<C> {
                 }
             }
         }
-        let entry = MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, due_slot: 0 };
+        let entry = MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, watched, due_slot: 0 };
         entry.end.link.set_ready_map(self.ready.clone(), index);
         if index == self.calls.len() {
             self.calls.push(Some(entry));

@@ -32,9 +32,8 @@
 //! the close code (RFC 6455 section 7.1.1). Only then is the socket deleted from the poller and
 //! closed.
 //!
-//! `polling` makes registering a socket `unsafe` because the socket must leave the poller
-//! before it is closed: an endpoint is dropped in [`Worker::drop_endpoint`] only, which deletes
-//! its socket first.
+//! An endpoint is dropped in [`Worker::drop_endpoint`] only, which deletes its socket from the
+//! poller first (the count of watched sockets stays true).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,12 +41,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
-use polling::{Event as Readiness, Events, PollMode, Poller};
 use ringbuf::HeapProd;
 
 use super::clock::{Clock, grid_instant};
 use super::endpoint::Endpoint;
 use super::link::{CallLink, MediaEnd, ReadyMap};
+use super::poller::Poller;
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 use crate::session::Session;
@@ -114,6 +113,8 @@ struct MediaCall {
     endpoint: Box<dyn Endpoint>,
     /// Whether the socket is watched for writability too.
     writable: bool,
+    /// Whether the socket is in the poller (if not, every visit reads it).
+    watched: bool,
     /// The slot it is due in next (entries of other slots are stale).
     due_slot: u64,
 }
@@ -133,7 +134,7 @@ const WHEEL: usize = 32;
 const READY_CAPACITY: usize = 1 << 16;
 
 /// Sockets one wait takes from the poller (the rest stay ready in the poller for the next).
-const IO_BATCH: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(127);
+const IO_BATCH: usize = 128;
 
 /// Poller keys at and above this are closing connections (below: live calls by index).
 const CLOSING_KEY: usize = 1 << 40;
@@ -164,8 +165,7 @@ pub(crate) struct Worker<C: Clock> {
     poller: Poller,
     /// Sockets in the poller (live and closing).
     watched: usize,
-    io_events: Events,
-    /// Keys taken from `io_events`, visited in order: those from `io_next` on are still to be
+    /// Keys taken from the poller, visited in order: those from `io_next` on are still to be
     /// visited (a slot that comes first interrupts the socket work).
     io_keys: Vec<usize>,
     io_next: usize,
@@ -200,10 +200,9 @@ impl<C: Clock> Worker<C> {
             mixed_cycle: u64::MAX,
             epoch,
             next: 0,
-            poller: Poller::new()?,
+            poller: Poller::new(IO_BATCH)?,
             watched: 0,
-            io_events: Events::with_capacity(IO_BATCH),
-            io_keys: Vec::with_capacity(IO_BATCH.get()),
+            io_keys: Vec::with_capacity(IO_BATCH),
             io_next: 0,
             closing: Vec::new(),
             closing_free: Vec::new(),
@@ -352,6 +351,9 @@ impl<C: Clock> Worker<C> {
 
     fn visit_call(&mut self, index: usize, now: Instant, current: u64) -> bool {
         let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { return false };
+        if !call.watched {
+            call.endpoint.readable();
+        }
         let woke = step(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
         let link = &call.end.link;
         let closed = link.peer_closed.load(Ordering::Acquire);
@@ -372,11 +374,9 @@ impl<C: Clock> Worker<C> {
         let want = call.endpoint.wants_write();
         if want != call.writable
             && let Some(socket) = call.endpoint.socket()
+            && self.poller.modify(socket, index, want).is_ok()
         {
-            let interest = if want { Readiness::all(index) } else { Readiness::readable(index) };
-            if self.poller.modify_with_mode(socket, interest, PollMode::Edge).is_ok() {
-                call.writable = want;
-            }
+            call.writable = want;
         }
         let deadline = match (call.session.next_deadline(), call.endpoint.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),

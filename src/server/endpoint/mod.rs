@@ -67,6 +67,9 @@ pub(super) struct SocketEndpoint {
     parser: Parser,
     side: CallSide,
     closing: Option<Closing>,
+    /// The socket may hold bytes not read yet (false once a read found it dry, true again when
+    /// the poller reports it).
+    unread: bool,
     /// Keeps the server's count of open connections until the socket closes.
     _connection: ConnectionGuard,
 }
@@ -94,7 +97,7 @@ impl SocketEndpoint {
             shared,
             call,
         };
-        SocketEndpoint { transport, parser, side, closing: None, _connection: connection }
+        SocketEndpoint { transport, parser, side, closing: None, unread: true, _connection: connection }
     }
 
     /// Ends the call from this side: the media thread finishes it at this visit.
@@ -108,7 +111,7 @@ impl SocketEndpoint {
     /// Reads until the socket would block (or the session is full), handing whole messages on.
     fn read(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
         loop {
-            if !self.hand_on(session, end, now) {
+            if !self.hand_on(session, end, now) || !self.unread {
                 return;
             }
             let space = self.parser.buffer_mut();
@@ -122,11 +125,15 @@ impl SocketEndpoint {
                     self.parser.filled(n);
                     if !self.transport.may_have_more(n, asked) {
                         // Parse what came, then stop: more arriving raises a new edge.
+                        self.unread = false;
                         self.hand_on(session, end, now);
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!(id = self.side.call.id, error = %e, "connection lost");
@@ -185,6 +192,10 @@ impl SocketEndpoint {
 impl Endpoint for SocketEndpoint {
     fn socket(&self) -> Option<&std::net::TcpStream> {
         Some(self.transport.socket())
+    }
+
+    fn readable(&mut self) {
+        self.unread = true;
     }
 
     fn receive(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {

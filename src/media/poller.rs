@@ -1,0 +1,166 @@
+//! A media thread's readiness poller: its calls' sockets in one epoll set, edge-triggered, and a
+//! timer for waits that end at an instant finer than a millisecond.
+//!
+//! A wait costs one system call, or two when it has a timeout: the timer is armed (its expiry is
+//! itself an event of the set) and `epoll_wait` blocks until a socket or the timer is ready. A
+//! general-purpose poller also re-arms a notifier for other threads at every wait (three more
+//! calls); a media thread needs none, since its commands are looked at once a slot.
+//!
+//! Arming the timer resets its count of expiries, and epoll re-checks a file's readiness before
+//! it reports it, so an expiry from an earlier wait is never reported for a later one.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create, timerfd_settime};
+
+/// The timer's key in the set (no call's key reaches it).
+const TIMER: u64 = u64::MAX;
+
+/// The most sockets one wait reports.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// See the [module docs](self).
+pub(crate) struct Poller {
+    epoll: OwnedFd,
+    timer: OwnedFd,
+    batch: usize,
+}
+
+impl Poller {
+    /// A poller that reports at most `batch` (up to [`MAX_BATCH`]) sockets per wait (the rest
+    /// stay ready for the next).
+    pub fn new(batch: usize) -> io::Result<Poller> {
+        let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+        let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK)?;
+        epoll::add(&epoll, &timer, EventData::new_u64(TIMER), EventFlags::IN | EventFlags::ET)?;
+        Ok(Poller { epoll, timer, batch: batch.clamp(1, MAX_BATCH) })
+    }
+
+    /// Watches `socket` under `key`: readable, and writable too if `write`.
+    pub fn add(&self, socket: impl AsFd, key: usize, write: bool) -> io::Result<()> {
+        Ok(epoll::add(&self.epoll, socket, EventData::new_u64(key as u64), interest(write))?)
+    }
+
+    /// Changes what `socket` is watched for.
+    pub fn modify(&self, socket: impl AsFd, key: usize, write: bool) -> io::Result<()> {
+        Ok(epoll::modify(&self.epoll, socket, EventData::new_u64(key as u64), interest(write))?)
+    }
+
+    /// Stops watching `socket`.
+    pub fn delete(&self, socket: impl AsFd) -> io::Result<()> {
+        Ok(epoll::delete(&self.epoll, socket)?)
+    }
+
+    /// Waits until a socket is ready or `timeout` has passed (`None`: no limit; zero: only
+    /// looks), and appends the keys of the ready sockets to `keys`. Returns how many.
+    pub fn wait(&self, timeout: Option<Duration>, keys: &mut Vec<usize>) -> io::Result<usize> {
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let limit = match timeout {
+            Some(t) if t.is_zero() => Some(&zero),
+            Some(t) => {
+                let value = Timespec { tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX), tv_nsec: t.subsec_nanos().into() };
+                timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: zero, it_value: value })?;
+                None
+            }
+            None => None,
+        };
+        // On the stack (the events hold pointers, which would keep the poller on one thread).
+        let mut events = [const { MaybeUninit::<Event>::uninit() }; MAX_BATCH];
+        let ready = match epoll::wait(&self.epoll, &mut events[..self.batch], limit) {
+            Ok((ready, _)) => ready,
+            Err(rustix::io::Errno::INTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let before = keys.len();
+        keys.extend(ready.iter().map(|e| e.data.u64()).filter(|&k| k != TIMER).map(|k| k as usize));
+        Ok(keys.len() - before)
+    }
+}
+
+fn interest(write: bool) -> EventFlags {
+    let base = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+    if write { base | EventFlags::OUT } else { base }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Instant;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_ends_at_it_not_before() {
+        let poller = Poller::new(8).unwrap();
+        let mut keys = Vec::new();
+        for micros in [300, 1_500] {
+            let start = Instant::now();
+            assert_eq!(poller.wait(Some(Duration::from_micros(micros)), &mut keys).unwrap(), 0);
+            assert!(start.elapsed() >= Duration::from_micros(micros), "woke before the timeout");
+        }
+        assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn a_readable_socket_is_reported_once_per_arrival() {
+        let (mut client, server) = pair();
+        let poller = Poller::new(8).unwrap();
+        poller.add(&server, 7, false).unwrap();
+        let mut keys = Vec::new();
+        assert_eq!(poller.wait(Some(Duration::ZERO), &mut keys).unwrap(), 0);
+        client.write_all(b"one").unwrap();
+        assert_eq!(poller.wait(Some(Duration::from_secs(5)), &mut keys).unwrap(), 1);
+        assert_eq!(keys, [7]);
+        // Edge-triggered: not again until more arrives, even though nothing was read.
+        assert_eq!(poller.wait(Some(Duration::from_millis(20)), &mut keys).unwrap(), 0);
+        client.write_all(b"two").unwrap();
+        assert_eq!(poller.wait(Some(Duration::from_secs(5)), &mut keys).unwrap(), 1);
+        assert_eq!(keys, [7, 7]);
+        poller.delete(&server).unwrap();
+        client.write_all(b"three").unwrap();
+        assert_eq!(poller.wait(Some(Duration::from_millis(20)), &mut keys).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_expiry_left_from_an_earlier_wait_does_not_end_a_later_one() {
+        let (mut client, server) = pair();
+        let poller = Poller::new(8).unwrap();
+        poller.add(&server, 1, false).unwrap();
+        client.write_all(b"x").unwrap();
+        // Returns at once for the socket; its timer stays armed and expires meanwhile.
+        assert_eq!(poller.wait(Some(Duration::from_millis(1)), &mut Vec::new()).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(5));
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(30)), &mut Vec::new()).unwrap(), 0);
+        assert!(start.elapsed() >= Duration::from_millis(30), "ended by the earlier wait's expiry");
+    }
+
+    #[test]
+    fn at_most_a_batch_per_wait_and_the_rest_at_the_next() {
+        let pairs: Vec<_> = (0..5).map(|_| pair()).collect();
+        let poller = Poller::new(2).unwrap();
+        for (key, (_, server)) in pairs.iter().enumerate() {
+            poller.add(server, key, false).unwrap();
+        }
+        for (client, _) in &pairs {
+            (&*client).write_all(b"x").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut keys = Vec::new();
+        while poller.wait(Some(Duration::ZERO), &mut keys).unwrap() > 0 {}
+        keys.sort_unstable();
+        assert_eq!(keys, [0, 1, 2, 3, 4]);
+    }
+}
