@@ -36,7 +36,12 @@ impl Processor for HalfEcho {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_target(false).init();
+    // Logs to stderr (stdout carries the JSON events), coloured only on a terminal.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let mut registry = ProcessorRegistry::with_builtins();
     registry.register("half-echo", |_params| Ok(Box::new(HalfEcho)));
     let routes = "\n[[route]]\npath = \"/half\"\nprocessors = [{ type = \"half-echo\" }]\n";

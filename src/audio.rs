@@ -158,6 +158,13 @@ fn read_error(source: hound::Error) -> AudioError {
 // WAV loading
 // ---------------------------------------------------------------------------------------------
 
+/// Checks that `path` is a WAV file [`load_wav`] can read (its header: the format and the
+/// rate), without reading the audio.
+pub fn check_wav(path: &Path) -> Result<(), AudioError> {
+    let reader = hound::WavReader::open(path).map_err(|source| AudioError::WavRead { path: Some(path.to_owned()), source })?;
+    WavLayout::from_spec(reader.spec()).map(drop)
+}
+
 /// Loads a WAV file as mono 16-bit samples at `rate`.
 ///
 /// Reads the whole file into memory, then decodes it as [`load_wav_bytes`] does; read errors

@@ -250,8 +250,17 @@ impl Config {
                 (None, None) => None,
                 _ => return Err(invalid(format!("route {}: `header` and `equals` go together", r.path))),
             };
-            let processors = r
-                .processors
+            if r.processors.is_empty() {
+                tracing::warn!(
+                    route = %r.path,
+                    "route has no processors: its calls hear only what the control API sends them (add e.g. {{ type = \"echo\" }})"
+                );
+            }
+            let mut tables = r.processors;
+            for table in &mut tables {
+                resolve_paths(table, dir).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
+            }
+            let processors = tables
                 .into_iter()
                 .map(ProcessorSpec::from_table)
                 .collect::<Result<Vec<_>, _>>()
@@ -590,6 +599,39 @@ struct RawRoute {
     auth: Option<toml::Table>,
 }
 
+/// The parameters of each processor type that name a file or directory.
+const PATH_PARAMS: [(&str, &str); 4] = [("play", "file"), ("record", "dir"), ("conference", "record_dir"), ("fork", "ca_file")];
+
+/// Makes a processor's relative paths (and those of the processors a `resample` wraps)
+/// relative to `dir`, the configuration file's directory, and checks that a `play` file is a
+/// WAV file that can be read: a missing prompt fails here, not at every call.
+fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), String> {
+    let kind = table.get("type").and_then(toml::Value::as_str).unwrap_or_default().to_owned();
+    for (_, key) in PATH_PARAMS.iter().filter(|(k, _)| *k == kind) {
+        if let Some(toml::Value::String(path)) = table.get_mut(*key)
+            && !path.is_empty()
+            && Path::new(path.as_str()).is_relative()
+            && !dir.as_os_str().is_empty()
+        {
+            *path = dir.join(path.as_str()).to_string_lossy().into_owned();
+        }
+    }
+    if kind == "play"
+        && let Some(file) = table.get("file").and_then(toml::Value::as_str)
+        && !file.is_empty()
+    {
+        crate::audio::check_wav(Path::new(file)).map_err(|e| format!("play: {e}"))?;
+    }
+    if let Some(toml::Value::Array(inner)) = table.get_mut("processors") {
+        for value in inner {
+            if let Some(nested) = value.as_table_mut() {
+                resolve_paths(nested, dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Processors of type `kind` in `specs`, counting those inside `resample` wrappers.
 fn count_kind(specs: &[ProcessorSpec], kind: &str) -> usize {
     specs
@@ -620,16 +662,27 @@ mod tests {
     fn the_readme_examples_are_valid_configurations() {
         let readme = include_str!("../README.md");
         let registry = ProcessorRegistry::with_builtins();
+        // The prompts the examples play, as the configuration's check wants them: real WAVs.
+        let prompts = std::env::temp_dir().join(format!("callpipe-readme-prompts-{}", std::process::id()));
+        std::fs::create_dir_all(&prompts).unwrap();
+        let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        for name in ["welcome.wav", "menu.wav"] {
+            let mut writer = hound::WavWriter::create(prompts.join(name), spec).unwrap();
+            (0..800).for_each(|_| writer.write_sample(0i16).unwrap());
+            writer.finalize().unwrap();
+        }
         let mut checked = 0;
         for block in readme.split("```toml").skip(1) {
             let text = block.split("```").next().unwrap_or_default();
-            match Config::parse(text, &registry) {
+            let text = text.replace("/var/lib/callpipe/prompts/", &format!("{}/", prompts.display()));
+            match Config::parse(&text, &registry) {
                 Ok(_) => {}
                 Err(e) if !cfg!(feature = "opus") && e.to_string().contains(crate::processor::OPUS_FEATURE_MISSING) => {}
                 Err(e) => panic!("README example does not load: {e}\n{text}"),
             }
             checked += 1;
         }
+        let _ = std::fs::remove_dir_all(&prompts);
         assert!(checked >= 2, "found {checked} examples");
     }
 

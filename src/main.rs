@@ -10,13 +10,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use callpipe::auth::{PlatformJwt, Secret};
 use callpipe::client::engine::{self, Progress, RunConfig, Target};
-use callpipe::client::platform::{CallPlan, Source};
+use callpipe::client::platform::{CallPlan, DtmfMode, Source};
 use callpipe::client::report::{LoadReport, Thresholds, call_summary};
 use callpipe::client::{audio, plot};
 use callpipe::config::Config;
 use callpipe::processor::ProcessorRegistry;
 use callpipe::protocol::{DtmfDigit, SampleRate};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `--dtmf-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DtmfModeArg {
+    Event,
+    Inband,
+    Both,
+}
 
 /// A real-time media engine for telephony WebSocket audio.
 #[derive(Debug, Parser)]
@@ -30,8 +38,8 @@ struct Cli {
 enum Command {
     /// Serve calls: accept the platform's WebSockets and run each route's processors.
     Serve {
-        /// Listen address (overrides the configuration; default 127.0.0.1:8080).
-        #[arg(long)]
+        /// Listen address, IP:PORT (overrides the configuration; default 127.0.0.1:8080).
+        #[arg(long, value_parser = socket_addr, value_name = "IP:PORT")]
         listen: Option<SocketAddr>,
         /// Configuration file (default: the embedded callpipe.toml).
         #[arg(long)]
@@ -60,6 +68,10 @@ enum Command {
         /// measure an echo's round trip and loss (the tag is audible as a click per frame).
         #[arg(long)]
         tag: bool,
+        /// Close codes that count as a good ending (comma-separated); any other makes the exit
+        /// status 1.
+        #[arg(long, value_delimiter = ',', default_value = "1000", value_name = "CODES")]
+        accept_close: Vec<u16>,
     },
     /// Run many emulated calls at once and measure latency, jitter and loss.
     Load {
@@ -129,8 +141,12 @@ struct CallArgs {
     /// When the first of a plain --dtmf sequence is pressed, in s.
     #[arg(long, default_value_t = 1.0)]
     dtmf_start: f64,
-    /// Also play the keys as in-band tones.
-    #[arg(long)]
+    /// How the keys reach the bot: `event` (the platform's `websocket:dtmf`), `inband`
+    /// (tones in the audio only), or `both`.
+    #[arg(long, value_enum, default_value_t = DtmfModeArg::Event)]
+    dtmf_mode: DtmfModeArg,
+    /// The same as --dtmf-mode both (kept for existing scripts).
+    #[arg(long, conflicts_with = "dtmf_mode")]
     dtmf_inband: bool,
     /// Hang up this many seconds after the start, even mid-stream.
     #[arg(long)]
@@ -188,7 +204,11 @@ impl CallArgs {
         if let Some(keys) = &self.dtmf {
             plan.dtmf = parse_dtmf(keys, self.dtmf_start)?;
         }
-        plan.dtmf_inband = self.dtmf_inband;
+        plan.dtmf_mode = match (self.dtmf_inband, self.dtmf_mode) {
+            (true, _) | (false, DtmfModeArg::Both) => DtmfMode::Both,
+            (false, DtmfModeArg::Event) => DtmfMode::Event,
+            (false, DtmfModeArg::Inband) => DtmfMode::Inband,
+        };
         plan.hangup_after = self.hangup_after.map(Duration::from_secs_f64);
         plan.playout_limit = self.playout_limit.max(1);
         plan.strict = self.strict;
@@ -254,16 +274,41 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(2)
         }
     }
 }
 
+/// An error and its causes, each said once: the library's errors name their cause in their own
+/// message as well as behind `source()`, so a cause already said is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// `--listen`: an IP address and a port, with an example when it is not one.
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        let port = text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8080);
+        format!("expected IP:PORT, e.g. 127.0.0.1:{port} (a host name is not resolved; [::1]:{port} for IPv6)")
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { listen, config, media_threads, control } => serve(listen, config, media_threads, control),
-        Command::Call { url, call, record, json, tag } => {
+        Command::Call { url, call, record, json, tag, accept_close } => {
             let target = Target::parse(&url)?;
             let plan = Arc::new(call.plan(tag, record)?);
             let config =
@@ -272,10 +317,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = result.reports.first().cloned().unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !report.connected {
+                // Nothing to report but why.
+                eprintln!("error: {}", report.error.as_deref().unwrap_or("the call did not connect"));
+                return Ok(ExitCode::FAILURE);
             } else {
                 print!("{}", call_summary(&url, &report, &result));
             }
-            let failed = report.error.is_some() || report.violation_count() > 0;
+            let bad_close = report.close_code.filter(|code| !accept_close.contains(code));
+            if let Some(code) = bad_close
+                && !json
+            {
+                eprintln!("error: the call ended with close code {code} (accepted: {accept_close:?}; see --accept-close)");
+            }
+            let failed = !report.connected || report.error.is_some() || report.violation_count() > 0 || bad_close.is_some();
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Load { url, call, calls, ramp, threads, report, plot: plot_path, max_p99_jitter_ms, max_p99_rtt_ms, max_loss } => {

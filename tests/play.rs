@@ -1,6 +1,7 @@
 //! The `play` processor end to end: a real call over WebSockets on 127.0.0.1 to a route that
-//! plays a WAV file receives exactly the file's samples in exact 20 ms frames; a route whose
-//! file is missing closes the call with 1011.
+//! plays a WAV file receives exactly the file's samples in exact 20 ms frames; a configuration
+//! whose file is missing does not load, and a file removed after loading closes the call with
+//! 1011.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -32,10 +33,12 @@ fn prompt(name: &str) -> (PathBuf, Vec<i16>) {
 async fn server(file: &std::path::Path) -> TestServer {
     let config = format!(
         "[server]\nstats_interval_ms = 0\nshutdown_grace_ms = 300\n[media]\nthreads = 2\n[[route]]\npath = \"/play\"\nprocessors = [{{ type = \"play\", file = \"{}\" }}]\n\
-         [[route]]\npath = \"/missing\"\nprocessors = [{{ type = \"play\", file = \"{}.nope\" }}]\n",
+         [[route]]\npath = \"/missing\"\nprocessors = [{{ type = \"play\", file = \"{}.gone\" }}]\n",
         file.display(),
         file.display()
     );
+    // The second route's file exists when the configuration loads, and is removed after.
+    std::fs::copy(file, format!("{}.gone", file.display())).unwrap();
     TestServer::start(&config).await
 }
 
@@ -66,12 +69,14 @@ async fn the_caller_hears_the_file_sample_exact_in_20_ms_frames() {
     assert!(heard[samples.len()..].iter().all(|s| *s == 0), "the last frame is padded with silence");
     server.stop().await;
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(format!("{}.gone", path.display()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_file_closes_the_call_with_1011() {
+async fn a_file_removed_after_loading_closes_the_call_with_1011() {
     let (path, _) = prompt("missing");
     let server = server(&path).await;
+    std::fs::remove_file(format!("{}.gone", path.display())).unwrap();
     let mut ws = server.call("/missing", RATE).await;
     assert_eq!(close_code(&mut ws).await, Some(1011));
     server.stop().await;

@@ -191,7 +191,8 @@ pub fn run(target: &Target, plan: Arc<CallPlan>, config: &RunConfig, progress: A
 /// Opens the TCP connection and performs the upgrade, blocking with a timeout.
 fn connect(target: &Target, plan: &CallPlan, timeout: Duration) -> Result<(TcpStream, Vec<u8>), ClientError> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&target.addr, timeout).map_err(ClientError::Io)?;
+    let mut stream =
+        TcpStream::connect_timeout(&target.addr, timeout).map_err(|source| ClientError::Connect { addr: target.addr, source })?;
     stream.set_nodelay(true).map_err(ClientError::Io)?;
     socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(ClientError::Io)?;
     let key_bytes: [u8; 16] = std::array::from_fn(|i| (random_u64() >> (i % 8 * 8)) as u8);

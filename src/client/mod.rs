@@ -22,6 +22,14 @@ pub enum ClientError {
     /// A socket or file operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TCP connection to the bot could not be made.
+    #[error("cannot connect to {addr}: {source}{}", connect_hint(source))]
+    Connect {
+        /// The address tried.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The URL is not one the emulator can use.
     #[error("bad URL: {0}")]
     Url(String),
@@ -34,4 +42,13 @@ pub enum ClientError {
     /// A command-line value is invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What to check after a failed connection, by its cause.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => " (nothing listens there: start the bot, or `callpipe serve`, first)",
+        std::io::ErrorKind::TimedOut => " (no answer: check the address, and any firewall between)",
+        _ => "",
+    }
 }

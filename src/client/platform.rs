@@ -55,8 +55,9 @@ pub struct CallPlan {
     pub linger: Duration,
     /// Keypresses to send, as `websocket:dtmf` events.
     pub dtmf: Vec<(Duration, DtmfDigit)>,
-    /// Also play the keypresses as tones in the audio.
-    pub dtmf_inband: bool,
+    /// How the keypresses reach the bot: as the platform's events, as tones in the audio, or
+    /// both.
+    pub dtmf_mode: DtmfMode,
     /// Duration of each keypress.
     pub dtmf_duration: Duration,
     /// Frames the playout buffer holds (the platform's limit).
@@ -87,7 +88,7 @@ impl CallPlan {
             hangup_after: None,
             linger: Duration::from_millis(500),
             dtmf: Vec::new(),
-            dtmf_inband: false,
+            dtmf_mode: DtmfMode::Event,
             dtmf_duration: Duration::from_millis(100),
             playout_limit: 3072,
             strict: false,
@@ -108,6 +109,19 @@ pub enum Source {
     Tone(f64),
     /// These samples at the call rate, once, then silence.
     Samples(Arc<[i16]>),
+}
+
+/// How the emulator presses keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DtmfMode {
+    /// As the platform reports a keypress it detected: a `websocket:dtmf` event only.
+    #[default]
+    Event,
+    /// As a caller's phone sends them when the platform does not detect keys: tones in the
+    /// audio only (to test a bot's in-band detection on its own).
+    Inband,
+    /// Both: the event, and the tones in the audio.
+    Both,
 }
 
 /// The outcome of one call.
@@ -155,6 +169,8 @@ pub struct CallReport {
     pub unsent_frames: u64,
     /// Who closed, and how.
     pub close_code: Option<u16>,
+    /// Whether the connection and its upgrade succeeded (false: `error` says why not).
+    pub connected: bool,
     /// Whether the emulator closed the call because of a protocol violation.
     pub closed_for_violation: bool,
     /// The first few violations, described.
@@ -255,7 +271,7 @@ impl PlatformCall {
             bytes: vec![0; rate.frame_bytes()],
             text: String::new(),
             recorder,
-            report: CallReport::default(),
+            report: CallReport { connected: true, ..CallReport::default() },
             closed: false,
             plan,
         }
@@ -349,11 +365,13 @@ impl PlatformCall {
             }
             self.dtmf_next += 1;
             let ms = u32::try_from(self.plan.dtmf_duration.as_millis()).unwrap_or(u32::MAX);
-            self.text = PlatformEvent::Dtmf { digit, duration_ms: Some(ms) }.to_json();
-            emit(Out::Text(&self.text));
+            if self.plan.dtmf_mode != DtmfMode::Inband {
+                self.text = PlatformEvent::Dtmf { digit, duration_ms: Some(ms) }.to_json();
+                emit(Out::Text(&self.text));
+            }
             self.report.dtmf_sent += 1;
             self.dtmf_waiting = Some(now);
-            if self.plan.dtmf_inband {
+            if self.plan.dtmf_mode != DtmfMode::Event {
                 let samples = (self.plan.rate.hz() as u128 * self.plan.dtmf_duration.as_nanos() / 1_000_000_000) as usize;
                 self.inband = DtmfTone::new(digit.as_char(), self.plan.rate, DTMF_LEVEL_DBFS).map(|t| (t, samples));
             }

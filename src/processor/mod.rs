@@ -165,8 +165,13 @@ pub enum ProcessorError {
         message: String,
     },
     /// The route names a processor type that is not registered.
-    #[error("unknown processor type {0}")]
-    Unknown(String),
+    #[error("unknown processor type {kind:?} (known: {})", known.join(", "))]
+    Unknown {
+        /// The type the route names.
+        kind: String,
+        /// The registered types, sorted.
+        known: Vec<String>,
+    },
 }
 
 /// One stage of a call's media pipeline. See the [module docs](self) for the real-time contract.

@@ -5,8 +5,10 @@
 //! 16/24/32-bit integer or 32-bit float, any rate, resampled to the call's rate) and applies
 //! `level_db` once, as a linear gain with rounding and saturation. `prepare` runs off the media
 //! thread, before the first frame; a file that cannot be read or decoded makes it fail with
-//! [`ProcessorError::Config`] naming the file, and the server then closes that call with 1011
-//! (the configuration itself only checks the parameters, so a file may appear or change later).
+//! [`ProcessorError::Config`] naming the file, and the server then closes that call with 1011.
+//! A configuration loaded from TOML checks that the file is a WAV it can read (a missing prompt
+//! stops `callpipe serve` at start-up); the file is read again at each call, so it may be
+//! replaced while serving, and one removed after start-up gives that 1011.
 //!
 //! # Guarantees
 //!

@@ -223,7 +223,11 @@ impl ProcessorRegistry {
         if spec.kind == RESAMPLE {
             return self.build_resample(&spec.params);
         }
-        let factory = self.factories.get(&spec.kind).ok_or_else(|| ProcessorError::Unknown(spec.kind.clone()))?;
+        let factory = self.factories.get(&spec.kind).ok_or_else(|| {
+            let mut known: Vec<String> = self.kinds().map(str::to_owned).collect();
+            known.sort_unstable();
+            ProcessorError::Unknown { kind: spec.kind.clone(), known }
+        })?;
         factory(&spec.params)
     }
 
@@ -372,10 +376,10 @@ mod tests {
         ] {
             assert!(matches!(registry.build(&spec(bad)), Err(ProcessorError::Config { .. })), "{bad}");
         }
-        assert!(matches!(registry.build(&spec("type = 'nope'")), Err(ProcessorError::Unknown(_))));
+        assert!(matches!(registry.build(&spec("type = 'nope'")), Err(ProcessorError::Unknown { .. })));
         assert!(matches!(
             registry.build(&spec("type = 'resample'\nrate = 16000\nprocessors = [{ type = 'nope' }]")),
-            Err(ProcessorError::Unknown(_))
+            Err(ProcessorError::Unknown { .. })
         ));
         assert!(registry.kinds().any(|k| k == "resample"));
         assert!(ProcessorSpec::from_table(toml::from_str("delay_ms = 1").unwrap()).is_err());
