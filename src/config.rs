@@ -655,12 +655,18 @@ mod tests {
     use super::*;
     use crate::protocol::SampleRate;
 
-    /// Every TOML example in the README is a valid configuration, so the README stays true.
-    /// Examples that record to Ogg/Opus load in builds with the `opus` feature; without it, they
-    /// must fail with the error that names the feature.
+    /// Every TOML example in the README and the pages under `docs/` is a valid configuration,
+    /// so the documentation stays true. Examples that record to Ogg/Opus load in builds with the
+    /// `opus` feature; without it, they must fail with the error that names the feature.
     #[test]
-    fn the_readme_examples_are_valid_configurations() {
-        let readme = include_str!("../README.md");
+    fn the_documented_examples_are_valid_configurations() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let mut pages: Vec<_> = std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
+        pages.sort();
+        for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+            readme.push_str(&std::fs::read_to_string(page).unwrap());
+        }
         let registry = ProcessorRegistry::with_builtins();
         // The prompts the examples play, as the configuration's check wants them: real WAVs.
         let prompts = std::env::temp_dir().join(format!("callpipe-readme-prompts-{}", std::process::id()));
@@ -678,12 +684,12 @@ mod tests {
             match Config::parse(&text, &registry) {
                 Ok(_) => {}
                 Err(e) if !cfg!(feature = "opus") && e.to_string().contains(crate::processor::OPUS_FEATURE_MISSING) => {}
-                Err(e) => panic!("README example does not load: {e}\n{text}"),
+                Err(e) => panic!("documented example does not load: {e}\n{text}"),
             }
             checked += 1;
         }
         let _ = std::fs::remove_dir_all(&prompts);
-        assert!(checked >= 2, "found {checked} examples");
+        assert!(checked >= 8, "found {checked} examples");
     }
 
     #[test]

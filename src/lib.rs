@@ -20,6 +20,9 @@
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
 //!  metrics    Prometheus text format: families, samples, histograms    (no I/O)
 //!     ▲
+//!  call       the call's vocabulary: CallInfo, Event, DtmfSource,       (no I/O)
+//!             StreamEnd (below the processors and the session alike)
+//!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF,     (no I/O, no clock)
 //!             play, record, fork, conference and its mixer)
 //!     ▲
@@ -99,6 +102,7 @@
 
 pub mod audio;
 pub mod auth;
+pub mod call;
 pub mod client;
 pub mod config;
 pub mod events;

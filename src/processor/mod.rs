@@ -64,18 +64,8 @@ pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
 pub use timing::{TIMING_INTERVAL, Timings, timings};
 
-use crate::protocol::{DtmfDigit, Metadata, SampleRate};
-
-/// A call's identity and metadata, as processors see them at preparation.
-#[derive(Debug, Clone)]
-pub struct CallInfo {
-    /// The call id: from the URI query or a metadata header, or generated.
-    pub id: String,
-    /// The URL path the platform connected to.
-    pub path: String,
-    /// The parsed metadata frame.
-    pub metadata: Metadata,
-}
+pub use crate::call::{CallInfo, DtmfSource, Event};
+use crate::protocol::SampleRate;
 
 /// What a processor learns before the first frame.
 #[derive(Debug, Clone, Copy)]
@@ -90,65 +80,6 @@ impl Setup<'_> {
     /// Samples per 20 ms frame at the call's rate.
     pub fn frame_samples(&self) -> usize {
         self.rate.frame_samples()
-    }
-}
-
-/// Where a DTMF event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DtmfSource {
-    /// Reported by the platform as `websocket:dtmf`.
-    Platform,
-    /// Detected in the caller's audio.
-    Inband,
-    /// Both, merged into one event.
-    Both,
-}
-
-/// An event that processors receive and emit.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A keypress.
-    Dtmf {
-        /// The key.
-        digit: DtmfDigit,
-        /// When it started, in ms of call time since the call started (the pass position × 20),
-        /// when known: detected in-band, to the sample; the platform's reports carry no time.
-        start_ms: Option<u64>,
-        /// How long it was held, when known.
-        duration_ms: Option<u32>,
-        /// Who detected it.
-        source: DtmfSource,
-    },
-    /// The platform has played everything sent before the `notify` with this marker.
-    NotifyPlayed {
-        /// The marker the processor passed to [`Context::notify`].
-        marker: u64,
-    },
-    /// The platform acknowledged a `clear`.
-    Cleared,
-    /// A stream the control API started has ended.
-    StreamDone {
-        /// The stream's id, as the API returned it.
-        id: u64,
-        /// Why.
-        reason: crate::session::StreamEnd,
-    },
-    /// A processor's own event. Making its data allocates (see [`Event::custom`]); cloning the
-    /// event only counts a reference, so the session passes it on without allocating.
-    Custom {
-        /// The event name, e.g. `"vad:speech"`.
-        name: &'static str,
-        /// Its data, shared.
-        data: std::sync::Arc<serde_json::Value>,
-    },
-}
-
-impl Event {
-    /// A [`Event::Custom`] named `name` with `data`. Allocates: call it off the media thread or
-    /// on rare occasions.
-    pub fn custom(name: &'static str, data: impl Into<serde_json::Value>) -> Event {
-        Event::Custom { name, data: std::sync::Arc::new(data.into()) }
     }
 }
 
@@ -363,6 +294,8 @@ impl std::fmt::Debug for Pipeline {
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
+
+    use crate::protocol::Metadata;
 
     use super::*;
 

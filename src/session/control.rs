@@ -49,31 +49,6 @@ pub enum Control {
     },
 }
 
-/// Why a stream the API started has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// It played its loops to the end.
-    Finished,
-    /// `DELETE /calls/{id}/stream`.
-    Stopped,
-    /// Another stream replaced it.
-    Replaced,
-    /// The call ended first.
-    Hangup,
-}
-
-impl StreamEnd {
-    /// A stable name for events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamEnd::Finished => "finished",
-            StreamEnd::Stopped => "stopped",
-            StreamEnd::Replaced => "replaced",
-            StreamEnd::Hangup => "hangup",
-        }
-    }
-}
-
 /// Audio the API is playing into a call, one frame per pass.
 #[derive(Debug)]
 pub(super) struct ApiAudio {

@@ -35,7 +35,8 @@ mod outbound;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use control::{Control, SharedAudio, StreamEnd};
+pub use crate::call::StreamEnd;
+pub use control::{Control, SharedAudio};
 pub use inbound::{BURST_WINDOW, InboundBuffer, Next, TimelineConfig};
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};

@@ -1,0 +1,103 @@
+//! The call's vocabulary, shared by the layers above it: who the call is ([`CallInfo`]), what
+//! happens in it ([`Event`], [`DtmfSource`], [`StreamEnd`]). The processors emit and receive
+//! these, the session carries them, the server reports them; this module depends on the
+//! protocol types only, so that neither the processors nor the session depend on each other
+//! for them.
+
+use crate::protocol::{DtmfDigit, Metadata};
+
+/// A call's identity and metadata, as processors see them at preparation.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The call id: from the URI query or a metadata header, or generated.
+    pub id: String,
+    /// The URL path the platform connected to.
+    pub path: String,
+    /// The parsed metadata frame.
+    pub metadata: Metadata,
+}
+
+/// Where a DTMF event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    /// Reported by the platform as `websocket:dtmf`.
+    Platform,
+    /// Detected in the caller's audio.
+    Inband,
+    /// Both, merged into one event.
+    Both,
+}
+
+/// An event that processors receive and emit.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A keypress.
+    Dtmf {
+        /// The key.
+        digit: DtmfDigit,
+        /// When it started, in ms of call time since the call started (the pass position × 20),
+        /// when known: detected in-band, to the sample; the platform's reports carry no time.
+        start_ms: Option<u64>,
+        /// How long it was held, when known.
+        duration_ms: Option<u32>,
+        /// Who detected it.
+        source: DtmfSource,
+    },
+    /// The platform has played everything sent before the `notify` with this marker.
+    NotifyPlayed {
+        /// The marker the processor passed to
+        /// [`Context::notify`](crate::processor::Context::notify).
+        marker: u64,
+    },
+    /// The platform acknowledged a `clear`.
+    Cleared,
+    /// A stream the control API started has ended.
+    StreamDone {
+        /// The stream's id, as the API returned it.
+        id: u64,
+        /// Why.
+        reason: StreamEnd,
+    },
+    /// A processor's own event. Making its data allocates (see [`Event::custom`]); cloning the
+    /// event only counts a reference, so the session passes it on without allocating.
+    Custom {
+        /// The event name, e.g. `"vad:speech"`.
+        name: &'static str,
+        /// Its data, shared.
+        data: std::sync::Arc<serde_json::Value>,
+    },
+}
+
+impl Event {
+    /// A [`Event::Custom`] named `name` with `data`. Allocates: call it off the media thread or
+    /// on rare occasions.
+    pub fn custom(name: &'static str, data: impl Into<serde_json::Value>) -> Event {
+        Event::Custom { name, data: std::sync::Arc::new(data.into()) }
+    }
+}
+
+/// Why a stream the API started has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// It played its loops to the end.
+    Finished,
+    /// `DELETE /calls/{id}/stream`.
+    Stopped,
+    /// Another stream replaced it.
+    Replaced,
+    /// The call ended first.
+    Hangup,
+}
+
+impl StreamEnd {
+    /// A stable name for events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Finished => "finished",
+            StreamEnd::Stopped => "stopped",
+            StreamEnd::Replaced => "replaced",
+            StreamEnd::Hangup => "hangup",
+        }
+    }
+}
