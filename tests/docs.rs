@@ -146,3 +146,10 @@ fn the_slugs_are_githubs() {
     assert_eq!(slug(" Playing the internet: the emulator's impairments"), "playing-the-internet-the-emulators-impairments");
     assert!(Path::new(&root()).join("docs/protocol.md").exists());
 }
+
+#[test]
+fn the_python_bot_in_the_docs_is_the_one_the_tests_run() {
+    let page = std::fs::read_to_string(root().join("docs/processors.md")).unwrap();
+    let bot = std::fs::read_to_string(root().join("examples/python/fork_bot.py")).unwrap();
+    assert!(page.contains(&format!("```python\n{}\n```", bot.trim_end())), "docs/processors.md shows examples/python/fork_bot.py whole");
+}
