@@ -278,7 +278,7 @@ mod tests {
     const KEYS: &str = "1234567890*#ABCD";
 
     fn sender(config: DtmfSendConfig, rate: SampleRate) -> Harness<DtmfSend> {
-        Harness::new(DtmfSend::new(config).unwrap(), rate)
+        Harness::new(DtmfSend::new(config).unwrap(), rate).unwrap()
     }
 
     /// The spans `(first, one past last)` of non-zero samples, splitting at runs of more than
@@ -311,7 +311,8 @@ mod tests {
         for rate in SampleRate::ALL {
             let mut send = sender(DtmfSendConfig { digits: KEYS.into(), ..Default::default() }, rate);
             send.idle(1700);
-            let mut detect = Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate);
+            let mut detect =
+                Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate).unwrap();
             detect.run(&send.sent);
             assert_eq!(detect.keys(), KEYS, "{rate}");
             for (digit, duration, source) in detect.dtmf() {
@@ -330,7 +331,8 @@ mod tests {
             let mut send = sender(DtmfSendConfig { digits: KEYS.into(), tone_ms: 100, gap_ms: 100, ..Default::default() }, rate);
             send.idle(KEYS.len() as u64 * 200);
             assert_eq!(rendered[..], send.sent[..rendered.len()], "{rate}: the same samples as the dtmf_send processor");
-            let mut detect = Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate);
+            let mut detect =
+                Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate).unwrap();
             detect.run(&rendered);
             assert_eq!(detect.keys(), KEYS, "{rate}");
         }

@@ -36,6 +36,7 @@ mod play;
 mod record;
 mod registry;
 mod resample;
+pub mod testkit;
 mod timing;
 
 use std::time::Duration;

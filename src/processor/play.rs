@@ -266,6 +266,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::processor::testkit::Harness;
     use crate::processor::{CallInfo, DtmfSource, Requests};
     use crate::protocol::{DtmfDigit, Metadata, SampleRate};
 
@@ -288,20 +289,6 @@ mod tests {
 
     /// What one play run produced: the outbound frames, whether each was written, the events
     /// with their pass, and the passes that requested a clear.
-    #[derive(Default)]
-    struct Run {
-        frames: Vec<Vec<i16>>,
-        written: Vec<bool>,
-        events: Vec<(u64, Event)>,
-        clears: Vec<u64>,
-    }
-
-    impl Run {
-        fn sent(&self) -> Vec<i16> {
-            self.frames.concat()
-        }
-    }
-
     fn prepared(config: PlayConfig, rate: SampleRate) -> Play {
         let mut play = Play::new(config).unwrap();
         let call = CallInfo { id: "t".into(), path: "/play".into(), metadata: Metadata::new(rate) };
@@ -309,29 +296,15 @@ mod tests {
         play
     }
 
-    /// Runs `passes` passes, giving each pass the events `events(pass)` first.
-    fn drive(play: &mut Play, rate: SampleRate, passes: u64, events: impl Fn(u64) -> Vec<Event>) -> Run {
-        let n = rate.frame_samples();
-        let mut requests = Requests::new(n * 10);
-        let mut out = Run::default();
-        let now = Instant::now();
+    /// A player of `config` run for `passes` passes of the caller's silence through the
+    /// processor test kit, with the events `events(pass)` delivered before each pass.
+    fn drive(config: PlayConfig, rate: SampleRate, passes: u64, events: impl Fn(u64) -> Vec<Event>) -> Harness<Play> {
+        let mut h = Harness::new(Play::new(config).unwrap(), rate).unwrap();
         for pass in 0..passes {
-            requests.reset(n * 10);
-            let mut input = vec![0i16; n];
-            let mut output = vec![0i16; n];
-            let mut cx = Context::new(now, pass, rate, &mut input, true, &mut output, &mut requests);
-            for event in events(pass) {
-                play.handle_event(&event, &mut cx);
-            }
-            play.process(&mut cx);
-            out.written.push(cx.output_written());
-            out.frames.push(output);
-            if requests.clear {
-                out.clears.push(pass);
-            }
-            out.events.extend(requests.events.drain(..).map(|(_, e)| (pass, e)));
+            events(pass).into_iter().for_each(|e| h.deliver(e));
+            h.silence(20);
         }
-        out
+        h
     }
 
     fn done(path: &Path, reason: &str) -> Event {
@@ -345,10 +318,9 @@ mod tests {
     #[test]
     fn plays_the_file_sample_exact_then_reports_finished() {
         let path = write_wav("exact", 8000, 1, &ramp());
-        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz8000);
-        let run = drive(&mut play, SampleRate::Hz8000, 10, |_| vec![]);
+        let run = drive(PlayConfig::new(&path), SampleRate::Hz8000, 10, |_| vec![]);
         // 1,000 samples: 6 full frames of 160 and 40 samples in pass 6.
-        let sent = run.sent();
+        let sent = &run.sent;
         assert_eq!(sent[..1000], ramp()[..]);
         assert!(sent[1000..].iter().all(|s| *s == 0));
         assert_eq!(run.written, [true, true, true, true, true, true, true, false, false, false]);
@@ -361,9 +333,8 @@ mod tests {
         let path = write_wav("loop", 8000, 1, &ramp());
         let mut config = PlayConfig::new(&path);
         config.loops = 3;
-        let mut play = prepared(config, SampleRate::Hz8000);
-        let run = drive(&mut play, SampleRate::Hz8000, 25, |_| vec![]);
-        let sent = run.sent();
+        let run = drive(config, SampleRate::Hz8000, 25, |_| vec![]);
+        let sent = &run.sent;
         assert_eq!(sent[..3000], ramp().repeat(3)[..]);
         assert!(sent[3000..].iter().all(|s| *s == 0));
         // 3,000 samples end in pass 18.
@@ -390,8 +361,7 @@ mod tests {
         let path = write_wav("level", 8000, 1, &ramp());
         let mut config = PlayConfig::new(&path);
         config.level_db = -6.0206;
-        let mut play = prepared(config, SampleRate::Hz8000);
-        let sent = drive(&mut play, SampleRate::Hz8000, 7, |_| vec![]).sent();
+        let sent = drive(config, SampleRate::Hz8000, 7, |_| vec![]).sent;
         for (got, want) in sent.iter().zip(ramp()) {
             assert!((i32::from(*got) - i32::from(want) / 2).abs() <= 1, "{got} vs {want}");
         }
@@ -408,10 +378,9 @@ mod tests {
         let path = write_wav("start", 8000, 1, &ramp());
         let mut config = PlayConfig::new(&path);
         config.start_ms = 100;
-        let mut play = prepared(config, SampleRate::Hz8000);
-        let run = drive(&mut play, SampleRate::Hz8000, 15, |_| vec![]);
+        let run = drive(config, SampleRate::Hz8000, 15, |_| vec![]);
         assert_eq!(run.written.iter().position(|w| *w), Some(5));
-        assert_eq!(run.sent()[800..1800], ramp()[..]);
+        assert_eq!(run.sent[800..1800], ramp()[..]);
         assert_eq!(run.events, [(11, done(&path, "finished"))]);
     }
 
@@ -421,12 +390,11 @@ mod tests {
         let samples: Vec<i16> =
             (0..22_050).flat_map(|i| [((i as f64 * std::f64::consts::TAU * 440.0 / 44_100.0).sin() * 10_000.0) as i16; 2]).collect();
         let path = write_wav("stereo", 44_100, 2, &samples);
-        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz16000);
-        let run = drive(&mut play, SampleRate::Hz16000, 40, |_| vec![]);
+        let run = drive(PlayConfig::new(&path), SampleRate::Hz16000, 40, |_| vec![]);
         let frames = run.written.iter().filter(|w| **w).count();
         // 0.5 s is 25 frames (8,000 samples).
         assert!((25..=26).contains(&frames), "{frames} frames");
-        assert!(play.samples().len().abs_diff(8000) <= 320, "{}", play.samples().len());
+        assert!(run.processor.samples().len().abs_diff(8000) <= 320, "{}", run.processor.samples().len());
         assert_eq!(run.events.len(), 1);
     }
 
@@ -435,17 +403,16 @@ mod tests {
         let path = write_wav("trigger", 8000, 1, &ramp());
         let mut config = PlayConfig::new(&path);
         config.on_digit = Some(DtmfDigit::Digit(1));
-        let mut play = prepared(config, SampleRate::Hz8000);
         let one = Event::Dtmf { digit: DtmfDigit::Digit(1), start_ms: None, duration_ms: Some(80), source: DtmfSource::Inband };
         // Key 5 does nothing; key 1 at pass 3 starts it; key 1 again at pass 5 starts it over;
         // after it finishes, key 1 at pass 20 plays it once more.
-        let run = drive(&mut play, SampleRate::Hz8000, 30, |pass| match pass {
+        let run = drive(config, SampleRate::Hz8000, 30, |pass| match pass {
             2 => vec![key()],
             3 | 5 | 20 => vec![one.clone()],
             _ => vec![],
         });
         assert_eq!(run.written.iter().position(|w| *w), Some(3), "nothing before the key");
-        let sent = run.sent();
+        let sent = &run.sent;
         assert_eq!(sent[480..800], ramp()[..320], "passes 3-4: the first 320 samples");
         assert_eq!(sent[800..1800], ramp()[..], "pass 5: from the beginning again");
         assert!(sent[1800..3200].iter().all(|s| *s == 0));
@@ -455,15 +422,10 @@ mod tests {
         let mut config = PlayConfig::new(&path);
         config.on_event = Some("stream:done".into());
         config.start_ms = 40;
-        let mut play = prepared(config, SampleRate::Hz8000);
-        let run = drive(
-            &mut play,
-            SampleRate::Hz8000,
-            12,
-            |pass| if pass == 1 { vec![done(Path::new("intro.wav"), "finished")] } else { vec![] },
-        );
+        let run =
+            drive(config, SampleRate::Hz8000, 12, |pass| if pass == 1 { vec![done(Path::new("intro.wav"), "finished")] } else { vec![] });
         assert_eq!(run.written.iter().position(|w| *w), Some(3), "40 ms after the other player finished");
-        assert_eq!(run.sent()[480..1480], ramp()[..]);
+        assert_eq!(run.sent[480..1480], ramp()[..]);
     }
 
     #[test]
@@ -472,16 +434,14 @@ mod tests {
         let mut config = PlayConfig::new(&path);
         config.barge_in = true;
         config.loops = 0;
-        let mut play = prepared(config, SampleRate::Hz8000);
-        let run = drive(&mut play, SampleRate::Hz8000, 10, |pass| if pass == 3 || pass == 5 { vec![key()] } else { vec![] });
+        let run = drive(config, SampleRate::Hz8000, 10, |pass| if pass == 3 || pass == 5 { vec![key()] } else { vec![] });
         assert_eq!(run.written, [true, true, true, false, false, false, false, false, false, false]);
         assert_eq!(run.clears, [3], "one clear, at the key; the second key finds nothing playing");
         assert_eq!(run.events, [(3, done(&path, "barge_in"))]);
 
         // Without barge_in, keys change nothing.
-        let mut play = prepared(PlayConfig::new(&path), SampleRate::Hz8000);
-        let run = drive(&mut play, SampleRate::Hz8000, 10, |pass| if pass < 5 { vec![key()] } else { vec![] });
-        assert_eq!(run.sent()[..1000], ramp()[..]);
+        let run = drive(PlayConfig::new(&path), SampleRate::Hz8000, 10, |pass| if pass < 5 { vec![key()] } else { vec![] });
+        assert_eq!(run.sent[..1000], ramp()[..]);
         assert!(run.clears.is_empty());
         assert_eq!(run.events, [(6, done(&path, "finished"))]);
     }

@@ -2,11 +2,11 @@
 //! runs one processor frame by frame as the session would. Tests only.
 
 use std::f64::consts::{PI, TAU};
-use std::time::Instant;
 
 use super::analysis::FULL_SCALE;
-use crate::processor::{CallInfo, Context, DtmfSource, Event, Processor, Requests, Setup};
-use crate::protocol::{DtmfDigit, Metadata, SampleRate};
+pub(crate) use crate::processor::testkit::Harness;
+use crate::processor::{DtmfSource, Event, Processor};
+use crate::protocol::{DtmfDigit, SampleRate};
 
 /// A small deterministic generator: xorshift64*.
 #[derive(Debug, Clone)]
@@ -243,53 +243,8 @@ pub(crate) fn speech_and_music(rate: SampleRate, seconds: f64, rng: &mut Rng) ->
     out
 }
 
-/// Runs one processor frame by frame, as a session would, collecting what it emits.
-pub(crate) struct Harness<P: Processor> {
-    pub processor: P,
-    pub rate: SampleRate,
-    requests: Requests,
-    /// The next pass's number.
-    pub position: u64,
-    /// Every event emitted, with the pass that emitted it.
-    pub events: Vec<(u64, Event)>,
-    /// Platform events to deliver at the next pass.
-    platform: Vec<Event>,
-    /// The caller's audio as the processor left it (e.g. muted), frame after frame.
-    pub heard: Vec<i16>,
-    /// The outbound audio, frame after frame (silence where nothing was written).
-    pub sent: Vec<i16>,
-    /// Whether each pass wrote an outbound frame.
-    pub written: Vec<bool>,
-}
-
+/// DTMF helpers on the processor test kit's harness (see [`crate::processor::testkit`]).
 impl<P: Processor> Harness<P> {
-    /// A harness over a prepared `processor`.
-    pub fn new(mut processor: P, rate: SampleRate) -> Harness<P> {
-        let call = CallInfo { id: "test".into(), path: "/dtmf".into(), metadata: Metadata::new(rate) };
-        processor.prepare(&Setup { rate, call: &call }).unwrap();
-        Harness {
-            processor,
-            rate,
-            requests: Requests::new(rate.frame_samples() * 50),
-            position: 0,
-            events: Vec::new(),
-            platform: Vec::new(),
-            heard: Vec::new(),
-            sent: Vec::new(),
-            written: Vec::new(),
-        }
-    }
-
-    /// Runs `audio` (padded with silence to whole frames) through the processor.
-    pub fn run(&mut self, audio: &[i16]) {
-        let n = self.rate.frame_samples();
-        for chunk in audio.chunks(n) {
-            let mut input = vec![0i16; n];
-            input[..chunk.len()].copy_from_slice(chunk);
-            self.pass(&mut input);
-        }
-    }
-
     /// Runs `audio` given as floats (see [`to_i16`]).
     pub fn run_f64(&mut self, audio: &[f64]) {
         self.run(&to_i16(audio));
@@ -297,45 +252,12 @@ impl<P: Processor> Harness<P> {
 
     /// Runs `ms` of silence.
     pub fn idle(&mut self, ms: u64) {
-        let frames = ms.div_ceil(20) as usize;
-        self.run(&vec![0; frames * self.rate.frame_samples()]);
+        self.silence(ms);
     }
 
     /// Reports `digit` from the platform at the next pass.
     pub fn platform(&mut self, digit: DtmfDigit) {
-        self.platform.push(Event::Dtmf { digit, start_ms: None, duration_ms: Some(100), source: DtmfSource::Platform });
-    }
-
-    /// Ends the call.
-    pub fn finish(&mut self) {
-        let n = self.rate.frame_samples();
-        let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
-        self.requests.reset(n * 50);
-        let mut cx = Context::new(Instant::now(), self.position, self.rate, &mut input, false, &mut output, &mut self.requests);
-        self.processor.finish(&mut cx);
-        self.collect();
-    }
-
-    fn pass(&mut self, input: &mut [i16]) {
-        let n = self.rate.frame_samples();
-        let mut output = vec![0i16; n];
-        self.requests.reset(n * 50);
-        let mut cx = Context::new(Instant::now(), self.position, self.rate, input, true, &mut output, &mut self.requests);
-        for event in std::mem::take(&mut self.platform) {
-            self.processor.handle_event(&event, &mut cx);
-        }
-        self.processor.process(&mut cx);
-        self.written.push(cx.output_written());
-        self.heard.extend_from_slice(input);
-        self.sent.extend_from_slice(&output);
-        self.collect();
-        self.position += 1;
-    }
-
-    fn collect(&mut self) {
-        for (_, event) in self.requests.events.drain(..) {
-            self.events.push((self.position, event));
-        }
+        self.press(digit);
     }
 
     /// The keys reported, in order.

@@ -8,7 +8,7 @@ use crate::protocol::SampleRate;
 const KEYS: &str = "123A456B789C*0#D";
 
 fn detector(config: DtmfDetectConfig, rate: SampleRate) -> Harness<DtmfDetect> {
-    Harness::new(DtmfDetect::new(config).unwrap(), rate)
+    Harness::new(DtmfDetect::new(config).unwrap(), rate).unwrap()
 }
 
 /// No merge window: detections leave as soon as keys end.
