@@ -1,10 +1,15 @@
 //! The documentation a clone carries is whole: every relative link in the README and the pages
 //! under `docs/` names a file of the repository (never one outside it), and every `#anchor`
-//! names a heading of its page. (The TOML examples of the same pages are loaded as
-//! configurations by `config::tests`.)
+//! names a heading of its page; the README's first call, run as it is written against the
+//! embedded default, prints what the README shows (the figures aside). (The TOML examples of
+//! the pages are loaded as configurations by `config::tests`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::TestServer;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,4 +157,51 @@ fn the_python_bot_in_the_docs_is_the_one_the_tests_run() {
     let page = std::fs::read_to_string(root().join("docs/processors.md")).unwrap();
     let bot = std::fs::read_to_string(root().join("examples/python/fork_bot.py")).unwrap();
     assert!(page.contains(&format!("```python\n{}\n```", bot.trim_end())), "docs/processors.md shows examples/python/fork_bot.py whole");
+}
+
+/// Lines with every number replaced by `#`, to compare shapes.
+fn shape(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        let mut shaped = String::new();
+        let mut in_number = false;
+        for c in line.chars() {
+            if c.is_ascii_digit() || (in_number && c == '.') {
+                if !in_number {
+                    shaped.push('#');
+                }
+                in_number = true;
+            } else {
+                in_number = false;
+                shaped.push(c);
+            }
+        }
+        out.push(shaped);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_first_call_prints_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("```sh\ncargo run --release -- call").expect("the README's call example");
+    let block = &readme[start + 6..];
+    let (command, rest) = block.split_once("```\n").unwrap();
+    let expected = rest.strip_prefix("```\n").expect("its output follows").split("```").next().unwrap();
+    let server = TestServer::start(callpipe::config::DEFAULT_CONFIG).await;
+    let record = std::env::temp_dir().join(format!("callpipe-docs-demo-{}.wav", std::process::id()));
+    let command = command
+        .replace("\\\n", " ")
+        .replace("cargo run --release --", env!("CARGO_BIN_EXE_callpipe"))
+        .replace("127.0.0.1:8080", &server.addr.to_string())
+        .replace("demo.wav", record.to_str().unwrap());
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("sh").args(["-c", &command]).output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).replace(&server.addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(shape(&printed), shape(expected), "the README's output is not what the call prints:\n{printed}");
+    assert!(printed.contains("frames sent 250 received 250"), "{printed}");
+    assert!(printed.contains("dtmf sent 3"), "{printed}");
+    assert!(hound::WavReader::open(&record).is_ok(), "the recording the README names");
+    let _ = std::fs::remove_file(record);
+    server.stop().await;
 }
