@@ -26,6 +26,77 @@ const MAX_LEEWAY_S: i64 = 3600;
 /// Bounds on a route's `max_age_s` (inclusive, from 1).
 const MAX_AGE_S: i64 = 86_400;
 
+/// Why a secret could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// `env:` names no valid variable.
+    #[error("env:{0}: not a valid environment variable name")]
+    BadName(String),
+    /// The variable is set but empty.
+    #[error("environment variable {0} is empty")]
+    EmptyVariable(String),
+    /// The variable is not set.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    /// The value is empty.
+    #[error("the secret is empty")]
+    Empty,
+}
+
+/// Why a route's `auth` table was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthConfigError {
+    /// `type` is missing.
+    #[error("auth: `type` is required (\"jwt\" or \"token\")")]
+    MissingType,
+    /// `type` is not a string.
+    #[error("auth: `type` must be a string, \"jwt\" or \"token\"")]
+    TypeNotString,
+    /// `type` names no known kind.
+    #[error("auth: unknown type {0:?} (expected \"jwt\" or \"token\")")]
+    UnknownType(String),
+    /// A key the type does not take.
+    #[error("auth: unknown key `{key}` for type \"{kind}\" (expected {expected})")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The type.
+        kind: String,
+        /// The keys it takes.
+        expected: String,
+    },
+    /// A required key is missing.
+    #[error("auth: `{0}` is required")]
+    Missing(&'static str),
+    /// A key that must be a string is not.
+    #[error("auth.{0}: expected a string")]
+    NotAString(&'static str),
+    /// The secret or token cannot be read.
+    #[error("auth.{key}: {source}")]
+    Secret {
+        /// `secret` or `token`.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// `application_id` is empty or not a string.
+    #[error("auth.application_id: expected a non-empty string")]
+    ApplicationId,
+    /// A number of seconds out of its range.
+    #[error("auth.{key}: expected whole seconds from {min} to {max}")]
+    Seconds {
+        /// The key.
+        key: &'static str,
+        /// The least allowed.
+        min: i64,
+        /// The most allowed.
+        max: i64,
+    },
+}
+
 /// Secret bytes: an HMAC key or a static token. Its `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Secret(Box<[u8]>);
@@ -33,18 +104,18 @@ pub struct Secret(Box<[u8]>);
 impl Secret {
     /// `env:NAME` reads the environment variable NAME (which must be set and not empty);
     /// anything else is the secret itself. An empty value is an error.
-    pub fn parse(value: &str) -> Result<Secret, String> {
+    pub fn parse(value: &str) -> Result<Secret, SecretError> {
         if let Some(name) = value.strip_prefix("env:") {
             if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(format!("env:{name}: not a valid environment variable name"));
+                return Err(SecretError::BadName(name.to_owned()));
             }
             return match std::env::var_os(name) {
                 Some(v) if !v.is_empty() => Ok(Secret(v.into_encoded_bytes().into_boxed_slice())),
-                Some(_) => Err(format!("environment variable {name} is empty")),
-                None => Err(format!("environment variable {name} is not set")),
+                Some(_) => Err(SecretError::EmptyVariable(name.to_owned())),
+                None => Err(SecretError::Unset(name.to_owned())),
             };
         }
-        Secret::from_bytes(value.as_bytes()).ok_or_else(|| "the secret is empty".to_owned())
+        Secret::from_bytes(value.as_bytes()).ok_or(SecretError::Empty)
     }
 
     /// These bytes as a secret; `None` if empty.
@@ -149,30 +220,30 @@ impl Admission {
     /// Parses a route's `auth` table: `{ type = "jwt", secret = "...", application_id = "...",
     /// leeway_s = 60, max_age_s = 300 }` (all but `type` and `secret` optional) or
     /// `{ type = "token", token = "..." }`. Secrets may be `env:NAME`.
-    pub fn from_table(table: &toml::Table) -> Result<Admission, String> {
+    pub fn from_table(table: &toml::Table) -> Result<Admission, AuthConfigError> {
         let kind = match table.get("type") {
             Some(toml::Value::String(kind)) => kind.as_str(),
-            Some(_) => return Err("auth: `type` must be a string, \"jwt\" or \"token\"".into()),
-            None => return Err("auth: `type` is required (\"jwt\" or \"token\")".into()),
+            Some(_) => return Err(AuthConfigError::TypeNotString),
+            None => return Err(AuthConfigError::MissingType),
         };
         let keys: &[&str] = match kind {
             "jwt" => &["type", "secret", "application_id", "leeway_s", "max_age_s"],
             "token" => &["type", "token"],
-            other => return Err(format!("auth: unknown type {other:?} (expected \"jwt\" or \"token\")")),
+            other => return Err(AuthConfigError::UnknownType(other.to_owned())),
         };
         if let Some(key) = table.keys().find(|k| !keys.contains(&k.as_str())) {
-            return Err(format!("auth: unknown key `{key}` for type \"{kind}\" (expected {})", keys.join(", ")));
+            return Err(AuthConfigError::UnknownKey { key: key.clone(), kind: kind.to_owned(), expected: keys.join(", ") });
         }
         if kind == "token" {
             let token = required_str(table, "token")?;
-            return Secret::parse(token).map(Admission::Token).map_err(|e| format!("auth.token: {e}"));
+            return Secret::parse(token).map(Admission::Token).map_err(|source| AuthConfigError::Secret { key: "token", source });
         }
-        let secret = Secret::parse(required_str(table, "secret")?).map_err(|e| format!("auth.secret: {e}"))?;
+        let secret = Secret::parse(required_str(table, "secret")?).map_err(|source| AuthConfigError::Secret { key: "secret", source })?;
         let defaults = Validation::default();
         let application_id = match table.get("application_id") {
             None => None,
             Some(toml::Value::String(id)) if !id.is_empty() => Some(id.clone()),
-            Some(_) => return Err("auth.application_id: expected a non-empty string".into()),
+            Some(_) => return Err(AuthConfigError::ApplicationId),
         };
         let leeway = seconds(table, "leeway_s", 0, MAX_LEEWAY_S)?.unwrap_or(defaults.leeway);
         let max_age = seconds(table, "max_age_s", 1, MAX_AGE_S)?.unwrap_or(defaults.max_age);
@@ -194,19 +265,19 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches([' ', '\t']))
 }
 
-fn required_str<'a>(table: &'a toml::Table, key: &str) -> Result<&'a str, String> {
+fn required_str<'a>(table: &'a toml::Table, key: &'static str) -> Result<&'a str, AuthConfigError> {
     match table.get(key) {
         Some(toml::Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("auth.{key}: expected a string")),
-        None => Err(format!("auth: `{key}` is required")),
+        Some(_) => Err(AuthConfigError::NotAString(key)),
+        None => Err(AuthConfigError::Missing(key)),
     }
 }
 
-fn seconds(table: &toml::Table, key: &str, min: i64, max: i64) -> Result<Option<Duration>, String> {
+fn seconds(table: &toml::Table, key: &'static str, min: i64, max: i64) -> Result<Option<Duration>, AuthConfigError> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::Integer(n)) if (min..=max).contains(n) => Ok(Some(Duration::from_secs(n.unsigned_abs()))),
-        Some(_) => Err(format!("auth.{key}: expected whole seconds from {min} to {max}")),
+        Some(_) => Err(AuthConfigError::Seconds { key, min, max }),
     }
 }
 
@@ -376,7 +447,7 @@ mod tests {
             std::env::set_var(name, "from-the-environment");
         }
         assert_eq!(secret(&format!("env:{name}")).expose(), b"from-the-environment");
-        let unset = Secret::parse("env:CALLPIPE_AUTH_TEST_NEVER_SET_7F3A").unwrap_err();
+        let unset = Secret::parse("env:CALLPIPE_AUTH_TEST_NEVER_SET_7F3A").unwrap_err().to_string();
         assert!(unset.contains("CALLPIPE_AUTH_TEST_NEVER_SET_7F3A") && unset.contains("not set"), "{unset}");
         assert!(Secret::parse("env:").is_err());
         assert!(Secret::parse("env:A=B").is_err());
@@ -404,7 +475,7 @@ mod tests {
 
     #[test]
     fn from_table_errors() {
-        let err = |text: &str| Admission::from_table(&table(text)).unwrap_err();
+        let err = |text: &str| Admission::from_table(&table(text)).unwrap_err().to_string();
         let unknown = err(r#"{ type = "jwt", secret = "top-secret-value", sceret = "x" }"#);
         assert!(unknown.contains("unknown key `sceret`") && unknown.contains("application_id"), "{unknown}");
         assert!(!unknown.contains("top-secret-value"));
@@ -422,6 +493,10 @@ mod tests {
         assert!(err(r#"{ type = "jwt", secret = "k", max_age_s = 100000 }"#).contains("max_age_s"));
         assert!(err(r#"{ type = "jwt", secret = "k", application_id = "" }"#).contains("application_id"));
         assert!(err(r#"{ type = "token", token = "env:CALLPIPE_AUTH_TEST_NEVER_SET_7F3A" }"#).contains("not set"));
+        // Typed, with the cause behind `source()`.
+        let typed = Admission::from_table(&table(r#"{ type = "token", token = "env:CALLPIPE_AUTH_TEST_NEVER_SET_7F3A" }"#)).unwrap_err();
+        assert!(matches!(&typed, AuthConfigError::Secret { key: "token", source: SecretError::Unset(_) }), "{typed:?}");
+        assert!(std::error::Error::source(&typed).is_some_and(|s| s.to_string().contains("is not set")));
     }
 
     #[test]

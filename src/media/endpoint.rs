@@ -30,8 +30,12 @@ pub trait Endpoint: Send {
     /// The thread's poller has reported the socket ready: the next [`receive`](Endpoint::receive)
     /// must read it. Between reports an endpoint that has read its socket dry need not try
     /// again (edge-triggered: data arriving later raises a new report), so that a visit at a
-    /// deadline costs no system call. Endpoints without a socket ignore it.
-    fn readable(&mut self) {}
+    /// deadline costs no system call. `closed`: the peer has closed or reset the connection,
+    /// and no further report will come, so the socket must be read to its end (past a short
+    /// read). Endpoints without a socket ignore it.
+    fn readable(&mut self, closed: bool) {
+        let _ = closed;
+    }
 
     /// Reads everything the socket has (as long as the session has room) into the session, at
     /// `now`, and applies the call's limits. Ends the call through `end.link` when the peer

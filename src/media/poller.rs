@@ -23,6 +23,11 @@ const TIMER: u64 = u64::MAX;
 /// The most sockets one wait reports.
 pub(crate) const MAX_BATCH: usize = 256;
 
+/// Set in a reported key when the peer has closed or reset the connection (or the socket has
+/// an error): the socket must then be read to its end, even after a short read, since no
+/// further report will come.
+pub(crate) const HANGUP: usize = 1 << 62;
+
 /// See the [module docs](self).
 pub(crate) struct Poller {
     epoll: OwnedFd,
@@ -56,7 +61,8 @@ impl Poller {
     }
 
     /// Waits until a socket is ready or `timeout` has passed (`None`: no limit; zero: only
-    /// looks), and appends the keys of the ready sockets to `keys`. Returns how many.
+    /// looks), and appends the keys of the ready sockets to `keys`, with [`HANGUP`] set in
+    /// those whose peer has closed. Returns how many.
     pub fn wait(&self, timeout: Option<Duration>, keys: &mut Vec<usize>) -> io::Result<usize> {
         let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
         let limit = match timeout {
@@ -76,7 +82,12 @@ impl Poller {
             Err(e) => return Err(e.into()),
         };
         let before = keys.len();
-        keys.extend(ready.iter().map(|e| e.data.u64()).filter(|&k| k != TIMER).map(|k| k as usize));
+        let closed = EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR;
+        keys.extend(ready.iter().filter(|e| e.data.u64() != TIMER).map(|e| {
+            // Copied out first: the event is a packed struct.
+            let flags = e.flags;
+            e.data.u64() as usize | if flags.intersects(closed) { HANGUP } else { 0 }
+        }));
         Ok(keys.len() - before)
     }
 }
@@ -131,6 +142,26 @@ mod tests {
         poller.delete(&server).unwrap();
         client.write_all(b"three").unwrap();
         assert_eq!(poller.wait(Some(Duration::from_millis(20)), &mut keys).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_closes_is_reported_with_hangup() {
+        let (mut client, server) = pair();
+        let poller = Poller::new(8).unwrap();
+        poller.add(&server, 3, false).unwrap();
+        let mut keys = Vec::new();
+        client.write_all(b"half a frame").unwrap();
+        assert_eq!(poller.wait(Some(Duration::from_secs(5)), &mut keys).unwrap(), 1);
+        assert_eq!(keys, [3], "data alone: no hangup");
+        // The data and the end arrive before anyone looks: one report, flagged.
+        let (mut client, server) = pair();
+        poller.add(&server, 4, false).unwrap();
+        client.write_all(b"the rest").unwrap();
+        drop(client);
+        std::thread::sleep(Duration::from_millis(20));
+        keys.clear();
+        assert_eq!(poller.wait(Some(Duration::from_secs(5)), &mut keys).unwrap(), 1);
+        assert_eq!(keys, [4 | HANGUP]);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::time::Duration;
 pub use conference::{
     Admitted, Conference, ConferenceConfig, ConferenceRecording, ConferenceSettings, ConferenceState, ConferenceStats, ConferenceSummary,
     Conferences, Join as ConferenceJoin, JoinError as ConferenceJoinError, MemberState, MemberView, Membership, Mixer, MixerMember,
-    Role as ConferenceRole, check_name as check_conference_name,
+    NameError as ConferenceNameError, Role as ConferenceRole, check_name as check_conference_name,
 };
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Pass, Requests, Timeline};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};

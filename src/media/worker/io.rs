@@ -11,6 +11,7 @@ use super::step::transmit;
 use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
+use crate::media::poller::HANGUP;
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 
@@ -60,7 +61,8 @@ impl<C: Clock> Worker<C> {
     /// after `until`. Returns whether none is left.
     fn visit_pending(&mut self, until: Instant) -> bool {
         let mut woken = false;
-        while let Some(&key) = self.io_keys.get(self.io_next) {
+        while let Some(&reported) = self.io_keys.get(self.io_next) {
+            let (key, closed) = (reported & !HANGUP, reported & HANGUP != 0);
             let now = self.clock.now();
             if now >= until {
                 break;
@@ -71,7 +73,7 @@ impl<C: Clock> Worker<C> {
                 self.linger(key - CLOSING_KEY, now);
             } else {
                 if let Some(call) = self.calls.get_mut(key).and_then(Option::as_mut) {
-                    call.endpoint.readable();
+                    call.endpoint.readable(closed);
                 }
                 woken |= self.visit(key, now, current);
             }

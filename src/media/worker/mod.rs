@@ -352,7 +352,7 @@ impl<C: Clock> Worker<C> {
     fn visit_call(&mut self, index: usize, now: Instant, current: u64) -> bool {
         let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { return false };
         if !call.watched {
-            call.endpoint.readable();
+            call.endpoint.readable(false);
         }
         let woke = step(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
         let link = &call.end.link;

@@ -337,17 +337,17 @@ impl Conference {
             return Err(config_error(format!("`rate` must be 8000, 16000, 24000 or 48000, not {}", s.rate)));
         }
         if s.record != ConferenceRecording::Off && s.record_dir.as_ref().is_none_or(|d| d.as_os_str().is_empty()) {
-            return Err(config_error("recording needs `record_dir`".into()));
+            return Err(config_error("recording needs `record_dir`"));
         }
         if !s.format.is_available() {
-            return Err(config_error(super::OPUS_FEATURE_MISSING.into()));
+            return Err(config_error(super::OPUS_FEATURE_MISSING));
         }
         if s.max_members < 2 {
-            return Err(config_error("`max_members` must be at least 2".into()));
+            return Err(config_error("`max_members` must be at least 2"));
         }
         let name_template = super::fork::parse_template(&config.name);
         if config.name.is_empty() {
-            return Err(config_error("`name` is required, e.g. name = \"{header:room}\"".into()));
+            return Err(config_error("`name` is required, e.g. name = \"{header:room}\""));
         }
         // A name made of literals only must already be valid.
         if name_template.iter().all(|p| matches!(p, super::fork::Piece::Literal(_))) {
@@ -390,19 +390,31 @@ impl Conference {
     }
 }
 
+/// Why a conference name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Empty, or longer than the limit.
+    #[error("the conference name must be 1 to {MAX_NAME_LEN} characters, not {0}")]
+    Length(usize),
+    /// A character that cannot go into a file name or a URL.
+    #[error("the conference name {0:?} may only hold A-Z, a-z, 0-9, '.', '_' and '-'")]
+    Character(String),
+}
+
 /// Whether a filled-in conference name is usable (it goes into file names and URLs).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("the conference name must be 1 to {MAX_NAME_LEN} characters, not {}", name.len()));
+        return Err(NameError::Length(name.len()));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(format!("the conference name {name:?} may only hold A-Z, a-z, 0-9, '.', '_' and '-'"));
+        return Err(NameError::Character(name.to_owned()));
     }
     Ok(())
 }
 
-fn config_error(message: String) -> ProcessorError {
-    ProcessorError::Config { processor: "conference".into(), message }
+fn config_error(message: impl ToString) -> ProcessorError {
+    ProcessorError::Config { processor: "conference".into(), message: message.to_string() }
 }
 
 impl std::fmt::Debug for Conference {

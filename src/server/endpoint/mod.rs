@@ -70,6 +70,8 @@ pub(super) struct SocketEndpoint {
     /// The socket may hold bytes not read yet (false once a read found it dry, true again when
     /// the poller reports it).
     unread: bool,
+    /// The poller has reported the peer's end: read to it, past short reads.
+    peer_ending: bool,
     /// Keeps the server's count of open connections until the socket closes.
     _connection: ConnectionGuard,
 }
@@ -97,7 +99,7 @@ impl SocketEndpoint {
             shared,
             call,
         };
-        SocketEndpoint { transport, parser, side, closing: None, unread: true, _connection: connection }
+        SocketEndpoint { transport, parser, side, closing: None, unread: true, peer_ending: false, _connection: connection }
     }
 
     /// Ends the call from this side: the media thread finishes it at this visit.
@@ -123,7 +125,7 @@ impl SocketEndpoint {
                 }
                 Ok(n) => {
                     self.parser.filled(n);
-                    if !self.transport.may_have_more(n, asked) {
+                    if !self.peer_ending && !self.transport.may_have_more(n, asked) {
                         // Parse what came, then stop: more arriving raises a new edge.
                         self.unread = false;
                         self.hand_on(session, end, now);
@@ -194,8 +196,9 @@ impl Endpoint for SocketEndpoint {
         Some(self.transport.socket())
     }
 
-    fn readable(&mut self) {
+    fn readable(&mut self, closed: bool) {
         self.unread = true;
+        self.peer_ending |= closed;
     }
 
     fn receive(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant) {
