@@ -57,20 +57,13 @@ async fn call_plays_a_wav_and_records_the_echo_sample_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_fails_the_exit_status_on_a_protocol_violation() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                let _ = ws.next().await;
-                let _ = ws.send(Message::binary(vec![0u8; 100])).await;
-                let _ = ws.send(Message::text(r#"{"action":"dance"}"#)).await;
-                while ws.next().await.is_some() {}
-            });
-        }
-    });
-    let url = format!("ws://{addr}/bot");
+    let url = scripted_bot(|mut ws| async move {
+        let _ = ws.next().await;
+        let _ = ws.send(Message::binary(vec![0u8; 100])).await;
+        let _ = ws.send(Message::text(r#"{"action":"dance"}"#)).await;
+        while ws.next().await.is_some() {}
+    })
+    .await;
     let out = tokio::task::spawn_blocking(move || callpipe(&["call", &url, "--duration", "0.5"])).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -3,12 +3,15 @@
 //! went well.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::scripted_bot;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -188,20 +191,13 @@ fn relative_play_files_are_the_configuration_files_and_a_route_without_processor
 
 /// A bot that answers the metadata by closing with `code`.
 async fn closing_bot(code: u16) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                let _ = ws.next().await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = ws.send(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "test".into() }))).await;
-                while ws.next().await.is_some() {}
-            });
-        }
-    });
-    format!("ws://{addr}/bot")
+    scripted_bot(move |mut ws| async move {
+        let _ = ws.next().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = ws.send(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "test".into() }))).await;
+        while ws.next().await.is_some() {}
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,9 +57,11 @@ pub use fork::{
     ForkTotals, fork_totals, parse_command as parse_fork_command,
 };
 pub use play::{Play, PlayConfig};
+#[cfg(feature = "opus")]
+pub use record::OpusFileError;
 pub use record::{
-    OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordFormat, RecordingOutcome, recording_bytes, recording_in_progress,
-    wait_for_recordings,
+    OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordError, RecordFormat, RecordingOutcome, SinkError as RecordSinkError,
+    recording_bytes, recording_in_progress, wait_for_recordings,
 };
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;

@@ -87,6 +87,8 @@ use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
 
 #[cfg(feature = "opus")]
 mod ogg_opus;
+#[cfg(feature = "opus")]
+pub use ogg_opus::OpusFileError;
 
 /// Seconds of audio the ring between the media thread and the writer holds.
 pub const RING_SECONDS: usize = 2;
@@ -412,13 +414,13 @@ impl Processor for Record {
         let path = self.config.dir.join(self.file_name(setup.call, rate, SystemTime::now()));
         let channels = self.config.channels;
         if let Err(err) = std::fs::create_dir_all(&self.config.dir) {
-            self.disable(&path, format!("cannot create {}: {err}", self.config.dir.display()));
+            self.disable(&path, RecordError::Create { path: self.config.dir.clone(), source: err.into() }.to_string());
             return Ok(());
         }
         let sink = match Sink::create(&path, &self.config, rate) {
             Ok(sink) => sink,
             Err(err) => {
-                self.disable(&path, err);
+                self.disable(&path, err.to_string());
                 return Ok(());
             }
         };
@@ -437,7 +439,7 @@ impl Processor for Record {
             outcomes,
         };
         if let Err(err) = hand_to_writer_thread(writer) {
-            self.disable(&path, err);
+            self.disable(&path, err.to_string());
             return Ok(());
         }
         self.path = Some(path.clone());
@@ -555,11 +557,11 @@ pub(crate) struct Track {
 impl Track {
     /// Creates `path` (its directory too) as a mono file of `format` at `rate` and hands it to the
     /// writer thread.
-    pub(crate) fn open(path: PathBuf, rate: u32, format: RecordFormat) -> Result<Track, String> {
+    pub(crate) fn open(path: PathBuf, rate: u32, format: RecordFormat) -> Result<Track, RecordError> {
         if let Some(dir) = path.parent()
             && let Err(err) = std::fs::create_dir_all(dir)
         {
-            return Err(format!("cannot create {}: {err}", dir.display()));
+            return Err(RecordError::Create { path: dir.to_owned(), source: err.into() });
         }
         let config = RecordConfig { channels: RecordChannels::Caller, format, ..RecordConfig::new("") };
         let sink = Sink::create(&path, &config, rate)?;
@@ -634,7 +636,7 @@ enum Sink {
 impl Sink {
     /// Creates the file for `config`'s format at `rate` and writes its headers (on the preparing
     /// thread, where file I/O is allowed).
-    fn create(path: &Path, config: &RecordConfig, rate: u32) -> Result<Sink, String> {
+    fn create(path: &Path, config: &RecordConfig, rate: u32) -> Result<Sink, RecordError> {
         Sink::create_with(path, config, rate, |p| File::create(p))
     }
 
@@ -646,25 +648,25 @@ impl Sink {
         config: &RecordConfig,
         rate: u32,
         open: impl FnOnce(&Path) -> std::io::Result<File>,
-    ) -> Result<Sink, String> {
+    ) -> Result<Sink, RecordError> {
         let channels = config.channels.count();
-        let cannot = |err: &dyn std::fmt::Display| format!("cannot create {}: {err}", path.display());
+        let cannot = |source: SinkError| RecordError::Create { path: path.to_owned(), source };
         #[cfg(not(feature = "opus"))]
         if config.format == RecordFormat::Opus {
-            return Err(OPUS_FEATURE_MISSING.into());
+            return Err(RecordError::OpusMissing);
         }
-        let file = BufWriter::new(open(path).map(CountedFile).map_err(|e| cannot(&e))?);
+        let file = BufWriter::new(open(path).map(CountedFile).map_err(|e| cannot(e.into()))?);
         let started = match config.format {
             RecordFormat::Wav => {
                 let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-                hound::WavWriter::new(file, spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(&e))
+                hound::WavWriter::new(file, spec).and_then(|mut w| w.flush().map(|()| Sink::Wav(w))).map_err(|e| cannot(e.into()))
             }
             #[cfg(feature = "opus")]
             RecordFormat::Opus => ogg_opus::OggOpusWriter::new(file, rate, channels, config.opus_bitrate(), stream_serial(path))
                 .map(|w| Sink::Opus(Box::new(w)))
-                .map_err(|e| cannot(&e)),
+                .map_err(|e| cannot(e.into())),
             #[cfg(not(feature = "opus"))]
-            RecordFormat::Opus => Err(OPUS_FEATURE_MISSING.into()),
+            RecordFormat::Opus => Err(RecordError::OpusMissing),
         };
         if started.is_err() {
             discard(path);
@@ -673,30 +675,30 @@ impl Sink {
     }
 
     /// Writes interleaved samples (whole frames of channels).
-    fn write(&mut self, samples: &[i16]) -> Result<(), String> {
+    fn write(&mut self, samples: &[i16]) -> Result<(), SinkError> {
         match self {
-            Sink::Wav(wav) => write_all(wav, samples).map_err(|e| e.to_string()),
+            Sink::Wav(wav) => Ok(write_all(wav, samples)?),
             #[cfg(feature = "opus")]
-            Sink::Opus(opus) => opus.write(samples),
+            Sink::Opus(opus) => Ok(opus.write(samples)?),
         }
     }
 
     /// Makes what was written so far readable: rewrites the WAV header, or ends the Ogg page;
     /// then flushes the file.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), SinkError> {
         match self {
-            Sink::Wav(wav) => wav.flush().map_err(|e| e.to_string()),
+            Sink::Wav(wav) => Ok(wav.flush()?),
             #[cfg(feature = "opus")]
-            Sink::Opus(opus) => opus.flush(),
+            Sink::Opus(opus) => Ok(opus.flush()?),
         }
     }
 
     /// Completes the file: the final WAV header, or the Ogg end-of-stream page.
-    fn finalize(self) -> Result<(), String> {
+    fn finalize(self) -> Result<(), SinkError> {
         match self {
-            Sink::Wav(wav) => wav.finalize().map_err(|e| e.to_string()),
+            Sink::Wav(wav) => Ok(wav.finalize()?),
             #[cfg(feature = "opus")]
-            Sink::Opus(opus) => opus.finalize().map(drop),
+            Sink::Opus(opus) => Ok(opus.finalize().map(drop)?),
         }
     }
 }
@@ -717,6 +719,56 @@ fn stream_serial(path: &Path) -> u32 {
     path.hash(&mut hasher);
     SystemTime::now().hash(&mut hasher);
     hasher.finish() as u32
+}
+
+/// Why a recording could not be started, or stopped early. The server reports it in the
+/// `recording` event's `error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The file or its directory could not be created, or the file's header not written.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SinkError,
+    },
+    /// Writing, flushing or completing the file failed.
+    #[error("{action} failed: {source}")]
+    Write {
+        /// `write`, `flush` or `finalize`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: SinkError,
+    },
+    /// `format = "opus"` in a build without the `opus` feature.
+    #[error("{}", OPUS_FEATURE_MISSING)]
+    OpusMissing,
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    WriterStart(String),
+    /// The writer thread has stopped.
+    #[error("the writer thread has stopped")]
+    WriterStopped,
+}
+
+/// What the file layer reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The file system.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The WAV writer.
+    #[error(transparent)]
+    Wav(#[from] hound::Error),
+    /// The Ogg/Opus writer.
+    #[cfg(feature = "opus")]
+    #[error(transparent)]
+    Opus(#[from] ogg_opus::OpusFileError),
 }
 
 /// One recording, as the writer thread holds it.
@@ -776,7 +828,7 @@ pub fn wait_for_recordings(timeout: Duration) -> bool {
 }
 
 /// Hands a recording to the process's writer thread, starting it on first use.
-fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
+fn hand_to_writer_thread(writer: Writer) -> Result<(), RecordError> {
     static WRITER: OnceLock<Result<mpsc::Sender<Writer>, String>> = OnceLock::new();
     let sender = WRITER.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
@@ -784,7 +836,7 @@ fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
             .name("callpipe-recorder".into())
             .spawn(move || write_recordings(rx))
             .map(|_| tx)
-            .map_err(|err| format!("cannot start the writer thread: {err}"))
+            .map_err(|err| err.to_string())
     });
     match sender {
         Ok(sender) => {
@@ -794,10 +846,10 @@ fn hand_to_writer_thread(writer: Writer) -> Result<(), String> {
             sender.send(writer).map_err(|_| {
                 OPEN_RECORDINGS.fetch_sub(1, Ordering::AcqRel);
                 open_paths().retain(|p| *p != path);
-                "the writer thread has stopped".to_owned()
+                RecordError::WriterStopped
             })
         }
-        Err(err) => Err(err.clone()),
+        Err(err) => Err(RecordError::WriterStart(err.clone())),
     }
 }
 
@@ -855,7 +907,10 @@ impl Job {
                         self.written += n as u64;
                         self.since_flush += n as u64;
                     }
-                    Err(err) => self.writer.fail(&mut self.error, format!("write failed: {err}"), n as u64 / channels),
+                    Err(source) => {
+                        let error = RecordError::Write { action: "write", source };
+                        self.writer.fail(&mut self.error, error.to_string(), n as u64 / channels);
+                    }
                 },
                 None => {
                     self.writer.shared.dropped.fetch_add(n as u64 / channels, Ordering::Relaxed);
@@ -864,8 +919,8 @@ impl Job {
         }
         if self.since_flush >= u64::from(self.writer.rate) * channels && self.written.is_multiple_of(channels) {
             self.since_flush = 0;
-            if let Some(Err(err)) = self.writer.sink.as_mut().map(Sink::flush) {
-                self.writer.fail(&mut self.error, format!("flush failed: {err}"), 0);
+            if let Some(Err(source)) = self.writer.sink.as_mut().map(Sink::flush) {
+                self.writer.fail(&mut self.error, RecordError::Write { action: "flush", source }.to_string(), 0);
             }
         }
         stopping
@@ -874,8 +929,8 @@ impl Job {
     /// Finalizes the file and reports how the recording ended.
     fn finish(mut self) {
         let channels = u64::from(self.writer.channels);
-        if let Some(Err(err)) = self.writer.sink.take().map(Sink::finalize) {
-            self.error.get_or_insert(format!("finalize failed: {err}"));
+        if let Some(Err(source)) = self.writer.sink.take().map(Sink::finalize) {
+            self.error.get_or_insert(RecordError::Write { action: "finalize", source }.to_string());
         }
         {
             let mut open = open_paths();

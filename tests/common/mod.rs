@@ -235,3 +235,25 @@ pub fn record_until_full(
         })
         .collect()
 }
+
+/// A bot of a test's own on 127.0.0.1:0: each connection is upgraded and handed to `script`.
+/// Returns the URL to call (`ws://ADDR/bot`).
+pub async fn scripted_bot<F, Fut>(script: F) -> String
+where
+    F: Fn(WebSocketStream<TcpStream>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                    script(ws).await;
+                }
+            });
+        }
+    });
+    format!("ws://{addr}/bot")
+}

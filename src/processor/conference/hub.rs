@@ -246,7 +246,7 @@ impl Conferences {
                     (Some(dir), true) => {
                         let path = dir.join(format!("{name}-{}.{}", stamp(started), settings.format.as_str()));
                         let mut track = Track::open(path.clone(), settings.rate, settings.format)
-                            .map_err(|error| JoinError::Recording { name: name.clone(), error })?;
+                            .map_err(|error| JoinError::Recording { name: name.clone(), error: error.to_string() })?;
                         let outcomes = track.outcomes();
                         Some((Recording(track), path, outcomes))
                     }
@@ -284,7 +284,7 @@ impl Conferences {
             let now = SystemTime::now();
             let file = format!("{name}-{}-{}.{}", sanitize(&member.state.call_id), stamp(now), settings.format.as_str());
             let mut track = Track::open(dir.join(&file), settings.rate, settings.format)
-                .map_err(|error| JoinError::Recording { name: name.clone(), error })?;
+                .map_err(|error| JoinError::Recording { name: name.clone(), error: error.to_string() })?;
             let outcomes = track.outcomes();
             let offset = now.duration_since(conference.started).unwrap_or_default();
             let path = track.path().to_owned();

@@ -32,6 +32,36 @@ const FRAME_GRANULES: u64 = GRANULE_RATE / FRAMES_PER_SECOND as u64;
 /// An upper bound for one encoded packet (the figure libopus's documentation recommends).
 const MAX_PACKET: usize = 4000;
 
+/// Why an Ogg/Opus stream could not be started or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpusFileError {
+    /// Only mono and stereo are written.
+    #[error("Opus recordings have 1 or 2 channels, not {0}")]
+    Channels(u16),
+    /// libopus refused the encoder's settings.
+    #[error("cannot start the Opus encoder at {rate} Hz: {source}")]
+    Encoder {
+        /// The input rate.
+        rate: u32,
+        /// What libopus said.
+        #[source]
+        source: opus::Error,
+    },
+    /// The bitrate does not fit libopus's type.
+    #[error("bitrate {0} is out of range")]
+    Bitrate(u32),
+    /// The encoder's lookahead does not make a pre-skip.
+    #[error("the Opus encoder reports an odd lookahead ({0})")]
+    Lookahead(i32),
+    /// Encoding a frame failed.
+    #[error("Opus encoding failed: {0}")]
+    Encode(#[source] opus::Error),
+    /// Writing the pages failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// An Ogg/Opus stream being written to `W` (a file, in the recorder).
 pub(super) struct OggOpusWriter<W: Write> {
     ogg: PacketWriter<'static, W>,
@@ -56,19 +86,19 @@ pub(super) struct OggOpusWriter<W: Write> {
 impl<W: Write> OggOpusWriter<W> {
     /// Starts a stream at `rate` Hz with `channels` (1 or 2) at `bitrate` bits per second:
     /// creates the encoder, writes the two header pages to `out` and flushes it.
-    pub(super) fn new(out: W, rate: u32, channels: u16, bitrate: u32, serial: u32) -> Result<OggOpusWriter<W>, String> {
+    pub(super) fn new(out: W, rate: u32, channels: u16, bitrate: u32, serial: u32) -> Result<OggOpusWriter<W>, OpusFileError> {
         let layout = match channels {
             1 => opus::Channels::Mono,
             2 => opus::Channels::Stereo,
-            n => return Err(format!("Opus recordings have 1 or 2 channels, not {n}")),
+            n => return Err(OpusFileError::Channels(n)),
         };
-        let encoder_error = |err: opus::Error| format!("cannot start the Opus encoder at {rate} Hz: {err}");
+        let encoder_error = |source: opus::Error| OpusFileError::Encoder { rate, source };
         let mut encoder = opus::Encoder::new(rate, layout, opus::Application::Voip).map_err(encoder_error)?;
-        let bits = i32::try_from(bitrate).map_err(|_| format!("bitrate {bitrate} is out of range"))?;
+        let bits = i32::try_from(bitrate).map_err(|_| OpusFileError::Bitrate(bitrate))?;
         encoder.set_bitrate(opus::Bitrate::Bits(bits)).map_err(encoder_error)?;
         let lookahead = encoder.get_lookahead().map_err(encoder_error)?;
         let pre_skip = u64::try_from(lookahead).ok().map(|l| l * GRANULE_RATE / u64::from(rate)).and_then(|p| u16::try_from(p).ok());
-        let pre_skip = pre_skip.ok_or_else(|| format!("the Opus encoder reports an odd lookahead ({lookahead})"))?;
+        let pre_skip = pre_skip.ok_or(OpusFileError::Lookahead(lookahead))?;
         let frame_len = (rate / FRAMES_PER_SECOND) as usize * usize::from(channels);
         let mut writer = OggOpusWriter {
             ogg: PacketWriter::new(out),
@@ -87,9 +117,9 @@ impl<W: Write> OggOpusWriter<W> {
         let head = opus_head(channels, pre_skip, rate);
         let tags = opus_tags(opus::version(), &[&format!("ENCODER=callpipe {}", env!("CARGO_PKG_VERSION"))]);
         // Each header packet alone on its page (RFC 7845 §3), both at granule position 0.
-        writer.ogg.write_packet(head, serial, PacketWriteEndInfo::EndPage, 0).map_err(|e| e.to_string())?;
-        writer.ogg.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0).map_err(|e| e.to_string())?;
-        writer.ogg.inner_mut().flush().map_err(|e| e.to_string())?;
+        writer.ogg.write_packet(head, serial, PacketWriteEndInfo::EndPage, 0)?;
+        writer.ogg.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)?;
+        writer.ogg.inner_mut().flush()?;
         Ok(writer)
     }
 
@@ -101,7 +131,7 @@ impl<W: Write> OggOpusWriter<W> {
 
     /// Takes interleaved samples (any count; whole sample pairs for stereo) and encodes every
     /// 20 ms frame completed.
-    pub(super) fn write(&mut self, mut samples: &[i16]) -> Result<(), String> {
+    pub(super) fn write(&mut self, mut samples: &[i16]) -> Result<(), OpusFileError> {
         while !samples.is_empty() {
             let n = samples.len().min(self.frame.len() - self.filled);
             self.frame[self.filled..self.filled + n].copy_from_slice(&samples[..n]);
@@ -116,18 +146,18 @@ impl<W: Write> OggOpusWriter<W> {
     }
 
     /// Ends the current page (when it holds a packet) and flushes the output.
-    pub(super) fn flush(&mut self) -> Result<(), String> {
+    pub(super) fn flush(&mut self) -> Result<(), OpusFileError> {
         if let Some((packet, granule)) = self.held.take() {
-            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::EndPage, granule).map_err(|e| e.to_string())?;
+            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::EndPage, granule)?;
         }
-        self.ogg.inner_mut().flush().map_err(|e| e.to_string())
+        Ok(self.ogg.inner_mut().flush()?)
     }
 
     /// Ends the stream: encodes the last partial frame (padded with silence) and enough silence
     /// to cover the encoder's lookahead, writes the last page with the end-of-stream flag and
     /// a granule position that trims the decoded stream to the audio taken in, and flushes.
     /// Returns the output.
-    pub(super) fn finalize(mut self) -> Result<W, String> {
+    pub(super) fn finalize(mut self) -> Result<W, OpusFileError> {
         let end = u64::from(self.pre_skip) + self.samples * GRANULE_RATE / u64::from(self.rate);
         while self.filled > 0 || self.packets * FRAME_GRANULES < end {
             self.frame[self.filled..].fill(0);
@@ -135,21 +165,21 @@ impl<W: Write> OggOpusWriter<W> {
             self.encode_frame()?;
         }
         if let Some((packet, _)) = self.held.take() {
-            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::EndStream, end).map_err(|e| e.to_string())?;
+            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::EndStream, end)?;
         }
         let mut out = self.ogg.into_inner();
-        out.flush().map_err(|e| e.to_string())?;
+        out.flush()?;
         Ok(out)
     }
 
     /// Encodes the full frame, writes the packet held back so far and holds this one.
-    fn encode_frame(&mut self) -> Result<(), String> {
-        let len = self.encoder.encode(&self.frame, &mut self.packet).map_err(|e| format!("Opus encoding failed: {e}"))?;
+    fn encode_frame(&mut self) -> Result<(), OpusFileError> {
+        let len = self.encoder.encode(&self.frame, &mut self.packet).map_err(OpusFileError::Encode)?;
         self.filled = 0;
         self.packets += 1;
         let granule = self.packets * FRAME_GRANULES;
         if let Some((packet, granule)) = self.held.replace((self.packet[..len].to_vec(), granule)) {
-            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::NormalPacket, granule).map_err(|e| e.to_string())?;
+            self.ogg.write_packet(packet, self.serial, PacketWriteEndInfo::NormalPacket, granule)?;
         }
         Ok(())
     }
@@ -222,7 +252,7 @@ mod tests {
         let mut writer = OggOpusWriter::new(Full { room: 200, taken: Vec::new() }, 8000, 1, 24_000, 7).unwrap();
         let second = vec![1000i16; 8000];
         let result = writer.write(&second).and_then(|()| writer.flush());
-        assert!(result.unwrap_err().contains("no space left"));
+        assert!(result.unwrap_err().to_string().contains("no space left"));
         // Finalizing after the error reports an error as well.
         let mut writer = OggOpusWriter::new(Full { room: 200, taken: Vec::new() }, 8000, 1, 24_000, 7).unwrap();
         writer.write(&second).unwrap();

@@ -262,7 +262,7 @@ fn a_file_whose_header_cannot_be_written_is_removed() {
             File::create(p)?;
             File::open(p)
         };
-        let error = Sink::create_with(&path, &config, 8000, read_only).err().expect("the header cannot be written");
+        let error = Sink::create_with(&path, &config, 8000, read_only).err().expect("the header cannot be written").to_string();
         assert!(error.starts_with(&format!("cannot create {}", path.display())), "{error}");
         assert!(!path.exists(), "{format:?}: a file without its header is left behind");
         let _ = std::fs::remove_dir_all(&dir);
@@ -276,6 +276,8 @@ fn a_file_whose_header_cannot_be_written_is_removed() {
         let link = dir.join("call.wav");
         std::os::unix::fs::symlink("/dev/full", &link).unwrap();
         let error = Sink::create(&link, &RecordConfig::new(&dir), 8000).err().expect("/dev/full is full");
+        assert!(std::error::Error::source(&error).is_some(), "the cause is behind source()");
+        let error = error.to_string();
         assert!(error.contains("os error 28"), "{error}");
         assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()), "the link stays");
         let _ = std::fs::remove_dir_all(&dir);
