@@ -310,7 +310,7 @@ mod tests {
     fn sent_keys_decode_with_the_detector_at_every_rate() {
         for rate in SampleRate::ALL {
             let mut send = sender(DtmfSendConfig { digits: KEYS.into(), ..Default::default() }, rate);
-            send.idle(1700);
+            send.silence(1700);
             let mut detect =
                 Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate).unwrap();
             detect.run(&send.sent);
@@ -329,7 +329,7 @@ mod tests {
             let rendered = render_dtmf(KEYS, rate, 100, 100).unwrap();
             assert_eq!(rendered.len(), KEYS.len() * 200 * rate.hz() as usize / 1000);
             let mut send = sender(DtmfSendConfig { digits: KEYS.into(), tone_ms: 100, gap_ms: 100, ..Default::default() }, rate);
-            send.idle(KEYS.len() as u64 * 200);
+            send.silence(KEYS.len() as u64 * 200);
             assert_eq!(rendered[..], send.sent[..rendered.len()], "{rate}: the same samples as the dtmf_send processor");
             let mut detect =
                 Harness::new(DtmfDetect::new(DtmfDetectConfig { merge_window_ms: 0, ..Default::default() }).unwrap(), rate).unwrap();
@@ -347,7 +347,7 @@ mod tests {
             for (tone_ms, gap_ms, level_dbfs, start_ms) in [(50, 50, -10.0, 0), (70, 45, -20.0, 130), (120, 200, -6.0, 37)] {
                 let config = DtmfSendConfig { digits: "19#D".into(), tone_ms, gap_ms, level_dbfs, start_ms };
                 let mut send = sender(config, rate);
-                send.idle(u64::from(start_ms + 4 * (tone_ms + gap_ms)) + 100);
+                send.silence(u64::from(start_ms + 4 * (tone_ms + gap_ms)) + 100);
                 let spans = bursts(&send.sent, 2);
                 assert_eq!(spans.len(), 4, "{rate}: {spans:?}");
                 for (i, ((first, last), digit)) in spans.iter().zip(send.processor.keys().to_vec()).enumerate() {
@@ -373,7 +373,7 @@ mod tests {
         let rate = SampleRate::Hz8000;
         let config = DtmfSendConfig { digits: "5".into(), tone_ms: 200, gap_ms: 50, start_ms: 30, ..Default::default() };
         let mut send = sender(config, rate);
-        send.idle(400);
+        send.silence(400);
         // 30..230 ms holds the tone: frames 1 to 11; frames 0 and 12.. are not written.
         let written: Vec<usize> = send.written.iter().enumerate().filter(|(_, w)| **w).map(|(i, _)| i).collect();
         assert_eq!(written, (1..=11).collect::<Vec<_>>());
@@ -389,9 +389,9 @@ mod tests {
     fn reports_once_when_the_last_tone_has_played() {
         let rate = SampleRate::Hz16000;
         let mut send = sender(DtmfSendConfig { digits: "12".into(), ..Default::default() }, rate);
-        send.idle(140);
+        send.silence(140);
         assert!(send.events.is_empty(), "still playing at 140 ms");
-        send.idle(400);
+        send.silence(400);
         let done: Vec<_> = send.events.iter().collect();
         assert_eq!(done.len(), 1);
         // The second tone ends at 150 ms, in pass 7.

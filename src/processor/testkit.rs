@@ -72,8 +72,10 @@ pub struct Harness<P: Processor> {
     pending: Vec<Event>,
 }
 
-/// Room for queued audio: a minute at the call's rate.
-const QUEUE_SECONDS: usize = 60;
+/// Room for queued audio, in samples: a minute at the call's rate.
+fn queue_room(rate: SampleRate) -> usize {
+    rate.frame_samples() * 50 * 60
+}
 
 impl<P: Processor> Harness<P> {
     /// `processor`, prepared for a call at `rate` (id `test`, path `/test`, no headers).
@@ -98,7 +100,7 @@ impl<P: Processor> Harness<P> {
             clears: Vec::new(),
             notifies: Vec::new(),
             hangups: Vec::new(),
-            requests: Requests::new(rate.frame_samples() * 50 * QUEUE_SECONDS),
+            requests: Requests::new(queue_room(rate)),
             pending: Vec::new(),
         })
     }
@@ -148,7 +150,7 @@ impl<P: Processor> Harness<P> {
     pub fn finish(&mut self) {
         let n = self.rate.frame_samples();
         let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
-        self.requests.reset(self.requests_room());
+        self.requests.reset(queue_room(self.rate));
         let now = self.now();
         let mut cx = Context::new(now, self.position, self.rate, &mut input, false, &mut output, &mut self.requests);
         self.processor.finish(&mut cx);
@@ -171,14 +173,10 @@ impl<P: Processor> Harness<P> {
             .collect()
     }
 
-    fn requests_room(&self) -> usize {
-        self.rate.frame_samples() * 50 * QUEUE_SECONDS
-    }
-
     fn pass(&mut self, input: &mut [i16], present: bool) {
         let n = self.rate.frame_samples();
         let mut output = vec![0i16; n];
-        self.requests.reset(self.requests_room());
+        self.requests.reset(queue_room(self.rate));
         let now = self.now();
         let mut cx = Context::new(now, self.position, self.rate, input, present, &mut output, &mut self.requests);
         for event in std::mem::take(&mut self.pending) {

@@ -250,16 +250,6 @@ impl<P: Processor> Harness<P> {
         self.run(&to_i16(audio));
     }
 
-    /// Runs `ms` of silence.
-    pub fn idle(&mut self, ms: u64) {
-        self.silence(ms);
-    }
-
-    /// Reports `digit` from the platform at the next pass.
-    pub fn platform(&mut self, digit: DtmfDigit) {
-        self.press(digit);
-    }
-
     /// The keys reported, in order.
     pub fn keys(&self) -> String {
         self.dtmf().map(|(digit, _, _)| digit.as_char()).collect()

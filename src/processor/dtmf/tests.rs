@@ -19,9 +19,9 @@ fn at_once() -> DtmfDetectConfig {
 /// The keys found in `audio`, played after 40 ms of silence and followed by 100 ms of it.
 fn keys_in(rate: SampleRate, audio: &[f64]) -> String {
     let mut h = detector(at_once(), rate);
-    h.idle(40);
+    h.silence(40);
     h.run_f64(audio);
-    h.idle(100);
+    h.silence(100);
     h.keys()
 }
 
@@ -44,7 +44,7 @@ fn every_key_is_detected_once_with_its_start_and_duration() {
         }
         let mut h = detector(at_once(), rate);
         h.run_f64(&audio);
-        h.idle(100);
+        h.silence(100);
         assert_eq!(h.keys(), KEYS, "{rate}");
         for (digit, duration, source) in h.dtmf() {
             assert_eq!(source, DtmfSource::Inband);
@@ -58,7 +58,7 @@ fn every_key_is_detected_once_with_its_start_and_duration() {
             let mut h = detector(at_once(), rate);
             h.run_f64(&jitter(rate, 20.0, &mut rng));
             h.run_f64(&key(rate, DtmfDigit::Pound, ms, -20.0, &mut rng));
-            h.idle(100);
+            h.silence(100);
             let durations: Vec<_> = h.dtmf().map(|(_, d, _)| d.unwrap()).collect();
             assert!(durations.len() == 1 && durations[0].abs_diff(ms as u32) <= 2, "{rate}: {durations:?} for {ms} ms");
         }
@@ -111,7 +111,7 @@ fn tones_of_40_ms_are_detected_and_of_20_ms_are_not() {
                 audio.extend(key(rate, digit, 40.0, -15.0, &mut rng));
                 let mut h = detector(at_once(), rate);
                 h.run_f64(&audio);
-                h.idle(100);
+                h.silence(100);
                 assert_eq!(h.keys(), digit.to_string(), "{rate} {digit} 40 ms");
                 let ms = h.dtmf().next().and_then(|(_, d, _)| d).unwrap();
                 assert!(ms.abs_diff(40) <= 2, "{rate} {digit}: {ms} ms for 40");
@@ -147,7 +147,7 @@ fn keys_40_ms_apart_are_separate_and_10_ms_interruptions_are_bridged() {
         audio.extend(key(rate, DtmfDigit::Digit(8), 60.0, -12.0, &mut rng));
         let mut h = detector(at_once(), rate);
         h.run_f64(&audio);
-        h.idle(100);
+        h.silence(100);
         assert_eq!(h.keys(), "8", "{rate}");
         assert!(h.dtmf().next().unwrap().1.unwrap().abs_diff(130) <= 3);
     }
@@ -166,9 +166,9 @@ fn levels_from_minus_5_to_minus_40_dbfs_are_detected_and_below_the_floor_are_not
         // A raised floor.
         let mut h = detector(DtmfDetectConfig { level_floor_dbfs: -30.0, ..at_once() }, rate);
         h.run_f64(&key(rate, DtmfDigit::Digit(1), 50.0, -35.0, &mut rng));
-        h.idle(100);
+        h.silence(100);
         h.run_f64(&key(rate, DtmfDigit::Digit(2), 50.0, -25.0, &mut rng));
-        h.idle(100);
+        h.silence(100);
         assert_eq!(h.keys(), "2", "{rate}");
     }
 }
@@ -206,7 +206,7 @@ fn talk_off(rate: SampleRate, minutes: f64, seed: u64) -> usize {
     let audio = speech_and_music(rate, minutes * 60.0, &mut Rng::new(seed));
     let mut h = detector(at_once(), rate);
     h.run_f64(&audio);
-    h.idle(100);
+    h.silence(100);
     let found = h.keys();
     println!(
         "talk-off at {rate}: {} false keys {found:?} in {minutes} min of synthetic speech and music = {:.1} per hour",
@@ -249,22 +249,22 @@ fn a_platform_report_of_the_same_key_merges_into_one_event() {
         // The platform reports 100 ms after the tone (key-up), before it, or during a long one.
         for (ms, platform_at) in [(60.0, 160i64), (60.0, -100), (1000.0, 40)] {
             let mut h = detector(DtmfDetectConfig::default(), rate);
-            h.idle(200);
+            h.silence(200);
             if platform_at < 0 {
-                h.idle(100 - platform_at.unsigned_abs());
-                h.platform(five);
-                h.idle(platform_at.unsigned_abs());
+                h.silence(100 - platform_at.unsigned_abs());
+                h.press(five);
+                h.silence(platform_at.unsigned_abs());
             } else {
-                h.idle(100);
+                h.silence(100);
             }
             let tone = key(rate, five, ms, -15.0, &mut rng);
             let split = (platform_at.max(0) as usize * rate.hz() as usize / 1000).min(tone.len());
             h.run_f64(&tone[..split]);
             if platform_at >= 0 {
-                h.platform(five);
+                h.press(five);
             }
             h.run_f64(&tone[split..]);
-            h.idle(1000);
+            h.silence(1000);
             let events: Vec<_> = h.dtmf().collect();
             assert_eq!(events.len(), 1, "{rate} {ms} ms, platform at {platform_at}: {events:?}");
             assert_eq!((events[0].0, events[0].2), (five, DtmfSource::Both));
@@ -278,15 +278,15 @@ fn a_platform_report_alone_is_not_repeated_and_an_inband_key_alone_waits_for_the
     let rate = SampleRate::Hz8000;
     let mut rng = Rng::new(9);
     let mut h = detector(DtmfDetectConfig::default(), rate);
-    h.platform(DtmfDigit::Digit(7));
-    h.idle(1000);
+    h.press(DtmfDigit::Digit(7));
+    h.silence(1000);
     assert!(h.events.is_empty(), "the session already delivered the platform's 7");
 
     // A 3 from 100 to 160 ms: held until 300 ms after its end, then reported as in-band.
     let mut h = detector(DtmfDetectConfig::default(), rate);
-    h.idle(100);
+    h.silence(100);
     h.run_f64(&key(rate, DtmfDigit::Digit(3), 60.0, -15.0, &mut rng));
-    h.idle(2000);
+    h.silence(2000);
     assert_eq!(h.dtmf().collect::<Vec<_>>(), [(DtmfDigit::Digit(3), Some(60), DtmfSource::Inband)]);
     // Pass p ends at 20(p + 1) ms; the tone's end is measured to ±2 ms of 160 ms.
     let pass = h.events[0].0;
@@ -295,26 +295,26 @@ fn a_platform_report_alone_is_not_repeated_and_an_inband_key_alone_waits_for_the
     // A platform 3 400 ms after the tone is too late to merge; a platform 5 is another key.
     let mut h = detector(DtmfDetectConfig::default(), rate);
     h.run_f64(&key(rate, DtmfDigit::Digit(3), 60.0, -15.0, &mut rng));
-    h.platform(DtmfDigit::Digit(5));
-    h.idle(400);
-    h.platform(DtmfDigit::Digit(3));
-    h.idle(1000);
+    h.press(DtmfDigit::Digit(5));
+    h.silence(400);
+    h.press(DtmfDigit::Digit(3));
+    h.silence(1000);
     assert_eq!(h.dtmf().map(|(d, _, s)| (d, s)).collect::<Vec<_>>(), [(DtmfDigit::Digit(3), DtmfSource::Inband)]);
 
     // Order is kept: a 2 confirmed by the platform waits for the 1 before it.
     let mut h = detector(DtmfDetectConfig::default(), rate);
     h.run_f64(&key(rate, DtmfDigit::Digit(1), 60.0, -15.0, &mut rng));
-    h.idle(60);
+    h.silence(60);
     h.run_f64(&key(rate, DtmfDigit::Digit(2), 60.0, -15.0, &mut rng));
-    h.platform(DtmfDigit::Digit(2));
-    h.idle(1000);
+    h.press(DtmfDigit::Digit(2));
+    h.silence(1000);
     let events: Vec<_> = h.dtmf().map(|(d, _, s)| (d.as_char(), s)).collect();
     assert_eq!(events, [('1', DtmfSource::Inband), ('2', DtmfSource::Both)]);
 
     // A detection still waiting when the call ends is reported then.
     let mut h = detector(DtmfDetectConfig::default(), rate);
     h.run_f64(&key(rate, DtmfDigit::Star, 60.0, -15.0, &mut rng));
-    h.idle(60);
+    h.silence(60);
     assert!(h.events.is_empty());
     h.finish();
     assert_eq!(h.keys(), "*");
@@ -374,9 +374,9 @@ fn a_longer_minimum_duration_rejects_shorter_keys() {
     let mut rng = Rng::new(11);
     let mut h = detector(DtmfDetectConfig { min_duration_ms: 100, ..at_once() }, rate);
     h.run_f64(&key(rate, DtmfDigit::Digit(4), 60.0, -15.0, &mut rng));
-    h.idle(100);
+    h.silence(100);
     h.run_f64(&key(rate, DtmfDigit::Digit(6), 100.0, -15.0, &mut rng));
-    h.idle(100);
+    h.silence(100);
     assert_eq!(h.keys(), "6");
 }
 
