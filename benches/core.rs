@@ -44,7 +44,8 @@ fn echo_session(rate: SampleRate, delay_ms: u32) -> Session {
         Err(err) => panic!("echo processor: {err}"),
     };
     let stages: Vec<Box<dyn Processor>> = vec![Box::new(echo)];
-    match Session::new(rate, &call_info(rate), Pipeline::new(stages), SessionConfig::default()) {
+    let services = callpipe::services::Services::new();
+    match Session::new(rate, &call_info(rate), Pipeline::new(stages), SessionConfig::default(), &services) {
         Ok(session) => session,
         Err(err) => panic!("session: {err}"),
     }
@@ -159,7 +160,8 @@ fn bench_pipeline_timing(c: &mut Criterion) {
             }
             let mut pipeline = Pipeline::new(stages);
             pipeline.set_timing_interval(interval);
-            let mut session = match Session::new(rate, &call_info(rate), pipeline, SessionConfig::default()) {
+            let services = callpipe::services::Services::new();
+            let mut session = match Session::new(rate, &call_info(rate), pipeline, SessionConfig::default(), &services) {
                 Ok(session) => session,
                 Err(err) => panic!("session: {err}"),
             };
@@ -247,7 +249,8 @@ fn bench_detector(c: &mut Criterion, name: &str, audio: fn(SampleRate, u32) -> V
             Err(err) => panic!("dtmf_detect: {err}"),
         };
         let call = call_info(rate);
-        if let Err(err) = detector.prepare(&Setup { rate, call: &call }) {
+        let services = callpipe::services::Services::new();
+        if let Err(err) = detector.prepare(&Setup { rate, call: &call, services: &services }) {
             panic!("dtmf_detect prepare: {err}");
         }
         let audio = audio(rate, 2);
@@ -292,7 +295,8 @@ fn bench_record(c: &mut Criterion) {
             Err(err) => panic!("record: {err}"),
         };
         let call = call_info(rate);
-        if let Err(err) = record.prepare(&Setup { rate, call: &call }) {
+        let services = callpipe::services::Services::new();
+        if let Err(err) = record.prepare(&Setup { rate, call: &call, services: &services }) {
             panic!("record prepare: {err}");
         }
         let mut input: Vec<i16> = (0..rate.frame_samples()).map(|i| (i as i16).wrapping_mul(97)).collect();
@@ -376,11 +380,12 @@ fn bench_conference(c: &mut Criterion) {
                         Err(err) => panic!("conference: {err}"),
                     };
                 let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
-                if let Err(err) = member.prepare(&Setup { rate, call: &call }) {
+                let services = callpipe::services::Services::new();
+                if let Err(err) = member.prepare(&Setup { rate, call: &call, services: &services }) {
                     panic!("prepare: {err}");
                 }
                 let Some(join) = member.take_conference_join() else { panic!("no join") };
-                let (admitted, membership) = match hub.admit(join, None) {
+                let (admitted, membership) = match hub.admit(join, None, std::time::SystemTime::now()) {
                     Ok(admitted) => admitted,
                     Err(err) => panic!("admit: {err}"),
                 };

@@ -8,9 +8,10 @@
 //!
 //! # Layers
 //!
-//! Dependencies point one way, from the wire inwards; only `server`, `events` (and the CLI) name
-//! tokio, sockets or the wall clock (processors read a monotonic clock only to time themselves
-//! for metrics, and the recorder and player touch files off the media thread).
+//! Dependencies point one way, from the wire inwards. Threads, runtimes, sockets and files
+//! belong to `services`, `media`, `server`, `events` (and the CLI): a processor only keeps its
+//! end of a service's rings (it reads a monotonic clock to time itself for metrics, and the
+//! player reads its file when prepared, off the media thread).
 //!
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes,       (no I/O, no clock)
@@ -23,8 +24,13 @@
 //!  call       the call's vocabulary: CallInfo, Event, DtmfSource,       (no I/O)
 //!             StreamEnd (below the processors and the session alike)
 //!     ▲
+//!  services   the I/O processors need, one set per server: the fork     (threads, a runtime,
+//!             connections (a runtime, reconnects, counters) and the      sockets, files)
+//!             recorder's writer (a thread that owns every file)
+//!     ▲
 //!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF,     (no I/O, no clock)
-//!             play, record, fork, conference and its mixer)
+//!             play, record, fork, conference and its mixer): real-time
+//!             stages that hold ring ends, prepared with the services
 //!     ▲
 //!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
 //!             pacer, clear/notify bookkeeping
@@ -35,7 +41,8 @@
 //!  server     tokio accept loop, admission (TLS, upgrade, JWT/token,     (tokio, sockets, HTTP)
 //!             metadata, routing), the socket endpoint the media threads
 //!             drive, each call's task (commands, events, report), drain;
-//!             the HTTP control API, /metrics, the call registry
+//!             the HTTP control API, /metrics, the call registry; builds
+//!             the services once and hands them to every call
 //!  config     the TOML configuration, validated once into types
 //!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
 //!
@@ -112,5 +119,6 @@ pub mod processor;
 pub mod protocol;
 pub mod resample;
 pub mod server;
+pub mod services;
 pub mod session;
 pub mod stats;

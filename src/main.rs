@@ -432,10 +432,6 @@ fn serve(
         callpipe::server::run(listener, config, registry, shutdown_signal(), |_| {}).await?;
         anyhow::Ok(())
     })?;
-    // Every call has ended; let the recorder's writer finalize the last files before exiting.
-    if !callpipe::processor::wait_for_recordings(std::time::Duration::from_secs(5)) {
-        tracing::warn!("some recordings were still being written at exit");
-    }
     Ok(ExitCode::SUCCESS)
 }
 

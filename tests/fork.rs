@@ -742,7 +742,8 @@ async fn an_opus_fork_sends_one_packet_per_frame_that_decodes_to_the_tone() {
         };
         let mut fork = Fork::new(config).unwrap();
         let call = callpipe::processor::CallInfo { id: "opus".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
-        fork.prepare(&Setup { rate, call: &call }).unwrap();
+        let services = callpipe::services::Services::new();
+        fork.prepare(&Setup { rate, call: &call, services: &services }).unwrap();
         let mut conn = next_conn(&mut conns).await;
         assert!(matches!(conn.next().await, Message::Text(t) if t.as_str() == content_type));
         let n = rate.frame_samples();

@@ -444,7 +444,7 @@ async fn a_tcp_reset_mid_frame_still_finalizes_a_readable_recording() {
     let file = dir.join("reset.wav");
     let deadline = Instant::now() + Duration::from_secs(5);
     let samples = loop {
-        if !callpipe::processor::recording_in_progress(&file)
+        if !server.handle.services.recorder.in_progress(&file)
             && let Ok(reader) = hound::WavReader::open(&file)
         {
             break reader.into_samples::<i16>().collect::<Result<Vec<_>, _>>().unwrap();

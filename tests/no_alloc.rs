@@ -94,7 +94,8 @@ fn steady_state_allocations_with(
 ) -> (usize, callpipe::session::SessionStats, usize) {
     let call = CallInfo { id: "a".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
     let config = SessionConfig::default();
-    let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
+    let services = callpipe::services::Services::new();
+    let mut session = Session::new(rate, &call, Pipeline::new(stages), config, &services).unwrap();
     let (mut conn, mut media) = call_rings();
     let script = Script::with_capacity(16 * 1024);
     let mut endpoint = script.endpoint();
@@ -247,7 +248,8 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
         let n = rate.frame_samples();
         for barge_in in [false, true] {
             let mut play = Play::new(PlayConfig { loops: 2, barge_in, ..PlayConfig::new(&path) }).unwrap();
-            play.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+            let services = callpipe::services::Services::new();
+            play.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
             let mut requests = callpipe::processor::Requests::new(n * 4);
             let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
             let key = Event::Dtmf {
@@ -336,7 +338,8 @@ fn control_commands_never_allocate_on_the_media_thread() {
     for rate in SampleRate::ALL {
         let call = CallInfo { id: "c".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
         let config = SessionConfig::default();
-        let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), config).unwrap();
+        let services = callpipe::services::Services::new();
+        let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), config, &services).unwrap();
         let (mut conn, mut media) = call_rings();
         let script = Script::with_capacity(16 * 1024);
         let mut endpoint = script.endpoint();
@@ -409,7 +412,8 @@ fn forking_never_allocates_on_the_media_thread() {
         };
         let mut fork = Fork::new(config).unwrap();
         let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
-        fork.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+        let services = callpipe::services::Services::new();
+        fork.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
         let frame = rate.frame_samples();
         let mut requests = callpipe::processor::Requests::new(frame * 50);
         let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
@@ -472,7 +476,8 @@ fn a_forks_replies_never_allocate_on_the_media_thread() {
     let config = ForkConfig { replies: ForkReplies::Commands, ..ForkConfig::new(format!("ws://{addr}/bot")) };
     let mut fork = Fork::new(config).unwrap();
     let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
-    fork.prepare(&callpipe::processor::Setup { rate, call: &call }).unwrap();
+    let services = callpipe::services::Services::new();
+    fork.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
     let frame = rate.frame_samples();
     let mut requests = callpipe::processor::Requests::new(frame * 50);
     let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
@@ -511,9 +516,10 @@ fn conference_mixing_never_allocates_on_the_media_thread() {
         let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
         let config = ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("no-alloc") };
         let stages: Vec<Box<dyn Processor>> = vec![Box::new(Conference::new(config).unwrap())];
-        let mut session = Session::new(rate, &call, Pipeline::new(stages), SessionConfig::default()).unwrap();
+        let services = callpipe::services::Services::new();
+        let mut session = Session::new(rate, &call, Pipeline::new(stages), SessionConfig::default(), &services).unwrap();
         let join = session.take_conference_joins().pop().unwrap();
-        let (admitted, membership) = hub.admit(join, None).unwrap();
+        let (admitted, membership) = hub.admit(join, None, std::time::SystemTime::now()).unwrap();
         mixer.get_or_insert_with(|| Mixer::new(admitted.conference.clone(), admitted.mixed)).add(admitted.member);
         let (conn, media) = call_rings();
         let script = Script::with_capacity(16 * 1024);
@@ -590,7 +596,8 @@ fn a_forks_text_replies_pass_through_the_session_without_allocating() {
         };
         let call = CallInfo { id: "a".into(), path: "/fork".into(), metadata: Metadata::new(rate) };
         let config = SessionConfig::default();
-        let mut session = Session::new(rate, &call, Pipeline::new(stages), config).unwrap();
+        let services = callpipe::services::Services::new();
+        let mut session = Session::new(rate, &call, Pipeline::new(stages), config, &services).unwrap();
         let (mut conn, mut media) = call_rings();
         let script = Script::with_capacity(16 * 1024);
         let mut endpoint = script.endpoint();

@@ -36,7 +36,9 @@ fn recorder_reports_the_error_and_keeps_the_file_readable() {
             .unwrap();
     let outcomes = record.outcomes().unwrap();
     // Six seconds of call time.
-    let states = record_until_full(&mut record, 300, |n| (0..160).map(|i| ((n * 160 + i) % 2000) as i16 - 1000).collect());
+    let states = record_until_full(&mut record, &callpipe::services::Services::new(), 300, |n| {
+        (0..160).map(|i| ((n * 160 + i) % 2000) as i16 - 1000).collect()
+    });
     let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, ["started", "error", "finished"], "{states:?}");
     assert!(states[1].1["error"].as_str().unwrap().contains("write failed"), "{states:?}");

@@ -35,7 +35,7 @@ fn a_full_disk_ends_the_opus_recording_not_the_call() {
     // Four seconds of call time: noise, which takes the whole bitrate (a pure tone would take a
     // fraction of it under VBR).
     let mut seed = 1u32;
-    let states = record_until_full(&mut record, 200, |_| {
+    let states = record_until_full(&mut record, &callpipe::services::Services::new(), 200, |_| {
         (0..160)
             .map(|_| {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

@@ -220,8 +220,9 @@ mod tests {
         let info = CallInfo { id: id.into(), path: "/t".into(), metadata: Metadata::new(rate) };
         let stage: Box<dyn crate::processor::Processor> =
             if conference { Box::new(Conference::new(ConferenceConfig::new("pinned")).unwrap()) } else { Box::new(Echo::new(0).unwrap()) };
-        let mut session = Session::new(rate, &info, Pipeline::new(vec![stage]), SessionConfig::default()).unwrap();
-        let admitted = session.take_conference_joins().pop().map(|join| hub.admit(join, None).unwrap().0);
+        let mut session =
+            Session::new(rate, &info, Pipeline::new(vec![stage]), SessionConfig::default(), &crate::services::Services::new()).unwrap();
+        let admitted = session.take_conference_joins().pop().map(|join| hub.admit(join, None, std::time::SystemTime::now()).unwrap().0);
         let (_conn, end) = call_rings();
         NewCall { session, end, endpoint: crate::media::Script::default().endpoint(), conference: admitted }
     }

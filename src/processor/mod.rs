@@ -8,12 +8,14 @@
 //! # The real-time contract
 //!
 //! * [`Processor::prepare`] runs once, on a blocking thread before the call joins a media
-//!   thread, when the rate and frame size are known. Allocate everything there; file I/O is
-//!   fine there too.
+//!   thread, when the rate and frame size are known. Allocate everything there. A processor
+//!   that needs files or the network gets them from the server's services
+//!   ([`Setup::services`]: the recorder's writer, the fork connections) and keeps only its end
+//!   of their rings: processors own no thread, runtime, socket or file.
 //! * [`Processor::process`] and [`Processor::handle_event`] run on a media thread that serves
 //!   many calls. They must not allocate, free, lock, block, log, format strings or touch files.
-//!   File and network work belongs to another thread fed by a ring (see the recorder and bridge
-//!   processors). [`Event::Custom`] carries its data behind an [`Arc`](std::sync::Arc): building
+//!   File and network work belongs to a service fed by a ring (see the recorder and fork
+//!   processors, and [`crate::services`]). [`Event::Custom`] carries its data behind an [`Arc`](std::sync::Arc): building
 //!   one allocates, so make it off the media thread (in `prepare`, or on the processor's own
 //!   thread or task) or on rare occasions only; moving and cloning it never allocates.
 //! * One pass is exactly one frame of call time, whether or not the caller's frame arrived:
@@ -22,9 +24,8 @@
 //! # Metrics
 //!
 //! [`Pipeline::run`] times each stage's `process` on one pass in [`TIMING_INTERVAL`] into a
-//! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`), the
-//! recorder counts the bytes it writes ([`recording_bytes`]), and forks count their connections
-//! and traffic per fork name ([`fork_totals`]).
+//! process-wide histogram per processor type ([`timings`]; see `processor/timing.rs`); the
+//! services count the bytes recorded and each fork name's connections and traffic.
 
 pub(crate) mod conference;
 mod context;
@@ -36,6 +37,7 @@ mod play;
 mod record;
 mod registry;
 mod resample;
+pub(crate) mod template;
 pub mod testkit;
 mod timing;
 
@@ -54,14 +56,13 @@ pub use echo::Echo;
 pub use fork::ForkOpusEncoder;
 pub use fork::{
     Command as ForkCommand, DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL, Fork, ForkCodec, ForkConfig, ForkCounters, ForkReplies, ForkSend,
-    ForkTotals, fork_totals, parse_command as parse_fork_command,
+    ForkTotals, parse_command as parse_fork_command,
 };
 pub use play::{Play, PlayConfig};
 #[cfg(feature = "opus")]
 pub use record::OpusFileError;
 pub use record::{
     OPUS_FEATURE_MISSING, Record, RecordChannels, RecordConfig, RecordError, RecordFormat, RecordingOutcome, SinkError as RecordSinkError,
-    recording_bytes, recording_in_progress, wait_for_recordings,
 };
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
@@ -69,6 +70,7 @@ pub use timing::{TIMING_INTERVAL, Timings, timings};
 
 pub use crate::call::{CallInfo, DtmfSource, Event};
 use crate::protocol::SampleRate;
+use crate::services::Services;
 
 /// What a processor learns before the first frame.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +79,8 @@ pub struct Setup<'a> {
     pub rate: SampleRate,
     /// The call.
     pub call: &'a CallInfo,
+    /// The server's services: files and network connections live there, not in processors.
+    pub services: &'a Services,
 }
 
 impl Setup<'_> {
@@ -413,7 +417,7 @@ mod tests {
         let inner = Pipeline::new(vec![Box::new(Nap("timing-test-inner-nap"))]);
         let mut resample = Resample::new(SampleRate::Hz16000, inner);
         let call = CallInfo { id: "t".into(), path: "/t".into(), metadata: Metadata::new(SampleRate::Hz8000) };
-        resample.prepare(&Setup { rate: SampleRate::Hz8000, call: &call }).unwrap();
+        resample.prepare(&Setup { rate: SampleRate::Hz8000, call: &call, services: &Services::new() }).unwrap();
         let mut pipeline = Pipeline::new(vec![Box::new(resample)]);
         let outer = timings().histogram("resample");
         let inner = timings().histogram("timing-test-inner-nap");

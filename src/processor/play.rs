@@ -292,7 +292,7 @@ mod tests {
     fn prepared(config: PlayConfig, rate: SampleRate) -> Play {
         let mut play = Play::new(config).unwrap();
         let call = CallInfo { id: "t".into(), path: "/play".into(), metadata: Metadata::new(rate) };
-        play.prepare(&Setup { rate, call: &call }).unwrap();
+        play.prepare(&Setup { rate, call: &call, services: &crate::services::Services::new() }).unwrap();
         play
     }
 
@@ -460,7 +460,7 @@ mod tests {
         let missing = std::env::temp_dir().join("callpipe-play-no-such-file.wav");
         let mut play = Play::new(PlayConfig::new(&missing)).unwrap();
         let call = CallInfo { id: "t".into(), path: "/play".into(), metadata: Metadata::new(SampleRate::Hz8000) };
-        match play.prepare(&Setup { rate: SampleRate::Hz8000, call: &call }) {
+        match play.prepare(&Setup { rate: SampleRate::Hz8000, call: &call, services: &crate::services::Services::new() }) {
             Err(err @ ProcessorError::Config { .. }) => assert!(err.to_string().contains("callpipe-play-no-such-file.wav"), "{err}"),
             other => panic!("{other:?}"),
         }

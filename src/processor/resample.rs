@@ -162,7 +162,7 @@ impl Processor for Resample {
         let down = Resampler::new(outer, inner).map_err(error)?;
         let up = Resampler::new(inner, outer).map_err(error)?;
         let queue = Resampler::new(inner, outer).map_err(error)?;
-        self.inner.prepare(&Setup { rate: self.rate, call: setup.call })?;
+        self.inner.prepare(&Setup { rate: self.rate, ..*setup })?;
         let inner_frame = self.rate.frame_samples();
         self.state = Some(State {
             call_rate: setup.rate,
@@ -327,7 +327,7 @@ mod tests {
         fn new(rate: SampleRate, inner_rate: SampleRate, inner: Vec<Box<dyn Processor>>) -> Call {
             let mut stage = Resample::new(inner_rate, Pipeline::new(inner));
             let call = call();
-            stage.prepare(&Setup { rate, call: &call }).unwrap();
+            stage.prepare(&Setup { rate, call: &call, services: &crate::services::Services::new() }).unwrap();
             Call { stage, requests: Requests::new(rate.frame_samples() * 50), position: 0, now: Instant::now() }
         }
 

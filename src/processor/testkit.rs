@@ -40,11 +40,15 @@ use std::time::{Duration, Instant};
 
 use super::{CallInfo, Context, DtmfSource, Event, Processor, ProcessorError, Requests, Setup};
 use crate::protocol::{DtmfDigit, FRAME_DURATION, Metadata, SampleRate};
+use crate::services::Services;
 
 /// Runs one processor pass by pass. See the [module docs](self).
 pub struct Harness<P: Processor> {
     /// The processor, prepared.
     pub processor: P,
+    /// The services it was prepared with: a set of its own (a recorder that writes real files,
+    /// fork connections that really connect), shared with nothing else.
+    pub services: Services,
     /// The call's rate.
     pub rate: SampleRate,
     /// The next pass's number (also the number of passes run).
@@ -86,9 +90,11 @@ impl<P: Processor> Harness<P> {
 
     /// `processor`, prepared for `call` at `rate`.
     pub fn with_call(mut processor: P, rate: SampleRate, call: &CallInfo) -> Result<Harness<P>, ProcessorError> {
-        processor.prepare(&Setup { rate, call })?;
+        let services = Services::new();
+        processor.prepare(&Setup { rate, call, services: &services })?;
         Ok(Harness {
             processor,
+            services,
             rate,
             position: 0,
             start: Instant::now(),

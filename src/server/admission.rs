@@ -164,11 +164,15 @@ async fn prepare(
     let (shared2, specs, event_url) = (shared.clone(), route.processors.clone(), route.event_url.clone());
     let rate = call.metadata.rate;
     let prepared = tokio::task::spawn_blocking(move || {
-        let mut session =
-            shared2.registry.build_pipeline(&specs).and_then(|pipeline| Session::new(rate, &call, pipeline, shared2.config.session))?;
+        let mut session = shared2
+            .registry
+            .build_pipeline(&specs)
+            .and_then(|pipeline| Session::new(rate, &call, pipeline, shared2.config.session, &shared2.services))?;
         // A conference member is admitted here too: starting a conference opens its files.
         let admitted = match session.take_conference_joins().pop() {
-            Some(join) => Some(shared2.conferences.admit(join, event_url.as_deref()).map_err(PrepareError::Conference)?),
+            Some(join) => Some(
+                shared2.conferences.admit(join, event_url.as_deref(), std::time::SystemTime::now()).map_err(PrepareError::Conference)?,
+            ),
             None => None,
         };
         Ok::<_, PrepareError>((session, admitted))

@@ -250,7 +250,7 @@ impl CallEvents {
         for fields in std::mem::take(&mut self.recordings) {
             let file = fields.get("file").and_then(Value::as_str).map(std::path::PathBuf::from);
             while let Some(file) = &file
-                && crate::processor::recording_in_progress(file)
+                && self.shared.services.recorder.in_progress(file)
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;

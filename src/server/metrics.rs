@@ -1,8 +1,8 @@
 //! The server's counters as Prometheus text (see [`crate::metrics`] for the format).
 //!
 //! [`render`] reads [`ServerStats`], [`MediaStats`], the process-wide processor times
-//! ([`processor::timings`]), recording bytes ([`processor::recording_bytes`]) and fork counters
-//! ([`processor::fork_totals`]) with relaxed loads: each value is current, the set is not one
+//! ([`processor::timings`]), recording bytes ([`crate::services::Recorder::bytes_written`]) and
+//! fork counters ([`crate::services::ForkNet::totals`]) with relaxed loads: each value is current, the set is not one
 //! atomic snapshot.
 
 use std::sync::atomic::Ordering;
@@ -18,7 +18,7 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
     let mut out = Exposition::new();
     write_server(&mut out, &shared.stats);
     write_media(&mut out, shared.media.stats());
-    write_processors(&mut out);
+    write_processors(&mut out, &shared.services);
     write_calls(&mut out, shared);
     write_events(&mut out, shared.events.stats());
     write_conferences(&mut out, &shared.conferences, shared.media.stats());
@@ -140,11 +140,11 @@ fn write_events(out: &mut Exposition, events: &crate::events::EventStats) {
 
 /// The exposition text of the server, media and processor families.
 #[cfg(test)]
-pub(crate) fn render(stats: &ServerStats, media: &MediaStats) -> String {
+pub(crate) fn render(stats: &ServerStats, media: &MediaStats, services: &crate::services::Services) -> String {
     let mut out = Exposition::new();
     write_server(&mut out, stats);
     write_media(&mut out, media);
-    write_processors(&mut out);
+    write_processors(&mut out, services);
     out.finish()
 }
 
@@ -213,7 +213,7 @@ fn write_media(out: &mut Exposition, media: &MediaStats) {
 }
 
 /// The processors' families: time per pass by processor type, recording bytes.
-fn write_processors(out: &mut Exposition) {
+fn write_processors(out: &mut Exposition, services: &crate::services::Services) {
     let help = format!(
         "Time of one processor's process call per 20 ms pass, by processor type (a sample: by default one pass in {} is timed).",
         processor::TIMING_INTERVAL
@@ -227,14 +227,14 @@ fn write_processors(out: &mut Exposition) {
         out.histogram("callpipe_processor_seconds", &help, &[("processor", *name)], histogram, Unit::Nanoseconds, PROCESSOR_BOUNDS);
     }
     out.family("callpipe_recording_bytes_total", Kind::Counter, "Bytes written to recording files.")
-        .sample(&[], processor::recording_bytes() as f64);
-    write_forks(out);
+        .sample(&[], services.recorder.bytes_written() as f64);
+    write_forks(out, &services.fork);
 }
 
 /// The `fork` processors' counters, one series per fork name (label `fork`). Every family is
 /// declared even before the first fork, so that none is ever missing.
-fn write_forks(out: &mut Exposition) {
-    let forks = processor::fork_totals();
+fn write_forks(out: &mut Exposition, forks: &crate::services::ForkNet) {
+    let forks = forks.totals();
     let each = |out: &mut Exposition, name: &str, help: &str, value: fn(&processor::ForkTotals) -> u64| {
         out.family(name, Kind::Counter, help);
         for (fork, totals) in &forks {
@@ -311,7 +311,7 @@ mod tests {
         media.skipped_ticks.store(8, Ordering::Relaxed);
         media.calls.store(9, Ordering::Relaxed);
 
-        let text = render(&stats, &media);
+        let text = render(&stats, &media, &crate::services::Services::new());
         for line in [
             "callpipe_frames_in_total 1234",
             "callpipe_frames_out_total 1200",
@@ -356,7 +356,7 @@ mod tests {
         let histogram = processor::timings().histogram("render-test-stage");
         histogram.record_value(2_000); // 2 µs
         histogram.record_value(20_000_000); // 20 ms, past every bound
-        let text = render(&ServerStats::default(), &MediaStats::default());
+        let text = render(&ServerStats::default(), &MediaStats::default(), &crate::services::Services::new());
         let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mine: Vec<_> = samples.iter().filter(|s| s.label("processor") == Some("render-test-stage")).collect();
         let value =
@@ -372,14 +372,19 @@ mod tests {
 
     #[test]
     fn fork_counters_render_one_series_per_fork_name() {
-        // As above, the registry is the process's: only this test's fork name is checked.
-        let fork = crate::processor::Fork::new(crate::processor::ForkConfig {
+        use crate::processor::{CallInfo, Processor, Setup};
+        let mut fork = crate::processor::Fork::new(crate::processor::ForkConfig {
             name: Some("render \"test\" fork".into()),
             ..crate::processor::ForkConfig::new("ws://127.0.0.1:9/x")
         })
         .unwrap();
         assert_eq!(fork.label(), "render \"test\" fork");
-        let text = render(&ServerStats::default(), &MediaStats::default());
+        // A fork's counters are registered with the services it is prepared with.
+        let services = crate::services::Services::new();
+        let rate = crate::protocol::SampleRate::Hz8000;
+        let call = CallInfo { id: "c".into(), path: "/x".into(), metadata: crate::protocol::Metadata::new(rate) };
+        fork.prepare(&Setup { rate, call: &call, services: &services }).unwrap();
+        let text = render(&ServerStats::default(), &MediaStats::default(), &services);
         let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mine: Vec<_> = samples.iter().filter(|s| s.label("fork") == Some("render \"test\" fork")).collect();
         let names: Vec<_> = mine.iter().map(|s| (s.name.as_str(), s.label("reason").or(s.label("kind")))).collect();

@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::{Hangup, MediaPool, MediaStats};
 use crate::processor::{Conferences, ProcessorRegistry};
+use crate::services::Services;
 use calls::Calls;
 
 /// How long the TLS handshake (with `[server.tls]`) and the upgrade request may take together.
@@ -49,6 +50,10 @@ const STREAM_LOADS: usize = 4;
 /// After the grace period, how long connections get to end: a call's last frames and close
 /// handshake (2 s each at most), the media thread's last pass (1 s), with a margin.
 const CLOSE_WAIT: Duration = Duration::from_secs(6);
+
+/// How long a stopping server waits for its last recordings to be finalized and its forks to
+/// close (each fork closes within its stop timeout of 2 s).
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// State shared by the accept loop and every connection and call task.
 pub(crate) struct Shared {
@@ -70,6 +75,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// The conferences of this server.
     pub conferences: Conferences,
+    /// The recorder's writer and the fork connections, handed to processors when prepared.
+    pub services: Services,
 }
 
 /// Counts a connection as open, from accept until its socket closes (the drain waits for it).
@@ -97,6 +104,8 @@ pub struct Handle {
     pub media: Arc<MediaStats>,
     /// Where the control API listens, when it does.
     pub control: Option<SocketAddr>,
+    /// The server's services (its recordings, its forks' counters).
+    pub services: Services,
 }
 
 /// Serves calls on `listener` until `shutdown` completes, then drains: new upgrades get 503
@@ -129,7 +138,8 @@ pub async fn run(
     let relays: Vec<_> = relays.into_iter().map(tokio::spawn).collect();
     let stats = Arc::new(ServerStats::new(config.routes.iter().map(|r| r.path.clone())));
     let media_stats = media.stats().clone();
-    on_start(Handle { stats: stats.clone(), media: media_stats.clone(), control: control_addr });
+    let services = Services::new();
+    on_start(Handle { stats: stats.clone(), media: media_stats.clone(), control: control_addr, services: services.clone() });
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.server.max_calls)),
         calls: Calls::new(config.control.ended_calls),
@@ -144,7 +154,8 @@ pub async fn run(
         connections: AtomicU64::new(0),
         stream_loads: Semaphore::new(STREAM_LOADS),
         http,
-        conferences: Conferences::new(),
+        conferences: Conferences::with_recorder(services.recorder.clone()),
+        services: services.clone(),
     });
     let tls = shared.config.server.tls.is_some();
     let scheme = if tls { "wss" } else { "ws" };
@@ -236,6 +247,7 @@ pub async fn run(
                 for relay in relays {
                     relay.abort();
                 }
+                settle(services).await;
                 return Ok(());
             }
             Err(still_shared) => shared = still_shared,
@@ -249,7 +261,17 @@ pub async fn run(
     for relay in relays {
         relay.abort();
     }
+    settle(services).await;
     Ok(())
+}
+
+/// Lets the services finish what the ended calls left (the last recordings finalized, the
+/// forks' connections closed), for at most [`SETTLE_WAIT`].
+async fn settle(services: Services) {
+    match tokio::task::spawn_blocking(move || services.settle(SETTLE_WAIT)).await {
+        Ok(true) => {}
+        _ => warn!("some recordings or fork connections were still open at shutdown"),
+    }
 }
 
 async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {

@@ -43,6 +43,7 @@ pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 
 use crate::processor::{CallInfo, Context, DtmfSource, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
 use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, encode_l16};
+use crate::services::Services;
 use control::ApiAudio;
 
 /// Frames beyond the look-ahead the outbound queue of a pipeline that never queues audio holds:
@@ -219,8 +220,15 @@ pub struct Session {
 
 impl Session {
     /// Prepares `pipeline` for a call at `rate` and sizes every buffer.
-    pub fn new(rate: SampleRate, call: &CallInfo, mut pipeline: Pipeline, config: SessionConfig) -> Result<Session, ProcessorError> {
-        pipeline.prepare(&Setup { rate, call })?;
+    /// The processors get `services` for their files and connections.
+    pub fn new(
+        rate: SampleRate,
+        call: &CallInfo,
+        mut pipeline: Pipeline,
+        config: SessionConfig,
+        services: &Services,
+    ) -> Result<Session, ProcessorError> {
+        pipeline.prepare(&Setup { rate, call, services })?;
         let frame = rate.frame_samples();
         let lookahead = config.lookahead_frames.max(1) as usize;
         // A pipeline that never queues audio needs room for the look-ahead and a burst of

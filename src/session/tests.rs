@@ -13,7 +13,7 @@ fn call() -> CallInfo {
 }
 
 fn session_with(stages: Vec<Box<dyn Processor>>, config: SessionConfig) -> Session {
-    Session::new(SampleRate::Hz8000, &call(), Pipeline::new(stages), config).unwrap()
+    Session::new(SampleRate::Hz8000, &call(), Pipeline::new(stages), config, &crate::services::Services::new()).unwrap()
 }
 
 fn echo_session() -> Session {

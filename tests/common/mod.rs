@@ -196,12 +196,13 @@ impl Drop for FileSizeLimit {
     }
 }
 
-/// Drives an 8 kHz `record` processor by hand (until its disk fills, in the disk-full tests): prepares it for a call, runs
+/// Drives an 8 kHz `record` processor by hand (until its disk fills, in the disk-full tests): prepares it for a call with `services`, runs
 /// one pass per caller frame from `frames` (echoed as the outbound side; 10 ms apart, a little
 /// faster than real time so the writer keeps up), then finishes it. Returns the `recording`
 /// events' states and data, in order.
 pub fn record_until_full(
     record: &mut callpipe::processor::Record,
+    services: &callpipe::services::Services,
     passes: u64,
     mut frames: impl FnMut(u64) -> Vec<i16>,
 ) -> Vec<(String, serde_json::Value)> {
@@ -209,7 +210,7 @@ pub fn record_until_full(
     use callpipe::protocol::{Metadata, SampleRate};
     let rate = SampleRate::Hz8000;
     let call = CallInfo { id: "full".into(), path: "/rec".into(), metadata: Metadata::new(rate) };
-    record.prepare(&Setup { rate, call: &call }).unwrap();
+    record.prepare(&Setup { rate, call: &call, services }).unwrap();
     let mut requests = Requests::new(160);
     let mut events = Vec::new();
     let started = std::time::Instant::now();

@@ -42,7 +42,14 @@ fn worker_with_call() -> (Worker<FakeClock>, FakeClock, ConnEnd, Script) {
             .unwrap();
     let rate = SampleRate::Hz8000;
     let call = CallInfo { id: "w".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
-    let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]), SessionConfig::default()).unwrap();
+    let session = Session::new(
+        rate,
+        &call,
+        Pipeline::new(vec![Box::new(Echo::new(0).unwrap())]),
+        SessionConfig::default(),
+        &crate::services::Services::new(),
+    )
+    .unwrap();
     let (conn, media) = call_rings();
     let script = Script::with_capacity(4096);
     worker.next = worker.slot_at(clock.now()) + 1;
@@ -148,7 +155,9 @@ fn a_call_whose_visit_panics_ends_with_1011_and_the_others_go_on() {
     let (mut worker, clock, conn, _script) = worker_with_call();
     let rate = SampleRate::Hz8000;
     let call = CallInfo { id: "b".into(), path: "/buggy".into(), metadata: Metadata::new(rate) };
-    let session = Session::new(rate, &call, Pipeline::new(vec![Box::new(Buggy)]), SessionConfig::default()).unwrap();
+    let session =
+        Session::new(rate, &call, Pipeline::new(vec![Box::new(Buggy)]), SessionConfig::default(), &crate::services::Services::new())
+            .unwrap();
     let (buggy, media) = call_rings();
     worker.add(NewCall::new(session, media, Script::default().endpoint()));
     let start = clock.now();
@@ -209,9 +218,16 @@ fn fifty_members_on_the_slot_wheel_hear_the_others_one_frame_later() {
         let rate = rate_of(*hz);
         let call = CallInfo { id: format!("w{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
         let conference = Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("wheel") }).unwrap();
-        let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(conference)]), SessionConfig::default()).unwrap();
+        let mut session = Session::new(
+            rate,
+            &call,
+            Pipeline::new(vec![Box::new(conference)]),
+            SessionConfig::default(),
+            &crate::services::Services::new(),
+        )
+        .unwrap();
         let join = session.take_conference_joins().pop().expect("prepared by the session");
-        let (admitted, _membership) = hub.admit(join, None).unwrap();
+        let (admitted, _membership) = hub.admit(join, None, std::time::SystemTime::now()).unwrap();
         let (conn, media) = call_rings();
         let script = Script::with_capacity(8192);
         worker.add(NewCall { session, end: media, endpoint: script.endpoint(), conference: Some(admitted) });

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
-use super::{Admitted, ConferenceSettings, Join, MemberState, Recording, Role};
-use crate::processor::record::{RecordingOutcome, Track};
+use super::{Admitted, ConferenceSettings, Join, MemberState, Role};
+use crate::processor::record::{DEFAULT_OPUS_BITRATE_PER_CHANNEL, RecordingOutcome};
+use crate::services::recorder::{FileSpec, Recorder, Recording};
 
 /// Why a member could not join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,20 +217,44 @@ pub struct Membership {
 #[derive(Debug, Default)]
 pub struct Conferences {
     live: Mutex<HashMap<String, Arc<ConferenceState>>>,
+    /// Where the mixed files and the members' tracks are written.
+    recorder: Recorder,
     /// Counters.
     pub stats: ConferenceStats,
 }
 
 impl Conferences {
-    /// No conferences.
+    /// No conferences, recording (when a conference records) with a recorder of their own.
     pub fn new() -> Conferences {
         Conferences::default()
     }
 
-    /// Admits a prepared member to the conference it names, starting the conference (and its
-    /// mixed recording) when it is the first. Opens files: call it off the async runtime.
-    /// `event_url` is the member's route's, used for the conference's events when it starts it.
-    pub fn admit(&self, join: Join, event_url: Option<&str>) -> Result<(Admitted, Membership), JoinError> {
+    /// No conferences, recording with `recorder` (the server's).
+    pub fn with_recorder(recorder: Recorder) -> Conferences {
+        Conferences { recorder, ..Conferences::default() }
+    }
+
+    /// Opens a mono recording of a conference for the mixer, with the channel its outcome
+    /// comes on.
+    fn open(
+        &self,
+        path: PathBuf,
+        settings: &ConferenceSettings,
+        name: &str,
+    ) -> Result<(Recording, mpsc::Receiver<RecordingOutcome>), JoinError> {
+        let (tx, rx) = mpsc::channel();
+        let spec =
+            FileSpec { path, format: settings.format, channels: 1, rate: settings.rate, opus_bitrate: DEFAULT_OPUS_BITRATE_PER_CHANNEL };
+        let recording =
+            self.recorder.open(spec, tx).map_err(|error| JoinError::Recording { name: name.to_owned(), error: error.to_string() })?;
+        Ok((recording, rx))
+    }
+
+    /// Admits a prepared member to the conference it names at `now`, starting the conference
+    /// (and its mixed recording) when it is the first. Opens files: call it off the async
+    /// runtime. `event_url` is the member's route's, used for the conference's events when it
+    /// starts it.
+    pub fn admit(&self, join: Join, event_url: Option<&str>, now: SystemTime) -> Result<(Admitted, Membership), JoinError> {
         let Join { name, settings, mut member } = join;
         let mut live = lock(&self.live);
         let (conference, started, mixed) = match live.get(&name) {
@@ -241,21 +266,14 @@ impl Conferences {
                 (existing.clone(), false, None)
             }
             None => {
-                let started = SystemTime::now();
-                let mixed = match (&settings.record_dir, settings.record.mixed()) {
+                let started = now;
+                let (recording, mixed_state) = match (&settings.record_dir, settings.record.mixed()) {
                     (Some(dir), true) => {
                         let path = dir.join(format!("{name}-{}.{}", stamp(started), settings.format.as_str()));
-                        let mut track = Track::open(path.clone(), settings.rate, settings.format)
-                            .map_err(|error| JoinError::Recording { name: name.clone(), error: error.to_string() })?;
-                        let outcomes = track.outcomes();
-                        Some((Recording(track), path, outcomes))
+                        let (recording, outcomes) = self.open(path.clone(), &settings, &name)?;
+                        (Some(recording), Some((path, outcomes)))
                     }
-                    _ => None,
-                };
-                let (recording, mixed_state) = match mixed {
-                    Some((recording, path, Some(outcomes))) => (Some(recording), Some((path, outcomes))),
-                    Some((recording, _, None)) => (Some(recording), None),
-                    None => (None, None),
+                    _ => (None, None),
                 };
                 let conference = Arc::new(ConferenceState {
                     name: name.clone(),
@@ -281,15 +299,12 @@ impl Conferences {
         let track = if settings.record.tracks()
             && let Some(dir) = &settings.record_dir
         {
-            let now = SystemTime::now();
             let file = format!("{name}-{}-{}.{}", sanitize(&member.state.call_id), stamp(now), settings.format.as_str());
-            let mut track = Track::open(dir.join(&file), settings.rate, settings.format)
-                .map_err(|error| JoinError::Recording { name: name.clone(), error: error.to_string() })?;
-            let outcomes = track.outcomes();
+            let (track, outcomes) = self.open(dir.join(&file), &settings, &name)?;
             let offset = now.duration_since(conference.started).unwrap_or_default();
             let path = track.path().to_owned();
-            member.track = Some(Recording(track));
-            outcomes.map(|o| (path, offset, o))
+            member.track = Some(track);
+            Some((path, offset, outcomes))
         } else {
             None
         };

@@ -62,7 +62,7 @@ use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
 pub use hub::{ConferenceState, ConferenceStats, ConferenceSummary, Conferences, JoinError, MemberView, Membership};
 pub use mixer::Mixer;
 
-use super::record::{RecordFormat, Track};
+use super::record::RecordFormat;
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::protocol::FRAMES_PER_SECOND;
 use crate::resample::{RATES, Resampler};
@@ -306,13 +306,12 @@ pub struct Admitted {
 }
 
 /// A recording written by a conference's mixer: the mixed file, or one member's track.
-#[derive(Debug)]
-pub struct Recording(pub(crate) Track);
+pub use crate::services::recorder::Recording;
 
 /// The member's side in its call's pipeline (see `src/processor/conference/mod.rs`).
 pub struct Conference {
     config: ConferenceConfig,
-    name_template: Vec<super::fork::Piece>,
+    name_template: Vec<super::template::Piece>,
     state: Option<Arc<MemberState>>,
     join: Option<Join>,
     up: Option<HeapProd<i16>>,
@@ -345,12 +344,12 @@ impl Conference {
         if s.max_members < 2 {
             return Err(config_error("`max_members` must be at least 2"));
         }
-        let name_template = super::fork::parse_template(&config.name);
+        let name_template = super::template::parse(&config.name);
         if config.name.is_empty() {
             return Err(config_error("`name` is required, e.g. name = \"{header:room}\""));
         }
         // A name made of literals only must already be valid.
-        if name_template.iter().all(|p| matches!(p, super::fork::Piece::Literal(_))) {
+        if name_template.iter().all(|p| matches!(p, super::template::Piece::Literal(_))) {
             check_name(&config.name).map_err(config_error)?;
         }
         Ok(Conference {
@@ -433,7 +432,7 @@ impl Processor for Conference {
     }
 
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
-        let name = super::fork::render(&self.name_template, setup.call, super::fork::Escape::Header);
+        let name = super::template::render(&self.name_template, setup.call, super::template::Escape::Header);
         check_name(&name).map_err(config_error)?;
         let settings = self.config.settings.clone();
         let call_rate = setup.rate.hz();

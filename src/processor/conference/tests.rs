@@ -84,7 +84,7 @@ pub(crate) fn member(name: &str, id: &str, rate: u32, settings: &ConferenceSetti
     config.settings = settings.clone();
     let mut member = Conference::new(config).unwrap();
     let call = CallInfo { id: id.into(), path: "/conf".into(), metadata: Metadata::new(rate_of(rate)) };
-    member.prepare(&Setup { rate: rate_of(rate), call: &call }).unwrap();
+    member.prepare(&Setup { rate: rate_of(rate), call: &call, services: &crate::services::Services::new() }).unwrap();
     let join = member.take_conference_join().unwrap();
     (member, join)
 }
@@ -104,7 +104,7 @@ impl Bench {
         let mut members = Vec::new();
         for (i, rate) in rates.iter().enumerate() {
             let (m, join) = member(name, &format!("m{i}"), *rate, &settings);
-            let (admitted, membership) = hub.admit(join, None).unwrap();
+            let (admitted, membership) = hub.admit(join, None, std::time::SystemTime::now()).unwrap();
             let mixer = mixer.get_or_insert_with(|| Mixer::new(admitted.conference.clone(), admitted.mixed));
             mixer.add(admitted.member);
             members.push((m, membership));
@@ -274,12 +274,12 @@ fn admission_checks_capacity_settings_and_names() {
     let hub = Conferences::new();
     let small = ConferenceSettings { max_members: 2, ..ConferenceSettings::default() };
     for i in 0..2 {
-        hub.admit(member("room", &format!("c{i}"), 8000, &small).1, None).unwrap();
+        hub.admit(member("room", &format!("c{i}"), 8000, &small).1, None, std::time::SystemTime::now()).unwrap();
     }
-    let full = hub.admit(member("room", "c2", 8000, &small).1, None).unwrap_err();
+    let full = hub.admit(member("room", "c2", 8000, &small).1, None, std::time::SystemTime::now()).unwrap_err();
     assert!(matches!(full, JoinError::Full { max: 2, .. }), "{full}");
     let other = ConferenceSettings { rate: 8000, ..small };
-    let mismatch = hub.admit(member("room", "c3", 8000, &other).1, None).unwrap_err();
+    let mismatch = hub.admit(member("room", "c3", 8000, &other).1, None, std::time::SystemTime::now()).unwrap_err();
     assert!(mismatch.to_string().contains("rate 16000"), "{mismatch}");
     assert_eq!(hub.stats.refused.load(Ordering::Relaxed), 2);
     assert_eq!(hub.counts(), (1, 2));
@@ -291,7 +291,7 @@ fn admission_checks_capacity_settings_and_names() {
     let mut metadata = Metadata::new(SampleRate::Hz8000);
     metadata.headers.insert("room".into(), serde_json::json!("a/b"));
     let call = CallInfo { id: "x".into(), path: "/c".into(), metadata };
-    let err = bad.prepare(&Setup { rate: SampleRate::Hz8000, call: &call }).unwrap_err();
+    let err = bad.prepare(&Setup { rate: SampleRate::Hz8000, call: &call, services: &crate::services::Services::new() }).unwrap_err();
     assert!(err.to_string().contains("may only hold"), "{err}");
     assert!(Conference::new(ConferenceConfig::new("")).is_err());
     assert!(Conference::new(ConferenceConfig::new("white space")).is_err());

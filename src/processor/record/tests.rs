@@ -3,11 +3,12 @@
 #[cfg(feature = "opus")]
 mod opus;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::processor::Requests;
 use crate::protocol::{Metadata, SampleRate};
+use crate::services::Services;
 
 /// A fresh, empty directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -64,7 +65,7 @@ fn record_call(name: &str, channels: RecordChannels, passes: usize) -> (Recordin
     let dir = temp_dir(name);
     let mut record = recorder(&dir, channels);
     let outcomes = record.outcomes().unwrap();
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+    record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
     let events = drive(&mut record, rate, passes);
     assert_eq!(events.len(), 1, "one event, at the first pass");
     let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
@@ -103,8 +104,7 @@ fn each_mode_records_its_channels() {
 
 #[test]
 fn the_bytes_written_are_counted() {
-    // Other tests record in this process at the same time: the counter grows by at least this
-    // recording's file, never by less.
+    // The header is rewritten once per second of audio, so the count is at least the file's size.
     let rate = SampleRate::Hz16000;
     let formats = [
         RecordFormat::Wav,
@@ -113,16 +113,16 @@ fn the_bytes_written_are_counted() {
     ];
     for format in formats {
         let dir = temp_dir(&format!("bytes-{format:?}"));
-        let before = recording_bytes();
+        let services = Services::new();
         let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(&dir) };
         let mut record = Record::new(config).unwrap();
         let outcomes = record.outcomes().unwrap();
-        record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+        record.prepare(&Setup { rate, call: &call(rate), services: &services }).unwrap();
         drive(&mut record, rate, 60);
         finish(&mut record, rate);
         let outcome = outcomes.recv_timeout(Duration::from_secs(2)).expect("finalized within 2 s");
         let size = std::fs::metadata(&outcome.path).unwrap().len();
-        let grown = recording_bytes() - before;
+        let grown = services.recorder.bytes_written();
         if format == RecordFormat::Wav {
             // 1.2 s of 16 kHz stereo: 76,800 bytes of samples after the 44-byte header.
             assert_eq!(size, 44 + 60 * 320 * 2 * 2);
@@ -138,7 +138,7 @@ fn a_file_never_finalized_still_opens_after_the_periodic_flush() {
     let rate = SampleRate::Hz8000;
     let dir = temp_dir("crash");
     let mut record = recorder(&dir, RecordChannels::Stereo);
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+    record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
     let events = drive(&mut record, rate, 125);
     let Event::Custom { data, .. } = &events[0] else { panic!("{events:?}") };
     let path = PathBuf::from(data["path"].as_str().unwrap());
@@ -167,7 +167,7 @@ fn an_unwritable_directory_disables_recording_but_not_the_call() {
         let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(file.join("sub")) };
         let mut record = Record::new(config).unwrap();
         let outcomes = record.outcomes().unwrap();
-        record.prepare(&Setup { rate, call: &call(rate) }).expect("prepare never fails the call");
+        record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).expect("prepare never fails the call");
         let events = drive(&mut record, rate, 10);
         assert_eq!(events.len(), 1, "{format:?}");
         let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
@@ -201,7 +201,7 @@ fn the_ring_drops_whole_frames_when_full() {
     let rate = SampleRate::Hz8000;
     let dir = temp_dir("full");
     let mut record = recorder(&dir, RecordChannels::Stereo);
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+    record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
     // 4 s in one go: the 2 s ring takes at least 100 frames, the writer may drain some meanwhile.
     let mut requests = Requests::new(rate.frame_samples());
     for n in 0..200 {
@@ -242,44 +242,4 @@ fn the_format_is_checked_against_the_build_the_template_and_the_bitrate() {
     assert_eq!(RecordFormat::from_template("{call_id}.wav"), RecordFormat::Wav);
     assert_eq!(RecordFormat::parse("opus").map(RecordFormat::as_str), Some("opus"));
     assert_eq!(RecordFormat::parse("ogg"), None);
-}
-
-#[test]
-fn a_file_whose_header_cannot_be_written_is_removed() {
-    // A full disk creates the file and then fails the header's write; the soak met it. A
-    // read-only handle on a freshly created regular file fails the same way, on any filesystem.
-    let formats = [
-        RecordFormat::Wav,
-        #[cfg(feature = "opus")]
-        RecordFormat::Opus,
-    ];
-    for format in formats {
-        let dir = temp_dir(&format!("header-fails-{format:?}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("call.{}", format.as_str()));
-        let config = RecordConfig { format, template: format.default_template().into(), ..RecordConfig::new(&dir) };
-        let read_only = |p: &Path| {
-            File::create(p)?;
-            File::open(p)
-        };
-        let error = Sink::create_with(&path, &config, 8000, read_only).err().expect("the header cannot be written").to_string();
-        assert!(error.starts_with(&format!("cannot create {}", path.display())), "{error}");
-        assert!(!path.exists(), "{format:?}: a file without its header is left behind");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    // The real thing: /dev/full fails every write with ENOSPC. Reached through a symbolic link,
-    // which is not the recorder's to remove.
-    use std::os::unix::fs::FileTypeExt;
-    if std::fs::metadata("/dev/full").is_ok_and(|m| m.file_type().is_char_device()) {
-        let dir = temp_dir("header-dev-full");
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("call.wav");
-        std::os::unix::fs::symlink("/dev/full", &link).unwrap();
-        let error = Sink::create(&link, &RecordConfig::new(&dir), 8000).err().expect("/dev/full is full");
-        assert!(std::error::Error::source(&error).is_some(), "the cause is behind source()");
-        let error = error.to_string();
-        assert!(error.contains("os error 28"), "{error}");
-        assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()), "the link stays");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

@@ -45,7 +45,7 @@ fn drive_tones(record: &mut Record, rate: SampleRate, passes: usize) -> Vec<Even
 }
 
 fn opus_recorder(dir: &Path, channels: RecordChannels) -> Record {
-    Record::new(RecordConfig { channels, format: RecordFormat::Opus, template: DEFAULT_OPUS_TEMPLATE.into(), ..RecordConfig::new(dir) })
+    Record::new(RecordConfig { channels, format: RecordFormat::Opus, template: crate::services::recorder::DEFAULT_OPUS_TEMPLATE.into(), ..RecordConfig::new(dir) })
         .unwrap()
 }
 
@@ -157,7 +157,7 @@ fn record_opus(name: &str, rate: SampleRate, channels: RecordChannels, passes: u
     let dir = temp_dir(name);
     let mut record = opus_recorder(&dir, channels);
     let outcomes = record.outcomes().unwrap();
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+    record.prepare(&Setup { rate, call: &call(rate), services: &crate::services::Services::new() }).unwrap();
     let events = drive_tones(&mut record, rate, passes);
     let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
     assert_eq!((data["state"].as_str(), data["format"].as_str()), (Some("started"), Some("opus")), "{data}");
@@ -231,7 +231,7 @@ fn an_opus_file_never_finalized_reads_up_to_its_last_page() {
     let rate = SampleRate::Hz16000;
     let dir = temp_dir("opus-crash");
     let mut record = opus_recorder(&dir, RecordChannels::Stereo);
-    record.prepare(&Setup { rate, call: &call(rate) }).unwrap();
+    record.prepare(&Setup { rate, call: &call(rate), services: &crate::services::Services::new() }).unwrap();
     let events = drive_tones(&mut record, rate, 125);
     let Event::Custom { data, .. } = &events[0] else { panic!("{events:?}") };
     let path = PathBuf::from(data["path"].as_str().unwrap());

@@ -32,11 +32,11 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// An open connection to a target.
-pub(super) type Ws = WebSocketStream<TargetStream>;
+pub type Ws = WebSocketStream<TargetStream>;
 
 /// The byte stream under a target's WebSocket: plain for `ws://`, TLS for `wss://`.
 #[derive(Debug)]
-pub(super) enum TargetStream {
+pub enum TargetStream {
     /// `ws://`: the socket itself.
     Plain(TcpStream),
     /// `wss://`: the socket inside a rustls session (boxed: the session is large).
@@ -45,7 +45,7 @@ pub(super) enum TargetStream {
 
 /// How a fork reaches its target.
 #[derive(Debug, Clone)]
-pub(super) enum Security {
+pub enum Security {
     /// `ws://`.
     Plain,
     /// `wss://`, with these trust roots.
@@ -113,9 +113,52 @@ pub(super) async fn connect(request: Request, security: Security) -> Result<Ws, 
     Ok(ws)
 }
 
+/// Why a fork's trust roots could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// The file could not be read.
+    #[error("`ca_file` {}: cannot read it: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not PEM.
+    #[error("`ca_file` {}: not valid PEM: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("`ca_file` {}: no certificate in it (expected PEM `BEGIN CERTIFICATE` sections)", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate cannot be a trust anchor.
+    #[error("`ca_file` {}: a certificate in it cannot be a trust anchor: {source}", path.display())]
+    Anchor {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS provider offers no protocol version.
+    #[error("no TLS version available: {0}")]
+    Versions(#[source] rustls::Error),
+}
+
 /// The TLS client configuration for forks with `ca_file` (or none): built on first use, then
-/// shared. Takes a lock and may read a file: call it when building a fork, never per frame.
-pub(super) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+/// shared by every fork of the process (it is immutable: a cache of what the files held at
+/// first use). Takes a lock and may read a file: call it when building a fork, never per frame.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TrustError> {
     static CONFIGS: Mutex<Option<HashMap<Option<PathBuf>, Arc<ClientConfig>>>> = Mutex::new(None);
     let key = ca_file.map(Path::to_path_buf);
     // A panic while the lock was held cannot leave the map half-changed (an insert either
@@ -131,17 +174,17 @@ pub(super) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, St
 }
 
 /// The Mozilla roots plus `ca_file`'s certificates, the ring provider, ALPN `http/1.1`.
-fn build_tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+fn build_tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, TrustError> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_file {
         for cert in read_ca_file(path)? {
-            roots.add(cert).map_err(|e| format!("`ca_file` {}: a certificate in it cannot be a trust anchor: {e}", path.display()))?;
+            roots.add(cert).map_err(|source| TrustError::Anchor { path: path.to_owned(), source })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("no TLS version available: {e}"))?
+        .map_err(TrustError::Versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -149,13 +192,13 @@ fn build_tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
 }
 
 /// The PEM certificates in `path`: at least one.
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("`ca_file` {}: cannot read it: {e}", path.display()))?;
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let bytes = std::fs::read(path).map_err(|source| TrustError::Read { path: path.to_owned(), source })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("`ca_file` {}: not valid PEM: {e}", path.display()))?;
+        .map_err(|source| TrustError::Pem { path: path.to_owned(), source })?;
     if certs.is_empty() {
-        return Err(format!("`ca_file` {}: no certificate in it (expected PEM `BEGIN CERTIFICATE` sections)", path.display()));
+        return Err(TrustError::Empty { path: path.to_owned() });
     }
     Ok(certs)
 }
@@ -219,12 +262,12 @@ mod tests {
     #[test]
     fn ca_files_are_checked_with_messages_naming_the_file() {
         let missing = std::env::temp_dir().join("callpipe-fork-ca-missing.pem");
-        let error = tls_config(Some(&missing)).unwrap_err();
+        let error = tls_config(Some(&missing)).unwrap_err().to_string();
         assert!(error.contains("cannot read it") && error.contains("callpipe-fork-ca-missing.pem"), "{error}");
         let empty = temp("empty", "just text\n");
-        assert!(tls_config(Some(&empty)).unwrap_err().contains("no certificate in it"));
+        assert!(tls_config(Some(&empty)).unwrap_err().to_string().contains("no certificate in it"));
         let garbled = temp("garbled", "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n");
-        assert!(tls_config(Some(&garbled)).unwrap_err().contains("not valid PEM"));
+        assert!(tls_config(Some(&garbled)).unwrap_err().to_string().contains("not valid PEM"));
         let made = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
         let good = temp("good", &made.cert.pem());
         let config = tls_config(Some(&good)).unwrap();

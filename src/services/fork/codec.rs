@@ -14,6 +14,39 @@
 
 #[cfg(feature = "opus")]
 use super::FRAME_MS;
+use crate::services::recorder::OPUS_FEATURE_MISSING;
+
+/// Why an encoder could not be started, or a frame not encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// `codec = "opus"` in a build without the `opus` feature.
+    #[error("{}", OPUS_FEATURE_MISSING)]
+    OpusMissing,
+    /// Opus forks send mono or stereo.
+    #[error("Opus forks send 1 or 2 channels, not {0}")]
+    Channels(usize),
+    /// Opus frames are 10, 20, 40 or 60 ms.
+    #[error("Opus frames are 10, 20, 40 or 60 ms, not {0}")]
+    FrameMs(u32),
+    /// The bitrate does not fit libopus's integer.
+    #[error("bitrate {0} is out of range")]
+    Bitrate(u32),
+    /// libopus refused the settings.
+    #[cfg(feature = "opus")]
+    #[error("cannot start the Opus encoder at {rate} Hz: {source}")]
+    Start {
+        /// The rate asked for.
+        rate: u32,
+        /// libopus's error.
+        #[source]
+        source: opus::Error,
+    },
+    /// libopus could not encode a frame.
+    #[cfg(feature = "opus")]
+    #[error("Opus encoding failed: {0}")]
+    Encode(#[source] opus::Error),
+}
 
 /// The codec of a fork's binary messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +81,7 @@ impl ForkCodec {
 pub const DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL: u32 = 24_000;
 
 /// Turns each frame of samples into a binary message's payload, on the fork's task.
-pub(super) enum Encoder {
+pub enum Encoder {
     /// Samples as little-endian bytes.
     L16,
     /// One Opus packet per frame.
@@ -58,23 +91,23 @@ pub(super) enum Encoder {
 
 impl Encoder {
     /// An encoder for frames of `frame_ms` at `rate` Hz with `channels` (1 or 2).
-    pub(super) fn new(codec: ForkCodec, rate: u32, channels: usize, frame_ms: u32, bitrate: u32) -> Result<Encoder, String> {
+    pub fn new(codec: ForkCodec, rate: u32, channels: usize, frame_ms: u32, bitrate: u32) -> Result<Encoder, CodecError> {
         let _ = (rate, channels, frame_ms, bitrate);
         match codec {
             ForkCodec::L16 => Ok(Encoder::L16),
             #[cfg(feature = "opus")]
             ForkCodec::Opus => Ok(Encoder::Opus(Box::new(ForkOpusEncoder::new(rate, channels, frame_ms, bitrate)?))),
             #[cfg(not(feature = "opus"))]
-            ForkCodec::Opus => Err(crate::processor::OPUS_FEATURE_MISSING.into()),
+            ForkCodec::Opus => Err(CodecError::OpusMissing),
         }
     }
 
     /// The payload for one frame.
-    pub(super) fn encode(&mut self, samples: &[i16]) -> Result<Vec<u8>, String> {
+    pub(super) fn encode(&mut self, samples: &[i16]) -> Result<Vec<u8>, CodecError> {
         match self {
             Encoder::L16 => Ok(samples.iter().flat_map(|s| s.to_le_bytes()).collect()),
             #[cfg(feature = "opus")]
-            Encoder::Opus(opus) => opus.encode(samples).map(<[u8]>::to_vec).map_err(|e| format!("Opus encoding failed: {e}")),
+            Encoder::Opus(opus) => opus.encode(samples).map(<[u8]>::to_vec).map_err(CodecError::Encode),
         }
     }
 
@@ -105,18 +138,18 @@ pub struct ForkOpusEncoder {
 impl ForkOpusEncoder {
     /// An encoder at `rate` Hz (8000, 16000, 24000 or 48000) with `channels` (1 or 2), for frames
     /// of `frame_ms` (10, 20, 40 or 60), at `bitrate` bits per second in all.
-    pub fn new(rate: u32, channels: usize, frame_ms: u32, bitrate: u32) -> Result<ForkOpusEncoder, String> {
+    pub fn new(rate: u32, channels: usize, frame_ms: u32, bitrate: u32) -> Result<ForkOpusEncoder, CodecError> {
         let layout = match channels {
             1 => opus::Channels::Mono,
             2 => opus::Channels::Stereo,
-            n => return Err(format!("Opus forks send 1 or 2 channels, not {n}")),
+            n => return Err(CodecError::Channels(n)),
         };
         if !FRAME_MS.contains(&frame_ms) {
-            return Err(format!("Opus frames are 10, 20, 40 or 60 ms, not {frame_ms}"));
+            return Err(CodecError::FrameMs(frame_ms));
         }
-        let error = |e: opus::Error| format!("cannot start the Opus encoder at {rate} Hz: {e}");
+        let error = |source: opus::Error| CodecError::Start { rate, source };
         let mut encoder = opus::Encoder::new(rate, layout, opus::Application::Voip).map_err(error)?;
-        let bits = i32::try_from(bitrate).map_err(|_| format!("bitrate {bitrate} is out of range"))?;
+        let bits = i32::try_from(bitrate).map_err(|_| CodecError::Bitrate(bitrate))?;
         encoder.set_bitrate(opus::Bitrate::Bits(bits)).map_err(error)?;
         let frame = (rate * frame_ms / 1000) as usize * channels;
         Ok(ForkOpusEncoder { encoder, frame, packet: vec![0; MAX_PACKET] })

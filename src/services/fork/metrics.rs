@@ -1,9 +1,9 @@
 //! Counters per fork `name`, for the metrics endpoint.
 //!
-//! One process-wide registry holds a [`ForkCounters`] per fork name (the `name` parameter, or
-//! the URL's host): every fork of that name, in every call and route, adds to the same
-//! counters. The registry's lock is taken only when a fork is built (off the media thread) and
-//! when a report reads it ([`fork_totals`]). The counters are atomics, updated with relaxed adds
+//! A server's [`super::ForkNet`] holds a [`ForkCounters`] per fork name (the `name` parameter,
+//! or the URL's host): every fork of that name, in every call and route, adds to the same
+//! counters. The registry's lock is taken only when a fork is prepared (off the media thread)
+//! and when a report reads it ([`super::ForkNet::totals`]). The counters are atomics, updated with relaxed adds
 //! by the forks' tasks on the fork runtime: the media thread never touches them (the frames it
 //! drops on a full ring are counted by the task, from the fork's own drop counter).
 //!
@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why a fork's connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,29 +126,32 @@ impl ForkCounters {
     }
 }
 
-fn registry() -> &'static Mutex<BTreeMap<String, Arc<ForkCounters>>> {
-    static REGISTRY: OnceLock<Mutex<BTreeMap<String, Arc<ForkCounters>>>> = OnceLock::new();
-    REGISTRY.get_or_init(Mutex::default)
+/// Counters by fork name.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    names: Mutex<BTreeMap<String, Arc<ForkCounters>>>,
 }
 
-/// The counters of forks named `name`, registered on first use. Takes a lock: call it when
-/// building a fork, never per frame.
-pub(super) fn counters(name: &str) -> Arc<ForkCounters> {
-    // A panic while the lock was held cannot leave the map half-changed (an insert either
-    // happened or not), so a poisoned lock is used as is.
-    let mut registry = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(counters) = registry.get(name) {
-        return counters.clone();
+impl Registry {
+    /// The counters of forks named `name`, registered on first use. Takes a lock: call it when
+    /// preparing a fork, never per frame.
+    pub(super) fn counters(&self, name: &str) -> Arc<ForkCounters> {
+        // A panic while the lock was held cannot leave the map half-changed (an insert either
+        // happened or not), so a poisoned lock is used as is.
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counters) = names.get(name) {
+            return counters.clone();
+        }
+        let counters = Arc::new(ForkCounters::default());
+        names.insert(name.to_owned(), counters.clone());
+        counters
     }
-    let counters = Arc::new(ForkCounters::default());
-    registry.insert(name.to_owned(), counters.clone());
-    counters
-}
 
-/// Every fork name built in this process with its counters' values, by name.
-pub fn fork_totals() -> Vec<(String, ForkTotals)> {
-    let registry = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    registry.iter().map(|(name, counters)| (name.clone(), counters.totals())).collect()
+    /// Every fork name with its counters' values, by name.
+    pub(super) fn totals(&self) -> Vec<(String, ForkTotals)> {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names.iter().map(|(name, counters)| (name.clone(), counters.totals())).collect()
+    }
 }
 
 #[cfg(test)]
@@ -157,8 +160,9 @@ mod tests {
 
     #[test]
     fn one_set_of_counters_per_name() {
-        let a = counters("metrics-test-a");
-        let again = counters("metrics-test-a");
+        let registry = Registry::default();
+        let a = registry.counters("metrics-test-a");
+        let again = registry.counters("metrics-test-a");
         assert!(Arc::ptr_eq(&a, &again));
         a.connected();
         again.sent(320);
@@ -170,8 +174,8 @@ mod tests {
         a.reply(false);
         a.dropped(3);
         a.reply_audio_dropped(8000, 16_000);
-        counters("metrics-test-b").connect_failed();
-        let totals: BTreeMap<String, ForkTotals> = fork_totals().into_iter().collect();
+        registry.counters("metrics-test-b").connect_failed();
+        let totals: BTreeMap<String, ForkTotals> = registry.totals().into_iter().collect();
         let a = totals["metrics-test-a"];
         assert_eq!(
             a,

@@ -1,0 +1,515 @@
+//! The `record` processor: writes the call to a 16-bit PCM WAV file at the call's rate, or, in
+//! builds with the `opus` cargo feature, to an Ogg/Opus file (see `record/ogg_opus.rs`).
+//!
+//! The media thread only copies each frame into a fixed-capacity ring (sized in
+//! [`Processor::prepare`] for [`RING_SECONDS`](crate::services::recorder::RING_SECONDS) of audio). The file itself belongs to the
+//! server's recorder service ([`crate::services::recorder`]): `prepare` asks it to create the
+//! file, and its writer thread, which owns every open file, pops each recording's ring and
+//! writes every [`POLL_INTERVAL`](crate::services::recorder::POLL_INTERVAL). When a ring is full the frame is dropped and counted, never
+//! waited for.
+//!
+//! # What is recorded
+//!
+//! * `caller`: the caller's frame as this processor hears it (after the processors before it).
+//! * `outbound`: the outbound frame as written by the processors *before* this one. Place
+//!   `record` last in a route to capture everything callpipe sends. Audio queued with
+//!   `enqueue_output` is released by the session after the pass and is not seen here.
+//! * `stereo` (the default): left the caller, right the outbound frame, interleaved in the ring.
+//! * `mixed`: one channel, the saturating sum of the two.
+//!
+//! One pass is one frame of call time, so the file's duration is the call's duration in passes;
+//! passes in which the caller sent nothing record silence.
+//!
+//! # Formats
+//!
+//! * [`RecordFormat::Wav`] (the default): 16-bit PCM at the call's rate.
+//! * [`RecordFormat::Opus`]: Ogg/Opus (RFC 7845) encoded at the call's rate (8, 16 and 24 kHz are
+//!   all Opus rates) in 20 ms packets, one per pass, at [`RecordConfig::bitrate`] (by default
+//!   24 kb/s per channel). Needs the `opus` cargo feature (libopus is built from source, which
+//!   needs `cmake`); without it [`Record::new`] refuses the format. The encoder runs on the
+//!   writer thread, never on the media thread: 45-110 µs per 20 ms packet (libopus 1.6,
+//!   complexity 9), so the one writer thread keeps up with about 200 stereo Opus recordings at
+//!   once (100 stereo 16 kHz calls kept it 43 % busy); past that the rings fill and frames are
+//!   dropped and counted, as for a slow disk.
+//!
+//! The file name template must end in the format's extension (`.wav` or `.opus`).
+//!
+//! # Guarantees
+//!
+//! * `process`, `finish` and `Drop` never allocate, lock, block or touch files: `finish` (and
+//!   `Drop`, when `finish` never ran) only set a flag; the writer then drains the ring and
+//!   finalizes the file within one poll interval.
+//! * The writer rewrites the WAV header at least once per second of audio, so a file cut off by a
+//!   crash or `kill -9` still opens in ordinary tools, missing at most the last second. An Opus
+//!   file gets its page ended and flushed on the same schedule, so it plays up to its last whole
+//!   page; a finalized one ends with an end-of-stream page whose granule position trims the
+//!   stream to exactly the audio recorded.
+//! * Recording errors never end the call. A directory that cannot be created or a file that
+//!   cannot be opened in `prepare` disables the recorder (one `tracing::warn!`, and a
+//!   `recording` event with `"state": "error"` at the first pass); a write error (a full disk)
+//!   makes the writer log one warning, emit a `recording` error event and drop the rest of the
+//!   audio, counted; the file keeps its last header (`tests/record_disk_full.rs`).
+//!
+//! # Events
+//!
+//! The processor emits [`Event::Custom`] events named `"recording"`:
+//!
+//! * at the first pass, `{"state": "started", "path": ..., "format": ..., "channels": ...}`, or
+//!   `{"state": "error", "error": ...}` when the file could not be opened (both built in
+//!   `prepare`);
+//! * once, at the pass after the writer thread first fails (a full disk),
+//!   `{"state": "error", "path": ..., "error": ...}`; the recording stops there, the call does not;
+//! * at the end of the call, `{"state": "finished", "path": ..., "duration_ms": ..., "samples":
+//!   ..., "dropped": ...}` plus `"error"` when writing failed: `samples` (per channel) is what the
+//!   media thread handed to the writer.
+//!
+//! The last two are built when they happen, the only allocations after `prepare`, once per
+//! recording. The writer thread finalizes the file after `finish` and then logs one
+//! `tracing::info!` line (path, duration_ms, samples, dropped, error) and sends a
+//! [`RecordingOutcome`] on the channel from [`Record::outcomes`], with the samples it wrote.
+//!
+//! # Metrics
+//!
+//! The recorder service counts every byte written to its files
+//! ([`crate::services::Recorder::bytes_written`]): headers (written in `prepare`), audio and
+//! header rewrites (on the writer thread); never on the media thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
+#[cfg(feature = "opus")]
+pub use crate::services::recorder::OpusFileError;
+pub use crate::services::recorder::{
+    DEFAULT_OPUS_BITRATE_PER_CHANNEL, DEFAULT_TEMPLATE, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordError, RecordFormat, RecordingOutcome,
+    SinkError,
+};
+use crate::services::recorder::{FileSpec, Recording};
+
+/// Which audio goes into the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordChannels {
+    /// Mono: the caller's audio.
+    Caller,
+    /// Mono: what callpipe sends (as written by earlier processors).
+    Outbound,
+    /// Two channels: left the caller, right what callpipe sends.
+    Stereo,
+    /// Mono: the saturating sum of the caller and what callpipe sends.
+    Mixed,
+}
+
+impl RecordChannels {
+    /// Parses `"caller"`, `"outbound"`, `"stereo"` or `"mixed"`.
+    pub fn parse(text: &str) -> Option<RecordChannels> {
+        match text {
+            "caller" => Some(RecordChannels::Caller),
+            "outbound" => Some(RecordChannels::Outbound),
+            "stereo" => Some(RecordChannels::Stereo),
+            "mixed" => Some(RecordChannels::Mixed),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordChannels::Caller => "caller",
+            RecordChannels::Outbound => "outbound",
+            RecordChannels::Stereo => "stereo",
+            RecordChannels::Mixed => "mixed",
+        }
+    }
+
+    /// Channels in the file.
+    pub fn count(self) -> u16 {
+        if self == RecordChannels::Stereo { 2 } else { 1 }
+    }
+}
+
+/// The `record` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordConfig {
+    /// The directory for recordings, created if missing.
+    pub dir: PathBuf,
+    /// The file name: literal `[A-Za-z0-9._-]` and the placeholders `{call_id}`, `{path}`,
+    /// `{start}` (UTC, `YYYYMMDDTHHMMSSZ`), `{rate}` and `{header:NAME}`. Each placeholder's value
+    /// is sanitized to `[A-Za-z0-9._-]` (anything else becomes `_`).
+    pub template: String,
+    /// Which audio to record.
+    pub channels: RecordChannels,
+    /// The file format; the template must end in its extension.
+    pub format: RecordFormat,
+    /// The Opus bitrate in bits per second, from 6,000 to 256,000; `None` for 24,000 per channel
+    /// (48,000 for stereo). Only for [`RecordFormat::Opus`].
+    pub bitrate: Option<u32>,
+}
+
+impl RecordConfig {
+    /// A WAV recorder's configuration writing into `dir`, with the defaults: the template
+    /// `"{call_id}-{start}.wav"`, stereo.
+    pub fn new(dir: impl Into<PathBuf>) -> RecordConfig {
+        RecordConfig {
+            dir: dir.into(),
+            template: DEFAULT_TEMPLATE.into(),
+            channels: RecordChannels::Stereo,
+            format: RecordFormat::Wav,
+            bitrate: None,
+        }
+    }
+
+    /// The Opus bitrate in use: the configured one or the default for the channel count.
+    pub fn opus_bitrate(&self) -> u32 {
+        self.bitrate.unwrap_or(DEFAULT_OPUS_BITRATE_PER_CHANNEL * u32::from(self.channels.count()))
+    }
+}
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Literal(String),
+    CallId,
+    Path,
+    Start,
+    Rate,
+    Header(String),
+}
+
+/// Records the call to a WAV or Ogg/Opus file through a ring into the recorder service. See the
+/// module documentation in `src/processor/record/mod.rs`.
+pub struct Record {
+    config: RecordConfig,
+    template: Vec<Piece>,
+    recording: Option<Recording>,
+    scratch: Vec<i16>,
+    announce: Option<Event>,
+    outcome_tx: Option<mpsc::Sender<RecordingOutcome>>,
+    outcome_rx: Option<mpsc::Receiver<RecordingOutcome>>,
+    stopped: bool,
+    rate: u32,
+    /// Whether the writer's error has been emitted.
+    error_reported: bool,
+}
+
+impl Record {
+    /// A recorder with `config`, checked here (the directory and the file are only created in
+    /// `prepare`).
+    pub fn new(config: RecordConfig) -> Result<Record, ProcessorError> {
+        if config.dir.as_os_str().is_empty() {
+            return Err(config_error("`dir` must not be empty".into()));
+        }
+        let template = parse_template(&config.template).map_err(config_error)?;
+        check_format(&config, &template).map_err(config_error)?;
+        let (tx, rx) = mpsc::channel();
+        Ok(Record {
+            config,
+            template,
+            recording: None,
+            scratch: Vec::new(),
+            announce: None,
+            outcome_tx: Some(tx),
+            outcome_rx: Some(rx),
+            stopped: false,
+            rate: 0,
+            error_reported: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RecordConfig {
+        &self.config
+    }
+
+    /// The channel on which the writer thread reports how the recording ended (once per
+    /// call). Can be taken once; take it before boxing the processor into a pipeline.
+    pub fn outcomes(&mut self) -> Option<mpsc::Receiver<RecordingOutcome>> {
+        self.outcome_rx.take()
+    }
+
+    /// Samples per channel dropped so far because the ring was full or the writer had failed.
+    pub fn dropped(&self) -> u64 {
+        self.recording.as_ref().map_or(0, Recording::dropped)
+    }
+
+    /// The file name for `call` at `rate`, starting at `start`.
+    fn file_name(&self, call: &CallInfo, rate: u32, start: SystemTime) -> String {
+        render(&self.template, call, rate, start)
+    }
+
+    /// Disables recording for this call: logs and prepares the error event.
+    fn disable(&mut self, path: &Path, error: String) {
+        tracing::warn!(path = %path.display(), %error, "recording disabled for this call");
+        self.announce =
+            Some(Event::custom("recording", serde_json::json!({ "state": "error", "path": path.display().to_string(), "error": error })));
+    }
+
+    /// Tells the writer to drain and finalize (once).
+    fn stop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            if let Some(recording) = self.recording.as_mut() {
+                recording.stop();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("config", &self.config)
+            .field("recording", &self.recording.is_some())
+            .field("dropped", &self.dropped())
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor for Record {
+    fn name(&self) -> &'static str {
+        "record"
+    }
+
+    fn queues_output(&self) -> bool {
+        false
+    }
+
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let rate = setup.rate.hz();
+        let path = self.config.dir.join(self.file_name(setup.call, rate, SystemTime::now()));
+        let channels = self.config.channels;
+        let Some(outcomes) = self.outcome_tx.take() else {
+            return Err(config_error("a record processor can only be prepared once".into()));
+        };
+        let spec = FileSpec {
+            path: path.clone(),
+            format: self.config.format,
+            channels: channels.count(),
+            rate,
+            opus_bitrate: self.config.opus_bitrate(),
+        };
+        let recording = match setup.services.recorder.open(spec, outcomes) {
+            Ok(recording) => recording,
+            Err(err) => {
+                self.disable(&path, err.to_string());
+                return Ok(());
+            }
+        };
+        self.recording = Some(recording);
+        self.rate = rate;
+        self.scratch = vec![0; setup.frame_samples() * usize::from(channels.count())];
+        self.announce = Some(Event::custom(
+            "recording",
+            serde_json::json!({
+                "state": "started",
+                "path": path.display().to_string(),
+                "format": self.config.format.as_str(),
+                "channels": channels.as_str(),
+            }),
+        ));
+        Ok(())
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        if let Some(event) = self.announce.take() {
+            cx.emit(event);
+        }
+        if self.stopped {
+            return;
+        }
+        let Some(recording) = self.recording.as_mut() else { return };
+        if !self.error_reported
+            && let Some(error) = recording.failed()
+        {
+            // Once per recording, on a failure: the event's allocation is the rare kind.
+            self.error_reported = true;
+            let path = recording.path().display().to_string();
+            cx.emit(Event::custom("recording", serde_json::json!({ "state": "error", "path": path, "error": error })));
+        }
+        // Which passes make a frame of the file (see `timeline`): the caller's channel follows
+        // the caller's timeline exactly; outbound audio is kept from every pass that wrote some,
+        // and the outbound channel alone also keeps the wall clock's silence.
+        let pass = cx.pass();
+        let (input, output) = (cx.input(), cx.output());
+        let samples: &[i16] = match self.config.channels {
+            RecordChannels::Caller => input,
+            RecordChannels::Outbound if pass.wall || cx.output_written() => output,
+            RecordChannels::Outbound => return,
+            _ if !pass.caller && !cx.output_written() => return,
+            RecordChannels::Stereo => {
+                for (i, (pair, r)) in self.scratch.chunks_exact_mut(2).zip(output).enumerate() {
+                    pair[0] = if pass.caller { input[i] } else { 0 };
+                    pair[1] = *r;
+                }
+                &self.scratch
+            }
+            RecordChannels::Mixed => {
+                for (i, (m, r)) in self.scratch.iter_mut().zip(output).enumerate() {
+                    *m = if pass.caller { input[i] } else { 0 }.saturating_add(*r);
+                }
+                &self.scratch
+            }
+        };
+        // Whole frames only, so the interleaving in the ring never slips.
+        recording.push(samples);
+    }
+
+    fn timeline(&self) -> super::Timeline {
+        match self.config.channels {
+            RecordChannels::Caller => super::Timeline::Caller,
+            RecordChannels::Outbound | RecordChannels::Stereo | RecordChannels::Mixed => super::Timeline::Both,
+        }
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        let was_recording = !self.stopped && self.recording.is_some();
+        self.stop();
+        if let (true, Some(recording)) = (was_recording, self.recording.as_ref()) {
+            let samples = recording.pushed();
+            let mut data = serde_json::json!({
+                "state": "finished",
+                "path": recording.path().display().to_string(),
+                "duration_ms": samples * 1000 / u64::from(self.rate.max(1)),
+                "samples": samples,
+                "dropped": recording.dropped(),
+            });
+            if let Some(error) = recording.failed() {
+                data["error"] = serde_json::Value::from(error);
+            }
+            cx.emit(Event::custom("recording", data));
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Checks that the format is available in this build, that the template ends in its
+/// extension, and the bitrate.
+fn check_format(config: &RecordConfig, template: &[Piece]) -> Result<(), String> {
+    let format = config.format;
+    if !format.is_available() {
+        return Err(OPUS_FEATURE_MISSING.into());
+    }
+    let extension = format!(".{}", format.as_str());
+    if !matches!(template.last(), Some(Piece::Literal(end)) if end.ends_with(&extension)) {
+        return Err(format!(
+            "template {:?} must end in `{extension}` for format = \"{}\" (e.g. {:?})",
+            config.template,
+            format.as_str(),
+            format.default_template()
+        ));
+    }
+    match (format, config.bitrate) {
+        (RecordFormat::Wav, Some(_)) => Err("`bitrate` applies to format = \"opus\" only".into()),
+        (RecordFormat::Opus, Some(bits)) if !OPUS_BITRATES.contains(&bits) => {
+            Err(format!("`bitrate` must be between {} and {} bits per second, not {bits}", OPUS_BITRATES.start(), OPUS_BITRATES.end()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn config_error(message: String) -> ProcessorError {
+    ProcessorError::Config { processor: "record".into(), message }
+}
+
+/// Whether `c` may appear in a file name as is.
+fn is_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Appends `value` to `out` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
+fn push_sanitized(out: &mut String, value: &str) {
+    out.extend(value.chars().map(|c| if is_safe(c) { c } else { '_' }));
+}
+
+/// Parses a file name template; literal text must already be safe.
+fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let Some(open) = rest.find('{') else {
+            pieces.push(Piece::Literal(rest.to_owned()));
+            break;
+        };
+        if open > 0 {
+            pieces.push(Piece::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find('}').ok_or_else(|| format!("template {template:?} has an unclosed `{{`"))? + open;
+        let piece = match &rest[open + 1..close] {
+            "call_id" => Piece::CallId,
+            "path" => Piece::Path,
+            "start" => Piece::Start,
+            "rate" => Piece::Rate,
+            other => match other.strip_prefix("header:") {
+                Some(name) if !name.is_empty() => Piece::Header(name.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "template {template:?}: unknown placeholder `{{{other}}}` (known: call_id, path, start, rate, header:NAME)"
+                    ));
+                }
+            },
+        };
+        pieces.push(piece);
+        rest = &rest[close + 1..];
+    }
+    for piece in &pieces {
+        if let Piece::Literal(text) = piece
+            && let Some(c) = text.chars().find(|c| !is_safe(*c))
+        {
+            return Err(format!("template {template:?}: {c:?} is not allowed in a file name (use A-Z a-z 0-9 . _ -)"));
+        }
+    }
+    if pieces.is_empty() {
+        return Err("`template` must not be empty".into());
+    }
+    Ok(pieces)
+}
+
+/// Renders a parsed template. Never empty, never a hidden or parent name.
+fn render(pieces: &[Piece], call: &CallInfo, rate: u32, start: SystemTime) -> String {
+    let mut name = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => name.push_str(text),
+            Piece::CallId => push_sanitized(&mut name, &call.id),
+            Piece::Path => push_sanitized(&mut name, &call.path),
+            Piece::Start => name.push_str(&utc_stamp(start)),
+            Piece::Rate => name.push_str(&rate.to_string()),
+            Piece::Header(key) => push_sanitized(&mut name, call.metadata.header_str(key).as_deref().unwrap_or("none")),
+        }
+    }
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// `time` in UTC as `YYYYMMDDTHHMMSSZ` (times before 1970 render as 1970).
+pub(crate) fn utc_stamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! The I/O the processors need, kept below them: the fork's network side
+//! ([`fork::ForkNet`]: a runtime of its own, the target connections, the fork counters) and the
+//! recorder's writer ([`recorder::Recorder`]: a thread that owns every recording file).
+//!
+//! A server builds one [`Services`] in [`crate::server::run`] and hands it to every call's
+//! processors when they are prepared ([`crate::processor::Setup::services`]); the processors
+//! keep only their ends of lock-free rings. Nothing here is process-wide: two servers in one
+//! process, or two tests, share no threads, files or counters. Threads start on first use, so a
+//! server that never records or forks runs none.
+
+pub mod fork;
+pub mod recorder;
+
+use std::time::{Duration, Instant};
+
+pub use fork::ForkNet;
+pub use recorder::{Recorder, Recording};
+
+/// A server's services. Cloning is cheap and shares them.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The fork targets' connections.
+    pub fork: ForkNet,
+    /// The recording files.
+    pub recorder: Recorder,
+}
+
+impl Services {
+    /// Services with nothing running yet.
+    pub fn new() -> Services {
+        Services::default()
+    }
+
+    /// Waits up to `timeout` for what the ended calls left: every stopped recording finalized
+    /// and every fork connection closed. Returns whether all were done in time.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let recordings = self.recorder.wait(timeout);
+        let forks = self.fork.wait(deadline.saturating_duration_since(Instant::now()));
+        recordings && forks
+    }
+}

@@ -1,0 +1,404 @@
+//! The recorder service: one writer thread that owns every recording file of a server.
+//!
+//! A recorder on a media thread (the `record` processor, a conference's mix and its members'
+//! tracks) asks [`Recorder::open`], off the media thread, for a [`Recording`]: the file is
+//! created and its header written there, and the recording's other end (a ring of
+//! [`RING_SECONDS`] of audio) goes to the writer thread, started with the first recording and
+//! named `callpipe-recorder`. On the media thread, [`Recording::push`] only copies samples into
+//! the ring (a full ring drops the samples and counts them, never waits); [`Recording::stop`]
+//! only sets a flag. Every [`POLL_INTERVAL`] the writer drains each ring into its file (WAV, or
+//! Ogg/Opus with the `opus` feature: `ogg_opus.rs`), rewrites the WAV header (or ends the Ogg
+//! page) once per second of audio, so a file cut off by a crash stays readable, and finalizes
+//! the recordings that were stopped, reporting each on its [`RecordingOutcome`] channel.
+//!
+//! The recorder keeps a ledger of the files not yet final ([`Recorder::in_progress`],
+//! [`Recorder::wait`]) and counts the bytes written ([`Recorder::bytes_written`]). Everything
+//! is per [`Recorder`]: two servers in one process (or two tests) share nothing.
+
+mod sink;
+mod writer;
+
+#[cfg(feature = "opus")]
+mod ogg_opus;
+#[cfg(feature = "opus")]
+pub use ogg_opus::OpusFileError;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
+use std::time::Duration;
+
+use ringbuf::{HeapProd, HeapRb, traits::*};
+
+use sink::Sink;
+use writer::Writer;
+
+/// Seconds of audio each recording's ring holds.
+pub const RING_SECONDS: usize = 2;
+
+/// How often the writer thread drains the rings.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The default file name template for WAV.
+pub const DEFAULT_TEMPLATE: &str = "{call_id}-{start}.wav";
+
+/// The default file name template for Opus.
+pub const DEFAULT_OPUS_TEMPLATE: &str = "{call_id}-{start}.opus";
+
+/// The default Opus bitrate per channel, in bits per second: speech at any of the call rates
+/// (24 kb/s mono, 48 kb/s stereo).
+pub const DEFAULT_OPUS_BITRATE_PER_CHANNEL: u32 = 24_000;
+
+/// The Opus bitrates accepted, in bits per second for the whole stream.
+pub const OPUS_BITRATES: std::ops::RangeInclusive<u32> = 6_000..=256_000;
+
+/// The error for an Opus recording in a build without the `opus` feature.
+pub const OPUS_FEATURE_MISSING: &str = "callpipe was built without the `opus` feature; rebuild with --features opus";
+
+/// The file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// 16-bit PCM WAV at the call's rate.
+    #[default]
+    Wav,
+    /// Ogg/Opus at the call's rate (builds with the `opus` feature only).
+    Opus,
+}
+
+impl RecordFormat {
+    /// Parses `"wav"` or `"opus"`.
+    pub fn parse(text: &str) -> Option<RecordFormat> {
+        match text {
+            "wav" => Some(RecordFormat::Wav),
+            "opus" => Some(RecordFormat::Opus),
+            _ => None,
+        }
+    }
+
+    /// The configuration name, which is also the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Wav => "wav",
+            RecordFormat::Opus => "opus",
+        }
+    }
+
+    /// The format a file name template's extension names: `.opus` is Opus, anything else WAV.
+    pub fn from_template(template: &str) -> RecordFormat {
+        if template.ends_with(".opus") { RecordFormat::Opus } else { RecordFormat::Wav }
+    }
+
+    /// The default file name template.
+    pub fn default_template(self) -> &'static str {
+        match self {
+            RecordFormat::Wav => DEFAULT_TEMPLATE,
+            RecordFormat::Opus => DEFAULT_OPUS_TEMPLATE,
+        }
+    }
+
+    /// Whether this build can write the format (Opus needs the `opus` feature).
+    pub fn is_available(self) -> bool {
+        self == RecordFormat::Wav || cfg!(feature = "opus")
+    }
+}
+
+/// The file to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// The file; its directory is created if missing.
+    pub path: PathBuf,
+    /// The format.
+    pub format: RecordFormat,
+    /// Interleaved channels: 1 or 2.
+    pub channels: u16,
+    /// Samples per second per channel.
+    pub rate: u32,
+    /// The Opus bitrate for the whole stream, in bits per second (ignored for WAV).
+    pub opus_bitrate: u32,
+}
+
+/// How a recording ended, sent by the writer thread when the file is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// Its duration in ms.
+    pub duration_ms: u64,
+    /// Samples per channel written.
+    pub samples: u64,
+    /// Samples per channel dropped (ring full, or after a write error).
+    pub dropped: u64,
+    /// The first error, if any.
+    pub error: Option<String>,
+}
+
+/// Why a recording could not be started, or stopped early. The server reports it in the
+/// `recording` event's `error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The file or its directory could not be created, or the file's header not written.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SinkError,
+    },
+    /// Writing, flushing or completing the file failed.
+    #[error("{action} failed: {source}")]
+    Write {
+        /// `write`, `flush` or `finalize`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: SinkError,
+    },
+    /// `format = "opus"` in a build without the `opus` feature.
+    #[error("{}", OPUS_FEATURE_MISSING)]
+    OpusMissing,
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    WriterStart(String),
+    /// The writer thread has stopped.
+    #[error("the writer thread has stopped")]
+    WriterStopped,
+}
+
+/// What the file layer reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The file system.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The WAV writer.
+    #[error(transparent)]
+    Wav(#[from] hound::Error),
+    /// The Ogg/Opus writer.
+    #[cfg(feature = "opus")]
+    #[error(transparent)]
+    Opus(#[from] ogg_opus::OpusFileError),
+}
+
+/// State shared by a recording's two ends.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    dropped: AtomicU64,
+    /// The writer's first error, set once; the media thread reads it without a lock.
+    failed: OnceLock<String>,
+}
+
+/// The files handed to the writer thread and not yet final. Locked when a recording is opened
+/// and when it is finalized (on the writer thread), never on a media thread.
+#[derive(Debug, Default)]
+struct Ledger {
+    open: AtomicUsize,
+    paths: Mutex<Vec<PathBuf>>,
+}
+
+impl Ledger {
+    fn paths(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self, path: &Path) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.paths().push(path.to_owned());
+    }
+
+    fn close(&self, path: &Path) {
+        {
+            let mut paths = self.paths();
+            if let Some(i) = paths.iter().position(|p| p == path) {
+                paths.swap_remove(i);
+            }
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A server's recording files and the thread that writes them. Cloning is cheap and shares
+/// them; the writer thread ends once every clone is gone and the last file is final.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    writer: OnceLock<Result<mpsc::Sender<Writer>, String>>,
+    ledger: Arc<Ledger>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// A recorder with no files; its writer thread starts with the first [`Recorder::open`].
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Creates `spec`'s file (and its directory) and writes its header, then hands the file to
+    /// the writer thread. The writer reports the finalized file on `outcomes`. Call it off the
+    /// media thread: it touches the file system, locks and allocates.
+    pub fn open(&self, spec: FileSpec, outcomes: mpsc::Sender<RecordingOutcome>) -> Result<Recording, RecordError> {
+        self.open_with(spec, outcomes, |p| std::fs::File::create(p))
+    }
+
+    /// [`Recorder::open`] with the file opened by `open`.
+    fn open_with(
+        &self,
+        spec: FileSpec,
+        outcomes: mpsc::Sender<RecordingOutcome>,
+        open: impl FnOnce(&Path) -> std::io::Result<std::fs::File>,
+    ) -> Result<Recording, RecordError> {
+        if let Some(dir) = spec.path.parent()
+            && !dir.as_os_str().is_empty()
+            && let Err(err) = std::fs::create_dir_all(dir)
+        {
+            return Err(RecordError::Create { path: dir.to_owned(), source: err.into() });
+        }
+        let sink = Sink::create_with(&spec, &self.inner.bytes, open)?;
+        let per_second = spec.rate as usize * usize::from(spec.channels);
+        let (producer, consumer) = HeapRb::<i16>::new(per_second * RING_SECONDS).split();
+        let shared = Arc::<Shared>::default();
+        let path = spec.path;
+        self.hand_over(Writer {
+            sink: Some(sink),
+            path: path.clone(),
+            channels: spec.channels,
+            rate: spec.rate,
+            consumer,
+            shared: shared.clone(),
+            outcomes,
+        })?;
+        Ok(Recording { path, producer, shared, channels: usize::from(spec.channels), pushed: 0, stopped: false })
+    }
+
+    /// Hands a recording to the writer thread, starting it on first use.
+    fn hand_over(&self, writer: Writer) -> Result<(), RecordError> {
+        let sender = self.inner.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let ledger = self.inner.ledger.clone();
+            std::thread::Builder::new()
+                .name("callpipe-recorder".into())
+                .spawn(move || writer::write_recordings(rx, ledger))
+                .map(|_| tx)
+                .map_err(|err| err.to_string())
+        });
+        let sender = match sender {
+            Ok(sender) => sender,
+            Err(err) => return Err(RecordError::WriterStart(err.clone())),
+        };
+        let path = writer.path.clone();
+        self.inner.ledger.add(&path);
+        sender.send(writer).map_err(|_| {
+            self.inner.ledger.close(&path);
+            RecordError::WriterStopped
+        })
+    }
+
+    /// Whether the recording to `path` is still being written: its call may have ended (and its
+    /// `recording` `finished` event gone out) a poll interval or two before the writer thread
+    /// finalizes the file. A webhook that points at the file waits for this to turn false.
+    pub fn in_progress(&self, path: &Path) -> bool {
+        self.inner.ledger.paths().iter().any(|p| p == path)
+    }
+
+    /// Waits up to `timeout` for the writer thread to finalize every recording that was
+    /// stopped (it does so within a poll interval or two). A process that exits right after
+    /// its calls end, as `callpipe serve` does after a graceful shutdown, calls this first, or
+    /// the last files could lose their final header update (WAV) or end-of-stream page
+    /// (Ogg/Opus). Returns whether none was left open; recordings still running keep it
+    /// waiting.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.inner.ledger.open.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL_INTERVAL / 4);
+        }
+        true
+    }
+
+    /// Bytes written to this recorder's files so far: headers, audio, and header rewrites (a
+    /// WAV header is rewritten once per second, so the total exceeds the files' sizes by a few
+    /// bytes per second of audio). Relaxed: a counter for metrics.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The media thread's end of one recording: a ring into the writer thread. [`Recording::push`]
+/// only copies; dropping the recording (or [`Recording::stop`]) lets the writer finalize.
+pub struct Recording {
+    path: PathBuf,
+    producer: HeapProd<i16>,
+    shared: Arc<Shared>,
+    channels: usize,
+    pushed: u64,
+    stopped: bool,
+}
+
+impl Recording {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hands `samples` (whole interleaved frames) to the writer whole, or drops and counts them
+    /// when the ring has no room for all of them. Allocation-free.
+    pub fn push(&mut self, samples: &[i16]) {
+        if self.stopped {
+            return;
+        }
+        let frames = (samples.len() / self.channels) as u64;
+        if self.producer.vacant_len() >= samples.len() {
+            self.producer.push_slice(samples);
+            self.pushed += frames;
+        } else {
+            self.shared.dropped.fetch_add(frames, Ordering::Relaxed);
+        }
+    }
+
+    /// Samples per channel handed to the writer so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Samples per channel dropped so far: the ring was full, or the writer had failed.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The writer's first error, once it has failed (a full disk). Lock-free.
+    pub fn failed(&self) -> Option<&str> {
+        self.shared.failed.get().map(String::as_str)
+    }
+
+    /// Tells the writer to drain and finalize (once): a flag, nothing else.
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            self.shared.stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").field("path", &self.path).field("pushed", &self.pushed).field("stopped", &self.stopped).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+//! The recorder service's files, without a processor.
+
+use std::fs::File;
+
+use super::*;
+
+/// A fresh, empty directory for one test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("callpipe-recorder-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A mono 8 kHz file of `format` at `path`.
+fn spec(path: &Path, format: RecordFormat) -> FileSpec {
+    FileSpec { path: path.to_owned(), format, channels: 1, rate: 8000, opus_bitrate: DEFAULT_OPUS_BITRATE_PER_CHANNEL }
+}
+
+#[test]
+fn a_recording_is_written_counted_and_reported_once_stopped() {
+    let dir = temp_dir("written");
+    let recorder = Recorder::new();
+    let (tx, rx) = mpsc::channel();
+    let path = dir.join("sub").join("a.wav");
+    let mut recording = recorder.open(spec(&path, RecordFormat::Wav), tx).unwrap();
+    assert!(recorder.in_progress(&path), "on the ledger from the start");
+    recording.push(&[7; 160]);
+    recording.push(&[8; 160]);
+    assert_eq!(recording.pushed(), 320);
+    recording.stop();
+    let outcome = rx.recv_timeout(Duration::from_secs(2)).expect("finalized");
+    assert!(recorder.wait(Duration::from_secs(1)));
+    assert!(!recorder.in_progress(&path));
+    assert_eq!((outcome.samples, outcome.dropped, outcome.error), (320, 0, None));
+    let samples: Vec<i16> = hound::WavReader::open(&path).unwrap().into_samples().map(Result::unwrap).collect();
+    assert_eq!(samples, [[7; 160], [8; 160]].concat());
+    let (size, counted) = (std::fs::metadata(&path).unwrap().len(), recorder.bytes_written());
+    assert!((size..size + 64).contains(&counted), "{counted} bytes counted for a {size}-byte file (header rewrites add a few)");
+    let other = Recorder::new();
+    assert_eq!(other.bytes_written(), 0, "recorders share nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_whose_header_cannot_be_written_is_removed() {
+    // A full disk creates the file and then fails the header's write; the soak met it. A
+    // read-only handle on a freshly created regular file fails the same way, on any filesystem.
+    let formats = [
+        RecordFormat::Wav,
+        #[cfg(feature = "opus")]
+        RecordFormat::Opus,
+    ];
+    for format in formats {
+        let dir = temp_dir(&format!("header-fails-{format:?}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("call.{}", format.as_str()));
+        let read_only = |p: &Path| {
+            File::create(p)?;
+            File::open(p)
+        };
+        let (tx, _rx) = mpsc::channel();
+        let error = Recorder::new().open_with(spec(&path, format), tx, read_only).expect_err("the header cannot be written").to_string();
+        assert!(error.starts_with(&format!("cannot create {}", path.display())), "{error}");
+        assert!(!path.exists(), "{format:?}: a file without its header is left behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // The real thing: /dev/full fails every write with ENOSPC. Reached through a symbolic link,
+    // which is not the recorder's to remove.
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::metadata("/dev/full").is_ok_and(|m| m.file_type().is_char_device()) {
+        let dir = temp_dir("header-dev-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("call.wav");
+        std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+        let (tx, _rx) = mpsc::channel();
+        let error = Recorder::new().open(spec(&link, RecordFormat::Wav), tx).expect_err("/dev/full is full");
+        assert!(std::error::Error::source(&error).is_some(), "the cause is behind source()");
+        let error = error.to_string();
+        assert!(error.contains("os error 28"), "{error}");
+        assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()), "the link stays");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
