@@ -1,4 +1,5 @@
-//! Commands from the control plane (the HTTP API), applied by the media thread between passes.
+//! Commands from the control plane (the HTTP API), applied by the media thread between passes,
+//! and the API's audio (a stream, DTMF tones) played into the wall passes.
 //!
 //! A command is plain data: audio arrives already decoded and at the call's rate, as a
 //! [`SharedAudio`] the media thread only reads. The sender keeps a clone of every buffer it hands
@@ -6,6 +7,9 @@
 //! audio (dropping its `Arc` is a counter decrement).
 
 use std::sync::Arc;
+
+use super::Session;
+use crate::call::{Event, StreamEnd};
 
 /// Audio for a call, at the call's rate, shared read-only with the media thread.
 pub type SharedAudio = Arc<[i16]>;
@@ -96,6 +100,91 @@ impl ApiAudio {
             }
         }
         false
+    }
+}
+
+impl Session {
+    /// A command from the control plane; it applies from the next pass.
+    pub fn handle_control(&mut self, command: Control) {
+        match command {
+            Control::Mute(on) => {
+                // Silence at once: what waits here is dropped too (the platform holds at most
+                // the look-ahead).
+                if on && !self.muted {
+                    self.outbound.clear();
+                }
+                self.muted = on;
+            }
+            Control::Earmuff(on) => self.earmuffed = on,
+            Control::Stream { id, audio, loops, gain } => {
+                self.end_stream(StreamEnd::Replaced);
+                self.stream = Some(ApiAudio::new(id, audio, loops, gain));
+            }
+            Control::StopStream => self.end_stream(StreamEnd::Stopped),
+            Control::Dtmf { audio } => {
+                // Keys follow the ones playing (one sequence may wait; a newer one replaces it).
+                let keys = ApiAudio::new(0, audio, 1, 1.0);
+                if self.dtmf.is_none() {
+                    self.dtmf = Some(keys);
+                } else {
+                    self.dtmf_next = Some(keys);
+                }
+            }
+            Control::Clear => self.clear_outbound(),
+            Control::Notify { marker } => {
+                if !self.outbound.mark(marker) {
+                    self.send_notify(marker);
+                }
+            }
+        }
+    }
+
+    /// Ends the API's stream, if one plays, with an event.
+    pub(super) fn end_stream(&mut self, reason: StreamEnd) {
+        if let Some(stream) = self.stream.take() {
+            self.emit_own(Event::StreamDone { id: stream.id, reason });
+        }
+    }
+
+    /// Mute on a pass that plays no API audio.
+    pub(super) fn muted_output(&mut self, written: bool) -> bool {
+        if self.muted {
+            self.requests.queued.clear();
+            return false;
+        }
+        written
+    }
+
+    /// Adds the API's stream and DTMF to this pass's output and applies mute. Returns whether
+    /// the output now carries audio.
+    pub(super) fn play_api_audio(&mut self, mut written: bool) -> bool {
+        if let Some(stream) = self.stream.as_mut() {
+            // Mixed into what goes out in this pass: this pass's frame, or, when the processors
+            // queued audio instead (a `resample` wrapper does), the head of that audio.
+            let frame = self.output.len();
+            let queued = &mut self.requests.queued;
+            let target = if !written && !queued.is_empty() {
+                if queued.len() < frame {
+                    queued.resize(frame, 0);
+                }
+                &mut queued[..frame]
+            } else {
+                written = true;
+                &mut self.output[..]
+            };
+            if stream.play_into(target, false) {
+                self.end_stream(StreamEnd::Finished);
+            }
+        }
+        if let Some(dtmf) = self.dtmf.as_mut() {
+            // The tones replace everything else while they play.
+            self.requests.queued.clear();
+            if dtmf.play_into(&mut self.output, true) {
+                self.dtmf = self.dtmf_next.take();
+            }
+            written = true;
+        }
+        self.muted_output(written)
     }
 }
 
