@@ -1,5 +1,6 @@
 //! Commands from the control plane (the HTTP API), applied by the media thread between passes,
-//! and the API's audio (a stream, DTMF tones) played into the wall passes.
+//! and the API's audio (a stream, DTMF tones) played into the wall passes with
+//! [`Playback`], the player the `play` processor uses too.
 //!
 //! A command is plain data: audio arrives already decoded and at the call's rate, as a
 //! [`SharedAudio`] the media thread only reads. The sender keeps a clone of every buffer it hands
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 
 use super::Session;
+use crate::audio::{Blend, Playback};
 use crate::call::{Event, StreamEnd};
 
 /// Audio for a call, at the call's rate, shared read-only with the media thread.
@@ -53,54 +55,11 @@ pub enum Control {
     },
 }
 
-/// Audio the API is playing into a call, one frame per pass.
+/// The API's stream playing into a call: its id, for its `stream:done` event, and its player.
 #[derive(Debug)]
-pub(super) struct ApiAudio {
+pub(super) struct ApiStream {
     pub id: u64,
-    audio: SharedAudio,
-    cursor: usize,
-    plays_left: Option<u32>,
-    gain: f32,
-}
-
-impl ApiAudio {
-    pub fn new(id: u64, audio: SharedAudio, loops: u32, gain: f32) -> ApiAudio {
-        ApiAudio { id, audio, cursor: 0, plays_left: (loops > 0).then_some(loops), gain }
-    }
-
-    /// Adds (or, with `replace`, writes) the next frame into `out`. Returns whether the audio
-    /// has ended; a last partial frame is followed by silence.
-    pub fn play_into(&mut self, out: &mut [i16], replace: bool) -> bool {
-        if self.audio.is_empty() {
-            return true;
-        }
-        let mut filled = 0;
-        while filled < out.len() {
-            let take = (out.len() - filled).min(self.audio.len() - self.cursor);
-            let (dst, src) = (&mut out[filled..filled + take], &self.audio[self.cursor..self.cursor + take]);
-            match (replace, self.gain == 1.0) {
-                (true, true) => dst.copy_from_slice(src),
-                (true, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = scale(*s, self.gain)),
-                (false, true) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.saturating_add(*s)),
-                (false, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.saturating_add(scale(*s, self.gain))),
-            }
-            filled += take;
-            self.cursor += take;
-            if self.cursor == self.audio.len() {
-                self.cursor = 0;
-                if let Some(left) = self.plays_left.as_mut() {
-                    *left -= 1;
-                    if *left == 0 {
-                        if replace {
-                            out[filled..].fill(0);
-                        }
-                        return true;
-                    }
-                }
-            }
-        }
-        false
-    }
+    pub playback: Playback,
 }
 
 impl Session {
@@ -118,12 +77,12 @@ impl Session {
             Control::Earmuff(on) => self.earmuffed = on,
             Control::Stream { id, audio, loops, gain } => {
                 self.end_stream(StreamEnd::Replaced);
-                self.stream = Some(ApiAudio::new(id, audio, loops, gain));
+                self.stream = Some(ApiStream { id, playback: Playback::new(audio, loops, gain) });
             }
             Control::StopStream => self.end_stream(StreamEnd::Stopped),
             Control::Dtmf { audio } => {
                 // Keys follow the ones playing (one sequence may wait; a newer one replaces it).
-                let keys = ApiAudio::new(0, audio, 1, 1.0);
+                let keys = Playback::new(audio, 1, 1.0);
                 if self.dtmf.is_none() {
                     self.dtmf = Some(keys);
                 } else {
@@ -172,57 +131,18 @@ impl Session {
                 written = true;
                 &mut self.output[..]
             };
-            if stream.play_into(target, false) {
+            if stream.playback.play_into(target, Blend::Mix).ended {
                 self.end_stream(StreamEnd::Finished);
             }
         }
         if let Some(dtmf) = self.dtmf.as_mut() {
             // The tones replace everything else while they play.
             self.requests.queued.clear();
-            if dtmf.play_into(&mut self.output, true) {
+            if dtmf.play_into(&mut self.output, Blend::Replace).ended {
                 self.dtmf = self.dtmf_next.take();
             }
             written = true;
         }
         self.muted_output(written)
-    }
-}
-
-fn scale(sample: i16, gain: f32) -> i16 {
-    (f32::from(sample) * gain).round().clamp(-32768.0, 32767.0) as i16
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plays_its_loops_then_ends_and_mixes_or_replaces() {
-        let audio: SharedAudio = (1..=5).collect::<Vec<i16>>().into();
-        let mut a = ApiAudio::new(1, audio.clone(), 2, 1.0);
-        let mut out = [100i16; 4];
-        assert!(!a.play_into(&mut out, false));
-        assert_eq!(out, [101, 102, 103, 104]);
-        let mut out = [0i16; 4];
-        assert!(!a.play_into(&mut out, true));
-        assert_eq!(out, [5, 1, 2, 3]);
-        let mut out = [9i16; 4];
-        assert!(a.play_into(&mut out, true), "the second play ends in this frame");
-        assert_eq!(out, [4, 5, 0, 0]);
-
-        let mut forever = ApiAudio::new(2, audio, 0, 0.5);
-        for _ in 0..100 {
-            let mut out = [0i16; 4];
-            assert!(!forever.play_into(&mut out, false));
-            assert!(out.iter().all(|s| (0..=3).contains(s)), "{out:?}");
-        }
-    }
-
-    #[test]
-    fn gain_saturates_instead_of_wrapping() {
-        let mut a = ApiAudio::new(1, vec![30_000i16, -30_000].into(), 1, 2.0);
-        let mut out = [0i16; 2];
-        a.play_into(&mut out, false);
-        assert_eq!(out, [32_767, -32_768]);
     }
 }

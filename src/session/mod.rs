@@ -48,9 +48,10 @@ pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 pub use platform::{InboundEvent, Transmit};
 pub use stats::SessionStats;
 
+use crate::audio::Playback;
 use crate::processor::{CallInfo, Context, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
 use crate::protocol::{FRAME_DURATION, SampleRate};
-use control::ApiAudio;
+use control::ApiStream;
 use platform::Pending;
 
 /// Frames beyond the look-ahead the outbound queue of a pipeline that never queues audio holds:
@@ -105,9 +106,9 @@ pub struct Session {
     /// Control API state: outbound silence, deaf processors, a stream and DTMF tones.
     muted: bool,
     earmuffed: bool,
-    stream: Option<ApiAudio>,
-    dtmf: Option<ApiAudio>,
-    dtmf_next: Option<ApiAudio>,
+    stream: Option<ApiStream>,
+    dtmf: Option<Playback>,
+    dtmf_next: Option<Playback>,
 }
 
 impl Session {
