@@ -4,7 +4,9 @@
 //! The `play` processor loads its file here; the emulator, which plays a telephony platform
 //! against a bot, produces and keeps the audio a platform would carry: caller prompts loaded from arbitrary WAV files and converted to the
 //! call's L16 rate ([`load_wav`]), continuous test tones ([`Tone`]), DTMF keys per ITU-T Q.23
-//! ([`DtmfTone`]), and a two-track recording of the call ([`StereoRecorder`]).
+//! ([`DtmfTone`]), and a two-track recording of the call ([`StereoRecorder`]). Decoded audio is
+//! played into calls frame by frame with [`Playback`], by the `play` processor and by the session
+//! for the control API's streams and DTMF.
 //!
 //! # Guarantees
 //!
@@ -24,11 +26,15 @@
 //! - [`StereoRecorder`] rewrites the WAV header at least once per second of audio, so a recording
 //!   cut off by a crash still opens and holds everything up to the last whole second.
 
+mod playback;
+
 use std::f64::consts::{PI, TAU};
 use std::fs::File;
 use std::io::{BufWriter, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+pub use playback::{Blend, Playback, Played};
 
 use crate::protocol::{DtmfDigit, SampleRate};
 

@@ -16,7 +16,8 @@
 //! ```text
 //!  protocol   wire format: metadata, text messages, frame sizes,       (no I/O, no clock)
 //!             WebSocket framing for both roles
-//!  audio      WAV reading and writing, offline resampling, tones        (files only)
+//!  audio      WAV reading and writing, offline resampling, tones,       (files only)
+//!             the player that frames decoded audio into a call
 //!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
 //!  metrics    Prometheus text format: families, samples, histograms    (no I/O)

@@ -3,7 +3,9 @@
 //!
 //! [`Processor::prepare`] loads the whole file with [`load_wav`] (any WAV: mono or stereo,
 //! 16/24/32-bit integer or 32-bit float, any rate, resampled to the call's rate) and applies
-//! `level_db` once, as a linear gain with rounding and saturation. `prepare` runs off the media
+//! `level_db` once, as a linear gain with rounding and saturation. The samples are played with
+//! [`Playback`], the player the session uses for the control API's streams too; this processor
+//! adds when to start, barge-in and its `stream:done` events. `prepare` runs off the media
 //! thread, before the first frame; a file that cannot be read or decoded makes it fail with
 //! [`ProcessorError::Config`] naming the file, and the server then closes that call with 1011.
 //! A configuration loaded from TOML checks that the file is a WAV it can read (a missing prompt
@@ -13,11 +15,11 @@
 //! # Guarantees
 //!
 //! * From the first pass at or after `start_ms` (pass `⌈start_ms / 20⌉`), each pass mixes exactly
-//!   one frame of the file into the outbound frame with [`Context::mix_output`], so the file is
-//!   mixed with, not written over, what other processors send. The samples are sample-exact and
-//!   in order; with `loop` > 1 (or 0: until the call ends) the plays follow each other
-//!   back to back, with no gap. The last frame of the last play is mixed as far as the file goes;
-//!   the rest of that frame is silence. Frames after the end are not written.
+//!   one frame of the file into the outbound frame (saturating, as [`Context::mix_output`] does),
+//!   so the file is mixed with, not written over, what other processors send. The samples are
+//!   sample-exact and in order; with `loop` > 1 (or 0: until the call ends) the plays follow
+//!   each other back to back, with no gap. The last frame of the last play is mixed as far as
+//!   the file goes; the rest of that frame is silence. Frames after the end are not written.
 //! * When playback ends, one [`Event::Custom`] `"stream:done"` with
 //!   `{"file": ..., "reason": "finished"}` is emitted in the pass that carries the last samples.
 //!   With `barge_in = true`, any [`Event::Dtmf`] (from the platform or detected in-band) while
@@ -41,7 +43,7 @@
 use std::path::PathBuf;
 
 use super::{Context, Event, Processor, ProcessorError, Setup};
-use crate::audio::load_wav;
+use crate::audio::{Blend, Playback, load_wav};
 use crate::protocol::DtmfDigit;
 
 /// The quietest `level_db`.
@@ -85,16 +87,10 @@ impl PlayConfig {
 #[derive(Debug, Clone)]
 pub struct Play {
     config: PlayConfig,
-    /// The file at the call's rate, with the gain applied.
-    samples: Vec<i16>,
-    /// The frame being assembled in a pass.
-    buffer: Vec<i16>,
+    /// The file at the call's rate, with the gain applied, and where its playing is.
+    playback: Playback,
     /// The pass that carries the first sample.
     start_pass: u64,
-    /// The next sample of the file to play.
-    cursor: usize,
-    /// Complete plays so far.
-    plays: u32,
     /// Whether playback has ended (or was stopped).
     stopped: bool,
     finished: Option<Event>,
@@ -119,13 +115,11 @@ impl Play {
         if config.start_ms > MAX_START_MS {
             return error(format!("start_ms {} is over an hour", config.start_ms));
         }
+        let loops = config.loops;
         Ok(Play {
             config,
-            samples: Vec::new(),
-            buffer: Vec::new(),
+            playback: Playback::new(Vec::new().into(), loops, 1.0),
             start_pass: 0,
-            cursor: 0,
-            plays: 0,
             stopped: false,
             finished: None,
             barged_in: None,
@@ -140,7 +134,7 @@ impl Play {
 
     /// The file's samples at the call's rate with the gain applied (empty before `prepare`).
     pub fn samples(&self) -> &[i16] {
-        &self.samples
+        self.playback.audio()
     }
 
     /// Whether playback waits for a trigger rather than starting with the call.
@@ -160,8 +154,7 @@ impl Play {
     /// (Re)starts playback from the beginning, `start_ms` after this pass.
     fn arm(&mut self, cx: &Context<'_>) {
         self.start_pass = cx.position() + u64::from(self.config.start_ms).div_ceil(20);
-        self.cursor = 0;
-        self.plays = 0;
+        self.playback.restart();
         self.stopped = false;
         if self.finished.is_none() || self.barged_in.is_none() {
             self.build_events();
@@ -195,7 +188,7 @@ impl Processor for Play {
     }
 
     fn players_active(&self) -> u64 {
-        u64::from(!self.stopped && !self.samples.is_empty())
+        u64::from(!self.stopped && !self.samples().is_empty())
     }
 
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
@@ -203,15 +196,13 @@ impl Processor for Play {
         let samples = load_wav(file, setup.rate)
             .map_err(|e| ProcessorError::Config { processor: "play".into(), message: format!("file {}: {e}", file.display()) })?;
         let gain = 10f64.powf(self.config.level_db / 20.0);
-        self.samples = if self.config.level_db == 0.0 {
+        let samples = if self.config.level_db == 0.0 {
             samples
         } else {
             samples.iter().map(|&s| (f64::from(s) * gain).round().clamp(-32768.0, 32767.0) as i16).collect()
         };
-        self.buffer = vec![0; setup.frame_samples()];
+        self.playback = Playback::new(samples.into(), self.config.loops, 1.0);
         self.start_pass = u64::from(self.config.start_ms).div_ceil(20);
-        self.cursor = 0;
-        self.plays = 0;
         self.stopped = self.triggered();
         self.name = file.display().to_string();
         self.build_events();
@@ -223,28 +214,10 @@ impl Processor for Play {
     }
 
     fn process(&mut self, cx: &mut Context<'_>) {
-        if self.stopped || self.samples.is_empty() || self.buffer.is_empty() || cx.position() < self.start_pass {
+        if self.stopped || self.samples().is_empty() || cx.position() < self.start_pass {
             return;
         }
-        let n = self.buffer.len();
-        let mut filled = 0;
-        let mut ended = false;
-        while filled < n {
-            let take = (n - filled).min(self.samples.len() - self.cursor);
-            self.buffer[filled..filled + take].copy_from_slice(&self.samples[self.cursor..self.cursor + take]);
-            filled += take;
-            self.cursor += take;
-            if self.cursor == self.samples.len() {
-                self.cursor = 0;
-                self.plays = self.plays.saturating_add(1);
-                if self.config.loops != 0 && self.plays >= self.config.loops {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        cx.mix_output(&self.buffer[..filled]);
-        if ended {
+        if self.playback.play_into(cx.output_mut(), Blend::Mix).ended {
             self.stop(cx, false);
         }
     }
@@ -254,7 +227,7 @@ impl Processor for Play {
             cx.clear();
             self.stop(cx, true);
         }
-        if self.is_trigger(event) && !self.samples.is_empty() {
+        if self.is_trigger(event) && !self.samples().is_empty() {
             self.arm(cx);
         }
     }

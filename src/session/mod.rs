@@ -27,151 +27,45 @@
 //! (64 events) is full is freed here, and counted in `dropped_requests`. The session's own
 //! events (a platform keypress, a stream's end) go out at once; they hold no heap data.
 
+mod config;
 mod control;
+mod events;
 mod inbound;
 mod opening;
 mod outbound;
+mod platform;
+mod stats;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use crate::call::StreamEnd;
+pub use config::SessionConfig;
 pub use control::{Control, SharedAudio};
 pub use inbound::{BURST_WINDOW, InboundBuffer, Next, TimelineConfig};
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
+pub use platform::{InboundEvent, Transmit};
+pub use stats::SessionStats;
 
-use crate::processor::{CallInfo, Context, DtmfSource, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
-use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, encode_l16};
+use crate::audio::Playback;
+use crate::processor::{CallInfo, Context, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
+use crate::protocol::{FRAME_DURATION, SampleRate};
 use crate::services::Services;
-use control::ApiAudio;
+use control::ApiStream;
+use platform::Pending;
 
 /// Frames beyond the look-ahead the outbound queue of a pipeline that never queues audio holds:
 /// 200 ms of a burst (a late caller's backlog, echoed).
 const QUEUE_SLACK_FRAMES: usize = 10;
 
-/// Events kept for the next pass (platform events and processors' emitted events).
-const MAX_PENDING_EVENTS: usize = 64;
-
 /// Room for events a session starts with.
 const EVENTS_TO_START: usize = 8;
-
-/// Per-call limits of the media path. Every field has a safe default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionConfig {
-    /// Frames the pacer may keep ahead at the platform (docs/protocol.md section 3). Default 3.
-    pub lookahead_frames: u32,
-    /// Capacity of the outbound queue, in frames. Default 50 (one second).
-    pub outbound_queue_frames: usize,
-    /// Capacity of the inbound buffer, in frames. Default 16.
-    pub inbound_buffer_frames: usize,
-    /// The caller-timeline rules: jitter allowance, the wait before pause silence, the hard
-    /// bound on lateness.
-    pub timeline: TimelineConfig,
-    /// How far behind its wall clock a call may fall and still make up every missed tick.
-    /// Default 200 ms; beyond it ticks are skipped on purpose and counted.
-    pub max_catchup: Duration,
-}
-
-impl Default for SessionConfig {
-    fn default() -> SessionConfig {
-        SessionConfig {
-            lookahead_frames: 3,
-            outbound_queue_frames: 50,
-            inbound_buffer_frames: 16,
-            timeline: TimelineConfig::default(),
-            max_catchup: Duration::from_millis(200),
-        }
-    }
-}
 
 /// How long a wall tick waits for the caller's frame before it runs without it (and, unless the
 /// grid is pinned, how early a caller frame may be and still share its tick's pass): half a
 /// frame.
 const TICK_GRACE: Duration = Duration::from_millis(10);
-
-/// An event from the platform, in the form the media thread takes (no allocation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboundEvent {
-    /// `websocket:dtmf`.
-    Dtmf {
-        /// The key.
-        digit: DtmfDigit,
-        /// Its duration, when the platform gave one.
-        duration_ms: Option<u32>,
-    },
-    /// `websocket:cleared`.
-    Cleared,
-    /// `websocket:notify` carrying one of our markers.
-    NotifyPlayed {
-        /// The marker.
-        marker: u64,
-    },
-}
-
-/// Something to send to the platform, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transmit {
-    /// One frame, encoded into the caller's buffer; it starts to play at `deadline`.
-    Audio {
-        /// The tick (on the call's 20 ms grid) at which the pacer let it leave: it should be on
-        /// the wire right after this instant.
-        released: Instant,
-        /// When the platform should start playing it; at or after `released`, by up to the
-        /// look-ahead.
-        deadline: Instant,
-        /// Bytes written into the buffer: always exactly one frame.
-        len: usize,
-    },
-    /// `{"action":"clear"}`.
-    Clear,
-    /// `{"action":"notify","payload":{"callpipe_marker":N}}`.
-    Notify {
-        /// The marker.
-        marker: u64,
-    },
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Pending {
-    Audio { released: Instant, deadline: Instant },
-    Clear,
-    Notify(u64),
-}
-
-/// Counters of one session. Plain integers: the media thread publishes them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionStats {
-    /// Passes run: caller frames, pause silence and wall-only ticks.
-    pub passes: u64,
-    /// Frames of silence put into the caller's timeline for the platform's pauses.
-    pub input_missing: u64,
-    /// Wall ticks that ran without a caller frame because it was late (or the platform paused).
-    pub wall_only: u64,
-    /// Wall ticks skipped because the call fell more than `max_catchup` behind.
-    pub skipped_ticks: u64,
-    /// Frames released to the platform.
-    pub frames_released: u64,
-    /// Inbound frames dropped for lateness beyond the hard bound, plus whole frames' worth of
-    /// overflow.
-    pub dropped_in: u64,
-    /// Network stalls whose backlog was caught up (every frame went through).
-    pub catchups: u64,
-    /// Outbound frames' worth of audio dropped because the queue was full.
-    pub dropped_out: u64,
-    /// Partial outbound frames completed with silence.
-    pub padded_frames: u64,
-    /// `clear` requests sent.
-    pub clears: u64,
-    /// `notify` requests sent.
-    pub notifies: u64,
-    /// Events or requests dropped because a per-pass buffer was full.
-    pub dropped_requests: u64,
-    /// Platform acknowledgements that matched nothing we sent.
-    pub unmatched_acks: u64,
-    /// Players playing now: the processors' and the control API's stream.
-    pub players_active: u64,
-}
 
 /// One call's media state. See the [module docs](self).
 #[derive(Debug)]
@@ -213,9 +107,9 @@ pub struct Session {
     /// Control API state: outbound silence, deaf processors, a stream and DTMF tones.
     muted: bool,
     earmuffed: bool,
-    stream: Option<ApiAudio>,
-    dtmf: Option<ApiAudio>,
-    dtmf_next: Option<ApiAudio>,
+    stream: Option<ApiStream>,
+    dtmf: Option<Playback>,
+    dtmf_next: Option<Playback>,
 }
 
 impl Session {
@@ -325,26 +219,6 @@ impl Session {
         if self.inbound.frames() > 0 { TICK_GRACE } else { Duration::ZERO }
     }
 
-    /// Passes run so far.
-    pub fn passes(&self) -> u64 {
-        self.stats.passes
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> SessionStats {
-        let frame = self.rate.frame_samples() as u64;
-        SessionStats {
-            dropped_in: self.inbound.dropped_frames() + self.inbound.overflow_bytes().div_ceil(frame * 2),
-            input_missing: self.inbound.pause_frames(),
-            dropped_out: self.stats.dropped_out + (self.outbound.dropped_samples() + self.requests.dropped_samples).div_ceil(frame),
-            padded_frames: self.outbound.padded_frames(),
-            catchups: self.inbound.stalls(),
-            dropped_requests: self.stats.dropped_requests + self.requests.dropped_events + self.requests.dropped_notifies,
-            players_active: self.pipeline.players_active() + u64::from(self.stream.is_some()),
-            ..self.stats
-        }
-    }
-
     /// The caller's audio, received by `now`: any number of bytes, re-framed here. Give at
     /// most [`inbound_room`](Session::inbound_room) bytes; more is dropped and counted.
     pub fn handle_audio(&mut self, bytes: &[u8], now: Instant) {
@@ -354,89 +228,6 @@ impl Session {
     /// Bytes of caller audio the session can take now.
     pub fn inbound_room(&self) -> usize {
         self.inbound.room()
-    }
-
-    /// A platform event; processors see it at the next pass. A platform keypress also goes out
-    /// at once (through [`poll_event`](Session::poll_event)), for the call's event stream.
-    pub fn handle_platform(&mut self, event: InboundEvent) {
-        let event = match event {
-            InboundEvent::Dtmf { digit, duration_ms } => {
-                let event = Event::Dtmf { digit, start_ms: None, duration_ms, source: DtmfSource::Platform };
-                self.emit_own(event);
-                return;
-            }
-            InboundEvent::Cleared => {
-                if self.awaiting_clears == 0 {
-                    self.stats.unmatched_acks += 1;
-                    return;
-                }
-                self.awaiting_clears -= 1;
-                Event::Cleared
-            }
-            InboundEvent::NotifyPlayed { marker } => match self.awaiting_notify.iter().position(|m| *m == marker) {
-                Some(i) => {
-                    self.awaiting_notify.remove(i);
-                    Event::NotifyPlayed { marker }
-                }
-                None => {
-                    self.stats.unmatched_acks += 1;
-                    return;
-                }
-            },
-        };
-        self.push_event(None, event);
-    }
-
-    /// A command from the control plane; it applies from the next pass.
-    pub fn handle_control(&mut self, command: Control) {
-        match command {
-            Control::Mute(on) => {
-                // Silence at once: what waits here is dropped too (the platform holds at most
-                // the look-ahead).
-                if on && !self.muted {
-                    self.outbound.clear();
-                }
-                self.muted = on;
-            }
-            Control::Earmuff(on) => self.earmuffed = on,
-            Control::Stream { id, audio, loops, gain } => {
-                self.end_stream(StreamEnd::Replaced);
-                self.stream = Some(ApiAudio::new(id, audio, loops, gain));
-            }
-            Control::StopStream => self.end_stream(StreamEnd::Stopped),
-            Control::Dtmf { audio } => {
-                // Keys follow the ones playing (one sequence may wait; a newer one replaces it).
-                let keys = ApiAudio::new(0, audio, 1, 1.0);
-                if self.dtmf.is_none() {
-                    self.dtmf = Some(keys);
-                } else {
-                    self.dtmf_next = Some(keys);
-                }
-            }
-            Control::Clear => self.clear_outbound(),
-            Control::Notify { marker } => {
-                if !self.outbound.mark(marker) {
-                    self.send_notify(marker);
-                }
-            }
-        }
-    }
-
-    /// Ends the API's stream, if one plays, with an event.
-    fn end_stream(&mut self, reason: StreamEnd) {
-        if let Some(stream) = self.stream.take() {
-            self.emit_own(Event::StreamDone { id: stream.id, reason });
-        }
-    }
-
-    /// An event of the session's own: to the processors at the next pass, and out.
-    fn emit_own(&mut self, event: Event) {
-        if self.events_out.len() < MAX_PENDING_EVENTS {
-            self.events_out.push_back(event.clone());
-        } else {
-            self.stats.dropped_requests += 1;
-        }
-        self.push_event(None, event);
     }
 
     /// Lets time pass to `now`: runs a pass for every frame of the caller's timeline that is
@@ -526,47 +317,6 @@ impl Session {
         written || !self.requests.queued.is_empty()
     }
 
-    /// Mute on a pass that plays no API audio.
-    fn muted_output(&mut self, written: bool) -> bool {
-        if self.muted {
-            self.requests.queued.clear();
-            return false;
-        }
-        written
-    }
-
-    /// Adds the API's stream and DTMF to this pass's output and applies mute. Returns whether
-    /// the output now carries audio.
-    fn play_api_audio(&mut self, mut written: bool) -> bool {
-        if let Some(stream) = self.stream.as_mut() {
-            // Mixed into what goes out in this pass: this pass's frame, or, when the processors
-            // queued audio instead (a `resample` wrapper does), the head of that audio.
-            let frame = self.output.len();
-            let queued = &mut self.requests.queued;
-            let target = if !written && !queued.is_empty() {
-                if queued.len() < frame {
-                    queued.resize(frame, 0);
-                }
-                &mut queued[..frame]
-            } else {
-                written = true;
-                &mut self.output[..]
-            };
-            if stream.play_into(target, false) {
-                self.end_stream(StreamEnd::Finished);
-            }
-        }
-        if let Some(dtmf) = self.dtmf.as_mut() {
-            // The tones replace everything else while they play.
-            self.requests.queued.clear();
-            if dtmf.play_into(&mut self.output, true) {
-                self.dtmf = self.dtmf_next.take();
-            }
-            written = true;
-        }
-        self.muted_output(written)
-    }
-
     /// Ends the call: lets every processor finish, then (when callpipe is the one hanging up)
     /// pads and releases a trailing partial frame. Later ticks do nothing.
     pub fn finish(&mut self, now: Instant, hanging_up: bool) {
@@ -606,34 +356,8 @@ impl Session {
         self.finished
     }
 
-    /// The next thing to send, in order. Audio is encoded into `frame`, which must hold a frame.
-    pub fn poll_transmit(&mut self, frame: &mut [u8; MAX_FRAME_BYTES]) -> Option<Transmit> {
-        match self.transmit.pop_front()? {
-            Pending::Audio { released, deadline } => {
-                let samples = self.rate.frame_samples();
-                let mut pcm = [0i16; crate::protocol::MAX_FRAME_SAMPLES];
-                pop_front_into(&mut self.released, &mut pcm[..samples]);
-                let len = encode_l16(&pcm[..samples], frame);
-                Some(Transmit::Audio { released, deadline, len })
-            }
-            Pending::Clear => Some(Transmit::Clear),
-            Pending::Notify(marker) => Some(Transmit::Notify { marker }),
-        }
-    }
-
-    /// The next event the processors emitted.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events_out.pop_front()
-    }
-
-    fn push_event(&mut self, origin: Option<usize>, event: Event) {
-        if self.events_next.len() < MAX_PENDING_EVENTS {
-            self.events_next.push((origin, event));
-        } else {
-            self.stats.dropped_requests += 1;
-        }
-    }
-
+    /// Applies what the processors asked for in this pass: a hang-up, a clear, the audio they
+    /// queued and wrote (`written`), notifies and events.
     fn apply_requests(&mut self, written: bool) {
         self.hangup_requested |= self.requests.hangup;
         if self.requests.clear {
@@ -649,105 +373,7 @@ impl Session {
                 self.send_notify(marker);
             }
         }
-        // Moved, never copied: each event waits in `events_next` for the other processors, and
-        // goes out after they have seen it (see `publish_seen_events`).
-        let Session { requests, events_next, events_out, stats, .. } = self;
-        for (origin, event) in requests.events.drain(..) {
-            if events_next.len() < MAX_PENDING_EVENTS {
-                events_next.push((origin, event));
-            } else {
-                // No room for the processors: it goes out at once, unseen.
-                stats.dropped_requests += 1;
-                publish(events_out, stats, event);
-            }
-        }
-    }
-
-    /// Moves the events the processors have just seen out of `events_now`: the processors'
-    /// own go out (through [`poll_event`](Session::poll_event)), the platform's and the
-    /// session's (which went out when they arrived, or never go out) end here.
-    fn publish_seen_events(&mut self) {
-        let Session { events_now, events_out, stats, .. } = self;
-        for (origin, event) in events_now.drain(..) {
-            if origin.is_some() {
-                publish(events_out, stats, event);
-            }
-        }
-    }
-
-    /// At the end of the call: the processors' events no pass will show them go out now.
-    fn publish_pending_events(&mut self) {
-        std::mem::swap(&mut self.events_now, &mut self.events_next);
-        self.publish_seen_events();
-    }
-
-    fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
-        let Session { outbound, transmit, released, stats, .. } = self;
-        let mut notifies = [0u64; MAX_PENDING_MARKERS];
-        let mut n_notifies = 0;
-        outbound.release(now, fresh, finishing, |r| match r {
-            Released::Frame { deadline, samples } => {
-                if transmit.len() < transmit.capacity() && released.len() + samples.len() <= released.capacity() {
-                    released.extend(samples);
-                    transmit.push_back(Pending::Audio { released: now, deadline });
-                    stats.frames_released += 1;
-                } else {
-                    stats.dropped_out += 1;
-                }
-            }
-            Released::Notify(marker) => {
-                if transmit.len() < transmit.capacity() && n_notifies < notifies.len() {
-                    transmit.push_back(Pending::Notify(marker));
-                    notifies[n_notifies] = marker;
-                    n_notifies += 1;
-                } else {
-                    stats.dropped_requests += 1;
-                }
-            }
-        });
-        for marker in &notifies[..n_notifies] {
-            self.await_notify(*marker);
-        }
-    }
-
-    /// Drops the audio queued here and asks the platform to drop its buffer.
-    fn clear_outbound(&mut self) {
-        self.outbound.clear();
-        self.push_transmit(Pending::Clear);
-        self.awaiting_clears += 1;
-        self.stats.clears += 1;
-    }
-
-    fn send_notify(&mut self, marker: u64) {
-        self.push_transmit(Pending::Notify(marker));
-        self.await_notify(marker);
-    }
-
-    fn await_notify(&mut self, marker: u64) {
-        if self.awaiting_notify.len() == self.awaiting_notify.capacity() {
-            self.awaiting_notify.pop_front();
-            self.stats.dropped_requests += 1;
-        }
-        self.awaiting_notify.push_back(marker);
-        self.stats.notifies += 1;
-    }
-
-    fn push_transmit(&mut self, pending: Pending) {
-        if self.transmit.len() < self.transmit.capacity() {
-            self.transmit.push_back(pending);
-        } else {
-            self.stats.dropped_requests += 1;
-        }
-    }
-}
-
-/// Queues `event` for [`Session::poll_event`]; when that queue is full it is dropped here and
-/// counted (the one case in which the media thread frees an event's data).
-fn publish(events_out: &mut VecDeque<Event>, stats: &mut SessionStats, event: Event) {
-    if events_out.len() < MAX_PENDING_EVENTS {
-        events_out.push_back(event);
-    } else {
-        stats.dropped_requests += 1;
+        self.take_requested_events();
     }
 }
 

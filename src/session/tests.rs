@@ -6,7 +6,7 @@ use serde_json::Map;
 
 use super::*;
 use crate::processor::{Echo, Processor};
-use crate::protocol::{FRAME_DURATION, Metadata};
+use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata};
 
 fn call() -> CallInfo {
     CallInfo { id: "test".into(), path: "/echo".into(), metadata: Metadata { rate: SampleRate::Hz8000, headers: Map::new() } }

@@ -45,8 +45,13 @@ fn drive_tones(record: &mut Record, rate: SampleRate, passes: usize) -> Vec<Even
 }
 
 fn opus_recorder(dir: &Path, channels: RecordChannels) -> Record {
-    Record::new(RecordConfig { channels, format: RecordFormat::Opus, template: crate::services::recorder::DEFAULT_OPUS_TEMPLATE.into(), ..RecordConfig::new(dir) })
-        .unwrap()
+    Record::new(RecordConfig {
+        channels,
+        format: RecordFormat::Opus,
+        template: crate::services::recorder::DEFAULT_OPUS_TEMPLATE.into(),
+        ..RecordConfig::new(dir)
+    })
+    .unwrap()
 }
 
 /// An Ogg/Opus file as read back with the `ogg` crate.

@@ -1,0 +1,148 @@
+//! `/calls/{id}/stream`: audio played into a call. A WAV file (`file://`, inside
+//! `control.stream_root` when set) or URL (`http(s)://`) is read or fetched within
+//! `control.max_stream_bytes` and `control.fetch_timeout`, and decoded and resampled to the
+//! call's rate on a blocking thread, before the call sees it; the session plays it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::calls::{call_ended, live_call, message, send};
+use super::{Problem, body_object};
+use crate::protocol::SampleRate;
+use crate::server::Shared;
+use crate::server::calls::CallCommand;
+use crate::session::Control;
+
+pub(super) async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Result<Response, Problem> {
+    let body = body_object(&body)?;
+    let call = live_call(&shared, &id)?;
+    let url = match body.get("stream_url") {
+        Some(Value::String(url)) => url.clone(),
+        Some(Value::Array(urls)) if urls.len() == 1 && urls[0].is_string() => urls[0].as_str().unwrap_or_default().to_owned(),
+        _ => return Err(Problem::bad_request("`stream_url` must be an array of one URL (file:// or http(s)://)")),
+    };
+    let loops = match body.get("loop") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| Problem::bad_request("`loop` must be 0 (forever) or a positive whole number"))?,
+    };
+    let level = match body.get("level") {
+        None => 0.0,
+        Some(v) => {
+            v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
+        }
+    };
+    let audio = {
+        let _loading = shared.stream_loads.acquire().await.map_err(|_| call_ended(&call.id))?;
+        load_stream(&shared, &url, call.rate).await?
+    };
+    let stream_id = call.stream_id();
+    let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain: (1.0 + level) as f32 };
+    send(&call, CallCommand::Media(command))?;
+    Ok(axum::Json(json!({ "message": "Stream started", "uuid": call.id, "stream_id": stream_id })).into_response())
+}
+
+pub(super) async fn delete_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let call = live_call(&shared, &id)?;
+    send(&call, CallCommand::Media(Control::StopStream))?;
+    Ok(message(&call, "Stream stopped"))
+}
+
+/// Fetches and decodes a stream's audio at the call's rate.
+async fn load_stream(shared: &Shared, url: &str, rate: SampleRate) -> Result<Vec<i16>, Problem> {
+    let invalid = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid-stream", "Invalid Stream", detail);
+    let parsed = url::Url::parse(url).map_err(|e| invalid(format!("stream_url {url:?}: {e}")))?;
+    let limit = shared.config.control.max_stream_bytes;
+    let bytes = match parsed.scheme() {
+        "file" => {
+            let path: PathBuf = parsed.to_file_path().map_err(|()| invalid(format!("{url:?} is not a local file path")))?;
+            let root = shared.config.control.stream_root.clone();
+            let read = tokio::task::spawn_blocking(move || read_file(&path, root.as_deref(), limit));
+            match tokio::time::timeout(shared.config.control.fetch_timeout, read).await {
+                Ok(read) => read.map_err(|e| invalid(e.to_string()))?.map_err(invalid)?,
+                Err(_) => return Err(invalid(format!("{url}: reading took longer than the fetch timeout"))),
+            }
+        }
+        "http" | "https" => fetch(shared, parsed, limit).await?,
+        other => return Err(invalid(format!("stream_url scheme {other:?}: use file:// or http(s)://"))),
+    };
+    let decode = tokio::task::spawn_blocking(move || crate::audio::load_wav_bytes(&bytes, rate));
+    decode.await.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{url} is not a usable WAV file ({e})")))
+}
+
+/// Reads a regular file of at most `limit` bytes, inside `root` when one is set. Devices, FIFOs
+/// and files that grow past the limit while read are refused.
+fn read_file(path: &std::path::Path, root: Option<&std::path::Path>, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    if let Some(root) = root {
+        let real = path.canonicalize().map_err(unreadable)?;
+        let root = root.canonicalize().map_err(|e| format!("control.stream_root {}: {e}", root.display()))?;
+        if !real.starts_with(&root) {
+            return Err(format!("{} is outside control.stream_root", path.display()));
+        }
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+    if bytes.len() > limit {
+        return Err(format!("{} is over the {limit}-byte limit (control.max_stream_bytes)", path.display()));
+    }
+    Ok(bytes)
+}
+
+async fn fetch(shared: &Shared, url: url::Url, limit: usize) -> Result<Vec<u8>, Problem> {
+    let failed = |detail: String| Problem::new(StatusCode::BAD_GATEWAY, "stream-fetch-failed", "Stream Fetch Failed", detail);
+    let shown = url.to_string();
+    let mut response =
+        shared.http.get(url).timeout(shared.config.control.fetch_timeout).send().await.map_err(|e| failed(format!("{shown}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("{shown}: HTTP {}", response.status())));
+    }
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(failed(format!("{shown} is over the {limit}-byte limit")));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failed(format!("{shown}: {e}")))? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(failed(format!("{shown} is over the {limit}-byte limit")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_files_are_regular_bounded_and_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("callpipe-read-file-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("inner")).unwrap();
+        let file = dir.join("inner/a.wav");
+        std::fs::write(&file, [7u8; 100]).unwrap();
+        assert_eq!(read_file(&file, None, 100).unwrap().len(), 100);
+        assert!(read_file(&file, None, 99).unwrap_err().contains("limit"));
+        assert!(read_file(std::path::Path::new("/dev/zero"), None, 1000).unwrap_err().contains("not a regular file"));
+        assert!(read_file(&dir, None, 1000).is_err(), "a directory");
+        assert!(read_file(&file, Some(&dir.join("inner")), 100).is_ok());
+        let outside = dir.join("b.wav");
+        std::fs::write(&outside, [1u8; 10]).unwrap();
+        assert!(read_file(&outside, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        let sneaky = dir.join("inner/../b.wav");
+        assert!(read_file(&sneaky, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
