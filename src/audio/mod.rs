@@ -6,9 +6,9 @@
 //! call's L16 rate ([`load_wav`]), continuous test tones ([`Tone`]), DTMF keys per ITU-T Q.23
 //! ([`DtmfTone`]), and a two-track recording of the call ([`StereoRecorder`]).
 //!
-//! `wav` reads WAV data, `resampler` converts a whole signal's rate,
-//! `tone` and `dtmf` synthesise, `recorder` writes the two-track recording. Every error is an
-//! [`AudioError`].
+//! `wav` reads WAV data, `resampler` converts a whole signal's rate, `tone` and `dtmf` synthesise
+//! (`dtmf` is the one DTMF generator: the `dtmf_send` processor's and the emulator's), `recorder`
+//! writes the two-track recording. Every error is an [`AudioError`].
 //!
 //! # Guarantees
 //!
@@ -24,7 +24,9 @@
 //!   zero delay: output sample `k` is the input signal at time `k / to_hz`. A 1 kHz sine comes
 //!   through 44.1→8, 8→16, 16→24 and 48→16 kHz with a SINAD above 60 dB.
 //! - [`Tone`] and [`DtmfTone`] keep their phase across `fill` calls, so consecutive frames join
-//!   without clicks: filling 160 samples twice equals filling 320 once.
+//!   without clicks: filling 160 samples twice equals filling 320 once. A [`DtmfTone`] is
+//!   sample-exact (a function of the sample index, which [`DtmfTone::seek`] can set) and has
+//!   1 ms raised-cosine edges; it allocates nothing.
 //! - [`StereoRecorder`] rewrites the WAV header at least once per second of audio, so a recording
 //!   cut off by a crash still opens and holds everything up to the last whole second.
 
@@ -36,7 +38,7 @@ mod resampler;
 mod tone;
 mod wav;
 
-pub use dtmf::{DTMF_LEVEL_DBFS, DtmfTone, dtmf_frequencies};
+pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, dtmf_frequencies};
 pub use recorder::StereoRecorder;
 pub use resampler::{RESAMPLER_CUTOFF, RESAMPLER_ZERO_CROSSINGS, resample};
 pub use tone::Tone;

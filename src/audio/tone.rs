@@ -14,19 +14,19 @@ pub(super) const FULL_SCALE_PEAK: f64 = 32_767.0;
 
 /// A sine oscillator whose phase carries over between calls, kept in `0..TAU` as f64.
 #[derive(Debug, Clone)]
-pub(super) struct Oscillator {
+struct Oscillator {
     phase: f64,
     increment: f64,
     amplitude: f64,
 }
 
 impl Oscillator {
-    pub(super) fn new(hz: f64, rate: SampleRate, level_dbfs: f64) -> Oscillator {
+    fn new(hz: f64, rate: SampleRate, level_dbfs: f64) -> Oscillator {
         Oscillator { phase: 0.0, increment: TAU * hz / f64::from(rate.hz()), amplitude: FULL_SCALE_PEAK * dbfs_to_gain(level_dbfs) }
     }
 
     /// The current sample in 16-bit units, then one step on.
-    pub(super) fn next_sample(&mut self) -> f64 {
+    fn next_sample(&mut self) -> f64 {
         let value = self.amplitude * self.phase.sin();
         self.phase += self.increment;
         if self.phase >= TAU {
@@ -36,7 +36,7 @@ impl Oscillator {
     }
 }
 
-fn dbfs_to_gain(level_dbfs: f64) -> f64 {
+pub(super) fn dbfs_to_gain(level_dbfs: f64) -> f64 {
     10_f64.powf(level_dbfs / 20.0)
 }
 

@@ -207,7 +207,7 @@ pub struct PlatformCall {
     tone: Option<Tone>,
     source_pos: usize,
     dtmf_next: usize,
-    inband: Option<(DtmfTone, usize)>,
+    inband: Option<DtmfTone>,
     playout: VecDeque<u8>,
     queued_bytes: u64,
     played_bytes: u64,
@@ -348,11 +348,9 @@ impl PlatformCall {
                 self.source_pos = from + n;
             }
         }
-        if let Some((tone, remaining)) = &mut self.inband {
-            let n = (*remaining).min(self.pcm.len());
-            tone.fill(&mut self.pcm[..n]);
-            *remaining -= n;
-            if *remaining == 0 {
+        if let Some(tone) = &mut self.inband {
+            tone.fill(&mut self.pcm);
+            if tone.is_finished() {
                 self.inband = None;
             }
         }
@@ -372,8 +370,8 @@ impl PlatformCall {
             self.report.dtmf_sent += 1;
             self.dtmf_waiting = Some(now);
             if self.plan.dtmf_mode != DtmfMode::Event {
-                let samples = (self.plan.rate.hz() as u128 * self.plan.dtmf_duration.as_nanos() / 1_000_000_000) as usize;
-                self.inband = DtmfTone::new(digit.as_char(), self.plan.rate, DTMF_LEVEL_DBFS).map(|t| (t, samples));
+                let samples = (u128::from(self.plan.rate.hz()) * self.plan.dtmf_duration.as_nanos() / 1_000_000_000) as u64;
+                self.inband = DtmfTone::for_key(digit, self.plan.rate, DTMF_LEVEL_DBFS).ok().map(|t| t.with_length(samples));
             }
         }
     }
@@ -768,5 +766,35 @@ mod tests {
         assert_eq!(report.dtmf_sent, 1);
         assert_eq!(report.dtmf_latency_ms.len(), 1, "the first audible frame after the key");
         assert_eq!(m.rtt.len(), 5);
+    }
+
+    #[test]
+    fn inband_keys_replace_the_callers_audio_for_their_duration() {
+        let t0 = Instant::now();
+        let mut m = Metrics::new();
+        let plan = CallPlan {
+            dtmf: vec![(Duration::from_millis(40), DtmfDigit::Pound)],
+            dtmf_mode: DtmfMode::Inband,
+            dtmf_duration: Duration::from_millis(70),
+            source: Source::Samples(vec![7i16; 8000].into()),
+            ..plan(SampleRate::Hz8000, 1)
+        };
+        let mut call = PlatformCall::new(Arc::new(plan), t0);
+        let mut audio = Vec::new();
+        for n in 0..10u32 {
+            let t = t0 + FRAME_DURATION * n;
+            call.handle_tick(t, t, &mut m, &mut |o| match o {
+                Out::Binary(b) => audio.extend(b.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]))),
+                Out::Text(text) => panic!("inband only, yet {text}"),
+                Out::Close(_) => {}
+            });
+        }
+        // The key replaces samples 320..880 (40 ms to 110 ms); the caller's audio is on either side.
+        assert!(audio[..320].iter().all(|&s| s == 7));
+        assert!(audio[880..].iter().all(|&s| s == 7));
+        let tone = &audio[320..880];
+        assert!(tone.iter().filter(|&&s| s.unsigned_abs() > 3000).count() > 400, "the tone is there");
+        assert!(tone[0].abs() < 100 && tone[tone.len() - 1].abs() < 100, "edges: {} .. {}", tone[0], tone[tone.len() - 1]);
+        assert_eq!(call.finish().dtmf_sent, 1);
     }
 }
