@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callpipe::client::engine::{self, Progress, RunConfig, RunResult, Target};
-use callpipe::client::platform::{CallPlan, CallReport};
+use callpipe::client::platform::{CallPlan, CallReport, DtmfMode};
 use callpipe::client::report::{LoadReport, Thresholds};
-use callpipe::protocol::SampleRate;
+use callpipe::protocol::{DtmfDigit, SampleRate};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,4 +194,54 @@ async fn refused_upgrades_are_reported() {
     let report = one_call(server.url("/nowhere"), plan(SampleRate::Hz8000, 500)).await;
     assert!(report.error.as_deref().unwrap_or_default().contains("HTTP 404"), "{report:?}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inband_keys_are_detected_by_callpipe() {
+    let log = std::env::temp_dir().join(format!("callpipe-emulator-inband-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = format!(
+        r#"
+[server]
+stats_interval_ms = 0
+[events]
+log = "{}"
+[[route]]
+path = "/dtmf"
+processors = [{{ type = "dtmf_detect" }}]
+"#,
+        log.display()
+    );
+    let server = TestServer::start(&config).await;
+    for rate in SampleRate::ALL {
+        let keys = [(200, DtmfDigit::Digit(1)), (500, DtmfDigit::Digit(5)), (800, DtmfDigit::Pound), (1100, DtmfDigit::Letter(b'D'))];
+        let plan = CallPlan {
+            dtmf: keys.iter().map(|&(ms, digit)| (Duration::from_millis(ms), digit)).collect(),
+            dtmf_mode: DtmfMode::Inband,
+            ..plan(rate, 1500)
+        };
+        let report = one_call(server.url(&format!("/dtmf?call_id=inband-{}", rate.hz())), plan).await;
+        assert_eq!((report.dtmf_sent, report.close_code), (4, Some(1000)), "{report:?}");
+    }
+    server.stop().await;
+    let mut detected = std::collections::BTreeMap::<String, String>::new();
+    for _ in 0..50 {
+        detected.clear();
+        for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            if event["event"] == "dtmf" {
+                assert_eq!(event["source"], "inband", "{event}");
+                let call = event["call_id"].as_str().unwrap().to_owned();
+                detected.entry(call).or_default().push_str(event["digit"].as_str().unwrap());
+            }
+        }
+        if detected.len() == SampleRate::ALL.len() && detected.values().all(|keys| keys.len() >= 4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&log);
+    for rate in SampleRate::ALL {
+        assert_eq!(detected.get(&format!("inband-{}", rate.hz())).map(String::as_str), Some("15#D"), "{detected:?}");
+    }
 }

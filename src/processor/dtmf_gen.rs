@@ -13,16 +13,16 @@
 //!
 //! * Timing is sample-exact on the call's clock: key `i` starts at sample
 //!   `start + i × (tone + gap)`, whichever frames carry it, and the sines are phase-continuous
-//!   across frames (two-term recurrences in `f64`, set up in [`Processor::prepare`]).
+//!   across frames: each key is an [`audio::DtmfTone`](crate::audio::DtmfTone) of `tone_ms`,
+//!   made in [`Processor::prepare`] (two-term recurrences in `f64`, with its edges).
 //! * Only frames that carry tone are written (`mix_output`), so the processor adds no outbound
 //!   frames of silence; the tone is mixed with, not written over, what earlier processors sent.
 //! * When the last tone has played, one [`Event::Custom`] `"dtmf:sent"` with
 //!   `{"digits": "..."}` is emitted. It is built in `prepare`, and `emit` (and the session
 //!   after it) only moves it. Nothing allocates after `prepare`.
 
-use std::f64::consts::TAU;
-
 use super::{Context, Event, Processor, ProcessorError, Setup};
+use crate::audio::DtmfTone;
 use crate::protocol::{DtmfDigit, SampleRate};
 
 /// Renders `digits` as DTMF at `rate`, all at once: each key's tones for `tone_ms` (with the
@@ -30,11 +30,12 @@ use crate::protocol::{DtmfDigit, SampleRate};
 /// DTMF" plays this buffer.
 pub fn render_dtmf(digits: &str, rate: SampleRate, tone_ms: u32, gap_ms: u32) -> Result<Vec<i16>, ProcessorError> {
     let mut sender = DtmfSend::new(DtmfSendConfig { digits: digits.to_owned(), tone_ms, gap_ms, ..DtmfSendConfig::default() })?;
-    sender.set_rate(rate);
-    let (period, tone) = (sender.period as usize, sender.tone as usize);
+    sender.set_rate(rate)?;
+    let period = sender.period as usize;
     let mut out = vec![0i16; period * sender.keys.len()];
-    for key in 0..sender.keys.len() {
-        sender.render(key, 0, &mut out[key * period..key * period + tone]);
+    for (tone, key) in sender.tones.iter_mut().zip(out.chunks_exact_mut(period)) {
+        // The tone ends after `tone_ms`; the rest of the key's period stays silent.
+        tone.fill(key);
     }
     Ok(out)
 }
@@ -42,8 +43,10 @@ pub fn render_dtmf(digits: &str, rate: SampleRate, tone_ms: u32, gap_ms: u32) ->
 /// The most keys in one sequence.
 pub const MAX_DIGITS: usize = 64;
 
-/// Edges of each tone, in ms.
-const RAMP_MS: u64 = 1;
+/// A configuration error of `dtmf_send`.
+fn config_error(message: String) -> ProcessorError {
+    ProcessorError::Config { processor: "dtmf_send".into(), message }
+}
 
 /// The `dtmf_send` parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,18 +80,12 @@ impl Default for DtmfSendConfig {
 pub struct DtmfSend {
     config: DtmfSendConfig,
     keys: Vec<DtmfDigit>,
-    /// Samples: before the first tone, per tone, per tone and gap, per edge.
+    /// Samples: before the first tone, per tone, per tone and gap.
     start: u64,
     tone: u64,
     period: u64,
-    ramp: Vec<f32>,
-    /// Per key, the two tones' recurrence coefficients `2 cos ω` and `ω`.
-    tones: Vec<[(f64, f64); 2]>,
-    amplitude: f64,
-    /// The two oscillators: `(sin ωk, sin ω(k−1))` for the next sample `k`.
-    oscillators: [(f64, f64); 2],
-    /// The (key, sample in tone) the oscillators are set for.
-    cursor: (usize, u64),
+    /// Per key, its tone at the call's rate, `tone` samples long.
+    tones: Vec<DtmfTone>,
     buffer: Vec<i16>,
     done: Option<Event>,
 }
@@ -96,7 +93,7 @@ pub struct DtmfSend {
 impl DtmfSend {
     /// A sender with `config`, checked here.
     pub fn new(config: DtmfSendConfig) -> Result<DtmfSend, ProcessorError> {
-        let error = |message: String| Err(ProcessorError::Config { processor: "dtmf_send".into(), message });
+        let error = |message: String| Err(config_error(message));
         let keys: Vec<DtmfDigit> = match config.digits.chars().map(DtmfDigit::from_char).collect::<Option<Vec<_>>>() {
             Some(keys) => keys,
             None => return error(format!("digits {:?} may only hold 0-9, *, #, A-D", config.digits)),
@@ -113,20 +110,7 @@ impl DtmfSend {
         if config.start_ms > 3_600_000 {
             return error(format!("start_ms {} is over an hour", config.start_ms));
         }
-        Ok(DtmfSend {
-            config,
-            keys,
-            start: 0,
-            tone: 0,
-            period: 0,
-            ramp: Vec::new(),
-            tones: Vec::new(),
-            amplitude: 0.0,
-            oscillators: [(0.0, 0.0); 2],
-            cursor: (usize::MAX, 0),
-            buffer: Vec::new(),
-            done: None,
-        })
+        Ok(DtmfSend { config, keys, start: 0, tone: 0, period: 0, tones: Vec::new(), buffer: Vec::new(), done: None })
     }
 
     /// The configuration.
@@ -139,38 +123,12 @@ impl DtmfSend {
         &self.keys
     }
 
-    /// Sets both oscillators of key `key` to sample `k` of its tone.
-    fn seek(&mut self, key: usize, k: u64) {
-        let k = k as f64;
-        for (osc, (_, omega)) in self.oscillators.iter_mut().zip(self.tones[key]) {
-            *osc = ((omega * k).sin(), (omega * (k - 1.0)).sin());
-        }
-        self.cursor = (key, k as u64);
-    }
-
     /// Writes `out.len()` samples of key `key` from sample `k` of its tone.
     fn render(&mut self, key: usize, k: u64, out: &mut [i16]) {
-        if self.cursor != (key, k) {
-            self.seek(key, k);
+        if let Some(tone) = self.tones.get_mut(key) {
+            tone.seek(k);
+            tone.fill(out);
         }
-        let [(c_low, _), (c_high, _)] = self.tones[key];
-        let [(mut low, mut low_prev), (mut high, mut high_prev)] = self.oscillators;
-        let edge = self.ramp.len() as u64;
-        for (j, sample) in out.iter_mut().enumerate() {
-            let at = k + j as u64;
-            let gain = if at < edge {
-                f64::from(self.ramp[at as usize])
-            } else if at + edge >= self.tone {
-                f64::from(self.ramp[(self.tone - 1 - at) as usize])
-            } else {
-                1.0
-            };
-            *sample = (self.amplitude * gain * (low + high)).round().clamp(-32768.0, 32767.0) as i16;
-            (low, low_prev) = (c_low * low - low_prev, low);
-            (high, high_prev) = (c_high * high - high_prev, high);
-        }
-        self.oscillators = [(low, low_prev), (high, high_prev)];
-        self.cursor = (key, k + out.len() as u64);
     }
 }
 
@@ -184,7 +142,7 @@ impl Processor for DtmfSend {
     }
 
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
-        self.set_rate(setup.rate);
+        self.set_rate(setup.rate)?;
         self.buffer = vec![0; setup.frame_samples()];
         let digits: String = self.keys.iter().map(|d| d.as_char()).collect();
         self.done = Some(Event::custom("dtmf:sent", serde_json::json!({ "digits": digits })));
@@ -201,28 +159,20 @@ impl Processor for DtmfSend {
 }
 
 impl DtmfSend {
-    /// Sets up the timing and the oscillators for `rate`.
-    fn set_rate(&mut self, rate: SampleRate) {
-        let hz = u64::from(rate.hz());
-        let per_ms = hz / 1000;
+    /// Sets up the timing and the keys' tones for `rate`.
+    fn set_rate(&mut self, rate: SampleRate) -> Result<(), ProcessorError> {
+        let per_ms = u64::from(rate.hz()) / 1000;
         self.start = u64::from(self.config.start_ms) * per_ms;
         self.tone = u64::from(self.config.tone_ms) * per_ms;
         self.period = self.tone + u64::from(self.config.gap_ms) * per_ms;
-        let edge = RAMP_MS * per_ms;
-        self.ramp = (0..edge).map(|j| (0.5 - 0.5 * (std::f64::consts::PI * (j as f64 + 0.5) / edge as f64).cos()) as f32).collect();
+        let (level, tone) = (self.config.level_dbfs, self.tone);
         self.tones = self
             .keys
             .iter()
-            .map(|key| {
-                let (low, high) = key.frequencies();
-                [low, high].map(|f| {
-                    let omega = TAU * f / hz as f64;
-                    (2.0 * omega.cos(), omega)
-                })
-            })
-            .collect();
-        self.amplitude = 32_767.0 * 10f64.powf(self.config.level_dbfs / 20.0);
-        self.cursor = (usize::MAX, 0);
+            .map(|&key| DtmfTone::for_key(key, rate, level).map(|t| t.with_length(tone)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| config_error(e.to_string()))?;
+        Ok(())
     }
 
     fn process_frame(&mut self, cx: &mut Context<'_>) {
@@ -270,6 +220,8 @@ impl DtmfSend {
 
 #[cfg(test)]
 mod tests {
+    use std::f64::consts::TAU;
+
     use super::*;
     use crate::processor::dtmf::testkit::{Harness, key_hz};
     use crate::processor::{DtmfDetect, DtmfDetectConfig, DtmfSource};

@@ -1,0 +1,102 @@
+//! `callpipe serve`: the configuration (a file, or the embedded default) with the command line's
+//! overrides, then the server until SIGINT or SIGTERM; it drains, and the recorder finishes its
+//! files before the process exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use callpipe::config::Config;
+use callpipe::processor::ProcessorRegistry;
+use clap::Args;
+
+/// The options of `callpipe serve`.
+#[derive(Debug, Args)]
+pub struct ServeCommand {
+    /// Listen address, IP:PORT (overrides the configuration; default 127.0.0.1:8080).
+    #[arg(long, value_parser = socket_addr, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Configuration file (default: the embedded callpipe.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Media threads (overrides the configuration; default one per core).
+    #[arg(long)]
+    media_threads: Option<usize>,
+    /// Where the HTTP control API listens, or `off` (overrides `[control] listen`; default
+    /// 127.0.0.1:8081). A non-loopback address needs `control.token` in the configuration.
+    #[arg(long, value_name = "ADDR|off")]
+    control: Option<String>,
+}
+
+impl ServeCommand {
+    /// Serves calls until a signal, then drains.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let ServeCommand { listen, config, media_threads, control } = self;
+        let registry = ProcessorRegistry::with_builtins();
+        let mut config = match &config {
+            Some(path) => Config::load(path, &registry)?,
+            None => Config::embedded(&registry)?,
+        };
+        if let Some(listen) = listen {
+            config.server.listen = listen;
+        }
+        if let Some(threads) = media_threads {
+            config.media.threads = threads;
+        }
+        match control.as_deref() {
+            None => {}
+            Some("off") => config.control.listen = None,
+            Some(addr) => {
+                let addr: SocketAddr =
+                    addr.parse().with_context(|| format!("--control {addr:?}: an address like 127.0.0.1:8081, or off"))?;
+                if !addr.ip().is_loopback() && config.control.token.is_none() {
+                    bail!("--control {addr} is not a loopback address: set control.token in the configuration first");
+                }
+                config.control.listen = Some(addr);
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            // Returns once every call has ended and the services have finalized the last
+            // recordings and closed the forks.
+            callpipe::server::run(listener, config, registry, shutdown_signal(), |_| {}).await?;
+            anyhow::Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `--listen`: an IP address and a port, with an example when it is not one.
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        let port = text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8080);
+        format!("expected IP:PORT, e.g. 127.0.0.1:{port} (a host name is not resolved; [::1]:{port} for IPv6)")
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
