@@ -1,9 +1,15 @@
-//! Templates filled from the call when it starts: a fork's URL, headers and first message, a
-//! conference's name. `{call_id}`, `{path}` and `{header:NAME}` (NAME of `[A-Za-z0-9_-]`) are
-//! placeholders everywhere; a fork's templates also know the format it sends, `{codec}`,
-//! `{rate}`, `{channels}`, `{frame_ms}` and `{content_type}`. Every other character, braces
-//! included, is literal, so JSON can be written as it is. Values are escaped for where they go
-//! ([`Escape`]). (The recorder's file names have rules of their own: see `record/mod.rs`.)
+//! One template grammar for everything filled from the call when it starts: a fork's URL,
+//! headers and first message, a conference's name, a recording's file name.
+//!
+//! `{call_id}`, `{path}` and `{header:NAME}` (NAME of `[A-Za-z0-9_-]`) are placeholders
+//! everywhere. A fork's templates also know the format it sends, `{codec}`, `{rate}`,
+//! `{channels}`, `{frame_ms}` and `{content_type}`; a file name knows `{start}` (UTC,
+//! `YYYYMMDDTHHMMSSZ`) and `{rate}` (the call's). Anything else in braces is literal text, so
+//! JSON can be written as it is. Values are escaped for where they go ([`Escape`]); a file name
+//! is checked more strictly when parsed ([`parse_file_name`]) and sanitized when rendered.
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -22,16 +28,58 @@ pub enum Piece {
     Path,
     /// `{header:NAME}`.
     Header(String),
+    /// `{start}`: when the call started, UTC (file names).
+    Start,
+    /// `{rate}`: the fork's rate, or the call's in a file name.
+    Rate,
     /// `{codec}`.
     Codec,
-    /// `{rate}`.
-    Rate,
     /// `{channels}`.
     Channels,
     /// `{frame_ms}`.
     FrameMs,
     /// `{content_type}`.
     ContentType,
+}
+
+/// Which placeholders a template knows besides `{call_id}`, `{path}` and `{header:NAME}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grammar {
+    /// None: a conference's name.
+    Call,
+    /// The format sent: a fork's URL, headers and first message.
+    Fork,
+    /// `{start}` and `{rate}`: a file name.
+    File,
+}
+
+impl Grammar {
+    fn piece(self, name: &str) -> Option<Piece> {
+        let fork = self == Grammar::Fork;
+        let file = self == Grammar::File;
+        match name {
+            "call_id" => Some(Piece::CallId),
+            "path" => Some(Piece::Path),
+            "rate" if fork || file => Some(Piece::Rate),
+            "start" if file => Some(Piece::Start),
+            "codec" if fork => Some(Piece::Codec),
+            "channels" if fork => Some(Piece::Channels),
+            "frame_ms" if fork => Some(Piece::FrameMs),
+            "content_type" if fork => Some(Piece::ContentType),
+            _ => name
+                .strip_prefix("header:")
+                .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .map(|key| Piece::Header(key.to_owned())),
+        }
+    }
+
+    fn known(self) -> &'static str {
+        match self {
+            Grammar::Call => "call_id, path, header:NAME",
+            Grammar::Fork => "call_id, path, header:NAME, codec, rate, channels, frame_ms, content_type",
+            Grammar::File => "call_id, path, start, rate, header:NAME",
+        }
+    }
 }
 
 /// What a fork sends, for the templates: the target learns the format from the URL, a header
@@ -65,45 +113,89 @@ pub enum Escape {
     Json,
     /// As is, control characters removed.
     Header,
+    /// Every character outside `[A-Za-z0-9._-]` replaced by `_`; a missing header is `none`.
+    FileName,
 }
 
-/// Parses a template: `{call_id}`, `{path}` and `{header:NAME}` (NAME of `[A-Za-z0-9_-]`) are
-/// placeholders; every other character, braces included, is literal.
+/// Why a file name template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// Nothing to name a file with.
+    #[error("`template` must not be empty")]
+    Empty,
+    /// A `{` with no `}` after it.
+    #[error("template {template:?} has an unclosed `{{`")]
+    Unclosed {
+        /// The template.
+        template: String,
+    },
+    /// A placeholder this template does not know.
+    #[error("template {template:?}: unknown placeholder `{{{placeholder}}}` (known: {known})")]
+    Unknown {
+        /// The template.
+        template: String,
+        /// What was in the braces.
+        placeholder: String,
+        /// The placeholders known.
+        known: &'static str,
+    },
+    /// A character a file name may not hold.
+    #[error("template {template:?}: {character:?} is not allowed in a file name (use A-Z a-z 0-9 . _ -)")]
+    Unsafe {
+        /// The template.
+        template: String,
+        /// The character.
+        character: char,
+    },
+}
+
+/// Parses a template with the placeholders every template knows.
 pub fn parse(text: &str) -> Vec<Piece> {
-    parse_pieces(text, false)
+    parse_pieces(text, Grammar::Call)
 }
 
-/// Parses a fork's template: the placeholders of [`parse`], and those of the format
-/// sent, `{codec}`, `{rate}`, `{channels}`, `{frame_ms}` and `{content_type}`.
+/// Parses a fork's template: the common placeholders and those of the format sent.
 pub fn parse_with_format(text: &str) -> Vec<Piece> {
-    parse_pieces(text, true)
+    parse_pieces(text, Grammar::Fork)
 }
 
-fn parse_pieces(text: &str, with_format: bool) -> Vec<Piece> {
+/// Parses a file name template: the common placeholders, `{start}` and `{rate}`. Stricter than
+/// the others, since the result names a file: it must not be empty, braces must be a known
+/// placeholder, and literal text may only use `[A-Za-z0-9._-]`.
+pub fn parse_file_name(text: &str) -> Result<Vec<Piece>, TemplateError> {
+    let pieces = parse_pieces(text, Grammar::File);
+    if pieces.is_empty() {
+        return Err(TemplateError::Empty);
+    }
+    for piece in &pieces {
+        let Piece::Literal(literal) = piece else { continue };
+        if let Some(open) = literal.find('{') {
+            let template = text.to_owned();
+            return Err(match literal[open + 1..].find('}') {
+                Some(close) => TemplateError::Unknown {
+                    template,
+                    placeholder: literal[open + 1..open + 1 + close].to_owned(),
+                    known: Grammar::File.known(),
+                },
+                None => TemplateError::Unclosed { template },
+            });
+        }
+        if let Some(character) = literal.chars().find(|c| !is_file_safe(*c)) {
+            return Err(TemplateError::Unsafe { template: text.to_owned(), character });
+        }
+    }
+    Ok(pieces)
+}
+
+fn parse_pieces(text: &str, grammar: Grammar) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         literal.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let placeholder = after.find('}').and_then(|close| {
-            let inner = &after[..close];
-            let piece = match inner {
-                "call_id" => Some(Piece::CallId),
-                "path" => Some(Piece::Path),
-                "codec" if with_format => Some(Piece::Codec),
-                "rate" if with_format => Some(Piece::Rate),
-                "channels" if with_format => Some(Piece::Channels),
-                "frame_ms" if with_format => Some(Piece::FrameMs),
-                "content_type" if with_format => Some(Piece::ContentType),
-                _ => inner
-                    .strip_prefix("header:")
-                    .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-                    .map(|name| Piece::Header(name.to_owned())),
-            };
-            piece.map(|p| (p, close))
-        });
-        match placeholder {
+        match after.find('}').and_then(|close| grammar.piece(&after[..close]).map(|piece| (piece, close))) {
             Some((piece, close)) => {
                 if !literal.is_empty() {
                     pieces.push(Piece::Literal(std::mem::take(&mut literal)));
@@ -124,20 +216,39 @@ fn parse_pieces(text: &str, with_format: bool) -> Vec<Piece> {
     pieces
 }
 
+/// What fills a template's placeholders.
+#[derive(Debug, Clone, Copy)]
+struct Values<'a> {
+    call: &'a CallInfo,
+    format: Option<Format>,
+    /// The call's rate (file names).
+    rate: Option<u32>,
+    start: Option<SystemTime>,
+}
+
 /// Fills a template from the call; a missing header is empty.
 pub fn render(pieces: &[Piece], call: &CallInfo, escape: Escape) -> String {
-    render_pieces(pieces, call, None, escape)
+    render_pieces(pieces, Values { call, format: None, rate: None, start: None }, escape)
 }
 
 /// Fills a fork's template from the call and the format sent.
 pub fn render_with_format(pieces: &[Piece], call: &CallInfo, format: Format, escape: Escape) -> String {
-    render_pieces(pieces, call, Some(format), escape)
+    render_pieces(pieces, Values { call, format: Some(format), rate: None, start: None }, escape)
 }
 
-/// Fills `pieces`; the format's placeholders (only a fork's templates have them) are empty
-/// without a format.
-fn render_pieces(pieces: &[Piece], call: &CallInfo, format: Option<Format>, escape: Escape) -> String {
-    use std::borrow::Cow;
+/// Fills a file name template for `call` at `rate`, started at `start`: every value sanitized,
+/// never empty, never a hidden or parent name.
+pub fn render_file_name(pieces: &[Piece], call: &CallInfo, rate: u32, start: SystemTime) -> String {
+    let mut name = render_pieces(pieces, Values { call, format: None, rate: Some(rate), start: Some(start) }, Escape::FileName);
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// Fills `pieces`; placeholders without a value (the format's outside a fork) are empty.
+fn render_pieces(pieces: &[Piece], values: Values<'_>, escape: Escape) -> String {
+    let Values { call, format, rate, start } = values;
     let mut out = String::new();
     for piece in pieces {
         let value = match piece {
@@ -147,9 +258,14 @@ fn render_pieces(pieces: &[Piece], call: &CallInfo, format: Option<Format>, esca
             }
             Piece::CallId => Cow::Borrowed(call.id.as_str()),
             Piece::Path => Cow::Borrowed(call.path.as_str()),
-            Piece::Header(name) => call.metadata.header_str(name).unwrap_or_default(),
+            Piece::Header(name) => match call.metadata.header_str(name) {
+                Some(value) => value,
+                None if escape == Escape::FileName => Cow::Borrowed("none"),
+                None => Cow::Borrowed(""),
+            },
+            Piece::Start => start.map_or(Cow::Borrowed(""), |t| Cow::Owned(utc_stamp(t))),
+            Piece::Rate => format.map(|f| f.rate).or(rate).map_or(Cow::Borrowed(""), |r| Cow::Owned(r.to_string())),
             Piece::Codec => format.map_or(Cow::Borrowed(""), |f| Cow::Borrowed(f.codec.as_str())),
-            Piece::Rate => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.rate.to_string())),
             Piece::Channels => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.channels.to_string())),
             Piece::FrameMs => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.frame_ms.to_string())),
             Piece::ContentType => format.map_or(Cow::Borrowed(""), |f| Cow::Owned(f.content_type())),
@@ -175,7 +291,42 @@ fn push_escaped(out: &mut String, value: &str, escape: Escape) {
             out.push_str(&quoted[1..quoted.len() - 1]);
         }
         Escape::Header => out.extend(value.chars().filter(|c| !c.is_control())),
+        Escape::FileName => out.extend(value.chars().map(|c| if is_file_safe(c) { c } else { '_' })),
     }
+}
+
+/// Whether `c` may appear in a file name as is.
+fn is_file_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `text` made safe for a file name: every character outside `[A-Za-z0-9._-]` becomes `_`.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::new();
+    push_escaped(&mut out, text, Escape::FileName);
+    out
+}
+
+/// `time` in UTC as `YYYYMMDDTHHMMSSZ` (times before 1970 render as 1970).
+pub fn utc_stamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// A call for checking templates at configuration time.

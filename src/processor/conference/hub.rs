@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Admitted, ConferenceSettings, Join, MemberState, Role};
 use crate::processor::record::{DEFAULT_OPUS_BITRATE_PER_CHANNEL, RecordingOutcome};
+use crate::processor::template::{sanitize, utc_stamp};
 use crate::services::recorder::{FileSpec, Recorder, Recording};
 
 /// Why a member could not join.
@@ -269,7 +270,7 @@ impl Conferences {
                 let started = now;
                 let (recording, mixed_state) = match (&settings.record_dir, settings.record.mixed()) {
                     (Some(dir), true) => {
-                        let path = dir.join(format!("{name}-{}.{}", stamp(started), settings.format.as_str()));
+                        let path = dir.join(format!("{name}-{}.{}", utc_stamp(started), settings.format.as_str()));
                         let (recording, outcomes) = self.open(path.clone(), &settings, &name)?;
                         (Some(recording), Some((path, outcomes)))
                     }
@@ -299,7 +300,7 @@ impl Conferences {
         let track = if settings.record.tracks()
             && let Some(dir) = &settings.record_dir
         {
-            let file = format!("{name}-{}-{}.{}", sanitize(&member.state.call_id), stamp(now), settings.format.as_str());
+            let file = format!("{name}-{}-{}.{}", sanitize(&member.state.call_id), utc_stamp(now), settings.format.as_str());
             let (track, outcomes) = self.open(dir.join(&file), &settings, &name)?;
             let offset = now.duration_since(conference.started).unwrap_or_default();
             let path = track.path().to_owned();
@@ -366,14 +367,4 @@ fn describe(s: &ConferenceSettings) -> String {
         s.record_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default(),
         s.max_members
     )
-}
-
-/// A call id made safe for a file name.
-fn sanitize(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
-}
-
-/// `YYYYMMDDTHHMMSSZ`, as the recorder's `{start}`.
-fn stamp(at: SystemTime) -> String {
-    crate::processor::record::utc_stamp(at)
 }

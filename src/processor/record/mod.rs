@@ -74,107 +74,23 @@
 //! ([`crate::services::Recorder::bytes_written`]): headers (written in `prepare`), audio and
 //! header rewrites (on the writer thread); never on the media thread.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod config;
 
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+pub use config::{RecordChannels, RecordConfig};
+
+use super::template::{self, Piece};
 use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
 #[cfg(feature = "opus")]
 pub use crate::services::recorder::OpusFileError;
 pub use crate::services::recorder::{
-    DEFAULT_OPUS_BITRATE_PER_CHANNEL, DEFAULT_TEMPLATE, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordError, RecordFormat, RecordingOutcome,
+    DEFAULT_OPUS_BITRATE_PER_CHANNEL, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordError, RecordFormat, RecordingOutcome,
     SinkError,
 };
 use crate::services::recorder::{FileSpec, Recording};
-
-/// Which audio goes into the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordChannels {
-    /// Mono: the caller's audio.
-    Caller,
-    /// Mono: what callpipe sends (as written by earlier processors).
-    Outbound,
-    /// Two channels: left the caller, right what callpipe sends.
-    Stereo,
-    /// Mono: the saturating sum of the caller and what callpipe sends.
-    Mixed,
-}
-
-impl RecordChannels {
-    /// Parses `"caller"`, `"outbound"`, `"stereo"` or `"mixed"`.
-    pub fn parse(text: &str) -> Option<RecordChannels> {
-        match text {
-            "caller" => Some(RecordChannels::Caller),
-            "outbound" => Some(RecordChannels::Outbound),
-            "stereo" => Some(RecordChannels::Stereo),
-            "mixed" => Some(RecordChannels::Mixed),
-            _ => None,
-        }
-    }
-
-    /// The configuration name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordChannels::Caller => "caller",
-            RecordChannels::Outbound => "outbound",
-            RecordChannels::Stereo => "stereo",
-            RecordChannels::Mixed => "mixed",
-        }
-    }
-
-    /// Channels in the file.
-    pub fn count(self) -> u16 {
-        if self == RecordChannels::Stereo { 2 } else { 1 }
-    }
-}
-
-/// The `record` parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordConfig {
-    /// The directory for recordings, created if missing.
-    pub dir: PathBuf,
-    /// The file name: literal `[A-Za-z0-9._-]` and the placeholders `{call_id}`, `{path}`,
-    /// `{start}` (UTC, `YYYYMMDDTHHMMSSZ`), `{rate}` and `{header:NAME}`. Each placeholder's value
-    /// is sanitized to `[A-Za-z0-9._-]` (anything else becomes `_`).
-    pub template: String,
-    /// Which audio to record.
-    pub channels: RecordChannels,
-    /// The file format; the template must end in its extension.
-    pub format: RecordFormat,
-    /// The Opus bitrate in bits per second, from 6,000 to 256,000; `None` for 24,000 per channel
-    /// (48,000 for stereo). Only for [`RecordFormat::Opus`].
-    pub bitrate: Option<u32>,
-}
-
-impl RecordConfig {
-    /// A WAV recorder's configuration writing into `dir`, with the defaults: the template
-    /// `"{call_id}-{start}.wav"`, stereo.
-    pub fn new(dir: impl Into<PathBuf>) -> RecordConfig {
-        RecordConfig {
-            dir: dir.into(),
-            template: DEFAULT_TEMPLATE.into(),
-            channels: RecordChannels::Stereo,
-            format: RecordFormat::Wav,
-            bitrate: None,
-        }
-    }
-
-    /// The Opus bitrate in use: the configured one or the default for the channel count.
-    pub fn opus_bitrate(&self) -> u32 {
-        self.bitrate.unwrap_or(DEFAULT_OPUS_BITRATE_PER_CHANNEL * u32::from(self.channels.count()))
-    }
-}
-
-/// One piece of a parsed template.
-#[derive(Debug, Clone, PartialEq)]
-enum Piece {
-    Literal(String),
-    CallId,
-    Path,
-    Start,
-    Rate,
-    Header(String),
-}
 
 /// Records the call to a WAV or Ogg/Opus file through a ring into the recorder service. See the
 /// module documentation in `src/processor/record/mod.rs`.
@@ -199,8 +115,8 @@ impl Record {
         if config.dir.as_os_str().is_empty() {
             return Err(config_error("`dir` must not be empty".into()));
         }
-        let template = parse_template(&config.template).map_err(config_error)?;
-        check_format(&config, &template).map_err(config_error)?;
+        let template = template::parse_file_name(&config.template).map_err(|e| config_error(e.to_string()))?;
+        config.check_format(&template)?;
         let (tx, rx) = mpsc::channel();
         Ok(Record {
             config,
@@ -234,7 +150,7 @@ impl Record {
 
     /// The file name for `call` at `rate`, starting at `start`.
     fn file_name(&self, call: &CallInfo, rate: u32, start: SystemTime) -> String {
-        render(&self.template, call, rate, start)
+        template::render_file_name(&self.template, call, rate, start)
     }
 
     /// Disables recording for this call: logs and prepares the error event.
@@ -388,127 +304,8 @@ impl Drop for Record {
     }
 }
 
-/// Checks that the format is available in this build, that the template ends in its
-/// extension, and the bitrate.
-fn check_format(config: &RecordConfig, template: &[Piece]) -> Result<(), String> {
-    let format = config.format;
-    if !format.is_available() {
-        return Err(OPUS_FEATURE_MISSING.into());
-    }
-    let extension = format!(".{}", format.as_str());
-    if !matches!(template.last(), Some(Piece::Literal(end)) if end.ends_with(&extension)) {
-        return Err(format!(
-            "template {:?} must end in `{extension}` for format = \"{}\" (e.g. {:?})",
-            config.template,
-            format.as_str(),
-            format.default_template()
-        ));
-    }
-    match (format, config.bitrate) {
-        (RecordFormat::Wav, Some(_)) => Err("`bitrate` applies to format = \"opus\" only".into()),
-        (RecordFormat::Opus, Some(bits)) if !OPUS_BITRATES.contains(&bits) => {
-            Err(format!("`bitrate` must be between {} and {} bits per second, not {bits}", OPUS_BITRATES.start(), OPUS_BITRATES.end()))
-        }
-        _ => Ok(()),
-    }
-}
-
 fn config_error(message: String) -> ProcessorError {
     ProcessorError::Config { processor: "record".into(), message }
-}
-
-/// Whether `c` may appear in a file name as is.
-fn is_safe(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-/// Appends `value` to `out` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
-fn push_sanitized(out: &mut String, value: &str) {
-    out.extend(value.chars().map(|c| if is_safe(c) { c } else { '_' }));
-}
-
-/// Parses a file name template; literal text must already be safe.
-fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = template;
-    while !rest.is_empty() {
-        let Some(open) = rest.find('{') else {
-            pieces.push(Piece::Literal(rest.to_owned()));
-            break;
-        };
-        if open > 0 {
-            pieces.push(Piece::Literal(rest[..open].to_owned()));
-        }
-        let close = rest[open..].find('}').ok_or_else(|| format!("template {template:?} has an unclosed `{{`"))? + open;
-        let piece = match &rest[open + 1..close] {
-            "call_id" => Piece::CallId,
-            "path" => Piece::Path,
-            "start" => Piece::Start,
-            "rate" => Piece::Rate,
-            other => match other.strip_prefix("header:") {
-                Some(name) if !name.is_empty() => Piece::Header(name.to_owned()),
-                _ => {
-                    return Err(format!(
-                        "template {template:?}: unknown placeholder `{{{other}}}` (known: call_id, path, start, rate, header:NAME)"
-                    ));
-                }
-            },
-        };
-        pieces.push(piece);
-        rest = &rest[close + 1..];
-    }
-    for piece in &pieces {
-        if let Piece::Literal(text) = piece
-            && let Some(c) = text.chars().find(|c| !is_safe(*c))
-        {
-            return Err(format!("template {template:?}: {c:?} is not allowed in a file name (use A-Z a-z 0-9 . _ -)"));
-        }
-    }
-    if pieces.is_empty() {
-        return Err("`template` must not be empty".into());
-    }
-    Ok(pieces)
-}
-
-/// Renders a parsed template. Never empty, never a hidden or parent name.
-fn render(pieces: &[Piece], call: &CallInfo, rate: u32, start: SystemTime) -> String {
-    let mut name = String::new();
-    for piece in pieces {
-        match piece {
-            Piece::Literal(text) => name.push_str(text),
-            Piece::CallId => push_sanitized(&mut name, &call.id),
-            Piece::Path => push_sanitized(&mut name, &call.path),
-            Piece::Start => name.push_str(&utc_stamp(start)),
-            Piece::Rate => name.push_str(&rate.to_string()),
-            Piece::Header(key) => push_sanitized(&mut name, call.metadata.header_str(key).as_deref().unwrap_or("none")),
-        }
-    }
-    if name.is_empty() || name.starts_with('.') {
-        name.insert(0, '_');
-    }
-    name
-}
-
-/// `time` in UTC as `YYYYMMDDTHHMMSSZ` (times before 1970 render as 1970).
-pub(crate) fn utc_stamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 #[cfg(feature = "opus")]
 mod opus;
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
 use crate::processor::Requests;
@@ -183,16 +184,16 @@ fn an_unwritable_directory_disables_recording_but_not_the_call() {
 fn templates_render_every_placeholder_sanitized() {
     let rate = SampleRate::Hz16000;
     let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
-    let pieces = parse_template("rec_{call_id}.{path}-{start}-{rate}-{header:caller}-{header:n}-{header:missing}.wav").unwrap();
-    assert_eq!(render(&pieces, &call(rate), 16_000, start), "rec_call_1__._rec_a-20231114T221320Z-16000-_44_7700_900123-5-none.wav");
-    assert_eq!(render(&parse_template("{header:dots}").unwrap(), &call(rate), 8000, start), "none");
+    let pieces = template::parse_file_name("rec_{call_id}.{path}-{start}-{rate}-{header:caller}-{header:n}-{header:missing}.wav").unwrap();
+    assert_eq!(template::render_file_name(&pieces, &call(rate), 16_000, start), "rec_call_1__._rec_a-20231114T221320Z-16000-_44_7700_900123-5-none.wav");
+    assert_eq!(template::render_file_name(&template::parse_file_name("{header:dots}").unwrap(), &call(rate), 8000, start), "none");
     let mut dotted = call(rate);
     dotted.id = "..".into();
-    assert_eq!(render(&parse_template("{call_id}").unwrap(), &dotted, 8000, start), "_..", "never a parent or hidden name");
-    assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
-    assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
+    assert_eq!(template::render_file_name(&template::parse_file_name("{call_id}").unwrap(), &dotted, 8000, start), "_..", "never a parent or hidden name");
+    assert_eq!(template::utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+    assert_eq!(template::utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
     for bad in ["", "{call_id", "{nope}.wav", "{header:}.wav", "a/{call_id}.wav", "../x.wav", "a b.wav"] {
-        assert!(parse_template(bad).is_err(), "{bad:?}");
+        assert!(template::parse_file_name(bad).is_err(), "{bad:?}");
     }
 }
 
