@@ -162,6 +162,21 @@ impl DtmfTone {
     }
 }
 
+/// `keys` one after the other at `rate`: each key's tone for `tone_ms` (each sine at
+/// [`DTMF_LEVEL_DBFS`], its edges inside), then `gap_ms` of silence.
+pub fn render_keys(keys: &[DtmfDigit], rate: SampleRate, tone_ms: u32, gap_ms: u32) -> Vec<i16> {
+    let per_ms = rate.hz() as usize / 1000;
+    let (tone, period) = (tone_ms as usize * per_ms, (tone_ms + gap_ms) as usize * per_ms);
+    let mut out = vec![0i16; period * keys.len()];
+    for (key, slot) in keys.iter().zip(out.chunks_exact_mut(period)) {
+        // The level is a valid constant: making the tone cannot fail.
+        if let Ok(sound) = DtmfTone::for_key(*key, rate, DTMF_LEVEL_DBFS) {
+            sound.with_length(tone as u64).fill(&mut slot[..tone]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -41,7 +41,7 @@ mod resampler;
 mod tone;
 mod wav;
 
-pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, dtmf_frequencies};
+pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, dtmf_frequencies, render_keys};
 pub use playback::{Blend, Playback, Played};
 pub use recorder::StereoRecorder;
 pub use resampler::{RESAMPLER_CUTOFF, RESAMPLER_ZERO_CROSSINGS, resample};

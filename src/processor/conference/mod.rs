@@ -49,261 +49,28 @@
 //!
 //! [`MediaPool`]: crate::media::MediaPool
 
+mod config;
 mod hub;
+mod member;
 mod mixer;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
 
+pub use config::{ConferenceConfig, ConferenceRecording, ConferenceSettings, NameError, Role, check_name};
 pub use hub::{ConferenceState, ConferenceStats, ConferenceSummary, Conferences, JoinError, MemberView, Membership};
+pub use member::{Admitted, Join, MemberState, MixerMember};
 pub use mixer::Mixer;
 
-use super::record::RecordFormat;
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::protocol::FRAMES_PER_SECOND;
 use crate::resample::{RATES, Resampler};
 
 /// Frames each ring between a member and the mixer holds.
 const RING_FRAMES: usize = 4;
-
-/// The longest conference name.
-pub const MAX_NAME_LEN: usize = 64;
-
-/// A member's part in the conference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// Heard by the others (the default).
-    #[default]
-    Speaker,
-    /// Hears the conference; the others do not hear it.
-    Listener,
-}
-
-impl Role {
-    /// Parses `"speaker"` or `"listener"`.
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "speaker" => Some(Role::Speaker),
-            "listener" => Some(Role::Listener),
-            _ => None,
-        }
-    }
-
-    /// The configuration name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Speaker => "speaker",
-            Role::Listener => "listener",
-        }
-    }
-}
-
-/// What the conference records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConferenceRecording {
-    /// Nothing (the default).
-    #[default]
-    Off,
-    /// One file: the sum of every member.
-    Mixed,
-    /// One file per member: what it contributed.
-    Tracks,
-    /// Both.
-    Both,
-}
-
-impl ConferenceRecording {
-    /// Parses `"off"`, `"mixed"`, `"tracks"` or `"both"`.
-    pub fn parse(text: &str) -> Option<ConferenceRecording> {
-        match text {
-            "off" => Some(ConferenceRecording::Off),
-            "mixed" => Some(ConferenceRecording::Mixed),
-            "tracks" => Some(ConferenceRecording::Tracks),
-            "both" => Some(ConferenceRecording::Both),
-            _ => None,
-        }
-    }
-
-    /// The configuration name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConferenceRecording::Off => "off",
-            ConferenceRecording::Mixed => "mixed",
-            ConferenceRecording::Tracks => "tracks",
-            ConferenceRecording::Both => "both",
-        }
-    }
-
-    fn mixed(self) -> bool {
-        matches!(self, ConferenceRecording::Mixed | ConferenceRecording::Both)
-    }
-
-    fn tracks(self) -> bool {
-        matches!(self, ConferenceRecording::Tracks | ConferenceRecording::Both)
-    }
-}
-
-/// What the first member's route sets for the whole conference; later members' routes must
-/// agree (or their calls are refused).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConferenceSettings {
-    /// The rate the conference mixes at: 8000, 16000, 24000 or 48000. Default 16000.
-    pub rate: u32,
-    /// Automatic gain on each listener's mix. Default off.
-    pub agc: bool,
-    /// What to record. Default nothing.
-    pub record: ConferenceRecording,
-    /// Where recordings go (required when recording).
-    pub record_dir: Option<PathBuf>,
-    /// The recordings' format. Default WAV.
-    pub format: RecordFormat,
-    /// The most members at once; more are refused. Default 200.
-    pub max_members: usize,
-}
-
-impl Default for ConferenceSettings {
-    fn default() -> ConferenceSettings {
-        ConferenceSettings {
-            rate: 16000,
-            agc: false,
-            record: ConferenceRecording::Off,
-            record_dir: None,
-            format: RecordFormat::Wav,
-            max_members: 200,
-        }
-    }
-}
-
-/// The `conference` parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConferenceConfig {
-    /// The conference's name: a template with `{call_id}`, `{path}` and `{header:NAME}` (the
-    /// metadata's headers), e.g. `"{header:room}"`. Filled, it must be 1 to 64
-    /// characters of `[A-Za-z0-9._-]`, or the call is refused.
-    pub name: String,
-    /// This member's role. Default speaker.
-    pub role: Role,
-    /// The conference's settings.
-    pub settings: ConferenceSettings,
-}
-
-impl ConferenceConfig {
-    /// A speaker joining `name` with the default settings.
-    pub fn new(name: impl Into<String>) -> ConferenceConfig {
-        ConferenceConfig { name: name.into(), role: Role::Speaker, settings: ConferenceSettings::default() }
-    }
-}
-
-/// One member as the control API and the mixer see it: flags the API sets and counters the
-/// member's pass and the mixer keep (all atomics; the media thread never locks).
-#[derive(Debug)]
-pub struct MemberState {
-    /// The member's call id.
-    pub call_id: String,
-    /// The member's call rate.
-    pub rate: u32,
-    /// When it joined.
-    pub joined: SystemTime,
-    muted: AtomicBool,
-    listen_only: AtomicBool,
-    left: AtomicBool,
-    /// Frames the member could not hand to the mixer (its ring was full).
-    pub dropped_up: AtomicU64,
-    /// Passes in which no mixed frame was waiting for the member.
-    pub missing_down: AtomicU64,
-    /// Frames the mixer skipped to keep the member's delay at one frame (after a pass that ran
-    /// twice to make up a backlog).
-    pub skipped: AtomicU64,
-}
-
-impl MemberState {
-    fn new(call_id: String, rate: u32, role: Role) -> MemberState {
-        MemberState {
-            call_id,
-            rate,
-            joined: SystemTime::now(),
-            muted: AtomicBool::new(false),
-            listen_only: AtomicBool::new(role == Role::Listener),
-            left: AtomicBool::new(false),
-            dropped_up: AtomicU64::new(0),
-            missing_down: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether the others hear it now.
-    pub fn speaking(&self) -> bool {
-        !self.muted.load(Ordering::Relaxed) && !self.listen_only.load(Ordering::Relaxed)
-    }
-
-    /// Whether it is muted.
-    pub fn muted(&self) -> bool {
-        self.muted.load(Ordering::Relaxed)
-    }
-
-    /// Mutes or unmutes it (from its next pass).
-    pub fn set_muted(&self, on: bool) {
-        self.muted.store(on, Ordering::Relaxed);
-    }
-
-    /// Its role now.
-    pub fn role(&self) -> Role {
-        if self.listen_only.load(Ordering::Relaxed) { Role::Listener } else { Role::Speaker }
-    }
-
-    /// Makes it listen-only, or a speaker again (from its next pass).
-    pub fn set_role(&self, role: Role) {
-        self.listen_only.store(role == Role::Listener, Ordering::Relaxed);
-    }
-
-    /// Whether its call has ended.
-    pub fn has_left(&self) -> bool {
-        self.left.load(Ordering::Acquire)
-    }
-}
-
-/// The mixer's side of one member: the far ends of its rings.
-pub struct MixerMember {
-    /// The member.
-    pub state: Arc<MemberState>,
-    up: HeapCons<i16>,
-    down: HeapProd<i16>,
-    /// The member's track, when the conference records tracks.
-    track: Option<Recording>,
-}
-
-impl std::fmt::Debug for MixerMember {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MixerMember").field("call_id", &self.state.call_id).finish_non_exhaustive()
-    }
-}
-
-/// A member on its way to its conference: what [`Processor::take_conference_join`] hands the
-/// server after preparation. [`Conferences::admit`] turns it into an [`Admitted`].
-#[derive(Debug)]
-pub struct Join {
-    /// The filled-in conference name.
-    pub name: String,
-    /// The settings the member's route asks for.
-    pub settings: ConferenceSettings,
-    /// The mixer's side of the member.
-    pub member: MixerMember,
-}
-
-/// A member admitted to a conference: it goes to the conference's media thread with its call.
-#[derive(Debug)]
-pub struct Admitted {
-    /// The conference.
-    pub conference: Arc<ConferenceState>,
-    /// The mixer's side of the member (with its track, when the conference records tracks).
-    pub member: MixerMember,
-    /// When the member made the conference: its mixed recording, for the new mixer.
-    pub mixed: Option<Recording>,
-}
 
 /// A recording written by a conference's mixer: the mixed file, or one member's track.
 pub use crate::services::recorder::Recording;
@@ -387,29 +154,6 @@ impl Conference {
     pub fn state(&self) -> Option<&Arc<MemberState>> {
         self.state.as_ref()
     }
-}
-
-/// Why a conference name cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NameError {
-    /// Empty, or longer than the limit.
-    #[error("the conference name must be 1 to {MAX_NAME_LEN} characters, not {0}")]
-    Length(usize),
-    /// A character that cannot go into a file name or a URL.
-    #[error("the conference name {0:?} may only hold A-Z, a-z, 0-9, '.', '_' and '-'")]
-    Character(String),
-}
-
-/// Whether a filled-in conference name is usable (it goes into file names and URLs).
-pub fn check_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(NameError::Length(name.len()));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(NameError::Character(name.to_owned()));
-    }
-    Ok(())
 }
 
 fn config_error(message: impl ToString) -> ProcessorError {

@@ -66,6 +66,7 @@
 //!   dropped), updated by the task only: see [`crate::services::ForkNet::totals`].
 
 mod config;
+mod replies;
 
 #[cfg(feature = "opus")]
 pub use crate::services::fork::ForkOpusEncoder;
@@ -82,7 +83,7 @@ use super::template::{self, Escape, Format, Piece};
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::protocol::FRAMES_PER_SECOND;
 use crate::resample::{RATES, Resampler};
-use crate::services::fork::{Encoder, MediaEnd, Note, Reply, Security, Target, tls_config};
+use crate::services::fork::{Encoder, MediaEnd, Note, Security, Target, tls_config};
 use crate::services::recorder::{OPUS_BITRATES, OPUS_FEATURE_MISSING};
 
 /// The most `notify` commands waiting for their audio to play.
@@ -215,66 +216,6 @@ impl Fork {
             self.stopped = true;
             if let Some(side) = self.side.as_ref() {
                 side.stop();
-            }
-        }
-    }
-
-    /// Applies the task's events and commands, in order, as far as this pass has room.
-    fn take_replies(&mut self, cx: &mut Context<'_>) {
-        let Some(side) = self.side.as_mut() else { return };
-        while let Some(reply) = side.replies.try_peek() {
-            if matches!(reply, Reply::Event(_)) && cx.events_room() == 0 {
-                return;
-            }
-            let Some(reply) = side.replies.try_pop() else { return };
-            match reply {
-                Reply::Event(event) => cx.emit(event),
-                Reply::Clear { upto } => {
-                    let stale = upto.saturating_sub(self.popped);
-                    let skipped = side.reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX));
-                    self.popped += skipped as u64;
-                    self.n_pending = 0;
-                    self.last_partial = 0;
-                    cx.clear();
-                }
-                Reply::Notify { marker, at } => {
-                    if at <= self.popped {
-                        cx.notify(marker);
-                    } else if self.n_pending < MAX_PENDING_NOTIFIES {
-                        self.pending_notifies[self.n_pending] = (marker, at);
-                        self.n_pending += 1;
-                    } else {
-                        cx.notify(marker);
-                    }
-                }
-                Reply::Hangup => cx.hang_up(),
-            }
-        }
-    }
-
-    /// Mixes one frame of the target's audio into the outbound frame.
-    fn play_replies(&mut self, cx: &mut Context<'_>) {
-        let Some(side) = self.side.as_mut() else { return };
-        let frame = self.reply_frame.len();
-        let available = side.reply_audio.occupied_len();
-        // A partial frame waits one pass for the rest of it.
-        let take = if available >= frame || (available > 0 && available == self.last_partial) { available.min(frame) } else { 0 };
-        self.last_partial = if take == 0 { available } else { 0 };
-        if take > 0 {
-            self.reply_frame.fill(0);
-            let n = side.reply_audio.pop_slice(&mut self.reply_frame[..take]);
-            self.popped += n as u64;
-            cx.mix_output(&self.reply_frame);
-        }
-        let mut i = 0;
-        while i < self.n_pending {
-            let (marker, at) = self.pending_notifies[i];
-            if at <= self.popped {
-                cx.notify(marker);
-                self.n_pending -= 1;
-                self.pending_notifies[i] = self.pending_notifies[self.n_pending];
-            } else {
-                i += 1;
             }
         }
     }

@@ -87,8 +87,7 @@ use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
 #[cfg(feature = "opus")]
 pub use crate::services::recorder::OpusFileError;
 pub use crate::services::recorder::{
-    DEFAULT_OPUS_BITRATE_PER_CHANNEL, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordError, RecordFormat, RecordingOutcome,
-    SinkError,
+    DEFAULT_OPUS_BITRATE_PER_CHANNEL, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordError, RecordFormat, RecordingOutcome, SinkError,
 };
 use crate::services::recorder::{FileSpec, Recording};
 

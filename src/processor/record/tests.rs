@@ -185,11 +185,18 @@ fn templates_render_every_placeholder_sanitized() {
     let rate = SampleRate::Hz16000;
     let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
     let pieces = template::parse_file_name("rec_{call_id}.{path}-{start}-{rate}-{header:caller}-{header:n}-{header:missing}.wav").unwrap();
-    assert_eq!(template::render_file_name(&pieces, &call(rate), 16_000, start), "rec_call_1__._rec_a-20231114T221320Z-16000-_44_7700_900123-5-none.wav");
+    assert_eq!(
+        template::render_file_name(&pieces, &call(rate), 16_000, start),
+        "rec_call_1__._rec_a-20231114T221320Z-16000-_44_7700_900123-5-none.wav"
+    );
     assert_eq!(template::render_file_name(&template::parse_file_name("{header:dots}").unwrap(), &call(rate), 8000, start), "none");
     let mut dotted = call(rate);
     dotted.id = "..".into();
-    assert_eq!(template::render_file_name(&template::parse_file_name("{call_id}").unwrap(), &dotted, 8000, start), "_..", "never a parent or hidden name");
+    assert_eq!(
+        template::render_file_name(&template::parse_file_name("{call_id}").unwrap(), &dotted, 8000, start),
+        "_..",
+        "never a parent or hidden name"
+    );
     assert_eq!(template::utc_stamp(UNIX_EPOCH), "19700101T000000Z");
     assert_eq!(template::utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
     for bad in ["", "{call_id", "{nope}.wav", "{header:}.wav", "a/{call_id}.wav", "../x.wav", "a b.wav"] {

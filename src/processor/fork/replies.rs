@@ -1,0 +1,71 @@
+//! The media thread's side of a fork's replies: the task's events and commands applied in
+//! order, and the target's audio mixed into the outbound frame one frame per pass, with the
+//! `notify` markers asked for once the audio before them has played.
+
+use ringbuf::traits::*;
+
+use super::{Fork, MAX_PENDING_NOTIFIES};
+use crate::processor::Context;
+use crate::services::fork::Reply;
+
+impl Fork {
+    /// Applies the task's events and commands, in order, as far as this pass has room.
+    pub(super) fn take_replies(&mut self, cx: &mut Context<'_>) {
+        let Some(side) = self.side.as_mut() else { return };
+        while let Some(reply) = side.replies.try_peek() {
+            if matches!(reply, Reply::Event(_)) && cx.events_room() == 0 {
+                return;
+            }
+            let Some(reply) = side.replies.try_pop() else { return };
+            match reply {
+                Reply::Event(event) => cx.emit(event),
+                Reply::Clear { upto } => {
+                    let stale = upto.saturating_sub(self.popped);
+                    let skipped = side.reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX));
+                    self.popped += skipped as u64;
+                    self.n_pending = 0;
+                    self.last_partial = 0;
+                    cx.clear();
+                }
+                Reply::Notify { marker, at } => {
+                    if at <= self.popped {
+                        cx.notify(marker);
+                    } else if self.n_pending < MAX_PENDING_NOTIFIES {
+                        self.pending_notifies[self.n_pending] = (marker, at);
+                        self.n_pending += 1;
+                    } else {
+                        cx.notify(marker);
+                    }
+                }
+                Reply::Hangup => cx.hang_up(),
+            }
+        }
+    }
+
+    /// Mixes one frame of the target's audio into the outbound frame.
+    pub(super) fn play_replies(&mut self, cx: &mut Context<'_>) {
+        let Some(side) = self.side.as_mut() else { return };
+        let frame = self.reply_frame.len();
+        let available = side.reply_audio.occupied_len();
+        // A partial frame waits one pass for the rest of it.
+        let take = if available >= frame || (available > 0 && available == self.last_partial) { available.min(frame) } else { 0 };
+        self.last_partial = if take == 0 { available } else { 0 };
+        if take > 0 {
+            self.reply_frame.fill(0);
+            let n = side.reply_audio.pop_slice(&mut self.reply_frame[..take]);
+            self.popped += n as u64;
+            cx.mix_output(&self.reply_frame);
+        }
+        let mut i = 0;
+        while i < self.n_pending {
+            let (marker, at) = self.pending_notifies[i];
+            if at <= self.popped {
+                cx.notify(marker);
+                self.n_pending -= 1;
+                self.pending_notifies[i] = self.pending_notifies[self.n_pending];
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
