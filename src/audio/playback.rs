@@ -6,19 +6,6 @@
 //! [`play_into`](Playback::play_into) writes the next samples into one frame, either mixed into
 //! what the frame holds or replacing it ([`Blend`]), with a linear gain.
 //!
-//! # Guarantees
-//!
-//! * The samples come out exactly and in order, one frame per call; with `loops` > 1 (or 0:
-//!   until stopped) the plays follow each other back to back, with no gap, across frame
-//!   boundaries.
-//! * The frame the last play ends in is written as far as the audio goes and reports the end;
-//!   with [`Blend::Replace`] the rest of that frame is silence, with [`Blend::Mix`] it is left
-//!   as it was. Audio with no samples ends at once and writes nothing.
-//! * The gain (1.0: none) is applied per sample with rounding, and it and the mixing saturate
-//!   instead of wrapping.
-//! * Nothing here allocates, locks or frees: the audio is an `Arc` the caller made before, so a
-//!   player can be made, played and dropped on a media thread.
-//!
 //! [`load_wav`]: super::load_wav
 //! [`load_wav_bytes`]: super::load_wav_bytes
 
@@ -43,7 +30,21 @@ pub struct Played {
     pub ended: bool,
 }
 
-/// Audio played into a call frame by frame; see the [module docs](self).
+/// Audio played into a call frame by frame: a shared buffer of samples and its position in it.
+///
+/// # Guarantees
+///
+/// * The samples come out exactly and in order, one frame per call; with `loops` > 1 (or 0:
+///   until stopped) the plays follow each other back to back, with no gap, across frame
+///   boundaries.
+/// * The frame the last play ends in is written as far as the audio goes and reports the end;
+///   with [`Blend::Replace`] the rest of that frame is silence, with [`Blend::Mix`] it is left
+///   as it was. Audio with no samples ends at once and writes nothing.
+/// * The gain (1.0: none) is applied per sample with rounding, and it and the mixing saturate
+///   instead of wrapping.
+/// * Nothing here allocates or locks, and dropping a player frees its audio only when it held
+///   the last reference: a player of audio whose owner keeps a clone of the `Arc` can be made,
+///   played and dropped on a media thread.
 #[derive(Debug, Clone)]
 pub struct Playback {
     audio: Arc<[i16]>,
