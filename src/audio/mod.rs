@@ -9,8 +9,9 @@
 //! for the control API's streams and DTMF.
 //!
 //! `wav` reads WAV data, `resampler` converts a whole signal's rate, `tone` and `dtmf` synthesise
-//! (`dtmf` is the one DTMF generator: the `dtmf_send` processor's and the emulator's), `recorder`
-//! writes the two-track recording. Every error is an [`AudioError`].
+//! (`dtmf` is the one DTMF generator: the `dtmf_send` processor's and the emulator's), `playback`
+//! plays decoded audio into frames, `recorder` writes the two-track recording. Every error is an
+//! [`AudioError`].
 //!
 //! # Guarantees
 //!
