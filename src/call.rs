@@ -17,6 +17,62 @@ pub struct CallInfo {
     pub metadata: Metadata,
 }
 
+/// A `notify` marker: it goes to the platform inside the notify's payload, comes back when
+/// everything sent before it has played, and says whose notify it was. Three owners share the
+/// number space: the control API ([`Marker::api`], bit 52 set), forks ([`Marker::FORK_BASE`]
+/// and up, a range of 2²⁴ per fork), and processors, which choose their own below
+/// [`Marker::FORK_BASE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Marker(pub u64);
+
+impl Marker {
+    /// Markers of the control API's notifies have this bit set.
+    pub const API_BIT: u64 = 1 << 52;
+
+    /// Fork markers start here.
+    pub const FORK_BASE: u64 = 1 << 51;
+
+    /// Markers in one fork's range.
+    pub const FORK_RANGE: u64 = 1 << 24;
+
+    /// The control API's `n`th marker.
+    pub fn api(n: u64) -> Marker {
+        Marker(Marker::API_BIT | n)
+    }
+
+    /// Whether the control API made this marker.
+    pub fn is_api(self) -> bool {
+        self.0 & Marker::API_BIT != 0
+    }
+
+    /// The first marker of the `n`th fork's range (fork numbers wrap after 2²⁶).
+    pub fn fork_base(n: u64) -> Marker {
+        Marker(Marker::FORK_BASE + (n % (1 << 26)) * Marker::FORK_RANGE)
+    }
+
+    /// Whether this marker is in the range that starts at `base`.
+    pub fn in_range_of(self, base: Marker) -> bool {
+        (base.0..base.0 + Marker::FORK_RANGE).contains(&self.0)
+    }
+
+    /// The marker after this one.
+    pub fn next(self) -> Marker {
+        Marker(self.0 + 1)
+    }
+}
+
+impl From<u64> for Marker {
+    fn from(value: u64) -> Marker {
+        Marker(value)
+    }
+}
+
+impl std::fmt::Display for Marker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Where a DTMF event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfSource {
@@ -48,7 +104,7 @@ pub enum Event {
     NotifyPlayed {
         /// The marker the processor passed to
         /// [`Context::notify`](crate::processor::Context::notify).
-        marker: u64,
+        marker: Marker,
     },
     /// The platform acknowledged a `clear`.
     Cleared,

@@ -48,7 +48,7 @@
 //!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
 //!
 //!  client     the platform's side: `callpipe call` / `callpipe load`       (threads, sockets)
-//!             (uses protocol and auth only: it speaks the wire format, not callpipe's internals)
+//!             (uses protocol, auth and audio only: it speaks the wire format, not callpipe's internals)
 //! ```
 //!
 //! # Threads and sockets

@@ -141,7 +141,7 @@ impl Processor for Prompt {
                 let frame = vec![-1000i16; cx.rate().frame_samples()];
                 cx.enqueue_output(&frame);
             }
-            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", *marker)),
+            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", marker.0)),
             _ => {}
         }
     }

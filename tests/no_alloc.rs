@@ -112,7 +112,7 @@ fn steady_state_allocations_with(
         }
         if n.is_multiple_of(53) {
             script.deliver_event(InboundEvent::Cleared);
-            script.deliver_event(InboundEvent::NotifyPlayed { marker: u64::from(n.saturating_sub(3)) });
+            script.deliver_event(InboundEvent::NotifyPlayed { marker: callpipe::call::Marker(u64::from(n.saturating_sub(3))) });
         }
         // Media thread.
         step(&mut session, &mut media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
@@ -360,7 +360,7 @@ fn control_commands_never_allocate_on_the_media_thread() {
                 3 => Control::Dtmf { audio: tones.clone() },
                 4 => Control::Earmuff(true),
                 5 => Control::Earmuff(false),
-                6 => Control::Notify { marker: 1 << 63 | u64::from(n) },
+                6 => Control::Notify { marker: callpipe::call::Marker(1 << 63 | u64::from(n)) },
                 7 => Control::Clear,
                 _ => Control::StopStream,
             };

@@ -70,12 +70,17 @@ impl ServeCommand {
     }
 }
 
+/// A `--listen` value that is not an IP address and a port; shows an example with the port
+/// given (or 8080).
+#[derive(Debug, thiserror::Error)]
+#[error("expected IP:PORT, e.g. 127.0.0.1:{port} (a host name is not resolved; [::1]:{port} for IPv6)")]
+struct ListenError {
+    port: u16,
+}
+
 /// `--listen`: an IP address and a port, with an example when it is not one.
-fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        let port = text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8080);
-        format!("expected IP:PORT, e.g. 127.0.0.1:{port} (a host name is not resolved; [::1]:{port} for IPv6)")
-    })
+fn socket_addr(text: &str) -> Result<SocketAddr, ListenError> {
+    text.parse().map_err(|_| ListenError { port: text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8080) })
 }
 
 /// Completes on SIGINT or SIGTERM.

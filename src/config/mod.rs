@@ -135,6 +135,15 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A route's `play` file cannot be played.
+    #[error("invalid configuration: route {route}: play: {source}")]
+    Prompt {
+        /// The route's path.
+        route: String,
+        /// What is wrong with the file.
+        #[source]
+        source: crate::audio::AudioError,
+    },
     /// A `[server.tls]` file cannot be used.
     #[error("server.tls.{key} {path}: {problem}")]
     Tls {

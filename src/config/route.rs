@@ -60,7 +60,7 @@ pub(super) fn validate_routes(raw: Vec<RawRoute>, dir: &Path, registry: &Process
         }
         let mut tables = r.processors;
         for table in &mut tables {
-            resolve_paths(table, dir).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
+            resolve_paths(table, dir).map_err(|source| ConfigError::Prompt { route: r.path.clone(), source })?;
         }
         let processors = tables
             .into_iter()
@@ -97,7 +97,7 @@ const PATH_PARAMS: [(&str, &str); 4] = [("play", "file"), ("record", "dir"), ("c
 /// Makes a processor's relative paths (and those of the processors a `resample` wraps)
 /// relative to `dir`, the configuration file's directory, and checks that a `play` file is a
 /// WAV file that can be read: a missing prompt fails here, not at every call.
-fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), String> {
+fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), crate::audio::AudioError> {
     let kind = table.get("type").and_then(toml::Value::as_str).unwrap_or_default().to_owned();
     for (_, key) in PATH_PARAMS.iter().filter(|(k, _)| *k == kind) {
         if let Some(toml::Value::String(path)) = table.get_mut(*key)
@@ -112,7 +112,7 @@ fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), String> {
         && let Some(file) = table.get("file").and_then(toml::Value::as_str)
         && !file.is_empty()
     {
-        crate::audio::check_wav(Path::new(file)).map_err(|e| format!("play: {e}"))?;
+        crate::audio::check_wav(Path::new(file))?;
     }
     if let Some(toml::Value::Array(inner)) = table.get_mut("processors") {
         for value in inner {

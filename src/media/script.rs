@@ -32,7 +32,7 @@ pub struct ScriptState {
     /// `clear` actions callpipe sent.
     pub clears: u64,
     /// `notify` markers callpipe sent, in order.
-    pub notifies: Vec<u64>,
+    pub notifies: Vec<crate::call::Marker>,
 }
 
 /// A scripted platform, shared between a test and its endpoint: queue caller audio and platform

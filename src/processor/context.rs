@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::Event;
+use super::{Event, Marker};
 use crate::protocol::SampleRate;
 
 /// Most events processors may emit in one pass; more are dropped and counted.
@@ -19,7 +19,7 @@ pub const MAX_NOTIFIES_PER_PASS: usize = 8;
 pub struct Requests {
     pub(crate) clear: bool,
     pub(crate) hangup: bool,
-    pub(crate) notifies: Vec<u64>,
+    pub(crate) notifies: Vec<Marker>,
     pub(crate) events: Vec<(Option<usize>, Event)>,
     pub(crate) queued: Vec<i16>,
     pub(crate) queue_room: usize,
@@ -70,7 +70,7 @@ impl Requests {
     }
 
     /// The `notify` markers requested in this pass, in order.
-    pub fn notifies(&self) -> &[u64] {
+    pub fn notifies(&self) -> &[Marker] {
         &self.notifies
     }
 
@@ -291,10 +291,11 @@ impl<'a> Context<'a> {
     }
 
     /// Asks to be told, with [`Event::NotifyPlayed`], when everything queued so far (including
-    /// this pass's output) has played at the platform.
-    pub fn notify(&mut self, marker: u64) {
+    /// this pass's output) has played at the platform. A processor chooses its own markers,
+    /// below [`Marker::FORK_BASE`] (a plain number converts).
+    pub fn notify(&mut self, marker: impl Into<Marker>) {
         if self.requests.notifies.len() < self.requests.notifies.capacity() {
-            self.requests.notifies.push(marker);
+            self.requests.notifies.push(marker.into());
         } else {
             self.requests.dropped_notifies += 1;
         }

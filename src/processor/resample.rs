@@ -265,6 +265,7 @@ impl std::fmt::Debug for Resample {
 
 #[cfg(test)]
 mod tests {
+    use crate::call::Marker;
     use std::f64::consts::PI;
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
@@ -391,7 +392,7 @@ mod tests {
         // 1000 samples at 16 kHz: 500 at 8 kHz, then the filter's ring-out, flushed for the notify.
         let tail = Resampler::new(16000, 8000).unwrap().tail_len();
         assert_eq!(call.requests.queued.len(), 500 + tail);
-        assert_eq!(call.requests.notifies, [7], "the notify follows the audio");
+        assert_eq!(call.requests.notifies, [Marker(7)], "the notify follows the audio");
         call.pass(rate, &[0; 160], &[]);
         assert!(call.requests.queued.is_empty(), "nothing left behind");
         let seen = seen.lock().unwrap();

@@ -39,6 +39,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CallInfo, Context, DtmfSource, Event, Processor, ProcessorError, Requests, Setup};
+use crate::call::Marker;
 use crate::protocol::{DtmfDigit, FRAME_DURATION, Metadata, SampleRate};
 use crate::services::Services;
 
@@ -69,7 +70,7 @@ pub struct Harness<P: Processor> {
     /// The passes that asked for `clear`.
     pub clears: Vec<u64>,
     /// The `notify` markers asked for, with their pass.
-    pub notifies: Vec<(u64, u64)>,
+    pub notifies: Vec<(u64, Marker)>,
     /// The passes that asked to hang up.
     pub hangups: Vec<u64>,
     requests: Requests,

@@ -1,10 +1,12 @@
 //! How long each processor type's `process` takes, for the metrics endpoint.
 //!
-//! One process-wide [`Timings`] registry holds a [`Histogram`] of nanoseconds per processor type
-//! (its [`Processor::name`](super::Processor::name)). The registry's lock is taken only when a
-//! [`Pipeline`](super::Pipeline) is built (off the media thread) and when a report reads it: each
-//! pipeline looks up its stages' histograms once, and the media thread then records into them
-//! with relaxed atomic adds only — no lock, no allocation.
+//! The server's [`Timings`] registry (one of its [services](crate::services)) holds a
+//! [`Histogram`] of nanoseconds per processor type (its
+//! [`Processor::name`](super::Processor::name)). The registry's lock is taken only when a
+//! [`Pipeline`](super::Pipeline) is prepared (off the media thread) and when a report reads it:
+//! each pipeline looks up its stages' histograms once, and the media thread then records into
+//! them with relaxed atomic adds only — no lock, no allocation. A pipeline that was never
+//! prepared times nothing.
 //!
 //! # Sampling
 //!
@@ -24,43 +26,14 @@
 //! This is the processor layer's only use of the clock, and it only measures: no processor sees
 //! the times, and a pass does the same work timed or not.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::services::Timings;
 use crate::stats::Histogram;
 
 /// By default a pipeline times one pass in this many (a power of two).
 pub const TIMING_INTERVAL: u32 = 16;
-
-/// The process-wide registry of processor times, one histogram of nanoseconds per type.
-#[derive(Debug, Default)]
-pub struct Timings {
-    by_type: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
-}
-
-/// The process's [`Timings`].
-pub fn timings() -> &'static Timings {
-    static TIMINGS: OnceLock<Timings> = OnceLock::new();
-    TIMINGS.get_or_init(Timings::default)
-}
-
-impl Timings {
-    /// The histogram of processor type `name`, registered on first use. Takes a lock: call it
-    /// when building a pipeline, never per frame.
-    pub fn histogram(&self, name: &'static str) -> Arc<Histogram> {
-        // A panic while the lock was held cannot leave the map half-changed (an insert either
-        // happened or not), so a poisoned lock is used as is.
-        let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
-        by_type.entry(name).or_default().clone()
-    }
-
-    /// Every registered type with its histogram, by name.
-    pub fn snapshot(&self) -> Vec<(&'static str, Arc<Histogram>)> {
-        let by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
-        by_type.iter().map(|(name, histogram)| (*name, histogram.clone())).collect()
-    }
-}
 
 /// A pipeline's view of the registry: its stages' histograms, in stage order, and which passes
 /// it times.
@@ -73,10 +46,14 @@ pub(super) struct StageTimers {
 }
 
 impl StageTimers {
-    /// Timers for stages of these types, timing one pass in [`TIMING_INTERVAL`].
-    pub fn new(names: impl Iterator<Item = &'static str>, registry: &Timings) -> StageTimers {
-        let histograms = names.map(|name| registry.histogram(name)).collect();
-        StageTimers { histograms, mask: mask_of(TIMING_INTERVAL), passes: 0 }
+    /// Timers timing one pass in [`TIMING_INTERVAL`], recording nowhere until registered.
+    pub fn new() -> StageTimers {
+        StageTimers { histograms: Vec::new(), mask: mask_of(TIMING_INTERVAL), passes: 0 }
+    }
+
+    /// Records the stages of these types, in order, into `registry`'s histograms.
+    pub fn register(&mut self, names: impl Iterator<Item = &'static str>, registry: &Timings) {
+        self.histograms = names.map(|name| registry.histogram(name)).collect();
     }
 
     /// Times one pass in `interval` (rounded up to a power of two); 0 turns timing off.
@@ -122,8 +99,9 @@ mod tests {
     #[test]
     fn one_histogram_per_type_shared_by_every_pipeline() {
         let registry = Timings::default();
-        let a = StageTimers::new(["t-echo", "t-dtmf"].into_iter(), &registry);
-        let b = StageTimers::new(["t-echo"].into_iter(), &registry);
+        let (mut a, mut b) = (StageTimers::new(), StageTimers::new());
+        a.register(["t-echo", "t-dtmf"].into_iter(), &registry);
+        b.register(["t-echo"].into_iter(), &registry);
         assert!(Arc::ptr_eq(&a.histograms[0], &b.histograms[0]));
         assert!(!Arc::ptr_eq(&a.histograms[0], &a.histograms[1]));
         let names: Vec<_> = registry.snapshot().into_iter().map(|(name, _)| name).collect();
@@ -133,7 +111,8 @@ mod tests {
     #[test]
     fn one_pass_in_the_interval_is_timed() {
         let registry = Timings::default();
-        let mut timers = StageTimers::new(["t"].into_iter(), &registry);
+        let mut timers = StageTimers::new();
+        timers.register(["t"].into_iter(), &registry);
         assert_eq!(timers.interval(), TIMING_INTERVAL);
         for (interval, expected) in [(0, 0), (1, 1), (3, 4), (16, 16)] {
             timers.set_interval(interval);
@@ -147,7 +126,8 @@ mod tests {
     #[test]
     fn a_stage_records_its_time_and_hands_on_the_clock() {
         let registry = Timings::default();
-        let timers = StageTimers::new(["t-a", "t-b"].into_iter(), &registry);
+        let mut timers = StageTimers::new();
+        timers.register(["t-a", "t-b"].into_iter(), &registry);
         let start = Instant::now();
         let next = timers.stage_done(1, start);
         assert!(next >= start);

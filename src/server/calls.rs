@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::call::Marker;
 use crate::media::{CallLink, Hangup};
 use crate::protocol::SampleRate;
 use crate::session::Control;
@@ -22,10 +23,6 @@ pub(crate) const COMMAND_QUEUE: usize = 16;
 
 /// `notify` payloads waiting for the platform's acknowledgement, per call.
 pub(crate) const MAX_PENDING_NOTIFIES: usize = 64;
-
-/// Markers of notifies the API sent carry this bit; processors' markers do not. Below 2^53, so
-/// that a platform component that reads JSON numbers as doubles echoes them intact.
-pub(crate) const API_MARKER_BIT: u64 = 1 << 52;
 
 /// What the control API asks of a call's task.
 #[derive(Debug)]
@@ -50,7 +47,7 @@ pub(crate) struct LiveCall {
     pub muted: AtomicBool,
     pub earmuffed: AtomicBool,
     /// API notifies waiting for the platform's acknowledgement: marker → payload.
-    pub notifies: Mutex<HashMap<u64, Value>>,
+    pub notifies: Mutex<HashMap<Marker, Value>>,
     next_marker: AtomicU64,
     next_stream: AtomicU64,
 }
@@ -85,8 +82,8 @@ impl LiveCall {
     }
 
     /// A fresh marker for an API notify.
-    pub fn notify_marker(&self) -> u64 {
-        API_MARKER_BIT | self.next_marker.fetch_add(1, Ordering::Relaxed)
+    pub fn notify_marker(&self) -> Marker {
+        Marker::api(self.next_marker.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A fresh stream id.
@@ -95,7 +92,7 @@ impl LiveCall {
     }
 
     /// The pending notifies (a poisoned lock still holds a usable map).
-    pub fn pending_notifies(&self) -> MutexGuard<'_, HashMap<u64, Value>> {
+    pub fn pending_notifies(&self) -> MutexGuard<'_, HashMap<Marker, Value>> {
         self.notifies.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

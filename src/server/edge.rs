@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::calls::API_MARKER_BIT;
+use crate::call::Marker;
 use crate::config::FramePolicy;
 use crate::protocol::{NOTIFY_MARKER_KEY, PlatformEvent, SampleRate};
 use crate::session::{CloseCode, InboundEvent, Rejection};
@@ -43,9 +43,9 @@ pub(super) enum Text {
     Event(InboundEvent),
     /// The platform has played everything before a `notify` of the control API: the marker,
     /// for its payload; the media thread is told too.
-    ApiNotifyPlayed(u64),
+    ApiNotifyPlayed(Marker),
     /// Likewise for a `notify` a processor asked for.
-    ProcessorNotifyPlayed(u64),
+    ProcessorNotifyPlayed(Marker),
     /// Nothing for callpipe: an unknown event, a `notify` callpipe did not send, text that does
     /// not parse. `bad` says it did not parse (counted); the string says why, for the log.
     Ignored { bad: bool, why: String },
@@ -110,8 +110,8 @@ impl CallEdge {
             PlatformEvent::Dtmf { digit, duration_ms } => Text::Event(InboundEvent::Dtmf { digit, duration_ms }),
             PlatformEvent::Cleared => Text::Event(InboundEvent::Cleared),
             PlatformEvent::Notify { payload } => match payload.get(NOTIFY_MARKER_KEY).and_then(serde_json::Value::as_u64) {
-                Some(marker) if marker & API_MARKER_BIT != 0 => Text::ApiNotifyPlayed(marker),
-                Some(marker) => Text::ProcessorNotifyPlayed(marker),
+                Some(marker) if Marker(marker).is_api() => Text::ApiNotifyPlayed(Marker(marker)),
+                Some(marker) => Text::ProcessorNotifyPlayed(Marker(marker)),
                 None => Text::Ignored { bad: false, why: format!("a notify for a payload callpipe did not send: {payload}") },
             },
             PlatformEvent::Unknown { event } => Text::Ignored { bad: false, why: format!("an unknown event: {event}") },
@@ -286,8 +286,8 @@ mod tests {
             Text::Event(InboundEvent::Dtmf { digit: five, duration_ms: Some(120) })
         );
         assert_eq!(text(r#"{"event":"websocket:cleared"}"#), Text::Event(InboundEvent::Cleared));
-        assert_eq!(text(r#"{"event":"websocket:notify","payload":{"callpipe_marker":7}}"#), Text::ProcessorNotifyPlayed(7));
-        let api = API_MARKER_BIT | 3;
+        assert_eq!(text(r#"{"event":"websocket:notify","payload":{"callpipe_marker":7}}"#), Text::ProcessorNotifyPlayed(Marker(7)));
+        let api = Marker::api(3);
         assert_eq!(text(&format!(r#"{{"event":"websocket:notify","payload":{{"callpipe_marker":{api}}}}}"#)), Text::ApiNotifyPlayed(api));
         assert!(matches!(text(r#"{"event":"websocket:notify","payload":{"mine":1}}"#), Text::Ignored { bad: false, .. }));
         assert!(matches!(text(r#"{"event":"something:new"}"#), Text::Ignored { bad: false, .. }));

@@ -1,9 +1,10 @@
 //! The server's counters as Prometheus text (see [`crate::metrics`] for the format).
 //!
-//! [`render`] reads [`ServerStats`], [`MediaStats`], the process-wide processor times
-//! ([`processor::timings`]), recording bytes ([`crate::services::Recorder::bytes_written`]) and
-//! fork counters ([`crate::services::ForkNet::totals`]) with relaxed loads: each value is current, the set is not one
-//! atomic snapshot.
+//! The families read [`ServerStats`], [`MediaStats`] and the server's services (processor times
+//! in [`crate::services::Timings`], recording bytes from
+//! [`crate::services::Recorder::bytes_written`], fork counters from
+//! [`crate::services::ForkNet::totals`]) with relaxed loads: each value is current, the set is
+//! not one atomic snapshot.
 
 use std::sync::atomic::Ordering;
 
@@ -218,7 +219,7 @@ fn write_processors(out: &mut Exposition, services: &crate::services::Services) 
         "Time of one processor's process call per 20 ms pass, by processor type (a sample: by default one pass in {} is timed).",
         processor::TIMING_INTERVAL
     );
-    let timings = processor::timings().snapshot();
+    let timings = services.timings.snapshot();
     if timings.is_empty() {
         // The family is declared even before the first call, so that it is never missing.
         out.family("callpipe_processor_seconds", Kind::Histogram, &help);
@@ -351,12 +352,11 @@ mod tests {
 
     #[test]
     fn processor_times_render_one_series_per_type() {
-        // The registry is the process's: other tests add types and times meanwhile, so only
-        // what this test registered is checked.
-        let histogram = processor::timings().histogram("render-test-stage");
+        let services = crate::services::Services::new();
+        let histogram = services.timings.histogram("render-test-stage");
         histogram.record_value(2_000); // 2 µs
         histogram.record_value(20_000_000); // 20 ms, past every bound
-        let text = render(&ServerStats::default(), &MediaStats::default(), &crate::services::Services::new());
+        let text = render(&ServerStats::default(), &MediaStats::default(), &services);
         let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mine: Vec<_> = samples.iter().filter(|s| s.label("processor") == Some("render-test-stage")).collect();
         let value =

@@ -1,6 +1,7 @@
 //! The I/O the processors need, kept below them: the fork's network side
 //! ([`fork::ForkNet`]: a runtime of its own, the target connections, the fork counters) and the
-//! recorder's writer ([`recorder::Recorder`]: a thread that owns every recording file).
+//! recorder's writer ([`recorder::Recorder`]: a thread that owns every recording file); and
+//! the processors' time histograms ([`Timings`]).
 //!
 //! A server builds one [`Services`] in [`crate::server::run`] and hands it to every call's
 //! processors when they are prepared ([`crate::processor::Setup::services`]); the processors
@@ -10,11 +11,13 @@
 
 pub mod fork;
 pub mod recorder;
+mod timings;
 
 use std::time::{Duration, Instant};
 
 pub use fork::ForkNet;
 pub use recorder::{Recorder, Recording};
+pub use timings::Timings;
 
 /// A server's services. Cloning is cheap and shares them.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +26,8 @@ pub struct Services {
     pub fork: ForkNet,
     /// The recording files.
     pub recorder: Recorder,
+    /// How long each processor type's passes take.
+    pub timings: std::sync::Arc<Timings>,
 }
 
 impl Services {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Session;
 use crate::audio::{Blend, Playback};
+use crate::call::Marker;
 use crate::call::{Event, StreamEnd};
 
 /// Audio for a call, at the call's rate, shared read-only with the media thread.
@@ -51,7 +52,7 @@ pub enum Control {
     /// `{"action":"notify"}` after everything queued so far.
     Notify {
         /// The marker the platform will echo.
-        marker: u64,
+        marker: Marker,
     },
 }
 

@@ -49,6 +49,7 @@ pub use platform::{InboundEvent, Transmit};
 pub use stats::SessionStats;
 
 use crate::audio::Playback;
+use crate::call::Marker;
 use crate::processor::{CallInfo, Context, Event, Pass, Pipeline, ProcessorError, Requests, Setup};
 use crate::protocol::{FRAME_DURATION, SampleRate};
 use crate::services::Services;
@@ -98,7 +99,7 @@ pub struct Session {
     events_out: VecDeque<Event>,
     transmit: VecDeque<Pending>,
     released: VecDeque<i16>,
-    awaiting_notify: VecDeque<u64>,
+    awaiting_notify: VecDeque<Marker>,
     awaiting_clears: u64,
     stats: SessionStats,
     finished: bool,

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::call::Marker;
 use crate::protocol::{FRAME_DURATION, SampleRate};
 
 /// Most `notify` markers waiting in the queue at once; more are released immediately.
@@ -32,7 +33,7 @@ pub enum Released<'a> {
         samples: &'a [i16],
     },
     /// A `notify` whose audio has all been released.
-    Notify(u64),
+    Notify(Marker),
 }
 
 /// The outbound queue and pacer of one call.
@@ -47,7 +48,7 @@ pub struct Outbound {
     appended: u64,
     /// Samples ever released or dropped: the position of the queue's head.
     head: u64,
-    markers: VecDeque<(u64, u64)>,
+    markers: VecDeque<(u64, Marker)>,
     played_until: Option<Instant>,
     frame: Vec<i16>,
     dropped_samples: u64,
@@ -111,7 +112,7 @@ impl Outbound {
 
     /// Places a `notify` marker after everything appended so far. Returns false when too many
     /// markers are waiting; the caller then releases it at once.
-    pub fn mark(&mut self, marker: u64) -> bool {
+    pub fn mark(&mut self, marker: Marker) -> bool {
         if self.markers.len() == self.markers.capacity() {
             return false;
         }
@@ -189,7 +190,7 @@ mod tests {
                 assert_eq!(samples.len(), 160);
                 got.push((Some(deadline - now), None, samples[0]));
             }
-            Released::Notify(m) => got.push((None, Some(m), 0)),
+            Released::Notify(m) => got.push((None, Some(m.0), 0)),
         });
         got
     }
@@ -252,7 +253,7 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Outbound::new(SampleRate::Hz8000, 100, 1);
         out.append(&[1; 320]);
-        assert!(out.mark(9));
+        assert!(out.mark(Marker(9)));
         out.append(&[2; 160]);
         let tick = |n: u32| t0 + MS20 * n;
         assert_eq!(collect(&mut out, tick(0), true), [(Some(Duration::ZERO), None, 1)]);
@@ -265,7 +266,7 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Outbound::new(SampleRate::Hz8000, 100, 1);
         out.append(&[1; 1600]);
-        out.mark(4);
+        out.mark(Marker(4));
         collect(&mut out, t0, true);
         assert_eq!(out.clear(), 1440);
         assert_eq!(out.played_until(), None);

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{MAX_PENDING_MARKERS, Released, Session, pop_front_into};
+use crate::call::Marker;
 use crate::processor::{DtmfSource, Event};
 use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, encode_l16};
 
@@ -23,7 +24,7 @@ pub enum InboundEvent {
     /// `websocket:notify` carrying one of our markers.
     NotifyPlayed {
         /// The marker.
-        marker: u64,
+        marker: Marker,
     },
 }
 
@@ -46,7 +47,7 @@ pub enum Transmit {
     /// `{"action":"notify","payload":{"callpipe_marker":N}}`.
     Notify {
         /// The marker.
-        marker: u64,
+        marker: Marker,
     },
 }
 
@@ -54,7 +55,7 @@ pub enum Transmit {
 pub(super) enum Pending {
     Audio { released: Instant, deadline: Instant },
     Clear,
-    Notify(u64),
+    Notify(Marker),
 }
 
 impl Session {
@@ -106,7 +107,7 @@ impl Session {
 
     pub(super) fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
         let Session { outbound, transmit, released, stats, .. } = self;
-        let mut notifies = [0u64; MAX_PENDING_MARKERS];
+        let mut notifies = [Marker(0); MAX_PENDING_MARKERS];
         let mut n_notifies = 0;
         outbound.release(now, fresh, finishing, |r| match r {
             Released::Frame { deadline, samples } => {
@@ -141,12 +142,12 @@ impl Session {
         self.stats.clears += 1;
     }
 
-    pub(super) fn send_notify(&mut self, marker: u64) {
+    pub(super) fn send_notify(&mut self, marker: Marker) {
         self.push_transmit(Pending::Notify(marker));
         self.await_notify(marker);
     }
 
-    pub(super) fn await_notify(&mut self, marker: u64) {
+    pub(super) fn await_notify(&mut self, marker: Marker) {
         if self.awaiting_notify.len() == self.awaiting_notify.capacity() {
             self.awaiting_notify.pop_front();
             self.stats.dropped_requests += 1;

@@ -41,7 +41,7 @@ fn drain(session: &mut Session, now: Instant) -> Vec<Out> {
                 Out::Audio(deadline.saturating_duration_since(now), buf[..len].to_vec())
             }
             Transmit::Clear => Out::Clear,
-            Transmit::Notify { marker } => Out::Notify(marker),
+            Transmit::Notify { marker } => Out::Notify(marker.0),
         });
     }
     out
@@ -143,7 +143,7 @@ impl Processor for Prompt {
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
         match event {
             Event::Dtmf { .. } => cx.clear(),
-            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", *marker)),
+            Event::NotifyPlayed { marker } => cx.emit(Event::custom("played", marker.0)),
             _ => {}
         }
     }
@@ -174,7 +174,7 @@ fn queued_audio_is_paced_and_notify_follows_it() {
         }
     }
     // The platform acknowledges; the processor hears of it at the next pass.
-    s.handle_platform(InboundEvent::NotifyPlayed { marker: 42 });
+    s.handle_platform(InboundEvent::NotifyPlayed { marker: Marker(42) });
     s.handle_tick(tick(4));
     assert!(drain(&mut s, tick(4)).is_empty());
     // Its event reaches the other processors at the next pass, and goes out after it.
@@ -183,7 +183,7 @@ fn queued_audio_is_paced_and_notify_follows_it() {
     assert!(drain(&mut s, tick(5)).is_empty());
     assert_eq!(s.poll_event(), Some(Event::custom("played", 42)));
     // An acknowledgement of something never sent is counted and ignored.
-    s.handle_platform(InboundEvent::NotifyPlayed { marker: 42 });
+    s.handle_platform(InboundEvent::NotifyPlayed { marker: Marker(42) });
     s.handle_platform(InboundEvent::Cleared);
     assert_eq!(s.stats().unmatched_acks, 2);
 }
@@ -428,10 +428,10 @@ fn api_dtmf_replaces_the_outbound_audio_while_it_plays() {
 fn api_clear_and_notify_go_out_in_order() {
     let t0 = Instant::now();
     let mut s = session_with(vec![], SessionConfig::default());
-    s.handle_control(Control::Notify { marker: 1 << 63 });
+    s.handle_control(Control::Notify { marker: Marker(1 << 63) });
     s.handle_tick(t0);
     assert_eq!(drain(&mut s, t0), [Out::Notify(1 << 63)], "nothing queued: the notify leaves at once");
-    s.handle_platform(InboundEvent::NotifyPlayed { marker: 1 << 63 });
+    s.handle_platform(InboundEvent::NotifyPlayed { marker: Marker(1 << 63) });
     s.handle_control(Control::Clear);
     s.handle_tick(t0 + FRAME_DURATION);
     assert_eq!(drain(&mut s, t0 + FRAME_DURATION), [Out::Clear]);

@@ -94,8 +94,8 @@ impl std::fmt::Debug for MixerMember {
     }
 }
 
-/// A member on its way to its conference: what [`Processor::take_conference_join`] hands the
-/// server after preparation. [`Conferences::admit`] turns it into an [`Admitted`].
+/// A member on its way to its conference: what [`Processor::take_conference_join`](crate::processor::Processor::take_conference_join) hands the
+/// server after preparation. [`Conferences::admit`](super::Conferences::admit) turns it into an [`Admitted`].
 #[derive(Debug)]
 pub struct Join {
     /// The filled-in conference name.

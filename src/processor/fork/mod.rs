@@ -81,6 +81,7 @@ use tokio_tungstenite::tungstenite::{http::HeaderName, http::HeaderValue};
 
 use super::template::{self, Escape, Format, Piece};
 use super::{Context, Event, Processor, ProcessorError, Setup};
+use crate::call::Marker;
 use crate::protocol::FRAMES_PER_SECOND;
 use crate::resample::{RATES, Resampler};
 use crate::services::fork::{Encoder, MediaEnd, Note, Security, Target, tls_config};
@@ -113,7 +114,7 @@ pub struct Fork {
     popped: u64,
     /// The reply ring's length at the previous pass, to play a partial frame once it stops growing.
     last_partial: usize,
-    pending_notifies: [(u64, u64); MAX_PENDING_NOTIFIES],
+    pending_notifies: [(Marker, u64); MAX_PENDING_NOTIFIES],
     n_pending: usize,
     stopped: bool,
 }
@@ -195,7 +196,7 @@ impl Fork {
             reply_frame: Vec::new(),
             popped: 0,
             last_partial: 0,
-            pending_notifies: [(0, 0); MAX_PENDING_NOTIFIES],
+            pending_notifies: [(Marker(0), 0); MAX_PENDING_NOTIFIES],
             n_pending: 0,
             stopped: false,
         })

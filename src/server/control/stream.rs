@@ -67,7 +67,7 @@ async fn load_stream(shared: &Shared, url: &str, rate: SampleRate) -> Result<Vec
             let root = shared.config.control.stream_root.clone();
             let read = tokio::task::spawn_blocking(move || read_file(&path, root.as_deref(), limit));
             match tokio::time::timeout(shared.config.control.fetch_timeout, read).await {
-                Ok(read) => read.map_err(|e| invalid(e.to_string()))?.map_err(invalid)?,
+                Ok(read) => read.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(e.to_string()))?,
                 Err(_) => return Err(invalid(format!("{url}: reading took longer than the fetch timeout"))),
             }
         }
@@ -78,26 +78,46 @@ async fn load_stream(shared: &Shared, url: &str, rate: SampleRate) -> Result<Vec
     decode.await.map_err(|e| invalid(e.to_string()))?.map_err(|e| invalid(format!("{url} is not a usable WAV file ({e})")))
 }
 
+/// Why a stream's file was refused.
+#[derive(Debug, thiserror::Error)]
+enum StreamFileError {
+    /// The file (or its real path) could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `control.stream_root` itself cannot be resolved.
+    #[error("control.stream_root {}: {source}", root.display())]
+    Root { root: PathBuf, source: std::io::Error },
+    /// The file is not under `control.stream_root`.
+    #[error("{} is outside control.stream_root", path.display())]
+    Outside { path: PathBuf },
+    /// A device, a FIFO, a directory.
+    #[error("{} is not a regular file", path.display())]
+    NotRegular { path: PathBuf },
+    /// Larger than `control.max_stream_bytes`.
+    #[error("{} is over the {limit}-byte limit (control.max_stream_bytes)", path.display())]
+    TooLarge { path: PathBuf, limit: usize },
+}
+
 /// Reads a regular file of at most `limit` bytes, inside `root` when one is set. Devices, FIFOs
 /// and files that grow past the limit while read are refused.
-fn read_file(path: &std::path::Path, root: Option<&std::path::Path>, limit: usize) -> Result<Vec<u8>, String> {
+fn read_file(path: &std::path::Path, root: Option<&std::path::Path>, limit: usize) -> Result<Vec<u8>, StreamFileError> {
     use std::io::Read;
-    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let unreadable = |source: std::io::Error| StreamFileError::Read { path: path.to_owned(), source };
     if let Some(root) = root {
         let real = path.canonicalize().map_err(unreadable)?;
-        let root = root.canonicalize().map_err(|e| format!("control.stream_root {}: {e}", root.display()))?;
+        let root = root.canonicalize().map_err(|source| StreamFileError::Root { root: root.to_owned(), source })?;
         if !real.starts_with(&root) {
-            return Err(format!("{} is outside control.stream_root", path.display()));
+            return Err(StreamFileError::Outside { path: path.to_owned() });
         }
     }
     let file = std::fs::File::open(path).map_err(unreadable)?;
     if !file.metadata().map_err(unreadable)?.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(StreamFileError::NotRegular { path: path.to_owned() });
     }
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
     if bytes.len() > limit {
-        return Err(format!("{} is over the {limit}-byte limit (control.max_stream_bytes)", path.display()));
+        return Err(StreamFileError::TooLarge { path: path.to_owned(), limit });
     }
     Ok(bytes)
 }
@@ -134,15 +154,15 @@ mod tests {
         let file = dir.join("inner/a.wav");
         std::fs::write(&file, [7u8; 100]).unwrap();
         assert_eq!(read_file(&file, None, 100).unwrap().len(), 100);
-        assert!(read_file(&file, None, 99).unwrap_err().contains("limit"));
-        assert!(read_file(std::path::Path::new("/dev/zero"), None, 1000).unwrap_err().contains("not a regular file"));
+        assert!(read_file(&file, None, 99).unwrap_err().to_string().contains("limit"));
+        assert!(read_file(std::path::Path::new("/dev/zero"), None, 1000).unwrap_err().to_string().contains("not a regular file"));
         assert!(read_file(&dir, None, 1000).is_err(), "a directory");
         assert!(read_file(&file, Some(&dir.join("inner")), 100).is_ok());
         let outside = dir.join("b.wav");
         std::fs::write(&outside, [1u8; 10]).unwrap();
-        assert!(read_file(&outside, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        assert!(read_file(&outside, Some(&dir.join("inner")), 100).unwrap_err().to_string().contains("outside"));
         let sneaky = dir.join("inner/../b.wav");
-        assert!(read_file(&sneaky, Some(&dir.join("inner")), 100).unwrap_err().contains("outside"));
+        assert!(read_file(&sneaky, Some(&dir.join("inner")), 100).unwrap_err().to_string().contains("outside"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -123,7 +123,7 @@ impl CallSide {
                 (InboundEvent::NotifyPlayed { marker }, note)
             }
             Text::ProcessorNotifyPlayed(marker) => {
-                (InboundEvent::NotifyPlayed { marker }, Some(Event::custom("notify", json!({ "source": "processor", "marker": marker }))))
+                (InboundEvent::NotifyPlayed { marker }, Some(Event::custom("notify", json!({ "source": "processor", "marker": marker.0 }))))
             }
             Text::Ignored { bad, why } => {
                 if bad {
@@ -162,7 +162,7 @@ impl CallSide {
             }
             Transmit::Clear => ws::encode(Opcode::Text, AppAction::Clear.to_json().as_bytes(), None, &mut self.out),
             Transmit::Notify { marker } => {
-                let action = AppAction::Notify { payload: json!({ NOTIFY_MARKER_KEY: marker }) };
+                let action = AppAction::Notify { payload: json!({ NOTIFY_MARKER_KEY: marker.0 }) };
                 ws::encode(Opcode::Text, action.to_json().as_bytes(), None, &mut self.out);
             }
         }

@@ -13,6 +13,17 @@ pub enum CommandError {
     /// `play` without a `file://` URL.
     #[error("play needs a \"url\" of the form file:///path/to/file.wav")]
     PlayUrl,
+    /// `dtmf` with more keys than one command plays.
+    #[error("dtmf plays at most {max} keys, not {count}")]
+    TooManyKeys {
+        /// The limit.
+        max: usize,
+        /// The keys asked for.
+        count: usize,
+    },
+    /// `dtmf` with a character that is not a key.
+    #[error("dtmf: {0:?} is not a DTMF key (0-9, *, #, A-D)")]
+    NotAKey(char),
 }
 
 /// A command from the target (with `replies = "commands"`), one JSON object per text message:

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ringbuf::{HeapCons, HeapProd, HeapRb, traits::*};
 
-use crate::call::Event;
+use crate::call::{Event, Marker};
 
 /// Capacity of the ring of replies (events and commands) to the media thread.
 const REPLY_RING: usize = 64;
@@ -38,7 +38,7 @@ pub enum Reply {
     /// Ask for `marker` once the reply audio up to sample number `at` has been mixed.
     Notify {
         /// The call's notify marker.
-        marker: u64,
+        marker: Marker,
         /// Reply samples pushed before it.
         at: u64,
     },
@@ -52,7 +52,7 @@ pub enum Note {
     /// The caller pressed a key.
     Dtmf(char),
     /// The reply audio before this notify marker has played.
-    Played(u64),
+    Played(Marker),
 }
 
 /// Flags and counts both ends read.
@@ -77,7 +77,7 @@ pub struct MediaEnd {
     /// DTMF and notifies for the target.
     pub notes: HeapProd<Note>,
     /// This fork's notify markers are `marker_base + n`, for `n` below 2²⁴.
-    pub marker_base: u64,
+    pub marker_base: Marker,
     shared: Arc<Shared>,
 }
 
@@ -104,8 +104,8 @@ impl MediaEnd {
     }
 
     /// Whether `marker` is one of this fork's.
-    pub fn owns_marker(&self, marker: u64) -> bool {
-        (self.marker_base..self.marker_base + (1 << 24)).contains(&marker)
+    pub fn owns_marker(&self, marker: Marker) -> bool {
+        marker.in_range_of(self.marker_base)
     }
 }
 
@@ -125,7 +125,7 @@ pub(super) struct TaskEnd {
 }
 
 /// The two ends, with `audio` samples of room toward the task and `reply_audio` back.
-pub(super) fn rings(audio: usize, reply_audio: usize, marker_base: u64) -> (MediaEnd, TaskEnd) {
+pub(super) fn rings(audio: usize, reply_audio: usize, marker_base: Marker) -> (MediaEnd, TaskEnd) {
     let (audio_in, audio_out) = HeapRb::<i16>::new(audio).split();
     let (reply_audio_in, reply_audio_out) = HeapRb::<i16>::new(reply_audio).split();
     let (replies_in, replies_out) = HeapRb::<Reply>::new(REPLY_RING).split();

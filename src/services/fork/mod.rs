@@ -57,9 +57,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The frame sizes a fork may send, in ms.
 pub const FRAME_MS: [u32; 4] = [10, 20, 40, 60];
 
-/// Fork notify markers start here (the control API's and the session's are below).
-pub const MARKER_BASE: u64 = 1 << 51;
-
 /// What a fork's task needs to know about its target, built when the fork is prepared.
 pub struct Target {
     /// The fork's name, for events, logs and counters.
@@ -143,7 +140,7 @@ impl ForkNet {
     /// Call it when preparing a fork: it locks and allocates.
     pub fn start(&self, target: Target, audio: usize, reply_audio: usize) -> Result<MediaEnd, ForkError> {
         let runtime = self.runtime()?;
-        let marker_base = MARKER_BASE + ((self.inner.next_fork.fetch_add(1, Ordering::Relaxed) % (1 << 26)) << 24);
+        let marker_base = crate::call::Marker::fork_base(self.inner.next_fork.fetch_add(1, Ordering::Relaxed));
         let (media, end) = link::rings(audio, reply_audio, marker_base);
         let counters = self.inner.counters.counters(&target.name);
         self.inner.live.fetch_add(1, Ordering::AcqRel);

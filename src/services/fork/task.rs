@@ -23,7 +23,7 @@ use super::link::{Note, Reply, Shared, TaskEnd};
 use super::metrics::{Disconnect, ForkCounters};
 use super::target::{self, Security, Ws};
 use super::{CONNECT_TIMEOUT, LiveTask, MAX_BACKLOG_SECONDS, MAX_BACKOFF, MIN_BACKOFF, POLL_INTERVAL, STOP_TIMEOUT, Target};
-use crate::call::Event;
+use crate::call::{Event, Marker};
 use crate::protocol::SampleRate;
 use crate::resample::Resampler;
 
@@ -101,14 +101,14 @@ pub(super) struct Task {
     shared: Arc<Shared>,
     /// Counts this server's live fork tasks; dropped when the task ends.
     _live: LiveTask,
-    notify_payloads: HashMap<u64, Value>,
-    next_marker: u64,
+    notify_payloads: HashMap<Marker, Value>,
+    next_marker: Marker,
     overrun: Overrun,
 }
 
 impl Task {
     /// The task for `target`, with the task's end of the rings.
-    pub(super) fn new(target: Target, end: TaskEnd, counters: Arc<ForkCounters>, marker_base: u64, live: LiveTask) -> Task {
+    pub(super) fn new(target: Target, end: TaskEnd, counters: Arc<ForkCounters>, marker_base: Marker, live: LiveTask) -> Task {
         let chunk = target.chunk;
         let TaskEnd { audio, reply_audio, replies, notes, shared } = end;
         Task {

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Ended, Task};
 use crate::protocol::DtmfDigit;
-use crate::services::fork::command::{Command, parse_command};
+use crate::services::fork::command::{Command, CommandError, parse_command};
 use crate::services::fork::link::Reply;
 
 /// The tone of each key a `dtmf` command plays, in ms.
@@ -22,12 +22,12 @@ const DTMF_GAP_MS: u32 = 50;
 const MAX_KEYS: usize = 64;
 
 /// A `dtmf` command's keys, or what is wrong with them.
-fn parse_keys(digits: &str) -> Result<Vec<DtmfDigit>, String> {
+fn parse_keys(digits: &str) -> Result<Vec<DtmfDigit>, CommandError> {
     let count = digits.chars().count();
     if count > MAX_KEYS {
-        return Err(format!("dtmf plays at most {MAX_KEYS} keys, not {count}"));
+        return Err(CommandError::TooManyKeys { max: MAX_KEYS, count });
     }
-    digits.chars().map(|c| DtmfDigit::from_char(c).ok_or_else(|| format!("dtmf: {c:?} is not a DTMF key (0-9, *, #, A-D)"))).collect()
+    digits.chars().map(|c| DtmfDigit::from_char(c).ok_or(CommandError::NotAKey(c))).collect()
 }
 
 impl Task {
@@ -117,7 +117,7 @@ impl Task {
                 let _ = self.replies.try_push(Reply::Clear { upto: self.pushed });
             }
             Command::Notify(payload) => {
-                self.next_marker += 1;
+                self.next_marker = self.next_marker.next();
                 let marker = self.next_marker;
                 self.notify_payloads.insert(marker, payload);
                 let at = self.pushed + self.backlog.len() as u64;
@@ -128,7 +128,7 @@ impl Task {
             }
             Command::Dtmf(digits) => match parse_keys(&digits) {
                 Ok(keys) => self.queue_call_audio(&crate::audio::render_keys(&keys, self.call_rate, DTMF_TONE_MS, DTMF_GAP_MS)),
-                Err(error) => self.event("fork:error", json!({ "fork": self.name, "error": error })),
+                Err(error) => self.event("fork:error", json!({ "fork": self.name, "error": error.to_string() })),
             },
             Command::Play(path) => match crate::audio::load_wav(std::path::Path::new(&path), self.call_rate) {
                 Ok(audio) => self.queue_call_audio(&audio),
