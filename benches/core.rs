@@ -379,7 +379,7 @@ fn bench_conference(c: &mut Criterion) {
                         Ok(member) => member,
                         Err(err) => panic!("conference: {err}"),
                     };
-                let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+                let call = CallInfo { id: format!("m{i}").into(), path: "/conf".into(), metadata: Metadata::new(rate) };
                 let services = callpipe::services::Services::new();
                 if let Err(err) = member.prepare(&Setup { rate, call: &call, services: &services }) {
                     panic!("prepare: {err}");

@@ -6,11 +6,80 @@
 
 use crate::protocol::{DtmfDigit, Metadata};
 
+/// A call's id: from the URI query or a metadata header, or generated. It reads as the string
+/// it is (it derefs to `str`, prints and serializes as the bare string), and is a type of its
+/// own so that it is never confused with the other strings a call carries.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct CallId(String);
+
+impl CallId {
+    /// The id `text`.
+    pub fn new(text: impl Into<String>) -> CallId {
+        CallId(text.into())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CallId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for CallId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<String> for CallId {
+    fn from(text: String) -> CallId {
+        CallId(text)
+    }
+}
+
+impl From<&str> for CallId {
+    fn from(text: &str) -> CallId {
+        CallId(text.to_owned())
+    }
+}
+
+impl PartialEq<str> for CallId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CallId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A call's identity and metadata, as processors see them at preparation.
 #[derive(Debug, Clone)]
 pub struct CallInfo {
-    /// The call id: from the URI query or a metadata header, or generated.
-    pub id: String,
+    /// The call id.
+    pub id: CallId,
     /// The URL path the platform connected to.
     pub path: String,
     /// The parsed metadata frame.

@@ -513,7 +513,7 @@ fn conference_mixing_never_allocates_on_the_media_thread() {
     let mut calls = Vec::new();
     let mut memberships = Vec::new();
     for (i, rate) in SampleRate::ALL.into_iter().chain(SampleRate::ALL).enumerate() {
-        let call = CallInfo { id: format!("m{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+        let call = CallInfo { id: format!("m{i}").into(), path: "/conf".into(), metadata: Metadata::new(rate) };
         let config = ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("no-alloc") };
         let stages: Vec<Box<dyn Processor>> = vec![Box::new(Conference::new(config).unwrap())];
         let services = callpipe::services::Services::new();

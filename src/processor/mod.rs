@@ -69,7 +69,7 @@ pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
 pub use timing::TIMING_INTERVAL;
 
-pub use crate::call::{CallInfo, DtmfSource, Event, Marker};
+pub use crate::call::{CallId, CallInfo, DtmfSource, Event, Marker};
 use crate::protocol::SampleRate;
 use crate::services::Services;
 

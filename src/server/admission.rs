@@ -27,6 +27,7 @@ use super::tls::{self, ServerStream};
 use super::transport::Transport;
 use super::upgrade::{self, Refused};
 use super::{ConnectionGuard, HANDSHAKE_TIMEOUT, Shared};
+use crate::call::CallId;
 use crate::media::{NewCall, call_rings};
 use crate::processor::{CallInfo, ConferenceJoinError};
 use crate::protocol::Metadata;
@@ -75,7 +76,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         Err(rejection) => return refuse(&mut stream, &mut parser, &shared, &path, rejection).await,
     };
     let serial = shared.next_call.fetch_add(1, Ordering::Relaxed);
-    let id = call_id_from(query.as_deref(), &metadata).unwrap_or_else(|| format!("cp-{:x}-{serial}", std::process::id()));
+    let id = CallId::new(call_id_from(query.as_deref(), &metadata).unwrap_or_else(|| format!("cp-{:x}-{serial}", std::process::id())));
     let Some(route_index) = shared.config.route_index(&path, &metadata) else {
         let rejection = Rejection::new(CloseCode::Policy, "no route matches the metadata");
         return refuse(&mut stream, &mut parser, &shared, &path, rejection).await;
@@ -88,7 +89,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let (session, admitted) = match prepare(&shared, route_index, call).await {
         Ok(prepared) => prepared,
         Err((error, code, reason)) => {
-            warn!(id, path, error, "call refused: its media could not be prepared");
+            warn!(id = id.as_str(), path, error, "call refused: its media could not be prepared");
             events.publish("error", json!({ "error": error, "close_code": code.code() }));
             return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(code, reason)).await;
         }
@@ -102,7 +103,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let transport = match into_transport(stream) {
         Ok(transport) => transport,
         Err(e) => {
-            debug!(id, error = %e, "the socket could not leave the runtime");
+            debug!(id = id.as_str(), error = %e, "the socket could not leave the runtime");
             return;
         }
     };

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::calls::{CallCommand, CallStatus, CallView, LiveCall};
 use super::{ConnectionGuard, Shared};
+use crate::call::CallId;
 use crate::media::{ConnEnd, Hangup};
 use crate::processor::{ConferenceState, DtmfSource, Event, Membership};
 use crate::session::{CloseCode, Control, SharedAudio};
@@ -63,7 +64,7 @@ impl CallTask {
             leave_conference(&self.shared, m);
         }
         self.shared.stats.count_close(CloseCode::Internal);
-        warn!(id = self.call.id, error, "call refused");
+        warn!(id = self.call.id.as_str(), error, "call refused");
         self.events.publish("error", json!({ "error": error, "close_code": 1011 }));
     }
 
@@ -85,7 +86,7 @@ impl CallTask {
             r.calls_total.fetch_add(1, Ordering::Relaxed);
             r.calls_active.fetch_add(1, Ordering::Relaxed);
         }
-        info!(id = call.id, path = call.path, rate = call.rate.hz(), processors = route.processors.len(), "call started");
+        info!(id = call.id.as_str(), path = call.path, rate = call.rate.hz(), processors = route.processors.len(), "call started");
         let started = json!({ "rate": call.rate.hz(), "metadata": call.metadata, "start_time": crate::events::timestamp(call.started_at) });
         self.events.publish("started", started);
 
@@ -103,7 +104,7 @@ impl CallTask {
         view.close_code = Some(close_code);
         view.players_active = 0;
         info!(
-            id = call.id,
+            id = call.id.as_str(),
             path = call.path,
             rate = call.rate.hz(),
             close = close_code,
@@ -169,7 +170,7 @@ impl CallTask {
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(CallCommand::Hangup)) => {
                     self.shared.stats.hangups_api.fetch_add(1, Ordering::Relaxed);
-                    info!(id = self.call.id, "hanging up: control API");
+                    info!(id = self.call.id.as_str(), "hanging up: control API");
                     self.end.link.hang_up(Hangup::Api);
                 }
                 Poll::Ready(Some(CallCommand::Media(command))) => {
@@ -209,7 +210,7 @@ fn ended_event(view: &CallView) -> Value {
 /// Builds a call's events and hands them to the event bus, numbered in order.
 pub(super) struct CallEvents {
     shared: Arc<Shared>,
-    id: String,
+    id: CallId,
     path: String,
     url: Option<String>,
     seq: u64,
@@ -219,7 +220,7 @@ pub(super) struct CallEvents {
 
 impl CallEvents {
     /// The events of call `id` on `path`, posted to `url` when the route has one.
-    pub fn new(shared: Arc<Shared>, id: String, path: String, url: Option<String>) -> CallEvents {
+    pub fn new(shared: Arc<Shared>, id: CallId, path: String, url: Option<String>) -> CallEvents {
         CallEvents { shared, id, path, url, seq: 0, recordings: Vec::new() }
     }
 
@@ -324,7 +325,7 @@ impl CallEvents {
                 Some("error") => {
                     self.publish("error", json!({ "source": "recording", "error": data.get("error"), "file": data.get("path") }))
                 }
-                _ => debug!(id = self.id, %data, "recording"),
+                _ => debug!(id = self.id.as_str(), %data, "recording"),
             },
             Event::Custom { name: "stream:done", data } => {
                 let mut fields = Value::clone(data);

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::call::CallId;
 use crate::call::Marker;
 use crate::media::{CallLink, Hangup};
 use crate::protocol::SampleRate;
@@ -36,7 +37,7 @@ pub(crate) enum CallCommand {
 /// A live call as the control plane sees it.
 pub(crate) struct LiveCall {
     pub serial: u64,
-    pub id: String,
+    pub id: CallId,
     pub path: String,
     pub rate: SampleRate,
     pub metadata: Map<String, Value>,
@@ -56,7 +57,7 @@ impl LiveCall {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         serial: u64,
-        id: String,
+        id: CallId,
         path: String,
         rate: SampleRate,
         metadata: Map<String, Value>,
@@ -169,7 +170,7 @@ impl CallStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct CallView {
     /// The call id: from the URI query (`call_id`), a metadata header, or generated.
-    pub id: String,
+    pub id: CallId,
     /// `live` or `ended`.
     pub status: CallStatus,
     /// The path the platform connected to.

@@ -216,7 +216,7 @@ fn fifty_members_on_the_slot_wheel_hear_the_others_one_frame_later() {
     let mut conns = Vec::new();
     for (i, hz) in rates.iter().enumerate() {
         let rate = rate_of(*hz);
-        let call = CallInfo { id: format!("w{i}"), path: "/conf".into(), metadata: Metadata::new(rate) };
+        let call = CallInfo { id: format!("w{i}").into(), path: "/conf".into(), metadata: Metadata::new(rate) };
         let conference = Conference::new(ConferenceConfig { settings: settings.clone(), ..ConferenceConfig::new("wheel") }).unwrap();
         let mut session = Session::new(
             rate,

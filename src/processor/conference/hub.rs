@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
 use super::{Admitted, ConferenceSettings, Join, MemberState, Role};
+use crate::call::CallId;
 use crate::processor::record::{DEFAULT_OPUS_BITRATE_PER_CHANNEL, RecordingOutcome};
 use crate::processor::template::{sanitize, utc_stamp};
 use crate::services::recorder::{FileSpec, Recorder, Recording};
@@ -167,7 +168,7 @@ pub struct ConferenceSummary {
 #[derive(Debug, Clone)]
 pub struct MemberView {
     /// Its call id.
-    pub call_id: String,
+    pub call_id: CallId,
     /// Its call's rate.
     pub rate: u32,
     /// Speaker or listener now.

@@ -9,13 +9,14 @@ use std::time::SystemTime;
 use ringbuf::{HeapCons, HeapProd};
 
 use super::{ConferenceSettings, ConferenceState, Recording, Role};
+use crate::call::CallId;
 
 /// One member as the control API and the mixer see it: flags the API sets and counters the
 /// member's pass and the mixer keep (all atomics; the media thread never locks).
 #[derive(Debug)]
 pub struct MemberState {
     /// The member's call id.
-    pub call_id: String,
+    pub call_id: CallId,
     /// The member's call rate.
     pub rate: u32,
     /// When it joined.
@@ -33,7 +34,7 @@ pub struct MemberState {
 }
 
 impl MemberState {
-    pub(super) fn new(call_id: String, rate: u32, role: Role) -> MemberState {
+    pub(super) fn new(call_id: CallId, rate: u32, role: Role) -> MemberState {
         MemberState {
             call_id,
             rate,

@@ -72,7 +72,7 @@ pub(super) async fn put_member(
     let body = body_object(&body)?;
     let conference = conference(&shared, &name)?;
     let action = body.get("action").and_then(Value::as_str).ok_or_else(|| Problem::bad_request("`action` is required"))?;
-    let members: Vec<_> = conference.members().into_iter().filter(|m| m.call_id == call_id).collect();
+    let members: Vec<_> = conference.members().into_iter().filter(|m| *m.call_id == *call_id).collect();
     let member = match members.as_slice() {
         [member] => member.clone(),
         [] => {

@@ -138,7 +138,7 @@ impl SocketEndpoint {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(id = self.side.call.id, error = %e, "connection lost");
+                    debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
                     self.end(Ending::PeerLost, &end.link);
                     return;
                 }
@@ -217,7 +217,7 @@ impl Endpoint for SocketEndpoint {
             Some(Limit::MaxDuration) => {
                 self.side.shared.stats.hangups_max_duration.fetch_add(1, Ordering::Relaxed);
                 let max_s = self.side.shared.config.server.max_duration.unwrap_or_default().as_secs();
-                info!(id = self.side.call.id, max_s, "hanging up: maximum call duration");
+                info!(id = self.side.call.id.as_str(), max_s, "hanging up: maximum call duration");
                 end.link.hang_up(Hangup::MaxDuration);
             }
             None => {}
@@ -246,7 +246,7 @@ impl Endpoint for SocketEndpoint {
             return;
         }
         if let Err(e) = self.write_out(now) {
-            debug!(id = self.side.call.id, error = %e, "connection lost");
+            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
             self.end(Ending::PeerLost, link);
         }
     }
@@ -284,7 +284,7 @@ impl Endpoint for SocketEndpoint {
             Some(Ending::PeerLost) => (1006, None, true),
             Some(Ending::Reject(rejection)) => {
                 stats.count_close(rejection.code);
-                info!(id, close = rejection.code.code(), reason = %rejection.reason, "closing call");
+                info!(id = id.as_str(), close = rejection.code.code(), reason = %rejection.reason, "closing call");
                 (rejection.code.code(), Some((rejection.code.code(), rejection.reason)), false)
             }
             None => {
