@@ -4,6 +4,9 @@
 //! protocol types only, so that neither the processors nor the session depend on each other
 //! for them.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+
 use crate::protocol::{DtmfDigit, Metadata};
 
 /// A call's id: from the URI query or a metadata header, or generated. It reads as the string
@@ -184,6 +187,8 @@ pub enum Event {
         /// Why.
         reason: StreamEnd,
     },
+    /// A recorder's file started, failed or ended.
+    Recording(RecordingEvent),
     /// A processor's own event. Making its data allocates (see [`Event::custom`]); cloning the
     /// event only counts a reference, so the session passes it on without allocating.
     Custom {
@@ -224,5 +229,117 @@ impl StreamEnd {
             StreamEnd::Replaced => "replaced",
             StreamEnd::Hangup => "hangup",
         }
+    }
+}
+
+/// How a recording ended, sent by the writer thread when the file is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// Its duration in ms.
+    pub duration_ms: u64,
+    /// Samples per channel written.
+    pub samples: u64,
+    /// Samples per channel dropped (ring full, or after a write error).
+    pub dropped: u64,
+    /// The first error, if any.
+    pub error: Option<String>,
+}
+
+/// What a recorder reports about its file, as an [`Event::Recording`]. Each is made once per
+/// recording (when the file is opened, when writing fails, when the call ends), never per frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordingEvent {
+    /// The file is open and recording.
+    Started {
+        /// The file.
+        path: PathBuf,
+        /// `wav` or `opus`.
+        format: &'static str,
+        /// `caller`, `outbound`, `stereo` or `mixed`.
+        channels: &'static str,
+    },
+    /// The file could not be opened, or writing it failed: the recording stops there, the call
+    /// goes on.
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: String,
+    },
+    /// The call ended: the recorder let go of the file, which its writer finalizes shortly
+    /// after ([`RecordingEnd::take_final`] says when).
+    Finished(Arc<RecordingEnd>),
+}
+
+impl RecordingEvent {
+    /// The event as JSON, as the call's `recording` events carry it: `state` (`started`,
+    /// `error`, `finished`), `path`, and the state's own fields.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            RecordingEvent::Started { path, format, channels } => {
+                json!({ "state": "started", "path": path.display().to_string(), "format": format, "channels": channels })
+            }
+            RecordingEvent::Failed { path, error } => json!({ "state": "error", "path": path.display().to_string(), "error": error }),
+            RecordingEvent::Finished(end) => {
+                let mut data = json!({
+                    "state": "finished",
+                    "path": end.path.display().to_string(),
+                    "duration_ms": end.duration_ms,
+                    "samples": end.samples,
+                    "dropped": end.dropped,
+                });
+                if let Some(error) = &end.error {
+                    data["error"] = json!(error);
+                }
+                data
+            }
+        }
+    }
+}
+
+/// A recording at the end of its call, as the media thread saw it.
+#[derive(Debug)]
+pub struct RecordingEnd {
+    /// The file.
+    pub path: PathBuf,
+    /// Its duration in ms.
+    pub duration_ms: u64,
+    /// Samples per channel handed to the writer.
+    pub samples: u64,
+    /// Samples per channel dropped (ring full, or after a write error).
+    pub dropped: u64,
+    /// The writer's error, if it failed.
+    pub error: Option<String>,
+    /// Where the writer reports the final file, when nobody took it before.
+    outcome: Mutex<Option<mpsc::Receiver<RecordingOutcome>>>,
+}
+
+impl RecordingEnd {
+    /// The end of a recording whose writer reports the final file on `outcome` (if given).
+    pub fn new(
+        path: PathBuf,
+        duration_ms: u64,
+        samples: u64,
+        dropped: u64,
+        error: Option<String>,
+        outcome: Option<mpsc::Receiver<RecordingOutcome>>,
+    ) -> RecordingEnd {
+        RecordingEnd { path, duration_ms, samples, dropped, error, outcome: Mutex::new(outcome) }
+    }
+
+    /// The channel on which the writer reports the finalized file, once: whoever publishes the
+    /// recording waits on it, so that a webhook that fetches the file gets it complete.
+    pub fn take_final(&self) -> Option<mpsc::Receiver<RecordingOutcome>> {
+        self.outcome.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl PartialEq for RecordingEnd {
+    fn eq(&self, other: &RecordingEnd) -> bool {
+        (&self.path, self.duration_ms, self.samples, self.dropped, &self.error)
+            == (&other.path, other.duration_ms, other.samples, other.dropped, &other.error)
     }
 }

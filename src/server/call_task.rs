@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::calls::{CallCommand, CallStatus, CallView, LiveCall};
 use super::{ConnectionGuard, Shared};
-use crate::call::CallId;
+use crate::call::{CallId, RecordingEnd, RecordingEvent};
 use crate::media::{ConnEnd, Hangup};
 use crate::processor::{ConferenceState, DtmfSource, Event, Membership};
 use crate::session::{CloseCode, Control, SharedAudio};
@@ -215,7 +215,7 @@ pub(super) struct CallEvents {
     url: Option<String>,
     seq: u64,
     /// Finished recordings whose files may still be being finalized.
-    recordings: Vec<Value>,
+    recordings: Vec<Arc<RecordingEnd>>,
 }
 
 impl CallEvents {
@@ -248,13 +248,16 @@ impl CallEvents {
     /// a webhook can fetch a complete file.
     async fn publish_recordings(&mut self) {
         let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
-        for fields in std::mem::take(&mut self.recordings) {
-            let file = fields.get("file").and_then(Value::as_str).map(std::path::PathBuf::from);
-            while let Some(file) = &file
-                && self.shared.services.recorder.in_progress(file)
-                && tokio::time::Instant::now() < deadline
+        for end in std::mem::take(&mut self.recordings) {
+            if let Some(outcomes) = end.take_final() {
+                final_outcome(outcomes, deadline).await;
+            }
+            // The recording's file goes in `file`: `path` is the call's.
+            let mut fields = RecordingEvent::Finished(end).to_json();
+            if let Some(map) = fields.as_object_mut()
+                && let Some(file) = map.remove("path")
             {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                map.insert("file".into(), file);
             }
             self.publish("recording", fields);
         }
@@ -269,14 +272,7 @@ impl CallEvents {
         outcomes: std::sync::mpsc::Receiver<crate::processor::RecordingOutcome>,
         conference: &ConferenceState,
     ) {
-        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
-        let outcome = loop {
-            match outcomes.try_recv() {
-                Ok(outcome) => break Some(outcome),
-                Err(_) if tokio::time::Instant::now() >= deadline => break None,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
+        let outcome = final_outcome(outcomes, tokio::time::Instant::now() + FINALIZE_WAIT).await;
         let mut fields = json!({
             "state": "finished",
             "file": file,
@@ -310,23 +306,12 @@ impl CallEvents {
             Event::StreamDone { id, reason } => {
                 self.publish("stream:done", json!({ "source": "api", "stream_id": id, "reason": reason.as_str() }))
             }
-            Event::Custom { name: "recording", data } => match data.get("state").and_then(Value::as_str) {
-                Some("finished") => {
-                    // The recording's file goes in `file`: `path` is the call's. The event waits
-                    // for the writer thread to finalize the file (see `publish_recordings`).
-                    let mut fields = Value::clone(data);
-                    if let Some(map) = fields.as_object_mut()
-                        && let Some(file) = map.remove("path")
-                    {
-                        map.insert("file".into(), file);
-                    }
-                    self.recordings.push(fields);
-                }
-                Some("error") => {
-                    self.publish("error", json!({ "source": "recording", "error": data.get("error"), "file": data.get("path") }))
-                }
-                _ => debug!(id = self.id.as_str(), %data, "recording"),
-            },
+            // A finished recording waits for its file to be final (see `publish_recordings`).
+            Event::Recording(RecordingEvent::Finished(end)) => self.recordings.push(end.clone()),
+            Event::Recording(RecordingEvent::Failed { path, error }) => {
+                self.publish("error", json!({ "source": "recording", "error": error, "file": path }))
+            }
+            Event::Recording(started) => debug!(id = self.id.as_str(), data = %started.to_json(), "recording"),
             Event::Custom { name: "stream:done", data } => {
                 let mut fields = Value::clone(data);
                 fields["source"] = json!("play");
@@ -368,4 +353,19 @@ fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
         let fields = json!({ "duration_ms": duration_ms, "members_total": conference.joined_total(), "recording": recording });
         publish_conference(&shared, &conference, "conference:ended", fields);
     });
+}
+
+/// The writer's report that a recording's file is final, waited for until `deadline`.
+async fn final_outcome(
+    outcomes: std::sync::mpsc::Receiver<crate::processor::RecordingOutcome>,
+    deadline: tokio::time::Instant,
+) -> Option<crate::processor::RecordingOutcome> {
+    loop {
+        match outcomes.try_recv() {
+            Ok(outcome) => return Some(outcome),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            Err(_) if tokio::time::Instant::now() >= deadline => return None,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }

@@ -229,8 +229,9 @@ pub fn record_until_full(
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Custom { name: "recording", data } => {
-                Some((data["state"].as_str().unwrap_or_default().to_owned(), serde_json::Value::clone(data)))
+            Event::Recording(recording) => {
+                let data = recording.to_json();
+                Some((data["state"].as_str().unwrap_or_default().to_owned(), data))
             }
             _ => None,
         })

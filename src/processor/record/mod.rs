@@ -52,21 +52,25 @@
 //!
 //! # Events
 //!
-//! The processor emits [`Event::Custom`] events named `"recording"`:
+//! The processor emits typed [`Event::Recording`] events ([`RecordingEvent`]; the server
+//! publishes them as the call's `recording` events with [`RecordingEvent::to_json`]):
 //!
-//! * at the first pass, `{"state": "started", "path": ..., "format": ..., "channels": ...}`, or
-//!   `{"state": "error", "error": ...}` when the file could not be opened (both built in
-//!   `prepare`);
-//! * once, at the pass after the writer thread first fails (a full disk),
-//!   `{"state": "error", "path": ..., "error": ...}`; the recording stops there, the call does not;
-//! * at the end of the call, `{"state": "finished", "path": ..., "duration_ms": ..., "samples":
-//!   ..., "dropped": ...}` plus `"error"` when writing failed: `samples` (per channel) is what the
-//!   media thread handed to the writer.
+//! * at the first pass, `Started` (`{"state": "started", "path": ..., "format": ...,
+//!   "channels": ...}`), or `Failed` (`{"state": "error", "path": ..., "error": ...}`) when the
+//!   file could not be opened (both built in `prepare`);
+//! * once, at the pass after the writer thread first fails (a full disk), `Failed`; the
+//!   recording stops there, the call does not;
+//! * at the end of the call, `Finished` (`{"state": "finished", "path": ..., "duration_ms": ...,
+//!   "samples": ..., "dropped": ...}` plus `"error"` when writing failed): `samples` (per
+//!   channel) is what the media thread handed to the writer. It carries the channel on which the
+//!   writer reports the finalized file ([`RecordingEnd::take_final`]), unless
+//!   [`Record::outcomes`] took it: the server publishes the event once the file is final, so a
+//!   webhook that fetches it gets it whole.
 //!
 //! The last two are built when they happen, the only allocations after `prepare`, once per
 //! recording. The writer thread finalizes the file after `finish` and then logs one
 //! `tracing::info!` line (path, duration_ms, samples, dropped, error) and sends a
-//! [`RecordingOutcome`] on the channel from [`Record::outcomes`], with the samples it wrote.
+//! [`RecordingOutcome`] with the samples it wrote.
 //!
 //! # Metrics
 //!
@@ -77,13 +81,14 @@
 mod config;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::SystemTime;
 
 pub use config::{RecordChannels, RecordConfig};
 
 use super::template::{self, Piece};
 use super::{CallInfo, Context, Event, Processor, ProcessorError, Setup};
+use crate::call::{RecordingEnd, RecordingEvent};
 #[cfg(feature = "opus")]
 pub use crate::services::recorder::OpusFileError;
 pub use crate::services::recorder::{
@@ -155,8 +160,7 @@ impl Record {
     /// Disables recording for this call: logs and prepares the error event.
     fn disable(&mut self, path: &Path, error: String) {
         tracing::warn!(path = %path.display(), %error, "recording disabled for this call");
-        self.announce =
-            Some(Event::custom("recording", serde_json::json!({ "state": "error", "path": path.display().to_string(), "error": error })));
+        self.announce = Some(Event::Recording(RecordingEvent::Failed { path: path.to_owned(), error }));
     }
 
     /// Tells the writer to drain and finalize (once).
@@ -214,15 +218,8 @@ impl Processor for Record {
         self.recording = Some(recording);
         self.rate = rate;
         self.scratch = vec![0; setup.frame_samples() * usize::from(channels.count())];
-        self.announce = Some(Event::custom(
-            "recording",
-            serde_json::json!({
-                "state": "started",
-                "path": path.display().to_string(),
-                "format": self.config.format.as_str(),
-                "channels": channels.as_str(),
-            }),
-        ));
+        self.announce =
+            Some(Event::Recording(RecordingEvent::Started { path, format: self.config.format.as_str(), channels: channels.as_str() }));
         Ok(())
     }
 
@@ -239,8 +236,8 @@ impl Processor for Record {
         {
             // Once per recording, on a failure: the event's allocation is the rare kind.
             self.error_reported = true;
-            let path = recording.path().display().to_string();
-            cx.emit(Event::custom("recording", serde_json::json!({ "state": "error", "path": path, "error": error })));
+            let failed = RecordingEvent::Failed { path: recording.path().to_owned(), error: error.to_owned() };
+            cx.emit(Event::Recording(failed));
         }
         // Which passes make a frame of the file (see `timeline`): the caller's channel follows
         // the caller's timeline exactly; outbound audio is kept from every pass that wrote some,
@@ -282,17 +279,15 @@ impl Processor for Record {
         self.stop();
         if let (true, Some(recording)) = (was_recording, self.recording.as_ref()) {
             let samples = recording.pushed();
-            let mut data = serde_json::json!({
-                "state": "finished",
-                "path": recording.path().display().to_string(),
-                "duration_ms": samples * 1000 / u64::from(self.rate.max(1)),
-                "samples": samples,
-                "dropped": recording.dropped(),
-            });
-            if let Some(error) = recording.failed() {
-                data["error"] = serde_json::Value::from(error);
-            }
-            cx.emit(Event::custom("recording", data));
+            let end = RecordingEnd::new(
+                recording.path().to_owned(),
+                samples * 1000 / u64::from(self.rate.max(1)),
+                samples,
+                recording.dropped(),
+                recording.failed().map(str::to_owned),
+                self.outcome_rx.take(),
+            );
+            cx.emit(Event::Recording(RecordingEvent::Finished(Arc::new(end))));
         }
     }
 }

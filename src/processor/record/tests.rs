@@ -69,7 +69,8 @@ fn record_call(name: &str, channels: RecordChannels, passes: usize) -> (Recordin
     record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
     let events = drive(&mut record, rate, passes);
     assert_eq!(events.len(), 1, "one event, at the first pass");
-    let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
+    let Event::Recording(recording) = &events[0] else { panic!("{events:?}") };
+    let data = &recording.to_json();
     assert_eq!(data["state"], "started");
     finish(&mut record, rate);
     let outcome = outcomes.recv_timeout(Duration::from_secs(2)).expect("finalized within 2 s");
@@ -141,7 +142,8 @@ fn a_file_never_finalized_still_opens_after_the_periodic_flush() {
     let mut record = recorder(&dir, RecordChannels::Stereo);
     record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
     let events = drive(&mut record, rate, 125);
-    let Event::Custom { data, .. } = &events[0] else { panic!("{events:?}") };
+    let Event::Recording(recording) = &events[0] else { panic!("{events:?}") };
+    let data = &recording.to_json();
     let path = PathBuf::from(data["path"].as_str().unwrap());
     // As if the process died: no finish, no drop. The writer thread goes on polling.
     std::mem::forget(record);
@@ -171,7 +173,8 @@ fn an_unwritable_directory_disables_recording_but_not_the_call() {
         record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).expect("prepare never fails the call");
         let events = drive(&mut record, rate, 10);
         assert_eq!(events.len(), 1, "{format:?}");
-        let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
+        let Event::Recording(recording) = &events[0] else { panic!("{events:?}") };
+        let data = &recording.to_json();
         assert_eq!(data["state"], "error");
         assert!(data["error"].as_str().unwrap().contains("cannot create"), "{data}");
         finish(&mut record, rate);

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use ringbuf::{HeapProd, HeapRb, traits::*};
 
+pub use crate::call::RecordingOutcome;
 pub use format::{
     DEFAULT_OPUS_BITRATE_PER_CHANNEL, DEFAULT_OPUS_TEMPLATE, DEFAULT_TEMPLATE, OPUS_BITRATES, OPUS_FEATURE_MISSING, RecordFormat,
 };
@@ -56,21 +57,6 @@ pub struct FileSpec {
     pub rate: u32,
     /// The Opus bitrate for the whole stream, in bits per second (ignored for WAV).
     pub opus_bitrate: u32,
-}
-
-/// How a recording ended, sent by the writer thread when the file is closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingOutcome {
-    /// The file.
-    pub path: PathBuf,
-    /// Its duration in ms.
-    pub duration_ms: u64,
-    /// Samples per channel written.
-    pub samples: u64,
-    /// Samples per channel dropped (ring full, or after a write error).
-    pub dropped: u64,
-    /// The first error, if any.
-    pub error: Option<String>,
 }
 
 /// Why a recording could not be started, or stopped early. The server reports it in the

@@ -164,7 +164,8 @@ fn record_opus(name: &str, rate: SampleRate, channels: RecordChannels, passes: u
     let outcomes = record.outcomes().unwrap();
     record.prepare(&Setup { rate, call: &call(rate), services: &crate::services::Services::new() }).unwrap();
     let events = drive_tones(&mut record, rate, passes);
-    let Event::Custom { name: "recording", data } = &events[0] else { panic!("{events:?}") };
+    let Event::Recording(recording) = &events[0] else { panic!("{events:?}") };
+    let data = &recording.to_json();
     assert_eq!((data["state"].as_str(), data["format"].as_str()), (Some("started"), Some("opus")), "{data}");
     finish(&mut record, rate);
     let outcome = outcomes.recv_timeout(Duration::from_secs(2)).expect("finalized within 2 s");
@@ -238,7 +239,8 @@ fn an_opus_file_never_finalized_reads_up_to_its_last_page() {
     let mut record = opus_recorder(&dir, RecordChannels::Stereo);
     record.prepare(&Setup { rate, call: &call(rate), services: &crate::services::Services::new() }).unwrap();
     let events = drive_tones(&mut record, rate, 125);
-    let Event::Custom { data, .. } = &events[0] else { panic!("{events:?}") };
+    let Event::Recording(recording) = &events[0] else { panic!("{events:?}") };
+    let data = &recording.to_json();
     let path = PathBuf::from(data["path"].as_str().unwrap());
     // As if the process died: no finish, no drop. The writer thread goes on polling.
     std::mem::forget(record);
