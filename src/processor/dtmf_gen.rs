@@ -29,15 +29,10 @@ use crate::protocol::{DtmfDigit, SampleRate};
 /// same level and edges as [`DtmfSend`]), then `gap_ms` of silence. The control API's "send
 /// DTMF" plays this buffer.
 pub fn render_dtmf(digits: &str, rate: SampleRate, tone_ms: u32, gap_ms: u32) -> Result<Vec<i16>, ProcessorError> {
-    let mut sender = DtmfSend::new(DtmfSendConfig { digits: digits.to_owned(), tone_ms, gap_ms, ..DtmfSendConfig::default() })?;
-    sender.set_rate(rate)?;
-    let period = sender.period as usize;
-    let mut out = vec![0i16; period * sender.keys.len()];
-    for (tone, key) in sender.tones.iter_mut().zip(out.chunks_exact_mut(period)) {
-        // The tone ends after `tone_ms`; the rest of the key's period stays silent.
-        tone.fill(key);
-    }
-    Ok(out)
+    // The sender checks the keys and the timing as `dtmf_send` would; the audio is the one
+    // generator's.
+    let sender = DtmfSend::new(DtmfSendConfig { digits: digits.to_owned(), tone_ms, gap_ms, ..DtmfSendConfig::default() })?;
+    Ok(crate::audio::render_keys(&sender.keys, rate, tone_ms, gap_ms))
 }
 
 /// The most keys in one sequence.
