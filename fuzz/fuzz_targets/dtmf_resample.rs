@@ -158,7 +158,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let call = CallInfo { id: "fuzz".into(), path: "/dtmf".into(), metadata: Metadata::new(rate) };
-    if detect.prepare(&Setup { rate, call: &call }).is_err() {
+    if detect.prepare(&Setup { rate, call: &call, services: &callpipe::services::Services::new() }).is_err() {
         return;
     }
     let (from, to) = (RATES[usize::from(pair % 4)], RATES[usize::from((pair / 4) % 4)]);

@@ -49,7 +49,8 @@ fuzz_target!(|input: Input| {
     let config = SessionConfig::default();
     let call = CallInfo { id: "fuzz".into(), path: "/echo".into(), metadata: Metadata::new(rate) };
     let echo = Echo::new(delay_ms).expect("delays up to 500 ms are valid");
-    let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(echo)]), config).expect("an echo pipeline prepares");
+    let mut session = Session::new(rate, &call, Pipeline::new(vec![Box::new(echo)]), config, &callpipe::services::Services::new())
+        .expect("an echo pipeline prepares");
 
     let max_ahead = FRAME_DURATION * config.lookahead_frames;
     let t0 = Instant::now();
@@ -62,7 +63,7 @@ fuzz_target!(|input: Input| {
             Op::Audio(bytes) => session.handle_audio(&bytes, t0 + FRAME_DURATION * n_ticks),
             Op::Dtmf(x) => session.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::ALL[usize::from(x) % 16], duration_ms: None }),
             Op::Cleared => session.handle_platform(InboundEvent::Cleared),
-            Op::NotifyPlayed(marker) => session.handle_platform(InboundEvent::NotifyPlayed { marker }),
+            Op::NotifyPlayed(marker) => session.handle_platform(InboundEvent::NotifyPlayed { marker: callpipe::call::Marker(marker) }),
             Op::Tick { late_us } => {
                 let now = t0 + FRAME_DURATION * n_ticks + Duration::from_micros(u64::from(late_us));
                 n_ticks += 1;
