@@ -29,9 +29,9 @@
 //!             connections (a runtime, reconnects, counters) and the      sockets, files)
 //!             recorder's writer (a thread that owns every file)
 //!     ▲
-//!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF,     (no I/O, no clock)
-//!             play, record, fork, conference and its mixer): real-time
-//!             stages that hold ring ends, prepared with the services
+//!  processor  the Processor trait, Pipeline, built-ins (echo, DTMF,     (no thread, socket,
+//!             play, record, fork, conference and its mixer): real-time    file or clock of
+//!             stages that hold ring ends, prepared with the services      its own)
 //!     ▲
 //!  session    one call as a state machine: re-framer, jitter policy,    (time is an argument)
 //!             pacer, clear/notify bookkeeping

@@ -166,7 +166,7 @@ impl DtmfSend {
             .iter()
             .map(|&key| DtmfTone::for_key(key, rate, level).map(|t| t.with_length(tone)))
             .collect::<Result<_, _>>()
-            .map_err(|e| config_error(e.to_string()))?;
+            .map_err(|e| ProcessorError::invalid("dtmf_send", "`level_dbfs`", e))?;
         Ok(())
     }
 

@@ -91,8 +91,8 @@ impl Setup<'_> {
     }
 }
 
-/// Why a processor could not be prepared.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a processor could not be built or prepared.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessorError {
     /// A parameter is missing or out of range.
@@ -103,6 +103,18 @@ pub enum ProcessorError {
         /// What is wrong.
         message: String,
     },
+    /// A parameter names something that cannot be used, for a reason of its own (a trust file,
+    /// a codec, a template, a rate pair): the reason is behind `source()`.
+    #[error("processor {processor}: {what}{source}")]
+    Invalid {
+        /// The processor type.
+        processor: String,
+        /// Which parameter, as `` `name`: `` (or empty when the reason names it).
+        what: String,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The route names a processor type that is not registered.
     #[error("unknown processor type {kind:?} (known: {})", known.join(", "))]
     Unknown {
@@ -112,6 +124,30 @@ pub enum ProcessorError {
         known: Vec<String>,
     },
 }
+
+impl ProcessorError {
+    /// A [`ProcessorError::Invalid`] of `processor`'s parameter `what` (e.g. `` "`codec`" ``, or
+    /// `""` when `source` names it), caused by `source`.
+    pub fn invalid(processor: &str, what: &str, source: impl std::error::Error + Send + Sync + 'static) -> ProcessorError {
+        let what = if what.is_empty() { String::new() } else { format!("{what}: ") };
+        ProcessorError::Invalid { processor: processor.to_owned(), what, source: std::sync::Arc::new(source) }
+    }
+}
+
+/// Errors compare by what they say: two `Invalid` errors are equal when their processors,
+/// parameters and messages are.
+impl PartialEq for ProcessorError {
+    fn eq(&self, other: &ProcessorError) -> bool {
+        match (self, other) {
+            (ProcessorError::Config { processor: a, message: m }, ProcessorError::Config { processor: b, message: n }) => a == b && m == n,
+            (ProcessorError::Unknown { kind: a, known: k }, ProcessorError::Unknown { kind: b, known: l }) => a == b && k == l,
+            (ProcessorError::Invalid { .. }, ProcessorError::Invalid { .. }) => self.to_string() == other.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ProcessorError {}
 
 /// One stage of a call's media pipeline. See the [module docs](self) for the real-time contract.
 pub trait Processor: Send + 'static {

@@ -444,7 +444,7 @@ mod tests {
             ("type = 'resample'\nrate = 16000\nprocessors = [{ type = 'echo', delay = 1 }]", "unknown parameter `delay`"),
         ] {
             match registry.build(&spec(bad)) {
-                Err(err @ ProcessorError::Config { .. }) => {
+                Err(err @ (ProcessorError::Config { .. } | ProcessorError::Invalid { .. })) => {
                     let text = err.to_string();
                     assert!(text.contains(says) && text.contains(spec(bad).kind.as_str()), "{bad}: {text}");
                 }

@@ -157,7 +157,7 @@ impl Processor for Resample {
     }
 
     fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
-        let error = |e: crate::resample::ResampleError| ProcessorError::Config { processor: "resample".into(), message: e.to_string() };
+        let error = |e: crate::resample::ResampleError| ProcessorError::invalid("resample", "", e);
         let (outer, inner) = (setup.rate.hz(), self.rate.hz());
         let down = Resampler::new(outer, inner).map_err(error)?;
         let up = Resampler::new(inner, outer).map_err(error)?;

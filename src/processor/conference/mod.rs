@@ -184,8 +184,8 @@ impl Processor for Conference {
         let (up_p, up_c) = HeapRb::<i16>::new(conf_samples * RING_FRAMES).split();
         let (down_p, down_c) = HeapRb::<i16>::new(conf_samples * RING_FRAMES).split();
         if call_rate != settings.rate {
-            let to = Resampler::new(call_rate, settings.rate).map_err(|e| config_error(e.to_string()))?;
-            let from = Resampler::new(settings.rate, call_rate).map_err(|e| config_error(e.to_string()))?;
+            let to = Resampler::new(call_rate, settings.rate).map_err(|e| ProcessorError::invalid("conference", "`rate`", e))?;
+            let from = Resampler::new(settings.rate, call_rate).map_err(|e| ProcessorError::invalid("conference", "`rate`", e))?;
             self.delay = to.delay() + from.delay();
             self.to_conference = Some(to);
             self.from_conference = Some(from);

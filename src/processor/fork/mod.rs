@@ -152,7 +152,7 @@ impl Fork {
         let security = match parsed.scheme() {
             "ws" if config.ca_file.is_some() => return Err(config_error("`ca_file` applies to wss:// targets only")),
             "ws" => Security::Plain,
-            "wss" => Security::Tls(tls_config(config.ca_file.as_deref()).map_err(|e| config_error(e.to_string()))?),
+            "wss" => Security::Tls(tls_config(config.ca_file.as_deref()).map_err(|e| ProcessorError::invalid("fork", "", e))?),
             other => return Err(config_error(format!("`url` must be ws:// or wss://, not {other}://"))),
         };
         check_codec(&config)?;
@@ -251,9 +251,9 @@ impl Processor for Fork {
         let frame = (rate / FRAMES_PER_SECOND) as usize;
         let channels = self.config.send.channels();
         if rate != call_rate {
-            self.resampler = Some(Resampler::new(call_rate, rate).map_err(|e| config_error(e.to_string()))?);
+            self.resampler = Some(Resampler::new(call_rate, rate).map_err(|e| ProcessorError::invalid("fork", "`rate`", e))?);
             if channels == 2 {
-                self.outbound_resampler = Some(Resampler::new(call_rate, rate).map_err(|e| config_error(e.to_string()))?);
+                self.outbound_resampler = Some(Resampler::new(call_rate, rate).map_err(|e| ProcessorError::invalid("fork", "`rate`", e))?);
             }
         }
         self.resampled = vec![0; frame];
@@ -265,16 +265,16 @@ impl Processor for Fork {
         // Whole 20 ms frames, at least one of the target's frames.
         let frames = (self.config.buffer_ms as usize).div_ceil(20).max(self.config.frame_ms as usize / 20);
         let reply_resampler = if reply_rate != call_rate {
-            Some(Resampler::new(reply_rate, call_rate).map_err(|e| config_error(e.to_string()))?)
+            Some(Resampler::new(reply_rate, call_rate).map_err(|e| ProcessorError::invalid("fork", "`reply_rate`", e))?)
         } else {
             None
         };
         let format = Format { codec: self.config.codec, rate, channels, frame_ms: self.config.frame_ms };
         let encoder = Encoder::new(self.config.codec, rate, channels, self.config.frame_ms, self.config.opus_bitrate())
-            .map_err(|e| config_error(format!("`codec`: {e}")))?;
+            .map_err(|e| ProcessorError::invalid("fork", "`codec`", e))?;
         let mut request = template::render_with_format(&self.url, setup.call, format, Escape::Url)
             .into_client_request()
-            .map_err(|e| config_error(format!("`url`: {e}")))?;
+            .map_err(|e| ProcessorError::invalid("fork", "`url`", e))?;
         for (name, value) in &self.headers {
             let value = template::render_with_format(value, setup.call, format, Escape::Header);
             let value = HeaderValue::from_str(&value).map_err(|e| config_error(format!("`headers`.{name}: {e}")))?;
@@ -295,7 +295,7 @@ impl Processor for Fork {
             .services
             .fork
             .start(target, frames * frame * channels, REPLY_AUDIO_FRAMES * setup.frame_samples())
-            .map_err(|e| config_error(e.to_string()))?;
+            .map_err(|e| ProcessorError::invalid("fork", "", e))?;
         self.side = Some(side);
         Ok(())
     }
@@ -382,8 +382,11 @@ mod tests {
         assert!(error(ForkConfig::new("http://x/")).contains("must be ws:// or wss://"));
         let ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
         assert!(error(ForkConfig { ca_file: ca_file.clone(), ..ForkConfig::new("ws://x/") }).contains("`ca_file` applies to wss://"));
-        let message = error(ForkConfig { ca_file, ..ForkConfig::new("wss://x/") });
+        let unreadable = Fork::new(ForkConfig { ca_file, ..ForkConfig::new("wss://x/") }).unwrap_err();
+        let message = unreadable.to_string();
         assert!(message.contains("`ca_file` /nonexistent/ca.pem: cannot read it"), "{message}");
+        let cause = std::error::Error::source(&unreadable).expect("the trust file's error is behind source()");
+        assert!(cause.source().is_some(), "and the I/O error behind it: {cause}");
         assert!(
             error(ForkConfig { bitrate: Some(32_000), ..ForkConfig::new("ws://x/") })
                 .contains("`bitrate` applies to codec = \"opus\" only")

@@ -119,7 +119,7 @@ impl Record {
         if config.dir.as_os_str().is_empty() {
             return Err(config_error("`dir` must not be empty".into()));
         }
-        let template = template::parse_file_name(&config.template).map_err(|e| config_error(e.to_string()))?;
+        let template = template::parse_file_name(&config.template).map_err(|e| ProcessorError::invalid("record", "", e))?;
         config.check_format(&template)?;
         let (tx, rx) = mpsc::channel();
         Ok(Record {
