@@ -139,7 +139,7 @@ fn check_codec(config: &ForkConfig) -> Result<(), ProcessorError> {
 impl Fork {
     /// A fork with `config`, checked here: the URL (with sample values), the rates, the frame
     /// size, the buffer, the header names, the codec and its bitrate, and for `wss://` the trust
-    /// roots (`ca_file` is read the first time a fork names it: see `fork/target.rs`).
+    /// roots (`ca_file` is read the first time a fork names it: see `services/fork/target.rs`).
     ///
     /// Reads `ca_file` the first time a fork names it. Build forks off the media thread.
     pub fn new(config: ForkConfig) -> Result<Fork, ProcessorError> {

@@ -1,5 +1,5 @@
 //! The `record` processor: writes the call to a 16-bit PCM WAV file at the call's rate, or, in
-//! builds with the `opus` cargo feature, to an Ogg/Opus file (see `record/ogg_opus.rs`).
+//! builds with the `opus` cargo feature, to an Ogg/Opus file (see `services/recorder/ogg_opus.rs`).
 //!
 //! The media thread only copies each frame into a fixed-capacity ring (sized in
 //! [`Processor::prepare`] for [`RING_SECONDS`](crate::services::recorder::RING_SECONDS) of audio). The file itself belongs to the
