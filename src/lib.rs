@@ -21,6 +21,7 @@
 //!  resample   real-time 8/16/24/48 kHz conversion, one frame at a time  (no I/O)
 //!  auth       JWT (HS256) and static-token checks, webhook signing      (no I/O; time is an argument)
 //!  metrics    Prometheus text format: families, samples, histograms    (no I/O)
+//!  stats      lock-free counters and latency histograms                 (no I/O)
 //!     ▲
 //!  call       the call's vocabulary: CallInfo, Event, DtmfSource,       (no I/O)
 //!             StreamEnd (below the processors and the session alike)
