@@ -5,9 +5,10 @@
 //!
 //! A server builds one [`Services`] in [`crate::server::run`] and hands it to every call's
 //! processors when they are prepared ([`crate::processor::Setup::services`]); the processors
-//! keep only their ends of lock-free rings. Nothing here is process-wide: two servers in one
-//! process, or two tests, share no threads, files or counters. Threads start on first use, so a
-//! server that never records or forks runs none.
+//! keep only their ends of lock-free rings. Two servers in one process, or two tests, share no
+//! threads, files or counters; the one thing shared is an immutable cache of the forks' TLS
+//! client configurations, keyed by `ca_file` ([`fork::tls_config`]). Threads start on first
+//! use, so a server that never records or forks runs none.
 
 pub mod fork;
 pub mod recorder;
