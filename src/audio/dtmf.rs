@@ -162,6 +162,10 @@ impl DtmfTone {
     }
 }
 
+/// The most keys one sequence plays (`dtmf_send`, the control API's keys, a fork's `dtmf`
+/// command).
+pub const MAX_KEYS: usize = 64;
+
 /// `keys` one after the other at `rate`: each key's tone for `tone_ms` (each sine at
 /// [`DTMF_LEVEL_DBFS`], its edges inside), then `gap_ms` of silence.
 pub fn render_keys(keys: &[DtmfDigit], rate: SampleRate, tone_ms: u32, gap_ms: u32) -> Vec<i16> {

@@ -42,7 +42,7 @@ mod resampler;
 mod tone;
 mod wav;
 
-pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, dtmf_frequencies, render_keys};
+pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, MAX_KEYS, dtmf_frequencies, render_keys};
 pub use playback::{Blend, Playback, Played};
 pub use recorder::StereoRecorder;
 pub use resampler::{RESAMPLER_CUTOFF, RESAMPLER_ZERO_CROSSINGS, resample};

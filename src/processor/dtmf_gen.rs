@@ -36,7 +36,7 @@ pub fn render_dtmf(digits: &str, rate: SampleRate, tone_ms: u32, gap_ms: u32) ->
 }
 
 /// The most keys in one sequence.
-pub const MAX_DIGITS: usize = 64;
+pub const MAX_DIGITS: usize = crate::audio::MAX_KEYS;
 
 /// A configuration error of `dtmf_send`.
 fn config_error(message: String) -> ProcessorError {

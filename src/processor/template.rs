@@ -72,15 +72,10 @@ impl Grammar {
                 .map(|key| Piece::Header(key.to_owned())),
         }
     }
-
-    fn known(self) -> &'static str {
-        match self {
-            Grammar::Call => "call_id, path, header:NAME",
-            Grammar::Fork => "call_id, path, header:NAME, codec, rate, channels, frame_ms, content_type",
-            Grammar::File => "call_id, path, start, rate, header:NAME",
-        }
-    }
 }
+
+/// The placeholders a file name may use, as an unknown one's error lists them.
+const FILE_PLACEHOLDERS: &str = "call_id, path, start, rate, header:NAME";
 
 /// What a fork sends, for the templates: the target learns the format from the URL, a header
 /// or the first message.
@@ -176,7 +171,7 @@ pub fn parse_file_name(text: &str) -> Result<Vec<Piece>, TemplateError> {
                 Some(close) => TemplateError::Unknown {
                     template,
                     placeholder: literal[open + 1..open + 1 + close].to_owned(),
-                    known: Grammar::File.known(),
+                    known: FILE_PLACEHOLDERS,
                 },
                 None => TemplateError::Unclosed { template },
             });

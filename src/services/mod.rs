@@ -31,6 +31,19 @@ pub struct Services {
     pub timings: std::sync::Arc<Timings>,
 }
 
+/// Checks `done` every `step` until it holds or `timeout` has passed; returns whether it held.
+/// Blocks the thread: for shutdown paths, off the async runtime.
+fn poll_until(timeout: Duration, step: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+    true
+}
+
 impl Services {
     /// Services with nothing running yet.
     pub fn new() -> Services {

@@ -139,9 +139,8 @@ fn check_codec(config: &ForkConfig) -> Result<(), ProcessorError> {
 impl Fork {
     /// A fork with `config`, checked here: the URL (with sample values), the rates, the frame
     /// size, the buffer, the header names, the codec and its bitrate, and for `wss://` the trust
-    /// roots (`ca_file` is read the first time a fork names it: see `services/fork/target.rs`).
-    ///
-    /// Reads `ca_file` the first time a fork names it. Build forks off the media thread.
+    /// roots (`ca_file` is read the first time a fork names it: see `services/fork/target.rs`),
+    /// so build forks off the media thread.
     pub fn new(config: ForkConfig) -> Result<Fork, ProcessorError> {
         let url = template::parse_with_format(&config.url);
         let sample = template::render_with_format(&url, &template::sample_call(), template::SAMPLE_FORMAT, Escape::Url);

@@ -86,8 +86,7 @@ impl RecordConfig {
     /// Checks that the format is available in this build, that the parsed template ends in
     /// its extension, and the bitrate.
     pub(super) fn check_format(&self, template: &[Piece]) -> Result<(), ProcessorError> {
-        let config = self;
-        let format = config.format;
+        let format = self.format;
         let error = |message: String| ProcessorError::Config { processor: "record".into(), message };
         if !format.is_available() {
             return Err(error(OPUS_FEATURE_MISSING.into()));
@@ -96,12 +95,12 @@ impl RecordConfig {
         if !matches!(template.last(), Some(Piece::Literal(end)) if end.ends_with(&extension)) {
             return Err(error(format!(
                 "template {:?} must end in `{extension}` for format = \"{}\" (e.g. {:?})",
-                config.template,
+                self.template,
                 format.as_str(),
                 format.default_template()
             )));
         }
-        match (format, config.bitrate) {
+        match (format, self.bitrate) {
             (RecordFormat::Wav, Some(_)) => Err(error("`bitrate` applies to format = \"opus\" only".into())),
             (RecordFormat::Opus, Some(bits)) if !OPUS_BITRATES.contains(&bits) => Err(error(format!(
                 "`bitrate` must be between {} and {} bits per second, not {bits}",

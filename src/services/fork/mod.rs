@@ -21,7 +21,7 @@ mod task;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[cfg(feature = "opus")]
 pub use codec::ForkOpusEncoder;
@@ -162,14 +162,7 @@ impl ForkNet {
     /// Waits up to `timeout` for every fork task to end (each ends within [`STOP_TIMEOUT`] of
     /// its call's end). Returns whether none was left.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.live() > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-        true
+        super::poll_until(timeout, POLL_INTERVAL, || self.live() == 0)
     }
 
     fn runtime(&self) -> Result<&tokio::runtime::Runtime, ForkError> {

@@ -25,7 +25,7 @@ mod ogg_opus;
 pub use ogg_opus::OpusFileError;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -118,11 +118,10 @@ struct Shared {
     failed: OnceLock<String>,
 }
 
-/// The files handed to the writer thread and not yet final. Locked when a recording is opened
-/// and when it is finalized (on the writer thread), never on a media thread.
+/// The files handed to the writer thread and not yet final. Locked when a recording is opened,
+/// when it is finalized (on the writer thread) and when someone asks; never on a media thread.
 #[derive(Debug, Default)]
 struct Ledger {
-    open: AtomicUsize,
     paths: Mutex<Vec<PathBuf>>,
 }
 
@@ -132,18 +131,14 @@ impl Ledger {
     }
 
     fn add(&self, path: &Path) {
-        self.open.fetch_add(1, Ordering::AcqRel);
         self.paths().push(path.to_owned());
     }
 
     fn close(&self, path: &Path) {
-        {
-            let mut paths = self.paths();
-            if let Some(i) = paths.iter().position(|p| p == path) {
-                paths.swap_remove(i);
-            }
+        let mut paths = self.paths();
+        if let Some(i) = paths.iter().position(|p| p == path) {
+            paths.swap_remove(i);
         }
-        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -241,14 +236,7 @@ impl Recorder {
     /// (Ogg/Opus). Returns whether none was left open; recordings still running keep it
     /// waiting.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while self.inner.ledger.open.load(Ordering::Acquire) > 0 {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(POLL_INTERVAL / 4);
-        }
-        true
+        super::poll_until(timeout, POLL_INTERVAL / 4, || self.inner.ledger.paths().is_empty())
     }
 
     /// Bytes written to this recorder's files so far: headers, audio, and header rewrites (a

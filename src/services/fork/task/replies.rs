@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Ended, Task};
+use crate::audio::MAX_KEYS;
 use crate::protocol::DtmfDigit;
 use crate::services::fork::command::{Command, CommandError, parse_command};
 use crate::services::fork::link::Reply;
@@ -17,9 +18,6 @@ const DTMF_TONE_MS: u32 = 50;
 
 /// The silence after each key, in ms.
 const DTMF_GAP_MS: u32 = 50;
-
-/// The most keys one `dtmf` command plays.
-const MAX_KEYS: usize = 64;
 
 /// A `dtmf` command's keys, or what is wrong with them.
 fn parse_keys(digits: &str) -> Result<Vec<DtmfDigit>, CommandError> {
