@@ -54,12 +54,14 @@ pub struct Playback {
     cursor: usize,
     /// Plays still to complete; `None` for until stopped.
     plays_left: Option<u32>,
+    /// Samples played since the start (or the last restart), every loop counted.
+    played: u64,
 }
 
 impl Playback {
     /// Plays `audio` `loops` times (0: until stopped) at linear `gain`, from its start.
     pub fn new(audio: Arc<[i16]>, loops: u32, gain: f32) -> Playback {
-        Playback { audio, loops, gain, cursor: 0, plays_left: (loops > 0).then_some(loops) }
+        Playback { audio, loops, gain, cursor: 0, plays_left: (loops > 0).then_some(loops), played: 0 }
     }
 
     /// The audio, as given.
@@ -71,6 +73,13 @@ impl Playback {
     pub fn restart(&mut self) {
         self.cursor = 0;
         self.plays_left = (self.loops > 0).then_some(self.loops);
+        self.played = 0;
+    }
+
+    /// Samples played since the start (or the last [`restart`](Playback::restart)), every loop
+    /// counted: what a barge-in reports as played.
+    pub fn played(&self) -> u64 {
+        self.played
     }
 
     /// Writes the next frame into `out`, blended with what it holds as `blend` says.
@@ -89,6 +98,7 @@ impl Playback {
                 (Blend::Mix, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.saturating_add(scale(*s, self.gain))),
             }
             filled += take;
+            self.played += take as u64;
             self.cursor += take;
             if self.cursor == self.audio.len() {
                 self.cursor = 0;

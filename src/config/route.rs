@@ -68,6 +68,12 @@ pub(super) fn validate_routes(raw: Vec<RawRoute>, dir: &Path, registry: &Process
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
         registry.build_pipeline(&processors).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
+        if let Some(kind) = speech_barge_in_without_vad(&processors) {
+            return Err(invalid(format!(
+                "route {}: {kind} barges in on speech, but nothing in the route detects speech: add {{ type = \"vad\" }} before it",
+                r.path
+            )));
+        }
         if count_kind(&processors, "conference") > 1 {
             return Err(invalid(format!("route {}: a call joins one conference at most; the route has several", r.path)));
         }
@@ -126,18 +132,32 @@ fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), crate::audio
 
 /// Processors of type `kind` in `specs`, counting those inside `resample` wrappers.
 fn count_kind(specs: &[ProcessorSpec], kind: &str) -> usize {
-    specs
-        .iter()
-        .map(|spec| {
-            let nested = match spec.params.get("processors") {
-                Some(toml::Value::Array(inner)) => inner
-                    .iter()
-                    .filter_map(|v| v.as_table().cloned().and_then(|t| ProcessorSpec::from_table(t).ok()))
-                    .map(|s| count_kind(std::slice::from_ref(&s), kind))
-                    .sum(),
-                _ => 0,
-            };
-            usize::from(spec.kind == kind) + nested
-        })
-        .sum()
+    let mut n = 0;
+    each_spec(specs, &mut |spec| n += usize::from(spec.kind == kind));
+    n
+}
+
+/// Calls `f` on every spec of `specs`, and on those inside `resample` wrappers.
+fn each_spec(specs: &[ProcessorSpec], f: &mut impl FnMut(&ProcessorSpec)) {
+    for spec in specs {
+        f(spec);
+        if let Some(toml::Value::Array(inner)) = spec.params.get("processors") {
+            let nested: Vec<ProcessorSpec> =
+                inner.iter().filter_map(|v| v.as_table().cloned().and_then(|t| ProcessorSpec::from_table(t).ok())).collect();
+            each_spec(&nested, f);
+        }
+    }
+}
+
+/// The first processor in `specs` that barges in on speech, when no `vad` would tell it the
+/// caller speaks.
+fn speech_barge_in_without_vad(specs: &[ProcessorSpec]) -> Option<String> {
+    let mut first = None;
+    each_spec(specs, &mut |spec| {
+        let on_speech = matches!(spec.params.get("barge_in"), Some(toml::Value::String(mode)) if mode == "speech" || mode == "both");
+        if on_speech && first.is_none() {
+            first = Some(spec.kind.clone());
+        }
+    });
+    first.filter(|_| count_kind(specs, "vad") == 0)
 }

@@ -40,6 +40,7 @@ mod resample;
 pub(crate) mod template;
 pub mod testkit;
 mod timing;
+mod vad;
 
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub use record::{
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
 pub use timing::TIMING_INTERVAL;
+pub use vad::{MAX_VAD_WINDOW_MS, Vad, VadConfig};
 
 pub use crate::call::{CallId, CallInfo, DtmfSource, Event, Marker};
 use crate::protocol::SampleRate;

@@ -22,12 +22,17 @@
 //!   the file goes; the rest of that frame is silence. Frames after the end are not written.
 //! * When playback ends, one [`Event::Custom`] `"stream:done"` with
 //!   `{"file": ..., "reason": "finished"}` is emitted in the pass that carries the last samples.
-//!   With `barge_in = true`, any [`Event::Dtmf`] (from the platform or detected in-band) while
-//!   playback is pending or under way stops it, calls [`Context::clear`] (so the platform also
-//!   drops what it has buffered, and so does callpipe, including this pass's outbound audio so
-//!   far) and emits `"stream:done"` with `"reason": "barge_in"`. A call that ends first (for
-//!   example with `loop = 0`) emits nothing.
-//! * Both events are built in `prepare`; `emit` only moves one. Nothing is allocated, locked or
+//!   With `barge_in = "dtmf"` (or `true`), any [`Event::Dtmf`] (from the platform or detected
+//!   in-band) while playback is pending or under way stops it; with `"speech"`, the caller
+//!   starting to speak does ([`Event::Speech`] `speech:started` from a `vad` processor in the
+//!   route, which a route with speech barge-in must have); `"both"` is either. It calls
+//!   [`Context::clear`] (so the platform also drops what it has buffered, and so does callpipe,
+//!   including this pass's outbound audio so far) and emits `"stream:done"` with
+//!   `"reason": "barge_in"`, then, when it had started playing, an [`Event::BargeIn`]
+//!   (`barge_in`, with the file and how many ms of it had been sent). A call that ends first
+//!   (for example with `loop = 0`) emits nothing.
+//! * Both `stream:done` events are built in `prepare`; `emit` only moves one, and the
+//!   `barge_in` event is a plain value. Nothing is allocated, locked or
 //!   read from disk after `prepare`.
 //!
 //! # Starting on an event
@@ -44,6 +49,7 @@ use std::path::PathBuf;
 
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::audio::{Blend, Playback, load_wav};
+use crate::call::{BargeIn, BargeInMode, Interrupted};
 use crate::protocol::DtmfDigit;
 
 /// The quietest `level_db`.
@@ -68,8 +74,9 @@ pub struct PlayConfig {
     /// When playback starts, in ms after the call starts, up to an hour; rounded up to the next
     /// 20 ms pass. Default 0.
     pub start_ms: u32,
-    /// Whether a DTMF key from the caller stops playback and clears buffered audio. Default false.
-    pub barge_in: bool,
+    /// What from the caller stops playback and clears buffered audio: a key, the start of
+    /// speech (with a `vad` in the route), both, or nothing (the default).
+    pub barge_in: BargeInMode,
     /// Wait for this key instead of starting with the call (the `on_digit` parameter).
     pub on_digit: Option<DtmfDigit>,
     /// Wait for an event of this name from another processor (the `on_event` parameter).
@@ -79,7 +86,7 @@ pub struct PlayConfig {
 impl PlayConfig {
     /// Plays `file` once, at its level, from the start of the call, without barge-in.
     pub fn new(file: impl Into<PathBuf>) -> PlayConfig {
-        PlayConfig { file: file.into(), loops: 1, level_db: 0.0, start_ms: 0, barge_in: false, on_digit: None, on_event: None }
+        PlayConfig { file: file.into(), loops: 1, level_db: 0.0, start_ms: 0, barge_in: BargeInMode::Off, on_digit: None, on_event: None }
     }
 }
 
@@ -95,8 +102,9 @@ pub struct Play {
     stopped: bool,
     finished: Option<Event>,
     barged_in: Option<Event>,
-    /// The file's name, for rebuilding the events when a trigger re-arms the player.
-    name: String,
+    /// The file's name, for rebuilding the events when a trigger re-arms the player, and for
+    /// the `barge_in` event.
+    name: std::sync::Arc<str>,
 }
 
 impl Play {
@@ -123,7 +131,7 @@ impl Play {
             stopped: false,
             finished: None,
             barged_in: None,
-            name: String::new(),
+            name: "".into(),
         })
     }
 
@@ -146,8 +154,7 @@ impl Play {
     fn is_trigger(&self, event: &Event) -> bool {
         match event {
             Event::Dtmf { digit, .. } => self.config.on_digit == Some(*digit),
-            Event::Custom { name, .. } => self.config.on_event.as_deref() == Some(*name),
-            _ => false,
+            other => self.config.on_event.as_deref() == Some(other.name()),
         }
     }
 
@@ -162,7 +169,7 @@ impl Play {
     }
 
     fn build_events(&mut self) {
-        let done = |reason: &str| Event::custom("stream:done", serde_json::json!({ "file": self.name, "reason": reason }));
+        let done = |reason: &str| Event::custom("stream:done", serde_json::json!({ "file": &*self.name, "reason": reason }));
         self.finished = Some(done("finished"));
         self.barged_in = Some(done("barge_in"));
     }
@@ -204,7 +211,7 @@ impl Processor for Play {
         self.playback = Playback::new(samples.into(), self.config.loops, 1.0);
         self.start_pass = u64::from(self.config.start_ms).div_ceil(20);
         self.stopped = self.triggered();
-        self.name = file.display().to_string();
+        self.name = file.display().to_string().into();
         self.build_events();
         Ok(())
     }
@@ -223,9 +230,15 @@ impl Processor for Play {
     }
 
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
-        if self.config.barge_in && !self.stopped && matches!(event, Event::Dtmf { .. }) {
+        let started = cx.position() >= self.start_pass;
+        if let Some(cause) = self.config.barge_in.interrupted_by(event).filter(|_| !self.stopped) {
             cx.clear();
+            let played_ms = self.playback.played() * 1000 / u64::from(cx.rate().hz());
             self.stop(cx, true);
+            if started {
+                let interrupted = Interrupted::Play { file: self.name.clone() };
+                cx.emit(Event::BargeIn(BargeIn { interrupted, cause, played_ms }));
+            }
         }
         if self.is_trigger(event) && !self.samples().is_empty() {
             self.arm(cx);
@@ -405,12 +418,31 @@ mod tests {
     fn barge_in_stops_playback_and_clears() {
         let path = write_wav("barge", 8000, 1, &ramp());
         let mut config = PlayConfig::new(&path);
-        config.barge_in = true;
+        config.barge_in = BargeInMode::Dtmf;
         config.loops = 0;
         let run = drive(config, SampleRate::Hz8000, 10, |pass| if pass == 3 || pass == 5 { vec![key()] } else { vec![] });
         assert_eq!(run.written, [true, true, true, false, false, false, false, false, false, false]);
         assert_eq!(run.clears, [3], "one clear, at the key; the second key finds nothing playing");
-        assert_eq!(run.events, [(3, done(&path, "barge_in"))]);
+        // Three passes of 160 samples had been sent: 60 ms.
+        let barge = Event::BargeIn(BargeIn {
+            interrupted: Interrupted::Play { file: path.display().to_string().into() },
+            cause: crate::call::BargeCause::Dtmf,
+            played_ms: 60,
+        });
+        assert_eq!(run.events, [(3, done(&path, "barge_in")), (3, barge)]);
+
+        // With "speech", a key changes nothing and the start of speech stops it.
+        let mut config = PlayConfig::new(&path);
+        config.barge_in = BargeInMode::Speech;
+        config.loops = 0;
+        let speech = Event::Speech(crate::call::Speech::Started { start_ms: 10 });
+        let run = drive(config, SampleRate::Hz8000, 10, |pass| match pass {
+            2 => vec![key()],
+            4 => vec![speech.clone()],
+            _ => vec![],
+        });
+        assert_eq!(run.clears, [4]);
+        assert!(matches!(&run.events[1], (4, Event::BargeIn(b)) if b.cause == crate::call::BargeCause::Speech && b.played_ms == 80));
 
         // Without barge_in, keys change nothing.
         let run = drive(PlayConfig::new(&path), SampleRate::Hz8000, 10, |pass| if pass < 5 { vec![key()] } else { vec![] });

@@ -5,6 +5,7 @@
 //! register their own types next to the built-ins. Specs are checked once when the configuration
 //! loads, so a bad parameter is a start-up error, not a failed call.
 
+use crate::call::BargeInMode;
 use crate::protocol::{DtmfDigit, SampleRate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use super::{
     Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
     DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError,
-    Record, RecordChannels, RecordConfig, RecordFormat, Resample,
+    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -95,7 +96,7 @@ impl ProcessorRegistry {
                 loops: p.u32_or("loop", d.loops)?,
                 level_db: p.f64_or("level_db", d.level_db)?,
                 start_ms: p.u32_or("start_ms", d.start_ms)?,
-                barge_in: p.bool_or("barge_in", d.barge_in)?,
+                barge_in: p.barge_in()?,
                 on_digit: match p.str("on_digit")? {
                     None => None,
                     Some(text) => Some(
@@ -105,6 +106,16 @@ impl ProcessorRegistry {
                 },
                 on_event: p.str("on_event")?.map(str::to_owned),
                 ..d
+            })?))
+        });
+        registry.register("vad", |params| {
+            let p = Params::new("vad", params);
+            p.only(&["sensitivity", "min_speech_ms", "min_silence_ms"])?;
+            let d = VadConfig::default();
+            Ok(Box::new(Vad::new(VadConfig {
+                sensitivity: p.f64_or("sensitivity", f64::from(d.sensitivity))? as f32,
+                min_speech_ms: p.u32_or("min_speech_ms", d.min_speech_ms)?,
+                min_silence_ms: p.u32_or("min_silence_ms", d.min_silence_ms)?,
             })?))
         });
         registry.register("record", |params| {
@@ -307,6 +318,18 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// The optional `barge_in` parameter: `"dtmf"`, `"speech"`, `"both"`, `"off"`, or a boolean
+    /// (`true` is `"dtmf"`).
+    pub fn barge_in(&self) -> Result<BargeInMode, ProcessorError> {
+        let value = match self.table.get("barge_in") {
+            None => return Ok(BargeInMode::Off),
+            Some(toml::Value::Boolean(b)) => serde_json::Value::Bool(*b),
+            Some(toml::Value::String(s)) => serde_json::Value::String(s.clone()),
+            Some(_) => return Err(self.error(BargeInMode::EXPECTED)),
+        };
+        BargeInMode::from_json(&value).ok_or_else(|| self.error(BargeInMode::EXPECTED))
+    }
+
     /// Refuses keys other than `allowed`, so that typos do not pass silently.
     pub fn only(&self, allowed: &[&str]) -> Result<(), ProcessorError> {
         match self.table.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -422,7 +445,8 @@ mod tests {
             ("type = 'play'", "`file` is required"),
             ("type = 'play'\nfile = 'a.wav'\nloop = -1", "`loop` must be between"),
             ("type = 'play'\nfile = 'a.wav'\nlevel_db = 11", "level_db"),
-            ("type = 'play'\nfile = 'a.wav'\nbarge_in = 1", "`barge_in` must be true or false"),
+            ("type = 'play'\nfile = 'a.wav'\nbarge_in = 1", "`barge_in` must be \"dtmf\", \"speech\""),
+            ("type = 'play'\nfile = 'a.wav'\nbarge_in = 'loud'", "`barge_in` must be \"dtmf\", \"speech\""),
             ("type = 'play'\nfile = 'a.wav'\nvolume = 1", "unknown parameter `volume`"),
             ("type = 'play'\nfile = 'a.wav'\non_digit = '12'", "`on_digit` must be one key"),
             ("type = 'play'\nfile = 'a.wav'\non_digit = 'E'", "`on_digit` must be one key"),

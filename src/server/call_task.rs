@@ -312,6 +312,12 @@ impl CallEvents {
                 self.publish("error", json!({ "source": "recording", "error": error, "file": path }))
             }
             Event::Recording(started) => debug!(id = self.id.as_str(), data = %started.to_json(), "recording"),
+            Event::Speech(speech) => self.publish(speech.name(), speech.to_json()),
+            Event::Input(collected) => self.publish("input", collected.to_json()),
+            Event::BargeIn(barge_in) => self.publish("barge_in", barge_in.to_json()),
+            Event::TalkDone { id, reason } => {
+                self.publish("talk:done", json!({ "source": "api", "talk_id": id, "reason": reason.as_str() }))
+            }
             Event::Custom { name: "stream:done", data } => {
                 let mut fields = Value::clone(data);
                 fields["source"] = json!("play");

@@ -1,5 +1,6 @@
 //! The call's vocabulary, shared by the layers above it: who the call is ([`CallInfo`]), what
-//! happens in it ([`Event`], [`DtmfSource`], [`StreamEnd`]). The processors emit and receive
+//! happens in it ([`Event`], [`DtmfSource`], [`StreamEnd`], and the voice events in `voice.rs`:
+//! [`Speech`], [`Collected`], [`BargeIn`], [`TalkEnd`]). The processors emit and receive
 //! these, the session carries them, the server reports them; this module depends on the
 //! protocol types only, so that neither the processors nor the session depend on each other
 //! for them.
@@ -8,6 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use crate::protocol::{DtmfDigit, Metadata};
+
+mod voice;
+
+pub use voice::{BargeCause, BargeIn, BargeInMode, Collected, Interrupted, MAX_INPUT_DIGITS, Speech, TalkEnd};
 
 /// A call's id: from the URI query or a metadata header, or generated. It reads as the string
 /// it is (it derefs to `str`, prints and serializes as the bare string), and is a type of its
@@ -189,6 +194,19 @@ pub enum Event {
     },
     /// A recorder's file started, failed or ended.
     Recording(RecordingEvent),
+    /// The caller started or stopped speaking (the `vad` processor).
+    Speech(Speech),
+    /// An `input` ended: the keys it collected.
+    Input(Collected),
+    /// The caller interrupted audio callpipe was playing.
+    BargeIn(BargeIn),
+    /// A `talk` the control API started has ended.
+    TalkDone {
+        /// Its `talk_id`, as the API returned it.
+        id: u64,
+        /// Why.
+        reason: TalkEnd,
+    },
     /// A processor's own event. Making its data allocates (see [`Event::custom`]); cloning the
     /// event only counts a reference, so the session passes it on without allocating.
     Custom {
@@ -200,6 +218,23 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name, as `on_event` parameters and the call's events use it: `dtmf`,
+    /// `speech:started`, `input`, `talk:done`, or a processor's own name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Dtmf { .. } => "dtmf",
+            Event::NotifyPlayed { .. } => "notify",
+            Event::Cleared => "cleared",
+            Event::StreamDone { .. } => "stream:done",
+            Event::Recording(_) => "recording",
+            Event::Speech(speech) => speech.name(),
+            Event::Input(_) => "input",
+            Event::BargeIn(_) => "barge_in",
+            Event::TalkDone { .. } => "talk:done",
+            Event::Custom { name, .. } => name,
+        }
+    }
+
     /// A [`Event::Custom`] named `name` with `data`. Allocates: call it off the media thread or
     /// on rare occasions.
     pub fn custom(name: &'static str, data: impl Into<serde_json::Value>) -> Event {

@@ -1,0 +1,375 @@
+//! The `vad` processor: voice activity detection on the caller's audio, at 8, 16 and 24 kHz,
+//! emitting [`Speech`] events: `speech:started` (with the onset's call time, `start_ms`) and
+//! `speech:stopped` (with `start_ms` and `duration_ms`). Players with `barge_in = "speech"`
+//! stop on `speech:started`, and a fork with `replies = "commands"` passes both on to its target.
+//!
+//! # The detector
+//!
+//! [earshot](https://crates.io/crates/earshot): a small neural network (40 KiB of weights
+//! compiled into the binary, nothing downloaded) over 40 mel bands of 16 ms frames at 16 kHz,
+//! that scores each frame from 0 (no voice) to 1. Calls at 8 or 24 kHz are converted to 16 kHz
+//! first with callpipe's real-time [`Resampler`] (about 1 ms of delay, which the reported times
+//! take back out). Why earshot over WebRTC's VAD (libfvad, the `webrtc-vad` crate): on the
+//! corpus of `benches/vad_accuracy.sh` WebRTC's detector raises many more false starts on
+//! music and babble, and earshot needs no C code. BENCHMARKS.md has the figures.
+//!
+//! # When speech starts and stops
+//!
+//! A frame is voiced when its score reaches `1 - sensitivity` and it is louder than -55 dBFS
+//! (the network's context window would otherwise stretch a short burst into the silence after
+//! it). Speech *starts*
+//! when the voiced frames since an onset cover `min_speech_ms` without a break: the event is
+//! emitted then, with `start_ms` the onset (so a cough or an "mm" shorter than `min_speech_ms`
+//! never starts speech, and the event comes `min_speech_ms` after the onset at the earliest).
+//! Speech *stops* when unvoiced frames cover `min_silence_ms` (the hangover): `duration_ms`
+//! runs from the onset to the first of those unvoiced frames. A call that ends mid-speech emits
+//! `speech:stopped` at its end. Passes without caller audio (a pause) are silence.
+//!
+//! # Real time
+//!
+//! Everything is allocated in `prepare` (the detector's 8 KiB of state, the resampler): a pass
+//! converts a frame, scores one or two 16 ms frames and moves a few numbers. The events are
+//! plain values ([`Event::Speech`]); emitting them allocates nothing. Its cost per 20 ms frame
+//! is in BENCHMARKS.md (`cargo bench --bench core -- vad`).
+
+use super::{Context, Event, Processor, ProcessorError, Setup};
+use crate::call::Speech;
+use crate::resample::Resampler;
+
+/// Samples of one detector frame: 16 ms at 16 kHz.
+const DETECTOR_FRAME: usize = 256;
+
+/// The detector's rate.
+const DETECTOR_HZ: u32 = 16_000;
+
+/// The detector frame's duration in ms.
+const DETECTOR_FRAME_MS: u64 = 16;
+
+/// A frame quieter than -55 dBFS (RMS) is never voiced, whatever the network says: its
+/// context window still hears the speech that just ended, which would lengthen a short burst.
+const FLOOR_ENERGY: i64 = {
+    // (32768 * 10^(-55/20))^2 * 256
+    let rms = 58; // 32768 * 10^(-55/20) = 58.3
+    rms * rms * DETECTOR_FRAME as i64
+};
+
+/// The longest `min_speech_ms` and `min_silence_ms`: 10 s.
+pub const MAX_VAD_WINDOW_MS: u32 = 10_000;
+
+/// The `vad` parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadConfig {
+    /// From 0.05 to 0.95: how readily a frame counts as voiced (a frame is voiced when its
+    /// score reaches `1 - sensitivity`). Default 0.5.
+    pub sensitivity: f32,
+    /// Voiced audio needed, without a break, before speech starts. Default 100 ms.
+    pub min_speech_ms: u32,
+    /// Unvoiced audio needed before speech stops (the hangover). Default 300 ms.
+    pub min_silence_ms: u32,
+}
+
+impl Default for VadConfig {
+    fn default() -> VadConfig {
+        VadConfig { sensitivity: 0.5, min_speech_ms: 100, min_silence_ms: 300 }
+    }
+}
+
+/// Where the caller's speech stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not speaking; `onset` is the start of the current run of voiced frames, if any.
+    Quiet { onset: Option<u64> },
+    /// Speaking since `start`; `silence` is the start of the current run of unvoiced frames.
+    Speaking { start: u64, silence: Option<u64> },
+}
+
+/// Voice activity detection; see `src/processor/vad.rs`.
+pub struct Vad {
+    config: VadConfig,
+    threshold: f32,
+    detector: Option<Box<earshot::Detector>>,
+    /// The call's audio to 16 kHz (none at 16 kHz).
+    resampler: Option<Resampler>,
+    /// One 20 ms frame at 16 kHz.
+    converted: Vec<i16>,
+    /// 16 kHz samples waiting for a whole detector frame.
+    pending: Vec<i16>,
+    /// Detector frames scored so far.
+    frames: u64,
+    /// The converter's delay, in ms, taken off the reported times.
+    delay_ms: u64,
+    state: State,
+    /// The latest frame's score, for tests and tools.
+    last_score: f32,
+    /// Every frame's score, up to the log's capacity (empty unless a tool asked for it).
+    score_log: Vec<f32>,
+}
+
+impl std::fmt::Debug for Vad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vad").field("config", &self.config).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl Vad {
+    /// A detector with `config`, checked here.
+    pub fn new(config: VadConfig) -> Result<Vad, ProcessorError> {
+        let error = |message: String| Err(ProcessorError::Config { processor: "vad".into(), message });
+        if !(0.05..=0.95).contains(&config.sensitivity) {
+            return error(format!("sensitivity {} is not between 0.05 and 0.95", config.sensitivity));
+        }
+        for (name, ms) in [("min_speech_ms", config.min_speech_ms), ("min_silence_ms", config.min_silence_ms)] {
+            if ms > MAX_VAD_WINDOW_MS {
+                return error(format!("{name} {ms} is over {MAX_VAD_WINDOW_MS}"));
+            }
+        }
+        Ok(Vad {
+            config,
+            threshold: 1.0 - config.sensitivity,
+            detector: None,
+            resampler: None,
+            converted: Vec::new(),
+            pending: Vec::new(),
+            frames: 0,
+            delay_ms: 0,
+            state: State::Quiet { onset: None },
+            last_score: 0.0,
+            score_log: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VadConfig {
+        &self.config
+    }
+
+    /// The score of the latest 16 ms detector frame (0 to 1).
+    pub fn last_score(&self) -> f32 {
+        self.last_score
+    }
+
+    /// Keeps the scores of the next `frames` detector frames (16 ms each), for tools that
+    /// study the detector ([`Vad::score_log`]); the log is allocated here, once.
+    pub fn log_scores(&mut self, frames: usize) {
+        self.score_log = Vec::with_capacity(frames);
+    }
+
+    /// The scores logged since [`Vad::log_scores`], one per 16 ms detector frame.
+    pub fn score_log(&self) -> &[f32] {
+        &self.score_log
+    }
+
+    /// Detector frames scored so far (16 ms each).
+    pub fn frames_scored(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether the caller is speaking now, as far as the events said.
+    pub fn speaking(&self) -> bool {
+        matches!(self.state, State::Speaking { .. })
+    }
+
+    /// Scores one detector frame that starts at `at` ms (call time) and moves the state.
+    fn frame(&mut self, at: u64, voiced: bool, cx: &mut Context<'_>) {
+        let min_speech = u64::from(self.config.min_speech_ms);
+        let min_silence = u64::from(self.config.min_silence_ms);
+        let end = at + DETECTOR_FRAME_MS;
+        self.state = match (self.state, voiced) {
+            (State::Quiet { onset }, true) => {
+                let onset = onset.unwrap_or(at);
+                if end - onset >= min_speech.max(1) {
+                    cx.emit(Event::Speech(Speech::Started { start_ms: onset }));
+                    State::Speaking { start: onset, silence: None }
+                } else {
+                    State::Quiet { onset: Some(onset) }
+                }
+            }
+            (State::Quiet { .. }, false) => State::Quiet { onset: None },
+            (State::Speaking { start, .. }, true) => State::Speaking { start, silence: None },
+            (State::Speaking { start, silence }, false) => {
+                let silence = silence.unwrap_or(at);
+                if end - silence >= min_silence.max(1) {
+                    cx.emit(Event::Speech(Speech::Stopped { start_ms: start, duration_ms: silence - start }));
+                    State::Quiet { onset: None }
+                } else {
+                    State::Speaking { start, silence: Some(silence) }
+                }
+            }
+        };
+    }
+}
+
+impl Processor for Vad {
+    fn name(&self) -> &'static str {
+        "vad"
+    }
+
+    fn queues_output(&self) -> bool {
+        false
+    }
+
+    fn prepare(&mut self, setup: &Setup<'_>) -> Result<(), ProcessorError> {
+        let hz = setup.rate.hz();
+        self.resampler = if hz == DETECTOR_HZ {
+            None
+        } else {
+            let resampler = Resampler::new(hz, DETECTOR_HZ).map_err(|e| ProcessorError::invalid("vad", "", e))?;
+            self.delay_ms = resampler.delay().as_millis() as u64;
+            Some(resampler)
+        };
+        let frame = (DETECTOR_HZ / crate::protocol::FRAMES_PER_SECOND) as usize;
+        self.converted = vec![0; frame];
+        self.pending = Vec::with_capacity(DETECTOR_FRAME + frame);
+        self.detector = Some(earshot::Detector::default_boxed());
+        self.frames = 0;
+        self.state = State::Quiet { onset: None };
+        Ok(())
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        let Some(mut detector) = self.detector.take() else { return };
+        match self.resampler.as_mut() {
+            Some(resampler) => resampler.process(cx.input(), &mut self.converted),
+            None => self.converted.copy_from_slice(cx.input()),
+        }
+        self.pending.extend_from_slice(&self.converted);
+        let mut used = 0;
+        while self.pending.len() - used >= DETECTOR_FRAME {
+            let frame = &self.pending[used..used + DETECTOR_FRAME];
+            let energy: i64 = frame.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
+            let score = detector.predict_i16(frame);
+            used += DETECTOR_FRAME;
+            let at = (self.frames * DETECTOR_FRAME_MS).saturating_sub(self.delay_ms);
+            self.frames += 1;
+            self.last_score = score;
+            if self.score_log.len() < self.score_log.capacity() {
+                self.score_log.push(score);
+            }
+            self.frame(at, score >= self.threshold && energy >= FLOOR_ENERGY, cx);
+        }
+        self.pending.drain(..used);
+        self.detector = Some(detector);
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        if let State::Speaking { start, silence } = self.state {
+            let end = silence.unwrap_or((self.frames * DETECTOR_FRAME_MS).saturating_sub(self.delay_ms));
+            cx.emit(Event::Speech(Speech::Stopped { start_ms: start, duration_ms: end.saturating_sub(start) }));
+            self.state = State::Quiet { onset: None };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::testkit::Harness;
+    use crate::protocol::SampleRate;
+
+    /// A cough: 150 ms of loud noise with a fast attack and an exponential decay.
+    pub(crate) fn cough(hz: u32) -> Vec<i16> {
+        let n = hz as usize * 150 / 1000;
+        let mut x: u32 = 777;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = f64::from((x >> 16) as i16) / 32768.0;
+                let t = i as f64 / f64::from(hz);
+                (noise * 12_000.0 * (t / 0.005).min(1.0) * (-t / 0.05).exp()) as i16
+            })
+            .collect()
+    }
+
+    fn run(config: VadConfig, rate: SampleRate, audio: &[i16]) -> Harness<Vad> {
+        let mut h = Harness::new(Vad::new(config).unwrap(), rate).unwrap();
+        let frame = rate.frame_samples();
+        let padded: Vec<i16> = audio.iter().copied().chain(std::iter::repeat(0)).take(audio.len().div_ceil(frame) * frame).collect();
+        h.run(&padded);
+        h
+    }
+
+    fn speech_events(h: &Harness<Vad>) -> Vec<Speech> {
+        h.events.iter().filter_map(|(_, e)| if let Event::Speech(s) = e { Some(*s) } else { None }).collect()
+    }
+
+    /// The speech fixture (espeak-ng, en-GB, 4.1 s, 16 kHz) at `rate`, and its first and last
+    /// sample above -40 dBFS, in ms.
+    pub(crate) fn speech(rate: SampleRate) -> (Vec<i16>, u64, u64) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech-en-16k.wav");
+        let audio = crate::audio::load_wav(&path, rate).unwrap();
+        let loud = |s: &i16| s.unsigned_abs() > 328;
+        let first = audio.iter().position(loud).unwrap() as u64 * 1000 / u64::from(rate.hz());
+        let last = audio.iter().rposition(loud).unwrap() as u64 * 1000 / u64::from(rate.hz());
+        (audio, first, last)
+    }
+
+    #[test]
+    fn speech_starts_near_its_onset_and_stops_after_it_at_every_rate() {
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000] {
+            let (audio, first, last) = speech(rate);
+            let lead = vec![0i16; rate.hz() as usize];
+            let mut call = lead.clone();
+            call.extend_from_slice(&audio);
+            call.extend_from_slice(&lead);
+            let h = run(VadConfig::default(), rate, &call);
+            let events = speech_events(&h);
+            let (onset, end) = (1000 + first, 1000 + last);
+            let Some(Speech::Started { start_ms }) = events.first().copied() else { panic!("{rate:?}: no speech in {events:?}") };
+            assert!(start_ms.abs_diff(onset) <= 100, "{rate:?}: started at {start_ms} ms, the speech at {onset} ms");
+            let Some(Speech::Stopped { start_ms, duration_ms }) = events.last().copied() else { panic!("{rate:?}: {events:?}") };
+            assert!((start_ms + duration_ms).abs_diff(end) <= 250, "{rate:?}: stopped at {} ms, the speech at {end} ms", start_ms + duration_ms);
+            assert!(events.len() <= 6, "{rate:?}: a sentence is one or a few utterances: {events:?}");
+            // The stop event comes min_silence_ms after the speech's end, at the latest a pass later.
+            let stopped_pass = h.events.iter().rev().find(|(_, e)| matches!(e, Event::Speech(Speech::Stopped { .. }))).unwrap().0;
+            assert!(stopped_pass * 20 >= start_ms + duration_ms + 300 - 20, "{rate:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_burst_does_not_start_speech_and_a_call_ending_mid_speech_stops_it() {
+        let rate = SampleRate::Hz16000;
+        let (audio, first, _) = speech(rate);
+        let from = (first as usize + 300) * 16;
+        let mut call = vec![0i16; 16_000];
+        call.extend_from_slice(&audio[from..from + 16 * 60]);
+        call.extend(std::iter::repeat_n(0, 32_000));
+        let h = run(VadConfig { min_speech_ms: 100, ..VadConfig::default() }, rate, &call);
+        assert!(speech_events(&h).is_empty(), "60 ms of speech is under min_speech_ms: {:?}", speech_events(&h));
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000] {
+            let mut call = vec![0i16; rate.hz() as usize];
+            call.extend(cough(rate.hz()));
+            call.extend(std::iter::repeat_n(0, rate.hz() as usize));
+            let h = run(VadConfig::default(), rate, &call);
+            assert!(speech_events(&h).is_empty(), "{rate:?}: a cough is not speech: {:?}", speech_events(&h));
+        }
+        let mut h = run(VadConfig::default(), rate, &audio[..(first as usize + 1500) * 16]);
+        assert!(h.processor.speaking());
+        h.finish();
+        assert!(matches!(speech_events(&h).last(), Some(Speech::Stopped { .. })), "{:?}", speech_events(&h));
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let bad = |c: VadConfig| Vad::new(c).unwrap_err().to_string();
+        assert!(bad(VadConfig { sensitivity: 1.2, ..VadConfig::default() }).contains("sensitivity 1.2"));
+        assert!(bad(VadConfig { min_speech_ms: 20_000, ..VadConfig::default() }).contains("min_speech_ms 20000"));
+    }
+
+    #[test]
+    fn silence_and_noise_start_nothing() {
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000] {
+            let h = run(VadConfig::default(), rate, &vec![0; rate.hz() as usize * 3]);
+            assert!(speech_events(&h).is_empty(), "{rate:?}");
+            // Quiet white noise (a fixed generator).
+            let mut x: u32 = 12345;
+            let noise: Vec<i16> = (0..rate.hz() * 3)
+                .map(|_| {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((x >> 16) as i16) / 64
+                })
+                .collect();
+            let h = run(VadConfig::default(), rate, &noise);
+            assert!(speech_events(&h).is_empty(), "{rate:?}: {:?}", speech_events(&h));
+        }
+    }
+}
