@@ -33,6 +33,7 @@ mod dtmf;
 mod dtmf_gen;
 mod echo;
 mod fork;
+mod input;
 mod play;
 mod record;
 mod registry;
@@ -60,6 +61,7 @@ pub use fork::{
     Command as ForkCommand, DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL, Fork, ForkCodec, ForkConfig, ForkCounters, ForkReplies, ForkSend,
     ForkTotals, parse_command as parse_fork_command,
 };
+pub use input::{Collector as InputCollector, Input, InputConfig, MAX_INPUT_TIME_OUT_S, new_key};
 pub use play::{Play, PlayConfig};
 #[cfg(feature = "opus")]
 pub use record::OpusFileError;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{
     Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
     DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError,
-    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig,
+    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig, Input, InputConfig,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -97,15 +97,21 @@ impl ProcessorRegistry {
                 level_db: p.f64_or("level_db", d.level_db)?,
                 start_ms: p.u32_or("start_ms", d.start_ms)?,
                 barge_in: p.barge_in()?,
-                on_digit: match p.str("on_digit")? {
-                    None => None,
-                    Some(text) => Some(
-                        DtmfDigit::from_key(text)
-                            .ok_or_else(|| p.error(format!("`on_digit` must be one key (0-9, *, #, A-D), not {text:?}")))?,
-                    ),
-                },
+                on_digit: p.digit("on_digit")?,
                 on_event: p.str("on_event")?.map(str::to_owned),
                 ..d
+            })?))
+        });
+        registry.register("input", |params| {
+            let p = Params::new("input", params);
+            p.only(&["max_digits", "submit_on_hash", "time_out", "on_event", "on_digit"])?;
+            let d = InputConfig::default();
+            Ok(Box::new(Input::new(InputConfig {
+                max_digits: p.u32_or("max_digits", d.max_digits)?,
+                submit_on_hash: p.bool_or("submit_on_hash", d.submit_on_hash)?,
+                time_out: p.f64_or("time_out", d.time_out)?,
+                on_event: p.str("on_event")?.map(str::to_owned),
+                on_digit: p.digit("on_digit")?,
             })?))
         });
         registry.register("vad", |params| {
@@ -173,6 +179,7 @@ impl ProcessorRegistry {
                 "ca_file",
                 "codec",
                 "bitrate",
+                "barge_in",
             ])?;
             let url = p.str("url")?.ok_or_else(|| p.error("`url` is required, e.g. url = \"ws://127.0.0.1:9000/stt/{call_id}\""))?;
             let d = ForkConfig::new(url);
@@ -207,6 +214,7 @@ impl ProcessorRegistry {
                 replies,
                 reply_rate: optional_rate("reply_rate")?,
                 name: p.str("name")?.map(str::to_owned),
+                barge_in: p.barge_in()?,
                 ..d
             })?))
         });
@@ -315,6 +323,16 @@ impl<'a> Params<'a> {
         match self.str(key)? {
             None => Ok(T::default()),
             Some(text) => parse(text).ok_or_else(|| self.error(format!("`{key}` must be {expected}, not {text:?}"))),
+        }
+    }
+
+    /// An optional key parameter (`on_digit`): one of 0-9, *, #, A-D.
+    pub fn digit(&self, key: &str) -> Result<Option<DtmfDigit>, ProcessorError> {
+        match self.str(key)? {
+            None => Ok(None),
+            Some(text) => DtmfDigit::from_key(text)
+                .map(Some)
+                .ok_or_else(|| self.error(format!("`{key}` must be one key (0-9, *, #, A-D), not {text:?}"))),
         }
     }
 

@@ -87,6 +87,9 @@ pub struct ForkConfig {
     /// The Opus bitrate in bits per second, all channels together; `None` for
     /// [`DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL`] per channel.
     pub bitrate: Option<u32>,
+    /// What from the caller stops the target's reply audio while it plays (a key, speech, both,
+    /// or nothing: the default).
+    pub barge_in: crate::call::BargeInMode,
 }
 
 impl ForkConfig {
@@ -106,6 +109,7 @@ impl ForkConfig {
             ca_file: None,
             codec: ForkCodec::L16,
             bitrate: None,
+            barge_in: crate::call::BargeInMode::Off,
         }
     }
 

@@ -9,7 +9,7 @@
 //!  caller frame -> resample -> audio ring  ───────>  frames of `frame_ms` -> L16 or Opus
 //!  mix one frame per pass  <- reply audio ring <───  binary replies (resampled), dtmf, play
 //!  emit / clear / notify / hang up <- reply ring <─  text replies, connection events
-//!  dtmf, notify played -> note ring  ──────────────>  text messages to the target
+//!  dtmf, speech, notify played -> note ring  ─────>  text messages to the target
 //! ```
 //!
 //! * The media thread only copies samples into and out of fixed-capacity rings (sized in
@@ -45,6 +45,10 @@
 //!   an `echo`). The task keeps up to [`MAX_BACKLOG_SECONDS`](crate::services::fork::MAX_BACKLOG_SECONDS) of audio sent faster than real
 //!   time and feeds the reply ring from it. A partial last frame is played (padded with silence)
 //!   when nothing more came for a pass.
+//! * With `barge_in` (`"dtmf"`, `"speech"` with a `vad` in the route, or `"both"`), the caller
+//!   interrupting while reply audio plays drops the reply audio received so far, clears
+//!   (callpipe's queue and the platform's buffer) and emits a `barge_in` event with how many ms
+//!   of that reply had played; audio the target sends afterwards plays as usual.
 //! * **Text** messages become `fork:message` events; with `replies = "commands"`, those with a
 //!   known `action` are commands (see [`parse_command`]).
 //!
@@ -101,6 +105,8 @@ pub struct Fork {
     headers: Vec<(HeaderName, Vec<Piece>)>,
     first_message: Option<Vec<Piece>>,
     name: String,
+    /// The name again, shared with the `barge_in` events.
+    label: std::sync::Arc<str>,
     security: Security,
     side: Option<MediaEnd>,
     resampler: Option<Resampler>,
@@ -112,6 +118,8 @@ pub struct Fork {
     reply_frame: Vec<i16>,
     /// Reply samples taken out of the reply ring so far.
     popped: u64,
+    /// Reply samples played since the reply ring last ran dry: the reply under way.
+    reply_played: u64,
     /// The reply ring's length at the previous pass, to play a partial frame once it stops growing.
     last_partial: usize,
     pending_notifies: [(Marker, u64); MAX_PENDING_NOTIFIES],
@@ -184,6 +192,7 @@ impl Fork {
             url,
             headers,
             first_message,
+            label: name.as_str().into(),
             name,
             security,
             side: None,
@@ -194,6 +203,7 @@ impl Fork {
             stereo: Vec::new(),
             reply_frame: Vec::new(),
             popped: 0,
+            reply_played: 0,
             last_partial: 0,
             pending_notifies: [(Marker(0), 0); MAX_PENDING_NOTIFIES],
             n_pending: 0,
@@ -342,7 +352,10 @@ impl Processor for Fork {
         }
     }
 
-    fn handle_event(&mut self, event: &Event, _cx: &mut Context<'_>) {
+    fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
+        if let Some(cause) = self.config.barge_in.interrupted_by(event) {
+            self.barge_in(cause, cx);
+        }
         let Some(side) = self.side.as_mut() else { return };
         if self.config.replies != ForkReplies::Commands {
             return;
@@ -350,6 +363,7 @@ impl Processor for Fork {
         let note = match event {
             Event::Dtmf { source: super::DtmfSource::Both, .. } => return,
             Event::Dtmf { digit, .. } => Note::Dtmf(digit.as_char()),
+            Event::Speech(speech) => Note::Speech(*speech),
             Event::NotifyPlayed { marker } if side.owns_marker(*marker) => Note::Played(*marker),
             _ => return,
         };

@@ -5,7 +5,8 @@
 use ringbuf::traits::*;
 
 use super::{Fork, MAX_PENDING_NOTIFIES};
-use crate::processor::Context;
+use crate::call::{BargeCause, BargeIn, Interrupted};
+use crate::processor::{Context, Event};
 use crate::services::fork::Reply;
 
 impl Fork {
@@ -27,6 +28,11 @@ impl Fork {
                     self.last_partial = 0;
                     cx.clear();
                 }
+                Reply::Drop { upto } => {
+                    let stale = upto.saturating_sub(self.popped);
+                    self.popped += side.reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX)) as u64;
+                    self.last_partial = 0;
+                }
                 Reply::Notify { marker, at } => {
                     if at <= self.popped {
                         cx.notify(marker);
@@ -42,6 +48,24 @@ impl Fork {
         }
     }
 
+    /// The caller interrupted: when reply audio is playing, it is dropped (what the ring holds),
+    /// the call's queue and the platform's buffer are cleared, and a `barge_in` event says how
+    /// much of the reply had played.
+    pub(super) fn barge_in(&mut self, cause: BargeCause, cx: &mut Context<'_>) {
+        let Some(side) = self.side.as_mut() else { return };
+        let waiting = side.reply_audio.occupied_len();
+        if self.reply_played == 0 && waiting == 0 {
+            return;
+        }
+        self.popped += side.reply_audio.skip(waiting) as u64;
+        let _ = side.notes.try_push(crate::services::fork::Note::BargeIn(cause));
+        self.last_partial = 0;
+        cx.clear();
+        let played_ms = self.reply_played * 1000 / u64::from(cx.rate().hz());
+        self.reply_played = 0;
+        cx.emit(Event::BargeIn(BargeIn { interrupted: Interrupted::Fork { name: self.label.clone() }, cause, played_ms }));
+    }
+
     /// Mixes one frame of the target's audio into the outbound frame.
     pub(super) fn play_replies(&mut self, cx: &mut Context<'_>) {
         let Some(side) = self.side.as_mut() else { return };
@@ -49,11 +73,15 @@ impl Fork {
         let available = side.reply_audio.occupied_len();
         // A partial frame waits one pass for the rest of it.
         let take = if available >= frame || (available > 0 && available == self.last_partial) { available.min(frame) } else { 0 };
+        if available == 0 {
+            self.reply_played = 0;
+        }
         self.last_partial = if take == 0 { available } else { 0 };
         if take > 0 {
             self.reply_frame.fill(0);
             let n = side.reply_audio.pop_slice(&mut self.reply_frame[..take]);
             self.popped += n as u64;
+            self.reply_played += n as u64;
             cx.mix_output(&self.reply_frame);
         }
         let mut i = 0;

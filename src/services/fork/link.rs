@@ -35,6 +35,12 @@ pub enum Reply {
         /// Reply samples pushed before the command.
         upto: u64,
     },
+    /// After the caller barged in: drop the reply audio pushed before sample number `upto`
+    /// (the call has cleared already).
+    Drop {
+        /// Reply samples pushed when the task learned of the barge-in.
+        upto: u64,
+    },
     /// Ask for `marker` once the reply audio up to sample number `at` has been mixed.
     Notify {
         /// The call's notify marker.
@@ -53,6 +59,10 @@ pub enum Note {
     Dtmf(char),
     /// The reply audio before this notify marker has played.
     Played(Marker),
+    /// The caller started or stopped speaking.
+    Speech(crate::call::Speech),
+    /// The caller barged in on the reply audio: what the task still holds of it is dropped.
+    BargeIn(crate::call::BargeCause),
 }
 
 /// Flags and counts both ends read.

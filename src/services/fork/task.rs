@@ -306,11 +306,27 @@ impl Task {
         Ok(true)
     }
 
-    /// Sends the caller's DTMF and played notifies as text.
+    /// Sends the caller's DTMF, speech events and played notifies as text.
     async fn send_notes(&mut self, ws: &mut Ws) -> Result<(), SendError> {
         while let Some(note) = self.notes.try_pop() {
             let text = match note {
                 Note::Dtmf(digit) => json!({ "event": "dtmf", "digit": digit.to_string() }),
+                Note::Speech(speech) => {
+                    let mut event = speech.to_json();
+                    event["event"] = json!(speech.name());
+                    event
+                }
+                Note::BargeIn(cause) => {
+                    // What the task holds of the reply is stale, and so is what it fed the ring
+                    // since the media thread emptied it.
+                    self.backlog.clear();
+                    self.reply_pending.clear();
+                    let _ = self.replies.try_push(Reply::Drop { upto: self.pushed });
+                    if !self.commands {
+                        continue;
+                    }
+                    json!({ "event": "barge_in", "cause": cause.as_str() })
+                }
                 Note::Played(marker) => {
                     let payload = self.notify_payloads.remove(&marker).unwrap_or(Value::Null);
                     json!({ "event": "notify", "payload": payload })
