@@ -1,5 +1,7 @@
 //! Runs the `vad` processor over WAV files, as a call would, and prints what it decided: one
-//! JSON line per file with the detector's score for every 16 ms frame, the speech segments its
+//! JSON line per file with the detector's score for every 16 ms frame (and whether the frame
+//! counted as voiced, the level floor included; `delay_ms` is the conversion's delay that the
+//! events' times take out and the frames' do not), the speech segments its
 //! `speech:started` / `speech:stopped` events marked, and its cost per 20 ms frame.
 //! `benches/vad_accuracy.sh` compares these with other detectors on a labelled corpus.
 //!
@@ -62,12 +64,16 @@ fn main() {
                 _ => None,
             })
             .collect();
-        let probs: Vec<f64> = h.processor.score_log().iter().map(|&p| (f64::from(p) * 1000.0).round() / 1000.0).collect();
+        let log = h.processor.score_log();
+        let probs: Vec<f64> = log.iter().map(|&(p, _)| (f64::from(p) * 1000.0).round() / 1000.0).collect();
+        let voiced: Vec<u8> = log.iter().map(|&(_, v)| u8::from(v)).collect();
         let line = serde_json::json!({
             "file": file,
             "rate": rate.hz(),
             "hop_ms": 16,
             "probs": probs,
+            "voiced": voiced,
+            "delay_ms": h.processor.delay_ms(),
             "segments": segments,
             "us_per_frame": elapsed.as_secs_f64() * 1e6 / frames.max(1) as f64,
         });

@@ -101,8 +101,9 @@ pub struct Vad {
     state: State,
     /// The latest frame's score, for tests and tools.
     last_score: f32,
-    /// Every frame's score, up to the log's capacity (empty unless a tool asked for it).
-    score_log: Vec<f32>,
+    /// Every frame's score and whether it counted as voiced, up to the log's capacity (empty
+    /// unless a tool asked for it).
+    score_log: Vec<(f32, bool)>,
 }
 
 impl std::fmt::Debug for Vad {
@@ -154,9 +155,15 @@ impl Vad {
         self.score_log = Vec::with_capacity(frames);
     }
 
-    /// The scores logged since [`Vad::log_scores`], one per 16 ms detector frame.
-    pub fn score_log(&self) -> &[f32] {
+    /// The scores logged since [`Vad::log_scores`], one per 16 ms detector frame, each with
+    /// whether the frame counted as voiced (the score and the level floor).
+    pub fn score_log(&self) -> &[(f32, bool)] {
         &self.score_log
+    }
+
+    /// The delay of the conversion to 16 kHz, taken off the events' times (0 at 16 kHz).
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms
     }
 
     /// Detector frames scored so far (16 ms each).
@@ -242,10 +249,11 @@ impl Processor for Vad {
             let at = (self.frames * DETECTOR_FRAME_MS).saturating_sub(self.delay_ms);
             self.frames += 1;
             self.last_score = score;
+            let voiced = score >= self.threshold && energy >= FLOOR_ENERGY;
             if self.score_log.len() < self.score_log.capacity() {
-                self.score_log.push(score);
+                self.score_log.push((score, voiced));
             }
-            self.frame(at, score >= self.threshold && energy >= FLOOR_ENERGY, cx);
+            self.frame(at, voiced, cx);
         }
         self.pending.drain(..used);
         self.detector = Some(detector);
