@@ -45,7 +45,7 @@ mod wav;
 pub use dtmf::{DTMF_EDGE_MS, DTMF_LEVEL_DBFS, DtmfTone, MAX_KEYS, dtmf_frequencies, render_keys};
 pub use playback::{Blend, Playback, Played};
 pub use recorder::StereoRecorder;
-pub use resampler::{RESAMPLER_CUTOFF, RESAMPLER_ZERO_CROSSINGS, resample};
+pub use resampler::{RESAMPLER_CUTOFF, RESAMPLER_ZERO_CROSSINGS, StreamResampler, resample};
 pub use tone::Tone;
 pub use wav::{MAX_PREALLOCATED_SAMPLES, MAX_WAV_RATE_HZ, MIN_WAV_RATE_HZ, check_wav, load_wav, load_wav_bytes};
 

@@ -290,6 +290,71 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
+/// [`resample`] for a signal that arrives in pieces (a synthesizer's output): each piece gives
+/// the output samples whose filter window it completes, and [`finish`](StreamResampler::finish)
+/// the rest. The output is exactly [`resample`]'s for the whole signal, whatever the pieces.
+///
+/// It holds the input since the oldest window still open (the filter's reach, about 2 ms of
+/// history), so its memory does not grow with the signal.
+#[derive(Debug)]
+pub struct StreamResampler {
+    bank: PhaseBank,
+    clock: OutputClock,
+    /// The padded input from padded sample number `base` on (`reach` zeros, then the input).
+    buffer: Vec<f32>,
+    base: usize,
+    /// Input samples pushed, and output samples produced.
+    pushed: usize,
+    produced: usize,
+    from_hz: u32,
+    to_hz: u32,
+}
+
+impl StreamResampler {
+    /// A converter from `from_hz` to `to_hz` (nonzero, different, with a ratio whose reduced
+    /// denominator keeps the filter bank under 4 MiB, as every pair of audio rates does), or
+    /// `None`.
+    pub fn new(from_hz: u32, to_hz: u32) -> Option<StreamResampler> {
+        if from_hz == 0 || to_hz == 0 || from_hz == to_hz {
+            return None;
+        }
+        let filter = SincFilter::new(from_hz, to_hz);
+        let clock = OutputClock::new(from_hz, to_hz);
+        let bank = PhaseBank::new(&filter, clock.denominator)?;
+        let buffer = vec![0.0; bank.reach];
+        Some(StreamResampler { bank, clock, buffer, base: 0, pushed: 0, produced: 0, from_hz, to_hz })
+    }
+
+    /// Adds `input` and appends to `out` every output sample it completes.
+    pub fn push(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        self.buffer.extend_from_slice(input);
+        self.pushed += input.len();
+        self.drain(out, usize::MAX);
+    }
+
+    /// Ends the signal (silence after it) and appends the remaining output samples to `out`.
+    pub fn finish(mut self, out: &mut Vec<f32>) {
+        self.buffer.resize(self.buffer.len() + self.bank.reach + 1, 0.0);
+        let total = resampled_len(self.pushed, self.from_hz, self.to_hz);
+        self.drain(out, total);
+    }
+
+    /// Produces outputs while their windows are in the buffer, up to `limit` in all, then drops
+    /// the input no window needs any more.
+    fn drain(&mut self, out: &mut Vec<f32>, limit: usize) {
+        let taps = self.bank.taps;
+        while self.produced < limit && self.clock.whole - self.base + taps <= self.buffer.len() {
+            let start = self.clock.whole - self.base;
+            out.push(self.bank.sample_at(&self.buffer[start..], 0, self.clock.remainder));
+            self.clock.advance();
+            self.produced += 1;
+        }
+        let done = (self.clock.whole - self.base).min(self.buffer.len());
+        self.buffer.drain(..done);
+        self.base += done;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -307,6 +372,28 @@ mod tests {
             error += (f64::from(y) - ideal).powi(2);
         }
         10.0 * (signal / error).log10()
+    }
+
+    #[test]
+    fn a_stream_in_pieces_gives_exactly_the_whole_signal_resampled() {
+        for (from, to) in [(22_050, 8_000), (22_050, 16_000), (22_050, 24_000), (8_000, 16_000), (48_000, 16_000)] {
+            let input = sine(440.0, from, from as usize / 3 + 17, 0.4);
+            let whole = resample(&input, from, to);
+            let mut streamed = Vec::new();
+            let mut stream = StreamResampler::new(from, to).unwrap();
+            let mut rest = &input[..];
+            let mut piece = 1;
+            while !rest.is_empty() {
+                let n = piece.min(rest.len());
+                stream.push(&rest[..n], &mut streamed);
+                rest = &rest[n..];
+                piece = piece * 3 + 5;
+            }
+            stream.finish(&mut streamed);
+            assert_eq!(streamed.len(), whole.len(), "{from} -> {to}");
+            assert!(streamed.iter().zip(&whole).all(|(a, b)| a == b), "{from} -> {to}: the same samples");
+        }
+        assert!(StreamResampler::new(8_000, 8_000).is_none());
     }
 
     #[test]

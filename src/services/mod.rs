@@ -1,7 +1,7 @@
 //! The I/O the processors need, kept below them: the fork's network side
 //! ([`fork::ForkNet`]: a runtime of its own, the target connections, the fork counters) and the
 //! recorder's writer ([`recorder::Recorder`]: a thread that owns every recording file); and
-//! the processors' time histograms ([`Timings`]).
+//! the processors' time histograms ([`Timings`]); and text to speech ([`tts::Tts`]).
 //!
 //! A server builds one [`Services`] in [`crate::server::run`] and hands it to every call's
 //! processors when they are prepared ([`crate::processor::Setup::services`]); the processors
@@ -13,12 +13,14 @@
 pub mod fork;
 pub mod recorder;
 mod timings;
+pub mod tts;
 
 use std::time::{Duration, Instant};
 
 pub use fork::ForkNet;
 pub use recorder::{Recorder, Recording};
 pub use timings::Timings;
+pub use tts::Tts;
 
 /// A server's services. Cloning is cheap and shares them.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +31,8 @@ pub struct Services {
     pub recorder: Recorder,
     /// How long each processor type's passes take.
     pub timings: std::sync::Arc<Timings>,
+    /// Text to speech (one synthesis thread per process: see [`tts`]).
+    pub tts: Tts,
 }
 
 /// Checks `done` every `step` until it holds or `timeout` has passed; returns whether it held.
