@@ -114,7 +114,11 @@ impl MediaPool {
                 stats.clone(),
                 config.max_catchup,
             )?;
-            let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || worker.run())?;
+            let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || {
+                // The noise suppressor's FFT plans are per thread: made here, not in a call's pass.
+                crate::processor::Denoise::prime_thread();
+                worker.run()
+            })?;
             threads.push(ThreadHandle { commands: tx, relay: waker.clone(), load, join: Some(join) });
             relays.push(Relay { ring: ring_c, waker, stopped: stopped.clone() });
         }
