@@ -253,6 +253,8 @@ pub enum StreamEnd {
     Replaced,
     /// The call ended first.
     Hangup,
+    /// The caller interrupted it (the stream's `barge_in`).
+    BargeIn,
 }
 
 impl StreamEnd {
@@ -263,6 +265,7 @@ impl StreamEnd {
             StreamEnd::Stopped => "stopped",
             StreamEnd::Replaced => "replaced",
             StreamEnd::Hangup => "hangup",
+            StreamEnd::BargeIn => "barge_in",
         }
     }
 }

@@ -130,6 +130,14 @@ fn resolve_paths(table: &mut toml::Table, dir: &Path) -> Result<(), crate::audio
     Ok(())
 }
 
+impl Route {
+    /// Whether the route has a `vad`, so that its calls report speech (and speech can barge
+    /// in on the control API's audio).
+    pub fn detects_speech(&self) -> bool {
+        count_kind(&self.processors, "vad") > 0
+    }
+}
+
 /// Processors of type `kind` in `specs`, counting those inside `resample` wrappers.
 fn count_kind(specs: &[ProcessorSpec], kind: &str) -> usize {
     let mut n = 0;

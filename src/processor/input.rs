@@ -69,7 +69,7 @@ impl InputConfig {
 }
 
 /// One collection of keys at a time, by the rules in `src/processor/input.rs`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Collector {
     max_digits: usize,
     submit_on_hash: bool,

@@ -98,7 +98,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // The call is admitted: its socket goes to a media thread, with what the parser holds.
     let (conn_end, media_end) = call_rings();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let live = Arc::new(LiveCall::new(serial, id.clone(), path.clone(), rate, headers.clone(), conn_end.link.clone(), commands));
+    let detects_speech = shared.config.routes[route_index].detects_speech();
+    let live = Arc::new(
+        LiveCall::new(serial, id.clone(), path.clone(), rate, headers.clone(), conn_end.link.clone(), commands)
+            .detecting_speech(detects_speech),
+    );
     parser.shrink_to(2 * (rate.frame_bytes() + ws::MAX_HEADER));
     let transport = match into_transport(stream) {
         Ok(transport) => transport,

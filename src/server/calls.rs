@@ -51,9 +51,17 @@ pub(crate) struct LiveCall {
     pub notifies: Mutex<HashMap<Marker, Value>>,
     next_marker: AtomicU64,
     next_stream: AtomicU64,
+    /// Whether the call's route has a `vad` (so that speech can barge in).
+    pub detects_speech: bool,
 }
 
 impl LiveCall {
+    /// The call, saying whether its route detects speech.
+    pub fn detecting_speech(mut self, detects_speech: bool) -> LiveCall {
+        self.detects_speech = detects_speech;
+        self
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         serial: u64,
@@ -79,6 +87,7 @@ impl LiveCall {
             notifies: Mutex::new(HashMap::new()),
             next_marker: AtomicU64::new(1),
             next_stream: AtomicU64::new(1),
+            detects_speech: false,
         }
     }
 

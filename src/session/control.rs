@@ -12,7 +12,11 @@ use std::sync::Arc;
 use super::Session;
 use crate::audio::{Blend, Playback};
 use crate::call::Marker;
-use crate::call::{Event, StreamEnd};
+use crate::call::{BargeInMode, Event, StreamEnd, TalkEnd};
+use crate::processor::InputCollector;
+use crate::services::tts::TalkAudio;
+
+use super::voice::ApiTalk;
 
 /// Audio for a call, at the call's rate, shared read-only with the media thread.
 pub type SharedAudio = Arc<[i16]>;
@@ -37,9 +41,26 @@ pub enum Control {
         loops: u32,
         /// Linear gain applied to the samples.
         gain: f32,
+        /// What from the caller stops it.
+        barge_in: BargeInMode,
     },
     /// Stops the API's stream.
     StopStream,
+    /// Speaks a talk to the caller, mixed into what the processors send, replacing any talk
+    /// the API started before.
+    Talk {
+        /// Identifies the talk in its `talk:done` event.
+        id: u64,
+        /// Its audio, as the synthesis thread publishes it.
+        audio: TalkAudio,
+        /// What from the caller stops it.
+        barge_in: BargeInMode,
+    },
+    /// Stops the API's talk.
+    StopTalk,
+    /// Collects the caller's keys (`PUT /calls/{id}/input`), replacing a collection under way;
+    /// the result is an `input` event.
+    Input(InputCollector),
     /// Plays `audio` (rendered DTMF tones) over the outbound audio: while it plays, it replaces
     /// whatever else would be sent, so the far end hears clean tones. Sent while tones play, it
     /// follows them (a third replaces the second while it waits).
@@ -56,11 +77,13 @@ pub enum Control {
     },
 }
 
-/// The API's stream playing into a call: its id, for its `stream:done` event, and its player.
+/// The API's stream playing into a call: its id, for its `stream:done` event, its player,
+/// and what interrupts it.
 #[derive(Debug)]
 pub(super) struct ApiStream {
     pub id: u64,
     pub playback: Playback,
+    pub barge_in: BargeInMode,
 }
 
 impl Session {
@@ -76,11 +99,17 @@ impl Session {
                 self.muted = on;
             }
             Control::Earmuff(on) => self.earmuffed = on,
-            Control::Stream { id, audio, loops, gain } => {
+            Control::Stream { id, audio, loops, gain, barge_in } => {
                 self.end_stream(StreamEnd::Replaced);
-                self.stream = Some(ApiStream { id, playback: Playback::new(audio, loops, gain) });
+                self.stream = Some(ApiStream { id, playback: Playback::new(audio, loops, gain), barge_in });
             }
             Control::StopStream => self.end_stream(StreamEnd::Stopped),
+            Control::Talk { id, audio, barge_in } => {
+                self.end_talk(TalkEnd::Stopped);
+                self.talk = Some(ApiTalk { id, audio, barge_in });
+            }
+            Control::StopTalk => self.end_talk(TalkEnd::Stopped),
+            Control::Input(collector) => self.start_input(collector),
             Control::Dtmf { audio } => {
                 // Keys follow the ones playing (one sequence may wait; a newer one replaces it).
                 let keys = Playback::new(audio, 1, 1.0);
@@ -115,14 +144,15 @@ impl Session {
         written
     }
 
-    /// Adds the API's stream and DTMF to this pass's output and applies mute. Returns whether
-    /// the output now carries audio.
+    /// Adds the API's stream, talk and DTMF to this pass's output and applies mute. Returns
+    /// whether the output now carries audio.
     pub(super) fn play_api_audio(&mut self, mut written: bool) -> bool {
-        if let Some(stream) = self.stream.as_mut() {
+        if self.stream.is_some() || self.talk.is_some() {
             // Mixed into what goes out in this pass: this pass's frame, or, when the processors
             // queued audio instead (a `resample` wrapper does), the head of that audio.
-            let frame = self.output.len();
-            let queued = &mut self.requests.queued;
+            let Session { output, requests, stream, talk, .. } = self;
+            let frame = output.len();
+            let queued = &mut requests.queued;
             let target = if !written && !queued.is_empty() {
                 if queued.len() < frame {
                     queued.resize(frame, 0);
@@ -130,10 +160,16 @@ impl Session {
                 &mut queued[..frame]
             } else {
                 written = true;
-                &mut self.output[..]
+                &mut output[..]
             };
-            if stream.playback.play_into(target, Blend::Mix).ended {
+            let stream_ended = stream.as_mut().is_some_and(|s| s.playback.play_into(target, Blend::Mix).ended);
+            let talk_ended = talk.as_mut().is_some_and(|t| t.audio.play_into(target, Blend::Mix).ended);
+            if stream_ended {
                 self.end_stream(StreamEnd::Finished);
+            }
+            if talk_ended {
+                let failed = self.talk.as_ref().is_some_and(|t| t.audio.shared().failed());
+                self.end_talk(if failed { TalkEnd::Failed } else { TalkEnd::Finished });
             }
         }
         if let Some(dtmf) = self.dtmf.as_mut() {

@@ -35,6 +35,7 @@ mod opening;
 mod outbound;
 mod platform;
 mod stats;
+mod voice;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -109,6 +110,8 @@ pub struct Session {
     muted: bool,
     earmuffed: bool,
     stream: Option<ApiStream>,
+    talk: Option<voice::ApiTalk>,
+    input_collector: Option<crate::processor::InputCollector>,
     dtmf: Option<Playback>,
     dtmf_next: Option<Playback>,
 }
@@ -168,6 +171,8 @@ impl Session {
             muted: false,
             earmuffed: false,
             stream: None,
+            talk: None,
+            input_collector: None,
             dtmf: None,
             dtmf_next: None,
         })
@@ -304,6 +309,10 @@ impl Session {
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
         std::mem::swap(&mut self.events_now, &mut self.events_next);
+        self.watch_events(now);
+        if wall {
+            self.tick_input(now);
+        }
         let pass = Pass { caller, wall, caller_position: self.caller_position, wall_position: self.wall_position };
         let mut cx = Context::new(now, self.caller_position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests)
             .with_pass(pass);
@@ -331,6 +340,7 @@ impl Session {
         }
         self.finished = true;
         self.end_stream(StreamEnd::Hangup);
+        self.end_talk(crate::call::TalkEnd::Hangup);
         self.input.fill(0);
         self.output.fill(0);
         self.requests.reset(self.outbound.room());

@@ -351,7 +351,7 @@ fn an_api_stream_plays_its_samples_exactly_then_reports_done() {
     let mut s = session_with(vec![], SessionConfig::default());
     // Two and a half frames, played twice: five frames, the last padded with silence.
     let audio: Vec<i16> = (0..400).map(|i| i * 3 - 600).collect();
-    s.handle_control(Control::Stream { id: 7, audio: audio.clone().into(), loops: 2, gain: 1.0 });
+    s.handle_control(Control::Stream { id: 7, audio: audio.clone().into(), loops: 2, gain: 1.0, barge_in: BargeInMode::Off });
     let mut heard = Vec::new();
     for n in 0..8u32 {
         let now = t0 + FRAME_DURATION * n;
@@ -370,10 +370,10 @@ fn an_api_stream_plays_its_samples_exactly_then_reports_done() {
 fn a_new_stream_replaces_the_old_and_stop_ends_it() {
     let t0 = Instant::now();
     let mut s = session_with(vec![], SessionConfig::default());
-    s.handle_control(Control::Stream { id: 1, audio: vec![5i16; 160].into(), loops: 0, gain: 1.0 });
+    s.handle_control(Control::Stream { id: 1, audio: vec![5i16; 160].into(), loops: 0, gain: 1.0, barge_in: BargeInMode::Off });
     s.handle_tick(t0);
     assert_eq!(s.stats().players_active, 1);
-    s.handle_control(Control::Stream { id: 2, audio: vec![9i16; 160].into(), loops: 0, gain: 0.5 });
+    s.handle_control(Control::Stream { id: 2, audio: vec![9i16; 160].into(), loops: 0, gain: 0.5, barge_in: BargeInMode::Off });
     assert_eq!(s.poll_event(), Some(Event::StreamDone { id: 1, reason: StreamEnd::Replaced }));
     s.handle_tick(t0 + FRAME_DURATION);
     let frames = audio_frames(drain(&mut s, t0 + FRAME_DURATION));
@@ -460,7 +460,7 @@ impl Processor for Queues {
 fn an_api_stream_mixes_into_queued_audio_one_frame_per_pass() {
     let t0 = Instant::now();
     let mut s = session_with(vec![Box::new(Queues(100))], SessionConfig::default());
-    s.handle_control(Control::Stream { id: 1, audio: vec![7i16; 160 * 4].into(), loops: 1, gain: 1.0 });
+    s.handle_control(Control::Stream { id: 1, audio: vec![7i16; 160 * 4].into(), loops: 1, gain: 1.0, barge_in: BargeInMode::Off });
     let mut frames = Vec::new();
     for n in 0..6u32 {
         let now = t0 + FRAME_DURATION * n;

@@ -20,6 +20,9 @@ impl PlatformCall {
             Message::Text(text) => match AppAction::parse(text) {
                 Ok(AppAction::Clear) => {
                     self.report.clears += 1;
+                    if let Some(started) = self.started {
+                        self.report.clears_at_ms.push(now.saturating_duration_since(started).as_secs_f64() * 1000.0);
+                    }
                     self.playout.clear();
                     self.played_bytes = self.queued_bytes;
                     self.text = PlatformEvent::Cleared.to_json();

@@ -23,6 +23,9 @@ pub struct CallReport {
     pub underrun_ticks: u64,
     /// `clear` actions received.
     pub clears: u64,
+    /// When each `clear` arrived, in ms since the caller's audio started (the time of the
+    /// `--play` file's sample then): barge-in latency is this minus the speech's onset.
+    pub clears_at_ms: Vec<f64>,
     /// `notify` actions received.
     pub notifies: u64,
     /// Text messages that were not a known action.

@@ -110,6 +110,19 @@ pub(super) fn call_ended(id: &str) -> Problem {
     Problem::new(StatusCode::CONFLICT, "call-ended", "Call Ended", format!("call {id:?} has ended"))
 }
 
+/// Refuses speech barge-in on a call whose route does not detect speech.
+pub(super) fn check_barge_in(call: &LiveCall, barge_in: crate::call::BargeInMode) -> Result<(), Problem> {
+    if barge_in.on_speech() && !call.detects_speech {
+        return Err(Problem::bad_request(format!(
+            "`barge_in` {:?} needs speech detection, and the route of call {:?} ({}) has no {{ type = \"vad\" }}",
+            barge_in.as_str(),
+            call.id.as_str(),
+            call.path
+        )));
+    }
+    Ok(())
+}
+
 /// Hands a command to the call's task.
 pub(super) fn send(call: &LiveCall, command: CallCommand) -> Result<(), Problem> {
     if call.hanging_up() {

@@ -11,6 +11,7 @@ mod calls;
 mod conferences;
 mod problem;
 mod stream;
+mod voice;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -59,6 +60,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/calls", get(list_calls))
         .route("/calls/{id}", get(get_call).put(put_call))
         .route("/calls/{id}/stream", axum::routing::put(put_stream).delete(delete_stream))
+        .route("/calls/{id}/talk", axum::routing::put(voice::put_talk).delete(voice::delete_talk))
+        .route("/calls/{id}/input", axum::routing::put(voice::put_input))
         .route("/calls/{id}/dtmf", axum::routing::put(put_dtmf))
         .route("/calls/{id}/clear", axum::routing::put(put_clear))
         .route("/calls/{id}/notify", axum::routing::put(put_notify))

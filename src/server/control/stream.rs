@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::calls::{call_ended, live_call, message, send};
 use super::{Problem, body_object};
+use crate::call::BargeInMode;
 use crate::protocol::SampleRate;
 use crate::server::Shared;
 use crate::server::calls::CallCommand;
@@ -40,12 +41,17 @@ pub(super) async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path
             v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
         }
     };
+    let barge_in = match body.get("barge_in") {
+        None => BargeInMode::Off,
+        Some(value) => BargeInMode::from_json(value).ok_or_else(|| Problem::bad_request(BargeInMode::EXPECTED))?,
+    };
+    super::calls::check_barge_in(&call, barge_in)?;
     let audio = {
         let _loading = shared.stream_loads.acquire().await.map_err(|_| call_ended(&call.id))?;
         load_stream(&shared, &url, call.rate).await?
     };
     let stream_id = call.stream_id();
-    let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain: (1.0 + level) as f32 };
+    let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain: (1.0 + level) as f32, barge_in };
     send(&call, CallCommand::Media(command))?;
     Ok(axum::Json(json!({ "message": "Stream started", "uuid": call.id, "stream_id": stream_id })).into_response())
 }

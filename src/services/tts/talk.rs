@@ -109,6 +109,15 @@ pub struct TalkAudio {
     starved: u64,
 }
 
+/// Two players are equal when they play the same talk from the same place.
+impl PartialEq for TalkAudio {
+    fn eq(&self, other: &TalkAudio) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+            && (self.loops, self.plays_left, self.chunk, self.offset, self.played) == (other.loops, other.plays_left, other.chunk, other.offset, other.played)
+            && self.gain == other.gain
+    }
+}
+
 impl TalkAudio {
     /// Plays `shared` `loops` times (0: until stopped) at linear `gain`.
     pub fn new(shared: Arc<TalkShared>, loops: u32, gain: f32) -> TalkAudio {
