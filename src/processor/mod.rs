@@ -29,6 +29,7 @@
 
 pub(crate) mod conference;
 mod context;
+mod denoise;
 mod dtmf;
 mod dtmf_gen;
 mod echo;
@@ -38,6 +39,7 @@ mod play;
 mod record;
 mod registry;
 mod resample;
+mod talk;
 pub(crate) mod template;
 pub mod testkit;
 mod timing;
@@ -52,6 +54,7 @@ pub use conference::{
     NameError as ConferenceNameError, Role as ConferenceRole, check_name as check_conference_name,
 };
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Pass, Requests, Timeline};
+pub use denoise::{Denoise, DenoiseConfig};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
 pub use dtmf_gen::{DtmfSend, DtmfSendConfig, MAX_DIGITS, render_dtmf};
 pub use echo::Echo;
@@ -70,6 +73,7 @@ pub use record::{
 };
 pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
+pub use talk::{Talk, TalkConfig};
 pub use timing::TIMING_INTERVAL;
 pub use vad::{MAX_VAD_WINDOW_MS, Vad, VadConfig};
 

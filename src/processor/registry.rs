@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{
     Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
     DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError,
-    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig, Input, InputConfig,
+    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig, Input, InputConfig, Talk, TalkConfig, Denoise, DenoiseConfig,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.
@@ -102,6 +102,12 @@ impl ProcessorRegistry {
                 ..d
             })?))
         });
+        registry.register("denoise", |params| {
+            let p = Params::new("denoise", params);
+            p.only(&["level"])?;
+            let d = DenoiseConfig::default();
+            Ok(Box::new(Denoise::new(DenoiseConfig { level: p.f64_or("level", d.level)? })?))
+        });
         registry.register("input", |params| {
             let p = Params::new("input", params);
             p.only(&["max_digits", "submit_on_hash", "time_out", "on_event", "on_digit"])?;
@@ -112,6 +118,22 @@ impl ProcessorRegistry {
                 time_out: p.f64_or("time_out", d.time_out)?,
                 on_event: p.str("on_event")?.map(str::to_owned),
                 on_digit: p.digit("on_digit")?,
+            })?))
+        });
+        registry.register("talk", |params| {
+            let p = Params::new("talk", params);
+            p.only(&["text", "language", "voice", "level", "loop", "barge_in", "on_digit", "on_event"])?;
+            let text = p.str("text")?.ok_or_else(|| p.error("`text` is required, e.g. text = \"Welcome to the service.\""))?;
+            let d = TalkConfig::new(text);
+            Ok(Box::new(Talk::new(TalkConfig {
+                language: p.str("language")?.map_or(d.language.clone(), str::to_owned),
+                voice: p.str("voice")?.map(str::to_owned),
+                level: p.f64_or("level", d.level)?,
+                loops: p.u32_or("loop", d.loops)?,
+                barge_in: p.barge_in()?,
+                on_digit: p.digit("on_digit")?,
+                on_event: p.str("on_event")?.map(str::to_owned),
+                ..d
             })?))
         });
         registry.register("vad", |params| {
