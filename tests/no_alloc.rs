@@ -15,8 +15,12 @@ use std::time::Instant;
 use callpipe::media::{Script, call_rings, step};
 use callpipe::processor::{
     CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig, ForkReplies, ForkSend,
-    Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat, Resample,
+    Denoise, DenoiseConfig, Input, InputConfig, Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat,
+    Resample, Vad, VadConfig,
 };
+#[cfg(feature = "tts")]
+use callpipe::processor::{Talk, TalkConfig};
+use callpipe::call::{BargeInMode, Speech};
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
 use ringbuf::traits::{Consumer, Producer};
@@ -77,6 +81,11 @@ fn send_released(script: &Script, out: &mut [u8; MAX_FRAME_BYTES], rate: SampleR
     state.notifies.clear();
 }
 
+thread_local! {
+    /// `speech:started` events seen by [`steady_state_allocations_with`] on this thread.
+    static SPEECH_EVENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Allocations over 10,000 steady-state ticks, and the session's counters at the end.
 fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -> (usize, callpipe::session::SessionStats) {
     let frame: Vec<u8> = (0..rate.frame_bytes()).map(|i| i as u8).collect();
@@ -85,7 +94,8 @@ fn steady_state_allocations(rate: SampleRate, stages: Vec<Box<dyn Processor>>) -
 }
 
 /// The same with the caller sending `frames` over and over, `cut` bytes short every seventh
-/// one; also returns the DTMF events the processors emitted.
+/// one; also returns the DTMF events the processors emitted (and counts their speech events in
+/// [`SPEECH_EVENTS`]).
 fn steady_state_allocations_with(
     rate: SampleRate,
     stages: Vec<Box<dyn Processor>>,
@@ -120,8 +130,12 @@ fn steady_state_allocations_with(
         send_released(&script, &mut out, rate);
         // Processor events are rare and leave on the connection side, which may allocate.
         while let Some(event) = conn.events_out.try_pop() {
-            if let Event::Dtmf { .. } = event {
-                dtmf_events += 1;
+            match event {
+                Event::Dtmf { .. } => dtmf_events += 1,
+                Event::Speech(Speech::Started { .. }) => {
+                    SPEECH_EVENTS.with(|n| n.set(n.get() + 1));
+                }
+                _ => {}
             }
         }
     };
@@ -227,11 +241,11 @@ fn playing_a_file_never_allocates() {
     // ticks) and the later keys reach a stopped player; the barge-in itself is measured below.
     let path = quarter_second_wav("steady");
     for rate in SampleRate::ALL {
-        for barge_in in [false, true] {
+        for barge_in in [BargeInMode::Off, BargeInMode::Both] {
             let config = PlayConfig { loops: 0, barge_in, level_db: -3.0, ..PlayConfig::new(&path) };
             let stages: Vec<Box<dyn Processor>> = vec![Box::new(Play::new(config).unwrap()), Box::new(Echo::new(0).unwrap())];
             let (allocations, stats) = steady_state_allocations(rate, stages);
-            assert_eq!(allocations, 0, "{rate} barge_in {barge_in}");
+            assert_eq!(allocations, 0, "{rate} barge_in {barge_in:?}");
             assert!(stats.frames_released >= 10_000, "{stats:?}");
         }
     }
@@ -246,7 +260,7 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
     for rate in SampleRate::ALL {
         let call = CallInfo { id: "a".into(), path: "/play".into(), metadata: Metadata::new(rate) };
         let n = rate.frame_samples();
-        for barge_in in [false, true] {
+        for barge_in in [BargeInMode::Off, BargeInMode::Dtmf] {
             let mut play = Play::new(PlayConfig { loops: 2, barge_in, ..PlayConfig::new(&path) }).unwrap();
             let services = callpipe::services::Services::new();
             play.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
@@ -270,10 +284,10 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
                     *written = cx.output_written();
                 }
             });
-            assert_eq!(allocations, 0, "{rate} barge_in {barge_in}");
+            assert_eq!(allocations, 0, "{rate} barge_in {barge_in:?}");
             // Two plays of 0.25 s end in pass 24 (or 25 after resampling); a barge-in at pass 20.
             let last = written.iter().rposition(|w| *w).unwrap();
-            if barge_in {
+            if barge_in != BargeInMode::Off {
                 assert_eq!(last, 19, "{rate}");
             } else {
                 assert!((24..=25).contains(&last), "{rate}: {last}");
@@ -281,6 +295,55 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
         }
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// The speech fixture at `rate`, with a second of silence after it, as the caller's frames.
+fn speech_frames(rate: SampleRate) -> Vec<Vec<u8>> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech-en-16k.wav");
+    let mut speech = callpipe::audio::load_wav(&fixture, rate).unwrap();
+    speech.resize(speech.len().next_multiple_of(rate.frame_samples()) + rate.hz() as usize, 0);
+    speech.chunks(rate.frame_samples()).map(|f| f.iter().flat_map(|s| s.to_le_bytes()).collect()).collect()
+}
+
+#[test]
+fn speech_detection_noise_suppression_and_input_never_allocate() {
+    // The caller speaks a sentence over and over (a speech:started every 5 s or so), cleaned by
+    // `denoise` before `vad` hears it; `input` collects the platform's keys (a collection of 3
+    // ends every 291 ticks, a new one starts on the next 1); a prompt stops at the first speech.
+    let path = quarter_second_wav("voice");
+    for rate in SampleRate::ALL {
+        SPEECH_EVENTS.with(|n| n.set(0));
+        let input = InputConfig { max_digits: 3, on_digit: Some(DtmfDigit::Digit(1)), ..InputConfig::default() };
+        let play = PlayConfig { loops: 0, barge_in: BargeInMode::Speech, ..PlayConfig::new(&path) };
+        let stages: Vec<Box<dyn Processor>> = vec![
+            Box::new(Denoise::new(DenoiseConfig::default()).unwrap()),
+            Box::new(Vad::new(VadConfig::default()).unwrap()),
+            Box::new(Input::new(input).unwrap()),
+            Box::new(Play::new(play).unwrap()),
+            Box::new(Echo::new(0).unwrap()),
+        ];
+        // Whole frames only: `cut` 0 keeps the speech intact.
+        let (allocations, stats, _) = steady_state_allocations_with(rate, stages, &speech_frames(rate), 0);
+        assert_eq!(allocations, 0, "{rate}");
+        assert!(stats.frames_released >= 10_000, "{stats:?}");
+        let starts = SPEECH_EVENTS.with(std::cell::Cell::get);
+        assert!(starts >= 30, "{rate}: the detector really ran: {starts} speech:started");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[cfg(feature = "tts")]
+#[test]
+fn talking_never_allocates_on_the_media_thread() {
+    // The synthesis thread allocates on its own thread; the media thread reads the published
+    // chunks. Looping forever, the talk is still being synthesized during the first passes.
+    for rate in SampleRate::ALL {
+        let talk = TalkConfig { loops: 0, ..TalkConfig::new("Your call is important to us. Please hold. ".repeat(3)) };
+        let stages: Vec<Box<dyn Processor>> = vec![Box::new(Talk::new(talk).unwrap()), Box::new(Echo::new(0).unwrap())];
+        let (allocations, stats) = steady_state_allocations(rate, stages);
+        assert_eq!(allocations, 0, "{rate}");
+        assert!(stats.frames_released >= 10_000, "{stats:?}");
+    }
 }
 
 #[test]
@@ -354,7 +417,7 @@ fn control_commands_never_allocate_on_the_media_thread() {
         let mut tick = |n: u32| {
             script.deliver(&frame);
             let command = match n % 450 / 50 {
-                0 => Control::Stream { id: u64::from(n), audio: stream.clone(), loops: 3, gain: 0.5 },
+                0 => Control::Stream { id: u64::from(n), audio: stream.clone(), loops: 3, gain: 0.5, barge_in: BargeInMode::Both },
                 1 => Control::Mute(true),
                 2 => Control::Mute(false),
                 3 => Control::Dtmf { audio: tones.clone() },
