@@ -1,6 +1,7 @@
 //! Runs the `vad` processor over WAV files, as a call would, and prints what it decided: one
 //! JSON line per file with the detector's score for every 16 ms frame (and whether the frame
-//! counted as voiced, the level floor included; `delay_ms` is the conversion's delay that the
+//! counted as voiced, the level floor included — the pitch check that gates `speech:started`
+//! is not part of it; `delay_ms` is the conversion's delay that the
 //! events' times take out and the frames' do not), the speech segments its
 //! `speech:started` / `speech:stopped` events marked, and its cost per 20 ms frame.
 //! `benches/vad_accuracy.sh` compares these with other detectors on a labelled corpus.
