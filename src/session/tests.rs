@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::Map;
 
 use super::*;
-use crate::processor::{Echo, Processor};
+use crate::call::{BargeCause, BargeIn, BargeInMode, Interrupted, Speech};
+use crate::processor::{Context, Echo, InputCollector, InputConfig, Processor};
 use crate::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata};
 
 fn call() -> CallInfo {
@@ -495,4 +496,62 @@ fn dtmf_sequences_follow_each_other_and_mute_drops_what_waits() {
     q.handle_control(Control::Mute(true));
     q.handle_tick(t0 + FRAME_DURATION);
     assert!(audio_frames(drain(&mut q, t0 + FRAME_DURATION)).is_empty());
+}
+
+/// Emits `speech:started` at one pass, as a `vad` would.
+struct SpeaksAt(u64);
+
+impl Processor for SpeaksAt {
+    fn name(&self) -> &'static str {
+        "speaks-at"
+    }
+
+    fn timeline(&self) -> crate::processor::Timeline {
+        crate::processor::Timeline::Wall
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>) {
+        if cx.position() == self.0 {
+            cx.emit(Event::Speech(Speech::Started { start_ms: self.0 * 20 }));
+        }
+    }
+}
+
+#[test]
+fn speech_barges_in_on_the_api_stream_and_a_key_does_not() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![Box::new(SpeaksAt(5))], SessionConfig::default());
+    s.handle_control(Control::Stream { id: 3, audio: vec![7i16; 160].into(), loops: 0, gain: 1.0, barge_in: BargeInMode::Speech });
+    s.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
+    let mut events = Vec::new();
+    for n in 0..10u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_tick(now);
+        drain(&mut s, now);
+        events.extend(std::iter::from_fn(|| s.poll_event()));
+    }
+    // The event of pass 5 reaches the session's watch at pass 6, after six frames played.
+    let barge = BargeIn { interrupted: Interrupted::Stream { id: 3 }, cause: BargeCause::Speech, played_ms: 120 };
+    assert!(events.contains(&Event::StreamDone { id: 3, reason: StreamEnd::BargeIn }), "{events:?}");
+    assert!(events.contains(&Event::BargeIn(barge)), "{events:?}");
+    assert_eq!(s.stats().clears, 1);
+    assert_eq!(s.stats().players_active, 0);
+}
+
+#[test]
+fn the_api_input_collects_keys_and_times_out() {
+    let t0 = Instant::now();
+    let mut s = session_with(vec![], SessionConfig::default());
+    let config = InputConfig { max_digits: 2, time_out: 0.1, ..InputConfig::default() };
+    s.handle_control(Control::Input(InputCollector::new(&config)));
+    s.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::Digit(4), duration_ms: None });
+    let mut events = Vec::new();
+    for n in 0..20u32 {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_tick(now);
+        drain(&mut s, now);
+        events.extend(std::iter::from_fn(|| s.poll_event()).filter(|e| matches!(e, Event::Input(_))));
+    }
+    let [Event::Input(collected)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((collected.digits(), collected.timed_out), ("4", true));
 }
