@@ -241,19 +241,51 @@ fn bench_dtmf_detect(c: &mut Criterion) {
 
 /// `dtmf_detect`'s `process` on 20 ms frames of `audio`, one frame per iteration.
 fn bench_detector(c: &mut Criterion, name: &str, audio: fn(SampleRate, u32) -> Vec<i16>) {
+    let make = || -> Box<dyn Processor> {
+        match DtmfDetect::new(DtmfDetectConfig::default()) {
+            Ok(detector) => Box::new(detector),
+            Err(err) => panic!("dtmf_detect: {err}"),
+        }
+    };
+    bench_stage(c, name, make, |rate| audio(rate, 2));
+}
+
+/// The speech fixture (4 s of espeak-ng speech) at `rate`, with a second of silence after it.
+fn speech(rate: SampleRate) -> Vec<i16> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech-en-16k.wav");
+    let mut audio = match callpipe::audio::load_wav(&fixture, rate) {
+        Ok(audio) => audio,
+        Err(err) => panic!("{}: {err}", fixture.display()),
+    };
+    audio.resize(audio.len().next_multiple_of(rate.frame_samples()) + rate.hz() as usize, 0);
+    audio
+}
+
+/// The voice processors on speech: `vad` (speech detection) and `denoise` (RNNoise between
+/// the resamplers), one 20 ms frame per iteration.
+fn bench_voice(c: &mut Criterion) {
+    let vad = || -> Box<dyn Processor> {
+        Box::new(callpipe::processor::Vad::new(callpipe::processor::VadConfig::default()).unwrap_or_else(|e| panic!("{e}")))
+    };
+    bench_stage(c, "vad", vad, speech);
+    let denoise = || -> Box<dyn Processor> {
+        Box::new(callpipe::processor::Denoise::new(callpipe::processor::DenoiseConfig::default()).unwrap_or_else(|e| panic!("{e}")))
+    };
+    bench_stage(c, "denoise", denoise, speech);
+}
+
+/// A processor's `process` on 20 ms frames of `audio`, one frame per iteration, at every rate.
+fn bench_stage(c: &mut Criterion, name: &str, make: impl Fn() -> Box<dyn Processor>, audio: impl Fn(SampleRate) -> Vec<i16>) {
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     for rate in SampleRate::ALL {
-        let mut detector = match DtmfDetect::new(DtmfDetectConfig::default()) {
-            Ok(detector) => detector,
-            Err(err) => panic!("dtmf_detect: {err}"),
-        };
+        let mut stage = make();
         let call = call_info(rate);
         let services = callpipe::services::Services::new();
-        if let Err(err) = detector.prepare(&Setup { rate, call: &call, services: &services }) {
-            panic!("dtmf_detect prepare: {err}");
+        if let Err(err) = stage.prepare(&Setup { rate, call: &call, services: &services }) {
+            panic!("{name} prepare: {err}");
         }
-        let audio = audio(rate, 2);
+        let audio = audio(rate);
         let mut frames: Vec<Vec<i16>> = audio.chunks_exact(rate.frame_samples()).map(<[i16]>::to_vec).collect();
         let mut output = vec![0i16; rate.frame_samples()];
         let mut requests = Requests::new(rate.frame_samples());
@@ -263,8 +295,9 @@ fn bench_detector(c: &mut Criterion, name: &str, audio: fn(SampleRate, u32) -> V
             b.iter(|| {
                 let n = frames.len();
                 let input = &mut frames[position as usize % n];
+                requests.reset(rate.frame_samples());
                 let mut cx = Context::new(now, position, rate, input, true, &mut output, &mut requests);
-                detector.process(black_box(&mut cx));
+                stage.process(black_box(&mut cx));
                 position += 1;
             })
         });
@@ -426,7 +459,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_record, bench_resample,
+    targets = bench_parse, bench_ring, bench_echo_pipeline, bench_echo_pipeline_delayed, bench_dtmf_detect, bench_voice, bench_record, bench_resample,
         bench_pipeline_timing, bench_conference
 }
 criterion_main!(benches);

@@ -12,15 +12,15 @@
 use std::f64::consts::TAU;
 use std::time::Instant;
 
+use callpipe::call::{BargeInMode, Speech};
 use callpipe::media::{Script, call_rings, step};
 use callpipe::processor::{
-    CallInfo, Context, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig, ForkReplies, ForkSend,
-    Denoise, DenoiseConfig, Input, InputConfig, Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat,
+    CallInfo, Context, Denoise, DenoiseConfig, DtmfDetect, DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Event, Fork, ForkConfig,
+    ForkReplies, ForkSend, Input, InputConfig, Pipeline, Play, PlayConfig, Processor, Record, RecordChannels, RecordConfig, RecordFormat,
     Resample, Vad, VadConfig,
 };
 #[cfg(feature = "tts")]
 use callpipe::processor::{Talk, TalkConfig};
-use callpipe::call::{BargeInMode, Speech};
 use callpipe::protocol::{DtmfDigit, FRAME_DURATION, MAX_FRAME_BYTES, Metadata, SampleRate};
 use callpipe::session::{InboundEvent, Session, SessionConfig};
 use ringbuf::traits::{Consumer, Producer};

@@ -72,8 +72,7 @@ fn prompt() -> PathBuf {
 async fn events(log: &Path, call: &str, until: &str) -> Vec<Value> {
     for _ in 0..100 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let events: Vec<Value> =
-            text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["call_id"] == call).collect();
+        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["call_id"] == call).collect();
         if events.iter().any(|e| e["event"] == until) {
             return events;
         }
@@ -87,7 +86,11 @@ fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 }
 
 fn plan(rate: SampleRate, audio: Vec<i16>, seconds: u64) -> CallPlan {
-    CallPlan { source: Source::Samples(audio.into()), linger: Duration::from_millis(300), ..CallPlan::new(rate, Duration::from_secs(seconds)) }
+    CallPlan {
+        source: Source::Samples(audio.into()),
+        linger: Duration::from_millis(300),
+        ..CallPlan::new(rate, Duration::from_secs(seconds))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +124,12 @@ async fn speech_barges_in_on_a_prompt_and_a_cough_does_not() {
         assert!(report.frames_played > 100, "the prompt played on");
     }
     server.stop().await;
-    let events: Vec<Value> =
-        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|e: &Value| e["event"] == "barge_in").collect();
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["event"] == "barge_in")
+        .collect();
     assert_eq!(events.len(), 2, "one barge-in per speech call, none for the coughs: {events:?}");
 }
 
@@ -159,7 +166,8 @@ async fn input_collects_keys_and_times_out_from_a_route_and_the_control_api() {
     let call = tokio::spawn(one_call(url, CallPlan { dtmf: keys("9876", 1500), ..base.clone() }));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let put = |body: &'static str| http.put(server.control_url("/calls/api/input")).header("content-type", "application/json").body(body).send();
+    let put =
+        |body: &'static str| http.put(server.control_url("/calls/api/input")).header("content-type", "application/json").body(body).send();
     let bad = put(r#"{"max_digits": 30}"#).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("max_digits must be between 1 and 20"));
@@ -200,7 +208,8 @@ mod tts {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_talk_from_the_control_api_is_heard_after_the_request_and_not_before() {
-        let server = TestServer::start("[server]\nstats_interval_ms = 0\n[[route]]\npath = \"/quiet\"\nprocessors = [{ type = \"vad\" }]\n").await;
+        let server =
+            TestServer::start("[server]\nstats_interval_ms = 0\n[[route]]\npath = \"/quiet\"\nprocessors = [{ type = \"vad\" }]\n").await;
         let rate = SampleRate::Hz16000;
         let record = temp("talk.wav");
         let plan = CallPlan { record: Some(record.clone()), ..CallPlan::new(rate, Duration::from_secs(5)) };

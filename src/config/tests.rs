@@ -37,6 +37,7 @@ fn the_documented_examples_are_valid_configurations() {
         match Config::parse(&text, &registry) {
             Ok(_) => {}
             Err(e) if !cfg!(feature = "opus") && e.to_string().contains(crate::processor::OPUS_FEATURE_MISSING) => {}
+            Err(e) if !cfg!(feature = "tts") && e.to_string().contains(crate::services::tts::TTS_FEATURE_MISSING) => {}
             Err(e) => panic!("documented example does not load: {e}\n{text}"),
         }
         checked += 1;

@@ -224,7 +224,10 @@ mod tests {
     use crate::protocol::SampleRate;
 
     fn collected(h: &Harness<Input>) -> Vec<(u64, String, bool)> {
-        h.events.iter().filter_map(|(pass, e)| if let Event::Input(c) = e { Some((*pass, c.digits().to_owned(), c.timed_out)) } else { None }).collect()
+        h.events
+            .iter()
+            .filter_map(|(pass, e)| if let Event::Input(c) = e { Some((*pass, c.digits().to_owned(), c.timed_out)) } else { None })
+            .collect()
     }
 
     fn keys(h: &mut Harness<Input>, keys: &str) {

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, DtmfDetect, DtmfDetectConfig, DtmfSend,
-    DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Pipeline, Play, PlayConfig, Processor, ProcessorError,
-    Record, RecordChannels, RecordConfig, RecordFormat, Resample, Vad, VadConfig, Input, InputConfig, Talk, TalkConfig, Denoise, DenoiseConfig,
+    Conference, ConferenceConfig, ConferenceRecording, ConferenceRole, ConferenceSettings, Denoise, DenoiseConfig, DtmfDetect,
+    DtmfDetectConfig, DtmfSend, DtmfSendConfig, Echo, Fork, ForkCodec, ForkConfig, ForkReplies, ForkSend, Input, InputConfig, Pipeline,
+    Play, PlayConfig, Processor, ProcessorError, Record, RecordChannels, RecordConfig, RecordFormat, Resample, Talk, TalkConfig, Vad,
+    VadConfig,
 };
 
 /// The type name of the built-in wrapper that runs processors at another rate.

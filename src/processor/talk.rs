@@ -80,7 +80,10 @@ impl Talk {
     /// the synthesis thread), so build talks off the media thread.
     pub fn new(config: TalkConfig) -> Result<Talk, ProcessorError> {
         if !(-1.0..=1.0).contains(&config.level) {
-            return Err(ProcessorError::Config { processor: "talk".into(), message: format!("level {} is not between -1 and 1", config.level) });
+            return Err(ProcessorError::Config {
+                processor: "talk".into(),
+                message: format!("level {} is not between -1 and 1", config.level),
+            });
         }
         if config.on_event.as_deref() == Some("") {
             return Err(ProcessorError::Config { processor: "talk".into(), message: "`on_event` must name an event".into() });

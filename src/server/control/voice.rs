@@ -102,7 +102,9 @@ pub(super) async fn put_input(State(shared): State<Arc<Shared>>, Path(id): Path<
     let config = InputConfig {
         max_digits: match field("max_digits", "maxDigits") {
             None => d.max_digits,
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| Problem::bad_request("`max_digits` must be 1 to 20"))?,
+            Some(v) => {
+                v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| Problem::bad_request("`max_digits` must be 1 to 20"))?
+            }
         },
         submit_on_hash: match field("submit_on_hash", "submitOnHash") {
             None => d.submit_on_hash,
@@ -132,7 +134,9 @@ fn known_fields(body: &Map<String, Value>, known: &[&str]) -> Result<(), Problem
 fn tts_problem(error: TtsError) -> Problem {
     match error {
         TtsError::NotBuilt => Problem::new(StatusCode::NOT_IMPLEMENTED, "tts-not-built", "Text To Speech Not Built", error.to_string()),
-        TtsError::Engine(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "tts-unavailable", "Text To Speech Unavailable", error.to_string()),
+        TtsError::Engine(_) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "tts-unavailable", "Text To Speech Unavailable", error.to_string())
+        }
         other => Problem::bad_request(other.to_string()),
     }
 }

@@ -244,7 +244,8 @@ mod tests {
         }
         // Cancelled: it stops early.
         let long = "This sentence is long enough to take a while. ".repeat(30);
-        let request = TalkRequest { text: long, language: "en-US".into(), voice: None, rate: SampleRate::Hz8000, queued_at: Instant::now() };
+        let request =
+            TalkRequest { text: long, language: "en-US".into(), voice: None, rate: SampleRate::Hz8000, queued_at: Instant::now() };
         let shared = tts.speak(request).unwrap();
         shared.cancel();
         let (audio, _) = play_out(shared, SampleRate::Hz8000);

@@ -113,7 +113,8 @@ pub struct TalkAudio {
 impl PartialEq for TalkAudio {
     fn eq(&self, other: &TalkAudio) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
-            && (self.loops, self.plays_left, self.chunk, self.offset, self.played) == (other.loops, other.plays_left, other.chunk, other.offset, other.played)
+            && (self.loops, self.plays_left, self.chunk, self.offset, self.played)
+                == (other.loops, other.plays_left, other.chunk, other.offset, other.played)
             && self.gain == other.gain
     }
 }
