@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 threshold=0.5
-min_speech_ms=100
+min_speech_ms=80
 min_silence_ms=300
 callpipe=1
 rebuild=()
