@@ -46,7 +46,16 @@ pub(super) enum Request {
 pub(super) struct Engine {
     requests: mpsc::Sender<Request>,
     pub(super) stats: Arc<Counters>,
+    /// Languages and voices resolved so far, and what they resolved to: a check answers from
+    /// here without waiting behind the sentence being synthesized. At most [`MAX_RESOLVED`].
+    resolved: std::sync::Mutex<Vec<Resolved>>,
 }
+
+/// A language and voice, and what they resolved to.
+type Resolved = ((String, Option<String>), Result<String, TtsError>);
+
+/// How many language and voice pairs [`Engine::check`] remembers.
+const MAX_RESOLVED: usize = 256;
 
 /// What the thread has done, for metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -92,12 +101,32 @@ fn start() -> Result<Engine, TtsError> {
         })
         .map_err(|e| TtsError::Engine(e.to_string()))?;
     started.recv().map_err(|_| TtsError::Engine("the synthesis thread ended at start".into()))??;
-    Ok(Engine { requests, stats })
+    Ok(Engine { requests, stats, resolved: std::sync::Mutex::new(Vec::new()) })
 }
 
 impl Engine {
     pub(super) fn send(&self, request: Request) -> Result<(), TtsError> {
         self.requests.send(request).map_err(|_| TtsError::Engine("the synthesis thread has ended".into()))
+    }
+
+    /// Resolves a language and voice to a library voice name, or says why not: from what was
+    /// resolved before, or else a round trip to the thread (which waits for the sentence it is
+    /// synthesizing).
+    pub(super) fn check(&self, language: &str, voice: Option<&str>) -> Result<String, TtsError> {
+        let known = |resolved: &[Resolved]| {
+            resolved.iter().find(|((l, v), _)| l == language && v.as_deref() == voice).map(|(_, answer)| answer.clone())
+        };
+        if let Some(answer) = known(&self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return answer;
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::Check { language: language.to_owned(), voice: voice.map(str::to_owned), reply })?;
+        let answer = answer.recv().map_err(|_| TtsError::Engine("the synthesis thread has ended".into()))?;
+        let mut resolved = self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if resolved.len() < MAX_RESOLVED && known(&resolved).is_none() {
+            resolved.push(((language.to_owned(), voice.map(str::to_owned)), answer.clone()));
+        }
+        answer
     }
 }
 

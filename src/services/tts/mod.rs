@@ -108,15 +108,13 @@ impl Tts {
     }
 
     /// Checks a talk's text, language and voice without synthesizing (starting the thread when
-    /// needed); returns the library's voice name.
+    /// needed); returns the library's voice name. A language and voice checked before are
+    /// answered at once, so building a call's `talk` does not wait for the synthesis thread.
     pub fn check(&self, text: &str, language: &str, voice: Option<&str>) -> Result<String, TtsError> {
         check_text(text)?;
         #[cfg(feature = "tts")]
         {
-            let (reply, answer) = std::sync::mpsc::sync_channel(1);
-            let request = engine::Request::Check { language: language.to_owned(), voice: voice.map(str::to_owned), reply };
-            engine::engine()?.send(request)?;
-            answer.recv().map_err(|_| TtsError::Engine("the synthesis thread has ended".into()))?
+            engine::engine()?.check(language, voice)
         }
         #[cfg(not(feature = "tts"))]
         {
@@ -228,6 +226,10 @@ mod tests {
         let tts = Tts;
         assert!(tts.check("hi", "en-GB", None).is_ok());
         assert_eq!(tts.check("hi", "de-DE", Some("f3")).unwrap(), "de+f3");
+        assert!(matches!(tts.check("hi", "xx-YY", None), Err(TtsError::UnknownLanguage { .. })));
+        assert!(matches!(tts.check("hi", "en-GB", Some("nope")), Err(TtsError::UnknownVoice { .. })));
+        // Checked again, they answer the same (from what was resolved before).
+        assert_eq!(tts.check("other text", "de-DE", Some("f3")).unwrap(), "de+f3");
         assert!(matches!(tts.check("hi", "xx-YY", None), Err(TtsError::UnknownLanguage { .. })));
         assert!(matches!(tts.check("hi", "en-GB", Some("nope")), Err(TtsError::UnknownVoice { .. })));
         for rate in [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000] {
