@@ -222,7 +222,7 @@ impl Resampler {
             let (phase, index) = (phase as usize, index as usize);
             let coefficients = &self.phases[phase..phase + self.stride];
             let y = dot(coefficients, &self.history[index..index + self.stride]);
-            *out = y.round().clamp(-32768.0, 32767.0) as i16;
+            *out = round_to_i16(y);
         }
     }
 }
@@ -236,6 +236,15 @@ impl std::fmt::Debug for Resampler {
             .field("delay", &self.delay())
             .finish()
     }
+}
+
+/// `y` rounded to the nearest integer (ties to even) and clamped to 16 bits. Adding and taking
+/// away 1.5 * 2^23 leaves no fraction bits, so the hardware's rounding does the work: a libm
+/// `roundf` call per sample cost a third of a microsecond per 20 ms frame at 16 kHz.
+fn round_to_i16(y: f32) -> i16 {
+    const SHIFT: f32 = 12_582_912.0;
+    let clamped = y.clamp(-32768.0, 32767.0);
+    ((clamped + SHIFT) - SHIFT) as i16
 }
 
 /// A dot product of two slices of equal length, a multiple of [`LANES`], written so that the

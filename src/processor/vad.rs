@@ -58,13 +58,19 @@
 
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::call::Speech;
-use crate::resample::Resampler;
+use crate::resample::{Resampler, Tuning};
 
 /// Samples of one detector frame: 16 ms at 16 kHz.
 const DETECTOR_FRAME: usize = 256;
 
 /// The detector's rate.
 const DETECTOR_HZ: u32 = 16_000;
+
+/// The conversion of 8 and 24 kHz calls to the detector's rate: a third of the taps of the
+/// converter the audio path uses (about 50 dB of stopband rather than 70, half a millisecond of
+/// delay rather than two). The network only sees 40 mel band energies, for which that is plenty,
+/// and it takes about a microsecond off each frame.
+const CONVERSION: Tuning = Tuning { span: 10, beta: 5.0, cutoff: 0.92 };
 
 /// The detector frame's duration in ms.
 const DETECTOR_FRAME_MS: u64 = 16;
@@ -341,7 +347,7 @@ impl Processor for Vad {
         self.resampler = if hz == DETECTOR_HZ {
             None
         } else {
-            let resampler = Resampler::new(hz, DETECTOR_HZ).map_err(|e| ProcessorError::invalid("vad", "", e))?;
+            let resampler = Resampler::with_tuning(hz, DETECTOR_HZ, CONVERSION).map_err(|e| ProcessorError::invalid("vad", "", e))?;
             self.delay_ms = resampler.delay().as_millis() as u64;
             Some(resampler)
         };
