@@ -218,6 +218,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The key this event brings, when it is a new key from the caller: a platform report or
+    /// an in-band detection, not `dtmf_detect`'s merged twin of a report already delivered.
+    pub fn new_key(&self) -> Option<DtmfDigit> {
+        match self {
+            Event::Dtmf { source: DtmfSource::Both, .. } => None,
+            Event::Dtmf { digit, .. } => Some(*digit),
+            _ => None,
+        }
+    }
+
     /// The event's name, as `on_event` parameters and the call's events use it: `dtmf`,
     /// `speech:started`, `input`, `talk:done`, or a processor's own name.
     pub fn name(&self) -> &'static str {

@@ -150,9 +150,7 @@ impl BargeInMode {
     /// twin of one already seen) or the start of speech.
     pub fn interrupted_by(self, event: &Event) -> Option<BargeCause> {
         match (self, event) {
-            (BargeInMode::Dtmf | BargeInMode::Both, Event::Dtmf { source, .. }) if *source != super::DtmfSource::Both => {
-                Some(BargeCause::Dtmf)
-            }
+            (BargeInMode::Dtmf | BargeInMode::Both, key) if key.new_key().is_some() => Some(BargeCause::Dtmf),
             (BargeInMode::Speech | BargeInMode::Both, Event::Speech(Speech::Started { .. })) => Some(BargeCause::Speech),
             _ => None,
         }

@@ -24,8 +24,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::trigger::Trigger;
 use super::{Context, Event, Processor, ProcessorError};
-use crate::call::{Collected, DtmfSource, MAX_INPUT_DIGITS};
+use crate::call::{Collected, MAX_INPUT_DIGITS};
 use crate::protocol::DtmfDigit;
 
 /// The longest `time_out`, in seconds (the Voice API's limit).
@@ -61,9 +62,7 @@ impl InputConfig {
         if !(0.0..=MAX_INPUT_TIME_OUT_S).contains(&self.time_out) {
             return Err(format!("time_out must be between 0 and {MAX_INPUT_TIME_OUT_S} seconds, not {}", self.time_out));
         }
-        if self.on_event.as_deref() == Some("") {
-            return Err("`on_event` must name an event, e.g. \"talk:done\"".into());
-        }
+        Trigger::new(self.on_digit, self.on_event.as_deref()).check("talk:done")?;
         Ok(())
     }
 }
@@ -132,15 +131,6 @@ impl Collector {
     }
 }
 
-/// The key in `event`, when it is a new key from the caller (not the merged twin of one).
-pub fn new_key(event: &Event) -> Option<DtmfDigit> {
-    match event {
-        Event::Dtmf { source: DtmfSource::Both, .. } => None,
-        Event::Dtmf { digit, .. } => Some(*digit),
-        _ => None,
-    }
-}
-
 /// Collects the caller's keys; see `src/processor/input.rs`.
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -156,16 +146,16 @@ impl Input {
         Ok(Input { collector: Collector::new(&config), config, started: false })
     }
 
-    /// Whether a trigger is configured (otherwise it starts with the call).
-    fn triggered(&self) -> bool {
-        self.config.on_event.is_some() || self.config.on_digit.is_some()
+    /// What starts collection when it does not start with the call.
+    fn trigger(&self) -> Trigger<'_> {
+        Trigger::new(self.config.on_digit, self.config.on_event.as_deref())
     }
 
     /// Starts collecting at the call's first pass, unless a trigger starts it.
     fn start_with_call(&mut self, now: Instant) {
         if !self.started {
             self.started = true;
-            if !self.triggered() {
+            if !self.trigger().waits() {
                 self.collector.start(now);
             }
         }
@@ -200,12 +190,9 @@ impl Processor for Input {
 
     fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
         self.start_with_call(cx.now());
-        let key = new_key(event);
-        let trigger = match (key, &self.config.on_digit) {
-            (Some(digit), Some(on)) => digit == *on && !self.collector.is_collecting(),
-            _ => !matches!(event, Event::Dtmf { .. }) && self.config.on_event.as_deref() == Some(event.name()),
-        };
-        if trigger {
+        let key = event.new_key();
+        // While collecting, the trigger's key is one of the keys collected.
+        if self.trigger().fired_by(event) && !(key.is_some() && self.collector.is_collecting()) {
             self.started = true;
             self.collector.start(cx.now());
             return;

@@ -43,6 +43,7 @@ mod talk;
 pub(crate) mod template;
 pub mod testkit;
 mod timing;
+mod trigger;
 mod vad;
 
 use std::time::Duration;
@@ -64,7 +65,7 @@ pub use fork::{
     Command as ForkCommand, DEFAULT_FORK_OPUS_BITRATE_PER_CHANNEL, Fork, ForkCodec, ForkConfig, ForkCounters, ForkReplies, ForkSend,
     ForkTotals, parse_command as parse_fork_command,
 };
-pub use input::{Collector as InputCollector, Input, InputConfig, MAX_INPUT_TIME_OUT_S, new_key};
+pub use input::{Collector as InputCollector, Input, InputConfig, MAX_INPUT_TIME_OUT_S};
 pub use play::{Play, PlayConfig};
 #[cfg(feature = "opus")]
 pub use record::OpusFileError;

@@ -47,6 +47,7 @@
 
 use std::path::PathBuf;
 
+use super::trigger::Trigger;
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::audio::{Blend, Playback, load_wav};
 use crate::call::{BargeIn, BargeInMode, Interrupted};
@@ -117,8 +118,8 @@ impl Play {
         if !(MIN_LEVEL_DB..=MAX_LEVEL_DB).contains(&config.level_db) {
             return error(format!("level_db {} is not between {MIN_LEVEL_DB} and {MAX_LEVEL_DB}", config.level_db));
         }
-        if config.on_event.as_deref() == Some("") {
-            return error("`on_event` must name an event, e.g. \"stream:done\"".into());
+        if let Err(message) = Trigger::new(config.on_digit, config.on_event.as_deref()).check("stream:done") {
+            return error(message);
         }
         if config.start_ms > MAX_START_MS {
             return error(format!("start_ms {} is over an hour", config.start_ms));
@@ -145,17 +146,9 @@ impl Play {
         self.playback.audio()
     }
 
-    /// Whether playback waits for a trigger rather than starting with the call.
-    fn triggered(&self) -> bool {
-        self.config.on_digit.is_some() || self.config.on_event.is_some()
-    }
-
-    /// Whether `event` is this player's trigger.
-    fn is_trigger(&self, event: &Event) -> bool {
-        match event {
-            Event::Dtmf { digit, .. } => self.config.on_digit == Some(*digit),
-            other => self.config.on_event.as_deref() == Some(other.name()),
-        }
+    /// What starts playback when it does not start with the call.
+    fn trigger(&self) -> Trigger<'_> {
+        Trigger::new(self.config.on_digit, self.config.on_event.as_deref())
     }
 
     /// (Re)starts playback from the beginning, `start_ms` after this pass.
@@ -210,7 +203,7 @@ impl Processor for Play {
         };
         self.playback = Playback::new(samples.into(), self.config.loops, 1.0);
         self.start_pass = u64::from(self.config.start_ms).div_ceil(20);
-        self.stopped = self.triggered();
+        self.stopped = self.trigger().waits();
         self.name = file.display().to_string().into();
         self.build_events();
         Ok(())
@@ -240,7 +233,7 @@ impl Processor for Play {
                 cx.emit(Event::BargeIn(BargeIn { interrupted, cause, played_ms }));
             }
         }
-        if self.is_trigger(event) && !self.samples().is_empty() {
+        if self.trigger().fired_by(event) && !self.samples().is_empty() {
             self.arm(cx);
         }
     }

@@ -21,6 +21,7 @@
 //! * Nothing is allocated, locked or freed on the media thread: the events are built in
 //!   `prepare`, and the audio's memory belongs to the synthesis thread.
 
+use super::trigger::Trigger;
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::audio::Blend;
 use crate::call::{BargeIn, BargeInMode, Interrupted};
@@ -85,22 +86,16 @@ impl Talk {
                 message: format!("level {} is not between -1 and 1", config.level),
             });
         }
-        if config.on_event.as_deref() == Some("") {
-            return Err(ProcessorError::Config { processor: "talk".into(), message: "`on_event` must name an event".into() });
-        }
+        Trigger::new(config.on_digit, config.on_event.as_deref())
+            .check("input")
+            .map_err(|message| ProcessorError::Config { processor: "talk".into(), message })?;
         Tts.check(&config.text, &config.language, config.voice.as_deref()).map_err(|e| ProcessorError::invalid("talk", "", e))?;
         Ok(Talk { config, audio: None, playing: false, finished: None, barged_in: None, failed: None })
     }
 
-    fn triggered(&self) -> bool {
-        self.config.on_digit.is_some() || self.config.on_event.is_some()
-    }
-
-    fn is_trigger(&self, event: &Event) -> bool {
-        match event {
-            Event::Dtmf { digit, .. } => self.config.on_digit == Some(*digit),
-            other => self.config.on_event.as_deref() == Some(other.name()),
-        }
+    /// What starts the talk when it does not start with the call.
+    fn trigger(&self) -> Trigger<'_> {
+        Trigger::new(self.config.on_digit, self.config.on_event.as_deref())
     }
 
     fn build_events(&mut self) {
@@ -138,7 +133,7 @@ impl Processor for Talk {
         };
         let shared = setup.services.tts.speak(request).map_err(|e| ProcessorError::invalid("talk", "", e))?;
         self.audio = Some(TalkAudio::new(shared, self.config.loops, (1.0 + self.config.level) as f32));
-        self.playing = !self.triggered();
+        self.playing = !self.trigger().waits();
         self.build_events();
         Ok(())
     }
@@ -167,7 +162,7 @@ impl Processor for Talk {
             }
             cx.emit(Event::BargeIn(BargeIn { interrupted: Interrupted::Talk { id: 0 }, cause, played_ms }));
         }
-        if self.is_trigger(event)
+        if self.trigger().fired_by(event)
             && let Some(audio) = self.audio.as_mut()
         {
             // Re-arming rebuilds the events it used: once per trigger, off the steady state.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::Session;
 use crate::call::{BargeCause, BargeIn, BargeInMode, Event, Interrupted, StreamEnd, TalkEnd};
-use crate::processor::{InputCollector, new_key};
+use crate::processor::InputCollector;
 use crate::services::tts::TalkAudio;
 
 /// The API's talk playing into a call.
@@ -48,7 +48,7 @@ impl Session {
             if let Some(cause) = self.talk.as_ref().and_then(|t| t.barge_in.interrupted_by(event)) {
                 self.barge_in_talk(cause);
             }
-            if let Some(digit) = new_key(event)
+            if let Some(digit) = event.new_key()
                 && let Some(result) = self.input_collector.as_mut().and_then(|c| c.key(digit, now))
             {
                 self.input_collector = None;
