@@ -33,10 +33,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::f64::consts::TAU;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use callpipe::processor::testkit::signal::{Rng, syllables};
 use callpipe::processor::{CallInfo, Context, Denoise, DenoiseConfig, Processor, Requests, Setup};
 use callpipe::protocol::{Metadata, SampleRate};
 use callpipe::resample::Resampler;
@@ -114,23 +114,6 @@ const BABBLE: [(&str, &str); 6] = [
 /// Pause between sentences.
 const PAUSE_MS: usize = 600;
 
-/// A xorshift generator: the same noise on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn gauss(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-12), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (TAU * v).cos()
-    }
-}
-
 /// `text` spoken by espeak-ng with `voice`, at `rate`.
 fn espeak(voice: &str, text: &str, rate: SampleRate) -> Vec<f64> {
     let path = std::env::temp_dir().join(format!("callpipe-denoise-bench-{}.wav", std::process::id()));
@@ -139,44 +122,6 @@ fn espeak(voice: &str, text: &str, rate: SampleRate) -> Vec<f64> {
     let samples = callpipe::audio::load_wav(&path, rate).expect("read espeak-ng's WAV");
     let _ = std::fs::remove_file(&path);
     samples.into_iter().map(f64::from).collect()
-}
-
-/// Vowels' first three formants in Hz: /a/, /i/, /u/, /e/, /o/.
-const VOWELS: [[f64; 3]; 5] =
-    [[730.0, 1090.0, 2440.0], [270.0, 2290.0, 3010.0], [300.0, 870.0, 2240.0], [530.0, 1840.0, 2480.0], [570.0, 840.0, 2410.0]];
-
-/// One synthetic "sentence" at `hz`: `syllables` syllables of voiced speech (a pitch gliding
-/// from around `f0` Hz, its harmonics shaped by a vowel's formants, 20 ms fades), 120 to 260 ms
-/// long, 40 to 120 ms apart.
-fn synthetic(hz: u32, syllables: usize, f0: f64, rng: &mut Rng) -> Vec<f64> {
-    let fs = f64::from(hz);
-    let ms = |m: f64| (m * fs / 1000.0) as usize;
-    let mut out = Vec::new();
-    let mut phases = [0.0f64; 64];
-    for _ in 0..syllables {
-        let len = ms(120.0 + 140.0 * rng.uniform());
-        let formants = VOWELS[(rng.uniform() * 5.0) as usize % 5];
-        let (f_start, f_end) = (f0 * (0.85 + 0.4 * rng.uniform()), f0 * (0.8 + 0.35 * rng.uniform()));
-        let fade = ms(20.0);
-        for n in 0..len {
-            let t = n as f64 / len as f64;
-            let pitch = f_start + (f_end - f_start) * t + 0.02 * f0 * (TAU * 5.0 * n as f64 / fs).sin();
-            let envelope = (n.min(len - 1 - n) as f64 / fade as f64).min(1.0);
-            let mut x = 0.0;
-            for (k, phase) in phases.iter_mut().enumerate() {
-                let f = (k + 1) as f64 * pitch;
-                if f > 0.45 * fs {
-                    break;
-                }
-                *phase = (*phase + TAU * f / fs) % TAU;
-                let shape: f64 = formants.iter().map(|&fm| 1.0 / (1.0 + ((f - fm) / 80.0).powi(2))).sum();
-                x += (shape + 0.03) * 300.0 / (f / 100.0).sqrt() * phase.sin();
-            }
-            out.push(envelope * x);
-        }
-        out.resize(out.len() + ms(40.0 + 80.0 * rng.uniform()), 0.0);
-    }
-    out
 }
 
 /// Sentences `PAUSE_MS` apart, with a pause before the first and after the last; and where
@@ -349,7 +294,7 @@ fn main() {
         let sentences: Vec<Vec<f64>> = if real {
             SENTENCES.iter().map(|s| espeak("en-gb", s, rate)).collect()
         } else {
-            (0..SENTENCES.len()).map(|_| synthetic(rate.hz(), 8, 130.0, &mut rng)).collect()
+            (0..SENTENCES.len()).map(|_| syllables(rate.hz(), 8, 130.0, &mut rng)).collect()
         };
         let (mut clean, pauses) = join(sentences, rate);
         normalize(&mut clean, 2000.0, frame);
@@ -359,7 +304,7 @@ fn main() {
             let talker = if real {
                 espeak(voice, text, rate)
             } else {
-                (0..4).flat_map(|_| synthetic(rate.hz(), 10, 100.0 + 25.0 * i as f64, &mut rng)).collect()
+                (0..4).flat_map(|_| syllables(rate.hz(), 10, 100.0 + 25.0 * i as f64, &mut rng)).collect()
             };
             if babble.len() < talker.len() {
                 babble.resize(talker.len(), 0.0);

@@ -229,73 +229,25 @@ impl Processor for Denoise {
 
 #[cfg(test)]
 mod tests {
-    use std::f64::consts::TAU;
-
     use super::*;
     use crate::processor::testkit::Harness;
+    use crate::processor::testkit::signal::{Rng, syllables};
     use crate::protocol::SampleRate;
 
-    /// A xorshift generator: the same noise on every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn uniform(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// A Gaussian sample (Box-Muller), unit variance.
-        fn gauss(&mut self) -> f64 {
-            let (u, v) = (self.uniform().max(1e-12), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (TAU * v).cos()
-        }
-    }
-
-    /// Vowels' first three formants in Hz: /a/, /i/, /u/, /e/, /o/.
-    const VOWELS: [[f64; 3]; 5] =
-        [[730.0, 1090.0, 2440.0], [270.0, 2290.0, 3010.0], [300.0, 870.0, 2240.0], [530.0, 1840.0, 2480.0], [570.0, 840.0, 2410.0]];
-
-    /// Voice-like audio at `hz`: syllables of voiced speech (a gliding pitch around 130 Hz, its
-    /// harmonics shaped by a vowel's formants, 20 ms fades) of 120 to 260 ms, 40 to 120 ms apart,
-    /// in `words` runs of five syllables; `pause_ms` of silence before each run and after the
-    /// last (to a whole 20 ms frame). RMS about 3000 while voiced. Also returns where the pauses are, in samples.
+    /// Voice-like audio at `hz` ([`syllables`] around 130 Hz) in `words` runs of five
+    /// syllables; `pause_ms` of silence before each run and after the last (to a whole 20 ms
+    /// frame). Also returns where the pauses are, in samples.
     fn voice(hz: u32, words: usize, pause_ms: usize, seed: u64) -> (Vec<f64>, Vec<(usize, usize)>) {
-        let fs = f64::from(hz);
-        let ms = |m: f64| (m * fs / 1000.0) as usize;
+        let pause = pause_ms * hz as usize / 1000;
         let mut rng = Rng(seed);
         let (mut out, mut pauses) = (Vec::new(), Vec::new());
-        let mut phases = vec![0.0f64; 64];
         for _ in 0..words {
-            pauses.push((out.len(), out.len() + ms(pause_ms as f64)));
-            out.resize(out.len() + ms(pause_ms as f64), 0.0);
-            for _ in 0..5 {
-                let len = ms(120.0 + 140.0 * rng.uniform());
-                let formants = VOWELS[(rng.uniform() * 5.0) as usize % 5];
-                let (f_start, f_end) = (110.0 + 50.0 * rng.uniform(), 100.0 + 50.0 * rng.uniform());
-                let fade = ms(20.0);
-                for n in 0..len {
-                    let t = n as f64 / len as f64;
-                    let f0 = f_start + (f_end - f_start) * t + 3.0 * (TAU * 5.0 * n as f64 / fs).sin();
-                    let envelope = (n.min(len - 1 - n) as f64 / fade as f64).min(1.0);
-                    let mut x = 0.0;
-                    for (k, phase) in phases.iter_mut().enumerate() {
-                        let f = (k + 1) as f64 * f0;
-                        if f > 0.45 * fs {
-                            break;
-                        }
-                        *phase = (*phase + TAU * f / fs) % TAU;
-                        let shape: f64 = formants.iter().map(|&fm| 1.0 / (1.0 + ((f - fm) / 80.0).powi(2))).sum();
-                        x += (shape + 0.03) * 300.0 / (f / 100.0).sqrt() * phase.sin();
-                    }
-                    out.push(envelope * x);
-                }
-                out.resize(out.len() + ms(40.0 + 80.0 * rng.uniform()), 0.0);
-            }
+            pauses.push((out.len(), out.len() + pause));
+            out.resize(out.len() + pause, 0.0);
+            out.extend(syllables(hz, 5, 130.0, &mut rng));
         }
-        pauses.push((out.len(), out.len() + ms(pause_ms as f64)));
-        out.resize((out.len() + ms(pause_ms as f64)).next_multiple_of(ms(20.0)), 0.0);
+        pauses.push((out.len(), out.len() + pause));
+        out.resize((out.len() + pause).next_multiple_of(hz as usize / 50), 0.0);
         (out, pauses)
     }
 
