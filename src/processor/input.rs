@@ -123,12 +123,6 @@ impl Collector {
         }
         None
     }
-
-    /// Stops collecting, reporting nothing.
-    pub fn cancel(&mut self) {
-        self.collecting = None;
-        self.deadline = None;
-    }
 }
 
 /// Collects the caller's keys; see `src/processor/input.rs`.

@@ -2,12 +2,20 @@
 //! order, and the target's audio mixed into the outbound frame one frame per pass, with the
 //! `notify` markers asked for once the audio before them has played.
 
+use ringbuf::HeapCons;
 use ringbuf::traits::*;
 
 use super::{Fork, MAX_PENDING_NOTIFIES};
 use crate::call::{BargeCause, BargeIn, Interrupted};
 use crate::processor::{Context, Event};
 use crate::services::fork::Reply;
+
+/// Skips the reply audio before sample `upto` of what the task pushed; `popped` counts the
+/// samples taken from the ring so far.
+fn skip_to(reply_audio: &mut HeapCons<i16>, popped: &mut u64, upto: u64) {
+    let stale = upto.saturating_sub(*popped);
+    *popped += reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX)) as u64;
+}
 
 impl Fork {
     /// Applies the task's events and commands, in order, as far as this pass has room.
@@ -20,17 +28,18 @@ impl Fork {
             let Some(reply) = side.replies.try_pop() else { return };
             match reply {
                 Reply::Event(event) => cx.emit(event),
+                // The target's clear: its audio so far and the markers waiting for it go, and
+                // the call's queue and the platform's buffer are cleared.
                 Reply::Clear { upto } => {
-                    let stale = upto.saturating_sub(self.popped);
-                    let skipped = side.reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX));
-                    self.popped += skipped as u64;
+                    skip_to(&mut side.reply_audio, &mut self.popped, upto);
                     self.n_pending = 0;
                     self.last_partial = 0;
                     cx.clear();
                 }
+                // After a barge-in: the audio the task had in hand then goes too (the clear
+                // was done at the barge-in).
                 Reply::Drop { upto } => {
-                    let stale = upto.saturating_sub(self.popped);
-                    self.popped += side.reply_audio.skip(usize::try_from(stale).unwrap_or(usize::MAX)) as u64;
+                    skip_to(&mut side.reply_audio, &mut self.popped, upto);
                     self.last_partial = 0;
                 }
                 Reply::Notify { marker, at } => {

@@ -12,13 +12,50 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::calls::{call_ended, live_call, message, send};
+use super::calls::{call_ended, check_barge_in, live_call, message, send};
 use super::{Problem, body_object};
 use crate::call::BargeInMode;
 use crate::protocol::SampleRate;
 use crate::server::Shared;
-use crate::server::calls::CallCommand;
+use crate::server::calls::{CallCommand, LiveCall};
 use crate::session::Control;
+
+/// How the API's audio plays (streams and talks alike): the `loop`, `level` and `barge_in`
+/// fields of the request.
+pub(super) struct Playing {
+    /// Times to play; 0 until stopped.
+    pub(super) loops: u32,
+    /// `1 + level`.
+    pub(super) gain: f32,
+    pub(super) barge_in: BargeInMode,
+}
+
+impl Playing {
+    /// Reads the fields (absent ones take their defaults), and checks that the call can barge
+    /// in as asked.
+    pub(super) fn read(body: &serde_json::Map<String, Value>, call: &LiveCall) -> Result<Playing, Problem> {
+        let loops = match body.get("loop") {
+            None => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| Problem::bad_request("`loop` must be 0 (until stopped) or a positive whole number"))?,
+        };
+        let level = match body.get("level") {
+            None => 0.0,
+            Some(v) => v
+                .as_f64()
+                .filter(|l| (-1.0..=1.0).contains(l))
+                .ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?,
+        };
+        let barge_in = match body.get("barge_in").or_else(|| body.get("bargeIn")) {
+            None => BargeInMode::Off,
+            Some(value) => BargeInMode::from_json(value).ok_or_else(|| Problem::bad_request(BargeInMode::EXPECTED))?,
+        };
+        check_barge_in(call, barge_in)?;
+        Ok(Playing { loops, gain: (1.0 + level) as f32, barge_in })
+    }
+}
 
 pub(super) async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Result<Response, Problem> {
     let body = body_object(&body)?;
@@ -28,30 +65,13 @@ pub(super) async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path
         Some(Value::Array(urls)) if urls.len() == 1 && urls[0].is_string() => urls[0].as_str().unwrap_or_default().to_owned(),
         _ => return Err(Problem::bad_request("`stream_url` must be an array of one URL (file:// or http(s)://)")),
     };
-    let loops = match body.get("loop") {
-        None => 1,
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| Problem::bad_request("`loop` must be 0 (forever) or a positive whole number"))?,
-    };
-    let level = match body.get("level") {
-        None => 0.0,
-        Some(v) => {
-            v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
-        }
-    };
-    let barge_in = match body.get("barge_in") {
-        None => BargeInMode::Off,
-        Some(value) => BargeInMode::from_json(value).ok_or_else(|| Problem::bad_request(BargeInMode::EXPECTED))?,
-    };
-    super::calls::check_barge_in(&call, barge_in)?;
+    let Playing { loops, gain, barge_in } = Playing::read(&body, &call)?;
     let audio = {
         let _loading = shared.stream_loads.acquire().await.map_err(|_| call_ended(&call.id))?;
         load_stream(&shared, &url, call.rate).await?
     };
     let stream_id = call.stream_id();
-    let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain: (1.0 + level) as f32, barge_in };
+    let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain, barge_in };
     send(&call, CallCommand::Media(command))?;
     Ok(axum::Json(json!({ "message": "Stream started", "uuid": call.id, "stream_id": stream_id })).into_response())
 }

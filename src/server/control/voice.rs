@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::calls::{check_barge_in, live_call, message, send};
+use super::calls::{live_call, message, send};
+use super::stream::Playing;
 use super::{Problem, body_object};
-use crate::call::BargeInMode;
 use crate::processor::{InputCollector, InputConfig};
 use crate::server::Shared;
 use crate::server::calls::CallCommand;
@@ -42,24 +42,7 @@ pub(super) async fn put_talk(State(shared): State<Arc<Shared>>, Path(id): Path<S
         Some(Value::String(voice)) => Some(voice.clone()),
         Some(_) => return Err(Problem::bad_request("`voice` must be an espeak-ng voice variant such as \"f3\"")),
     };
-    let loops = match body.get("loop") {
-        None => 1,
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| Problem::bad_request("`loop` must be 0 (until stopped) or a positive whole number"))?,
-    };
-    let level = match body.get("level") {
-        None => 0.0,
-        Some(v) => {
-            v.as_f64().filter(|l| (-1.0..=1.0).contains(l)).ok_or_else(|| Problem::bad_request("`level` must be a number from -1 to 1"))?
-        }
-    };
-    let barge_in = match body.get("barge_in").or_else(|| body.get("bargeIn")) {
-        None => BargeInMode::Off,
-        Some(value) => BargeInMode::from_json(value).ok_or_else(|| Problem::bad_request(BargeInMode::EXPECTED))?,
-    };
-    check_barge_in(&call, barge_in)?;
+    let Playing { loops, gain, barge_in } = Playing::read(&body, &call)?;
     let tts = shared.services.tts;
     let request = TalkRequest { text, language, voice, rate: call.rate, queued_at };
     let talk = tokio::task::spawn_blocking(move || {
@@ -70,7 +53,7 @@ pub(super) async fn put_talk(State(shared): State<Arc<Shared>>, Path(id): Path<S
     .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "tts-failed", "Text To Speech Failed", e.to_string()))?
     .map_err(tts_problem)?;
     let talk_id = call.stream_id();
-    let command = Control::Talk { id: talk_id, audio: TalkAudio::new(talk.clone(), loops, (1.0 + level) as f32), barge_in };
+    let command = Control::Talk { id: talk_id, audio: TalkAudio::new(talk.clone(), loops, gain), barge_in };
     if let Err(problem) = send(&call, CallCommand::Media(command)) {
         talk.cancel();
         return Err(problem);
