@@ -13,7 +13,7 @@ Layout under --out:
     16k/<condition>/<name>.json   true speech extents, [[start_ms, end_ms], ...]
     8k/...                        the same files at 8 kHz
 
-The corpus is rebuilt only when this script, common.py or the espeak-ng/sox versions change
+The corpus is rebuilt only when this script, common.py, heldout_music.py or the espeak-ng/sox versions change
 (a stamp in manifest.json), or with --force.
 """
 
@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import read_wav, write_wav  # noqa: E402
+import heldout_music  # noqa: E402
 
 RATE = 16000
 FRAME = RATE // 100            # 10 ms: label grid and placement grid
@@ -166,7 +167,7 @@ def tool_version(cmd):
 def stamp():
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("corpus.py", "common.py"):
+    for name in ("corpus.py", "common.py", "heldout_music.py"):
         h.update((here / name).read_bytes())
     h.update(tool_version(["espeak-ng", "--version"]).encode())
     h.update(tool_version(["sox", "--version"]).encode())
@@ -497,6 +498,14 @@ def build(out):
         for i, level in enumerate((-30.0, -26.0, -22.0, -28.0, -24.0)):
             x = music(np.random.default_rng([SEED, 200, i]), n)
             save(x * db_to_amp(level), "music_only", f"music_{i:02d}", "music", [],
+                 {"level_dbfs": level})
+
+        # Held-out music (heldout_music.py: plucked strings, a piano-like voice, brushes; no
+        # synthesis shared with music() above): whether a detector's handling of music holds
+        # beyond the music it was tuned on.
+        for i, level in enumerate((-30.0, -26.0, -22.0, -28.0, -24.0)):
+            x = heldout_music.song(np.random.default_rng([777, i]), ONLY_FILE_S)
+            save(x * db_to_amp(level), "music_heldout", f"heldout_{i:02d}", "music", [],
                  {"level_dbfs": level})
 
         # Babble-only: speech-like, reported apart from noise (a VAD may rightly fire on it).
