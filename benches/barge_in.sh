@@ -78,17 +78,24 @@ with open(f"{work}/onsets.txt", "w") as out:
 PY
 run() {
   local kind=$1 rate=$2 file=$3 onset=$4
-  "$bin" call "ws://127.0.0.1:$port/bot" --rate "$rate" --play "$file" --duration 6 --json >"$file.json" 2>/dev/null || true
-  python3 - "$kind" "$rate" "$onset" "$file.json" >>"$work/results.txt" <<'PY'
+  "$bin" call "ws://127.0.0.1:$port/bot" --rate "$rate" --play "$file" --duration 6 --json >"$file.json" 2>"$file.err" || true
+  # Each call writes its own result file (no appends from concurrent calls to one file).
+  python3 - "$kind" "$rate" "$onset" "$file.json" >"$file.result" <<'PY'
 import json, sys
 kind, rate, onset, path = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-report = json.load(open(path))
+try:
+    report = json.load(open(path))
+except ValueError:
+    # No report: the call failed; say so (its stderr is in the .err file beside it).
+    print(kind, rate, "failed")
+    err = open(path[: -len(".json")] + ".err").read().strip()
+    print(f"barge_in.sh: {kind} call at {rate} Hz gave no report: {err or 'no message'}", file=sys.stderr)
+    sys.exit()
 report = report.get("report", report)
 clears = report.get("clears_at_ms", [])
 print(kind, rate, f"{clears[0] - onset:.1f}" if clears else "none")
 PY
 }
-: >"$work/results.txt"
 # Four calls at a time (waiting for the calls only: the server runs in the background too).
 calls_running=()
 while read -r kind rate file onset; do
@@ -100,18 +107,20 @@ while read -r kind rate file onset; do
   fi
 done <"$work/onsets.txt"
 [ ${#calls_running[@]} -eq 0 ] || wait "${calls_running[@]}"
+cat "$work"/*.wav.result >"$work/results.txt"
 echo "# barge-in latency: benches/barge_in.sh $calls ($(date -u +%F), $(nproc) cores)"
 python3 - "$work/results.txt" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 print()
-print("| rate | speech calls | barged in | latency p50 / p90 / p99 / max (ms) | coughs | false barge-ins |")
-print("|---|---|---|---|---|---|")
+print("| rate | speech calls | barged in | latency p50 / p90 / p99 / max (ms) | coughs | false barge-ins | calls without a report |")
+print("|---|---|---|---|---|---|---|")
 for rate in ("8000", "16000"):
     speech = [r for r in rows if r[0] == "speech" and r[1] == rate]
-    lat = sorted(float(r[2]) for r in speech if r[2] != "none")
+    failed = sum(1 for r in rows if r[1] == rate and r[2] == "failed")
+    lat = sorted(float(r[2]) for r in speech if r[2] not in ("none", "failed"))
     coughs = [r for r in rows if r[0] == "cough" and r[1] == rate]
-    false = sum(1 for r in coughs if r[2] != "none")
+    false = sum(1 for r in coughs if r[2] not in ("none", "failed"))
     pct = lambda p: lat[min(len(lat) - 1, round((len(lat) - 1) * p))] if lat else float("nan")
-    print(f"| {rate} Hz | {len(speech)} | {len(lat)} | {pct(0.5):.0f} / {pct(0.9):.0f} / {pct(0.99):.0f} / {max(lat) if lat else float('nan'):.0f} | {len(coughs)} | {false} |")
+    print(f"| {rate} Hz | {len(speech)} | {len(lat)} | {pct(0.5):.0f} / {pct(0.9):.0f} / {pct(0.99):.0f} / {max(lat) if lat else float('nan'):.0f} | {len(coughs)} | {false} | {failed} |")
 PY
