@@ -76,6 +76,9 @@
 //! `us_per_frame` (the accuracy bench's column) adds its harness and score log. BENCHMARKS.md
 //! has the figures.
 
+mod pitch;
+
+use self::pitch::{PERIODIC, PITCH_WINDOW, Steadiness, periodicity};
 use super::{Context, Event, Processor, ProcessorError, Setup};
 use crate::call::Speech;
 use crate::resample::{Resampler, Tuning};
@@ -103,22 +106,6 @@ const FLOOR_ENERGY: i64 = {
     rms * rms * DETECTOR_FRAME as i64
 };
 
-/// The pitch check runs at 4 kHz: a quarter of the detector's rate.
-const PITCH_DECIMATION: usize = 4;
-
-/// Samples of one detector frame at 4 kHz.
-const PITCH_HOP: usize = DETECTOR_FRAME / PITCH_DECIMATION;
-
-/// The pitch check's window at 4 kHz: 32 ms, the current detector frame and the one before.
-const PITCH_WINDOW: usize = 2 * PITCH_HOP;
-
-/// The shortest and longest pitch period looked for, in 4 kHz samples: 400 Hz to 70 Hz.
-const PITCH_LAGS: std::ops::RangeInclusive<usize> = 10..=57;
-
-/// A frame is periodic when its normalized autocorrelation peaks at or above this, somewhere in
-/// the pitch range (white or pink noise peaks around 0.2; voiced speech around 0.85).
-const PERIODIC: f32 = 0.6;
-
 /// Periodic frames needed in the last `min_speech_ms` of voiced frames before speech starts
 /// (fewer when `min_speech_ms` is under 3 frames).
 const PERIODIC_FRAMES: u32 = 3;
@@ -126,21 +113,6 @@ const PERIODIC_FRAMES: u32 = 3;
 /// How many frames past `min_speech_ms` speech may start and still be dated from the run's onset;
 /// a run that waited longer for periodic frames starts at the window that had them.
 const LATE_START_FRAMES: u64 = 12;
-
-/// How many pitch lags the check tries (`PITCH_LAGS`).
-const LAG_COUNT: usize = 57 - 10 + 1;
-
-/// A frame is *steady* (a held note) when it is periodic and its autocorrelation over the pitch
-/// lags (normalized by the window's energy) differs from that of the frame this many frames
-/// earlier (64 ms) by less than [`STEADY_DISTANCE`] on average: the same waveform, period and
-/// spectrum, held. Speech never holds still that long: its pitch glides and its formants move.
-const STEADY_SPAN: usize = 4;
-
-/// See [`STEADY_SPAN`]; voiced speech frames differ by about 0.2 (median), held notes by 0.06.
-const STEADY_DISTANCE: f32 = 0.08;
-
-/// Steady frames in the last second (64 frames) that make it music: a background of held notes.
-const MUSIC_FRAMES: u32 = 2;
 
 /// Over music, speech starts only once the voiced run lasts this many frames (352 ms) with at
 /// most [`MUSIC_RUN_STEADY`] steady frames among them: a voice over the music, not a note's
@@ -181,7 +153,7 @@ enum State {
     Speaking { start: u64, silence: Option<u64> },
 }
 
-/// Voice activity detection; see `src/processor/vad.rs`.
+/// Voice activity detection; see `src/processor/vad/mod.rs`.
 pub struct Vad {
     config: VadConfig,
     threshold: f32,
@@ -330,117 +302,6 @@ impl Vad {
             }
         };
     }
-}
-
-/// How periodic the audio is around one detector frame (256 samples at 16 kHz): the peak,
-/// over pitch periods from 2.5 to 14 ms, of the normalized autocorrelation of the last
-/// 32 ms at 4 kHz (each 4 kHz sample the mean of 4, the window's mean removed). 0 to 1;
-/// about 0.2 for white or pink noise, 0.8 to 1 for voiced speech (and for most music).
-///
-/// It also feeds `steady` the frame's autocorrelation over those periods (normalized by the
-/// window's energy) and whether the frame is steady, a held note (see [`STEADY_SPAN`]).
-fn periodicity(quarter: &mut [f32; PITCH_WINDOW], steady: &mut Steadiness, frame: &[i16]) -> f32 {
-    quarter.copy_within(PITCH_HOP.., 0);
-    for (out, four) in quarter[PITCH_WINDOW - PITCH_HOP..].iter_mut().zip(frame.chunks_exact(PITCH_DECIMATION)) {
-        *out = four.iter().map(|&x| f32::from(x)).sum::<f32>() * 0.25;
-    }
-    let mean = quarter.iter().sum::<f32>() / PITCH_WINDOW as f32;
-    let mut x = [0.0f32; PITCH_WINDOW];
-    for (x, q) in x.iter_mut().zip(quarter.iter()) {
-        *x = q - mean;
-    }
-    // Energies of the window's head and tail for each lag, kept up to date as the lag grows.
-    let total: f32 = x.iter().map(|v| v * v).sum();
-    let first = *PITCH_LAGS.start();
-    let mut head: f32 = total - x[PITCH_WINDOW - first..].iter().map(|v| v * v).sum::<f32>();
-    let mut tail: f32 = total - x[..first].iter().map(|v| v * v).sum::<f32>();
-    let mut best = 0.0f32;
-    let mut profile = [0.0f32; LAG_COUNT];
-    for lag in PITCH_LAGS {
-        if lag > first {
-            head -= x[PITCH_WINDOW - lag] * x[PITCH_WINDOW - lag];
-            tail -= x[lag - 1] * x[lag - 1];
-        }
-        let cross = dot(&x[..PITCH_WINDOW - lag], &x[lag..]);
-        profile[lag - first] = cross;
-        let norm = head * tail;
-        if cross > 0.0 && norm > 0.0 {
-            let r = cross * cross / norm;
-            if r > best {
-                best = r;
-            }
-        }
-    }
-    let best = best.sqrt();
-    steady.push(&mut profile, total, best >= PERIODIC);
-    best
-}
-
-/// The held-note check's history: the normalized autocorrelations of the last [`STEADY_SPAN`]
-/// frames and which of the last 64 frames were steady.
-#[derive(Debug, Clone, Copy)]
-struct Steadiness {
-    profiles: [[f32; LAG_COUNT]; STEADY_SPAN],
-    /// The slot of the oldest profile, [`STEADY_SPAN`] frames back.
-    next: usize,
-    /// Whether the latest frame was steady, until [`Steadiness::mark`] records it.
-    latest: bool,
-    /// One bit per frame, newest in bit 0: whether it was steady and voiced.
-    bits: u64,
-}
-
-impl Steadiness {
-    fn new() -> Steadiness {
-        Steadiness { profiles: [[0.0; LAG_COUNT]; STEADY_SPAN], next: 0, latest: false, bits: 0 }
-    }
-
-    /// Takes one frame's autocorrelation (`profile`, over the pitch lags; `total` the window's
-    /// energy) and whether it is periodic.
-    fn push(&mut self, profile: &mut [f32; LAG_COUNT], total: f32, periodic: bool) {
-        let scale = if total > 0.0 { 1.0 / total } else { 0.0 };
-        let old = &mut self.profiles[self.next];
-        let mut distance = 0.0f32;
-        for (new, old) in profile.iter_mut().zip(old.iter()) {
-            *new *= scale;
-            distance += (*new - old).abs();
-        }
-        *old = *profile;
-        self.next = (self.next + 1) % STEADY_SPAN;
-        self.latest = periodic && distance < STEADY_DISTANCE * LAG_COUNT as f32;
-    }
-
-    /// Records the latest frame: it counts as music when it was steady and the network called it
-    /// voiced. A held tone the network does not hear as a voice (mains hum, a fan, a line tone)
-    /// is not music, and does not hold back the speech over it.
-    fn mark(&mut self, voiced: bool) {
-        self.bits = (self.bits << 1) | u64::from(self.latest && voiced);
-    }
-
-    /// Whether the last second held music: a few steady frames.
-    fn music(&self) -> bool {
-        self.bits.count_ones() >= MUSIC_FRAMES
-    }
-
-    /// Steady voiced frames among the last `frames` (at most 64).
-    fn recent(&self, frames: u32) -> u32 {
-        let mask = if frames >= 64 { u64::MAX } else { (1u64 << frames) - 1 };
-        (self.bits & mask).count_ones()
-    }
-}
-
-/// The dot product of `a` and `b` (as long as the shorter), in eight lanes that the compiler
-/// can vectorize (a plain `sum` of f32 stays sequential).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut lanes = [0.0f32; 8];
-    for (a8, b8) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for k in 0..8 {
-            lanes[k] += a8[k] * b8[k];
-        }
-    }
-    let tail: f32 = a[n / 8 * 8..].iter().zip(&b[n / 8 * 8..]).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 impl Processor for Vad {
@@ -666,58 +527,6 @@ mod tests {
                 (sum * 1.732 * rms).clamp(-32768.0, 32767.0) as i16
             })
             .collect()
-    }
-
-    #[test]
-    fn periodicity_tells_a_pitch_from_noise() {
-        let mut quarter = [0.0; PITCH_WINDOW];
-        let mut steady = Steadiness::new();
-        let noise = white(DETECTOR_FRAME * 2, 3000.0, 99);
-        periodicity(&mut quarter, &mut steady, &noise[..DETECTOR_FRAME]);
-        let r = periodicity(&mut quarter, &mut steady, &noise[DETECTOR_FRAME..]);
-        assert!(r < 0.45, "white noise: {r}");
-        // A 120 Hz voice-like tone: a fundamental and a few harmonics, at 16 kHz.
-        let tone: Vec<i16> = (0..DETECTOR_FRAME * 2)
-            .map(|i| {
-                let t = i as f64 / 16_000.0;
-                let w = std::f64::consts::TAU * 120.0 * t;
-                (3000.0 * (w.sin() + 0.6 * (2.0 * w).sin() + 0.4 * (3.0 * w).sin())) as i16
-            })
-            .collect();
-        let mut quarter = [0.0; PITCH_WINDOW];
-        periodicity(&mut quarter, &mut steady, &tone[..DETECTOR_FRAME]);
-        let r = periodicity(&mut quarter, &mut steady, &tone[DETECTOR_FRAME..]);
-        assert!(r > 0.9, "a 120 Hz tone: {r}");
-    }
-
-    /// A tone at `hz(t)` (a fundamental and two harmonics) for `frames` detector frames at 16 kHz.
-    fn tone(frames: usize, hz: impl Fn(f64) -> f64) -> Vec<i16> {
-        let mut phase = 0.0f64;
-        (0..DETECTOR_FRAME * frames)
-            .map(|i| {
-                phase += std::f64::consts::TAU * hz(i as f64 / 16_000.0) / 16_000.0;
-                (3000.0 * (phase.sin() + 0.6 * (2.0 * phase).sin() + 0.4 * (3.0 * phase).sin())) as i16
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_held_note_is_steady_and_a_gliding_voice_is_not() {
-        let steady_frames = |audio: &[i16]| {
-            let (mut quarter, mut steady) = ([0.0; PITCH_WINDOW], Steadiness::new());
-            for frame in audio.chunks_exact(DETECTOR_FRAME) {
-                periodicity(&mut quarter, &mut steady, frame);
-                steady.mark(true);
-            }
-            steady.recent(64)
-        };
-        // A held 147 Hz note for 0.5 s: steady from its fifth frame on.
-        let held = steady_frames(&tone(32, |_| 147.0));
-        assert!(held >= 25, "a held note: {held} steady frames of 32");
-        // A voice-like glide, 120 to 180 Hz over 0.5 s (about 1 % a frame).
-        let glide = steady_frames(&tone(32, |t| 120.0 + 120.0 * t));
-        assert!(glide < MUSIC_FRAMES, "a gliding pitch: {glide} steady frames of 32");
-        assert!(steady_frames(&white(DETECTOR_FRAME * 32, 3000.0, 5)) == 0, "noise is never steady");
     }
 
     #[test]
