@@ -53,7 +53,7 @@
 //! the pitch check); onset error p90 90 / 92 ms; frame recall at 10 dB SNR 0.98 / 0.97; false
 //! starts on the corpus's music 36 / 96 per hour (36 / 282 without the music check; Silero: 0),
 //! and on a held-out set of plucked-string and piano music (`benches/vad/heldout_music.py`)
-//! 468 / 540 per hour (1194 / 1260 without; counting steady frames whether voiced or not took
+//! 486 / 540 per hour (1194 / 1260 without; counting steady frames whether voiced or not took
 //! these to 240 / 282 and the corpus's to 36 / 66, but held speech over a hum back by 400 ms
 //! and pushed the onset p90 at 16 kHz to 100 ms). Not solved: that music is still called speech
 //! 94 % / 70 % of the frames, and at 8 kHz the network calls it voiced almost throughout, so
