@@ -77,8 +77,17 @@ localize() {
         -e "s/10\.0\.0\.12:8080 check port 8081/127.0.0.1:${media[1]} check port ${control[1]}/" \
         -e "s/10\.0\.0\.11:8080/127.0.0.1:${media[0]}/" -e "s/10\.0\.0\.12:8080/127.0.0.1:${media[1]}/" \
         -e "s/bind :8080/bind 127.0.0.1:$lb/" -e "s/listen 8080;/listen 127.0.0.1:$lb;/" \
-        -e "s|pid /run/nginx-callpipe.pid;|pid $work/nginx.pid;|" "$1"
+        -e "s|pid /run/nginx-callpipe.pid;|pid $work/nginx.pid;|" \
+        -e "s/maxconn 9000/maxconn $maxconn/" "$1"
 }
+# HAProxy refuses to start when its maxconn needs more file descriptors than the process may
+# open; a check needs few.
+files=$(ulimit -Hn)
+[ "$files" = unlimited ] && files=100000
+maxconn=$((files / 2 - 100))
+[ "$maxconn" -gt 9000 ] && maxconn=9000
+[ "$maxconn" -gt 200 ] || fail "the file limit ($files) is too low for haproxy"
+
 
 check() {
     local proxy=$1
