@@ -9,9 +9,9 @@
 //! compiled into the binary, nothing downloaded) over 40 mel bands of 16 ms frames at 16 kHz,
 //! that scores each frame from 0 (no voice) to 1. Calls at 8 or 24 kHz are converted to 16 kHz
 //! first with callpipe's real-time [`Resampler`] on a short filter (under 1 ms of delay, which
-//! the reported times take back out). Why earshot over WebRTC's VAD (libfvad, the `webrtc-vad` crate): on the
-//! corpus of `benches/vad_accuracy.sh` WebRTC's detector raises many more false starts on
-//! music and babble, and earshot needs no C code. BENCHMARKS.md has the figures.
+//! the reported times take back out). Why earshot over WebRTC's VAD (libfvad, the `webrtc-vad`
+//! crate): on the corpus of `benches/vad_accuracy.sh` WebRTC's detector raises many more false
+//! starts on music and babble, and earshot needs no C code. BENCHMARKS.md has the figures.
 //!
 //! # When speech starts and stops
 //!
@@ -62,7 +62,7 @@
 //! a longer run) cost the onsets of speech over music more than it saved, and a fixed higher
 //! threshold, a noise-floor gate and a score-mean gate cost more onset accuracy than they saved.
 //! `min_speech_ms` 80 rather than 100 takes 20 ms off every barge-in for 36 more false starts an
-//! hour on that music at 16 kHz (none on noise).
+//! hour on that music at 16 kHz (none on noise; measured before the music check).
 //!
 //! # Real time
 //!

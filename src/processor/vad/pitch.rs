@@ -19,8 +19,8 @@ const PITCH_LAGS: std::ops::RangeInclusive<usize> = 10..=57;
 /// the pitch range (white or pink noise peaks around 0.2; voiced speech around 0.85).
 pub(super) const PERIODIC: f32 = 0.6;
 
-/// How many pitch lags the check tries (`PITCH_LAGS`).
-const LAG_COUNT: usize = 57 - 10 + 1;
+/// How many pitch lags the check tries.
+const LAG_COUNT: usize = *PITCH_LAGS.end() - *PITCH_LAGS.start() + 1;
 
 /// A frame is *steady* (a held note) when it is periodic and its autocorrelation over the pitch
 /// lags (normalized by the window's energy) differs from that of the frame this many frames
