@@ -36,7 +36,7 @@ impl<'a> Trigger<'a> {
     /// a key already seen does not start it again), or any other event named `on_event`.
     pub(crate) fn fired_by(&self, event: &Event) -> bool {
         match event {
-            Event::Dtmf { .. } => event.new_key().is_some() && event.new_key() == self.on_digit,
+            Event::Dtmf { .. } => event.new_key().is_some_and(|key| self.on_digit == Some(key)),
             other => self.on_event.is_some_and(|name| name == other.name()),
         }
     }
