@@ -47,6 +47,8 @@
 //!             the services once and hands them to every call
 //!  config     the TOML configuration, validated once into types
 //!  events     call events: JSON-lines log and signed webhooks            (tokio, HTTP client)
+//!  cluster    membership and the call registry in Redis: heartbeats,      (tokio, Redis)
+//!             calls registered as they start and end
 //!
 //!  client     the platform's side: `callpipe call` / `callpipe load`       (threads, sockets)
 //!             (uses protocol, auth and audio only: it speaks the wire format, not callpipe's internals)
@@ -113,6 +115,7 @@ pub mod audio;
 pub mod auth;
 pub mod call;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod media;

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::RawConfig;
+use super::raw::{RawCluster, RawConfig};
 use super::route::validate_routes;
 use super::{Config, ConfigError, ControlConfig, DEFAULT_CONFIG, ServerConfig, TlsConfig};
 use crate::auth::Secret;
+use crate::cluster::ClusterConfig;
 use crate::events::{EventsConfig, LogSink, SigningKey};
 use crate::media::MediaConfig;
 use crate::processor::ProcessorRegistry;
@@ -112,6 +113,7 @@ impl Config {
             value => Some(Secret::parse(value).map_err(|e| invalid(format!("events.signature_secret: {e}")))?),
         }
         .map(|secret| SigningKey::new(secret.expose()));
+        let cluster = raw.cluster.map(|c| validate_cluster(c, control_listen)).transpose()?;
         let tls = s.tls.map(|t| TlsConfig::load(&dir.join(t.cert), &dir.join(t.key))).transpose()?;
         Ok(Config {
             server: ServerConfig {
@@ -162,6 +164,61 @@ impl Config {
             },
             media: MediaConfig { threads: m.threads, max_catchup: Duration::from_millis(m.max_catchup_ms), ..MediaConfig::default() },
             routes,
+            cluster,
         })
     }
+}
+
+/// Checks `[cluster]`: Redis's URL, the node id, the address other nodes forward to, the
+/// heartbeat and TTL.
+fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>) -> Result<ClusterConfig, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let redis = Secret::parse(c.redis.trim()).map_err(|e| invalid(format!("cluster.redis: {e}")))?;
+    let node_id = match c.node_id.trim() {
+        "" => ClusterConfig::default_node_id(),
+        id => id.to_owned(),
+    };
+    ClusterConfig::check_node_id(&node_id).map_err(invalid)?;
+    let Some(listen) = control_listen else {
+        return Err(invalid("[cluster] needs the control API (control.listen): the other nodes forward requests to it".into()));
+    };
+    let advertise_control = match c.advertise_control.trim() {
+        "" if listen.ip().is_unspecified() => {
+            return Err(invalid(format!(
+                "control.listen {listen} is every address: set cluster.advertise_control to the URL other nodes reach this node's control API at"
+            )));
+        }
+        "" => None,
+        url => {
+            let parsed = url::Url::parse(url).map_err(|e| invalid(format!("cluster.advertise_control {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || parsed.path() != "/" {
+                return Err(invalid(format!("cluster.advertise_control {url:?} must be http(s)://host:port, without a path")));
+            }
+            Some(url.trim_end_matches('/').to_owned())
+        }
+    };
+    if !(100..=60_000).contains(&c.heartbeat_ms) {
+        return Err(invalid(format!("cluster.heartbeat_ms must be between 100 and 60000, not {}", c.heartbeat_ms)));
+    }
+    if c.ttl_ms < 2 * c.heartbeat_ms || c.ttl_ms > 300_000 {
+        return Err(invalid(format!(
+            "cluster.ttl_ms must be at least twice cluster.heartbeat_ms ({}) and at most 300000, not {}",
+            2 * c.heartbeat_ms,
+            c.ttl_ms
+        )));
+    }
+    let prefix = c.key_prefix.trim();
+    if prefix.is_empty() || prefix.len() > 64 || prefix.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+        return Err(invalid(format!("cluster.key_prefix {prefix:?} must be 1 to 64 characters without spaces")));
+    }
+    let config = ClusterConfig {
+        redis,
+        node_id,
+        advertise_control,
+        heartbeat: Duration::from_millis(c.heartbeat_ms),
+        ttl: Duration::from_millis(c.ttl_ms),
+        prefix: prefix.to_owned(),
+    };
+    config.client().map_err(invalid)?;
+    Ok(config)
 }

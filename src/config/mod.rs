@@ -63,6 +63,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Routes, in order.
     pub routes: Vec<Route>,
+    /// `[cluster]`: the registry this node joins, if any.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The `[control]` table: the HTTP API over live calls, metrics and health.

@@ -25,6 +25,32 @@ pub(super) struct RawConfig {
     pub(super) events: RawEvents,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
+    pub(super) cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: present, the node joins the cluster registered in `redis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawCluster {
+    pub(super) redis: String,
+    pub(super) node_id: String,
+    pub(super) advertise_control: String,
+    pub(super) heartbeat_ms: u64,
+    pub(super) ttl_ms: u64,
+    pub(super) key_prefix: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> RawCluster {
+        RawCluster {
+            redis: "redis://127.0.0.1:6379".into(),
+            node_id: String::new(),
+            advertise_control: String::new(),
+            heartbeat_ms: 2000,
+            ttl_ms: 6000,
+            key_prefix: "callpipe".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,3 +146,40 @@ fn mistakes_are_refused_with_a_message() {
         assert!(Config::parse(bad, &registry).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_cluster_table_is_optional_defaulted_and_checked() {
+    let registry = ProcessorRegistry::with_builtins();
+    assert!(Config::parse("", &registry).unwrap().cluster.is_none(), "without [cluster], a single node");
+    let config = Config::parse("[cluster]\nnode_id = \"edge-1\"\n", &registry).unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.node_id, "edge-1");
+    assert_eq!((cluster.heartbeat.as_millis(), cluster.ttl.as_millis()), (2000, 6000));
+    assert_eq!(cluster.prefix, "callpipe");
+    assert_eq!(cluster.advertise_control, None);
+    assert!(!format!("{cluster:?}").contains("6379"), "the Redis URL may hold a password: never printed");
+    let default_id = Config::parse("[cluster]\n", &registry).unwrap().cluster.unwrap().node_id;
+    assert!(default_id.ends_with(&format!("-{}", std::process::id())), "{default_id}");
+    let advertised = Config::parse(
+        "[control]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n[cluster]\nadvertise_control = \"http://10.0.0.5:8081/\"\n",
+        &registry,
+    )
+    .unwrap();
+    assert_eq!(advertised.cluster.unwrap().advertise_control.as_deref(), Some("http://10.0.0.5:8081"));
+    for (text, needle) in [
+        ("[cluster]\nredis = \"http://x\"\n", "cluster.redis is not a usable Redis URL"),
+        ("[cluster]\nredis = \"env:CALLPIPE_TEST_UNSET_REDIS\"\n", "cluster.redis"),
+        ("[cluster]\nnode_id = \"a b\"\n", "cluster.node_id \"a b\""),
+        ("[cluster]\nheartbeat_ms = 50\n", "cluster.heartbeat_ms"),
+        ("[cluster]\nheartbeat_ms = 2000\nttl_ms = 3000\n", "at least twice cluster.heartbeat_ms (4000)"),
+        ("[cluster]\nkey_prefix = \"\"\n", "cluster.key_prefix"),
+        ("[control]\nlisten = \"off\"\n[cluster]\n", "needs the control API"),
+        ("[control]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n[cluster]\n", "set cluster.advertise_control"),
+        ("[cluster]\nadvertise_control = \"10.0.0.5:8081\"\n", "cluster.advertise_control"),
+        ("[cluster]\nadvertise_control = \"http://10.0.0.5:8081/api\"\n", "without a path"),
+        ("[cluster]\nnodes = 3\n", "unknown field `nodes`"),
+    ] {
+        let error = Config::parse(text, &registry).unwrap_err().to_string();
+        assert!(error.contains(needle), "{text:?}: {error}");
+    }
+}

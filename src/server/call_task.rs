@@ -80,6 +80,9 @@ impl CallTask {
             publish_conference(&shared, &m.conference, "conference:started", fields);
         }
         shared.calls.insert(call.clone());
+        if let Some(cluster) = &shared.cluster {
+            cluster.call_started(&call.id, &call.path, call.started_at);
+        }
         shared.stats.calls_total.fetch_add(1, Ordering::Relaxed);
         shared.stats.calls_active.fetch_add(1, Ordering::AcqRel);
         if let Some(r) = shared.stats.routes.get(self.route_index) {
@@ -135,6 +138,9 @@ impl CallTask {
             shared.stats.ring_overrun_out.fetch_add(link.stats.ring_overrun_out.load(r), r);
             shared.stats.input_missing.fetch_add(s.input_missing, r);
         });
+        if let Some(cluster) = &shared.cluster {
+            cluster.call_ended(&call.id);
+        }
         if let Some(r) = shared.stats.routes.get(self.route_index) {
             r.calls_active.fetch_sub(1, Ordering::Relaxed);
         }

@@ -155,7 +155,7 @@ fn round_ms(seconds: f64) -> f64 {
 }
 
 /// Whether a call is live or has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CallStatus {
     /// Connected now.

@@ -23,7 +23,29 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
     write_calls(&mut out, shared);
     write_events(&mut out, shared.events.stats());
     write_conferences(&mut out, &shared.conferences, shared.media.stats());
+    if let Some(cluster) = &shared.cluster {
+        write_cluster(&mut out, cluster);
+    }
     out.finish()
+}
+
+/// The cluster registry: reachable or not, its traffic, forwarded requests.
+fn write_cluster(out: &mut Exposition, cluster: &crate::cluster::Cluster) {
+    let r = Ordering::Relaxed;
+    let s = cluster.stats();
+    let node = [("node", cluster.node_id())];
+    out.family("callpipe_cluster_registry_up", Kind::Gauge, "1 when the last request to the cluster registry (Redis) succeeded.")
+        .sample(&node, if cluster.registry_up() { 1.0 } else { 0.0 });
+    out.family("callpipe_cluster_registry_commands_total", Kind::Counter, "Commands sent to the cluster registry.")
+        .sample(&node, s.commands.load(r) as f64);
+    out.family("callpipe_cluster_registry_errors_total", Kind::Counter, "Registry requests that failed or timed out.")
+        .sample(&node, s.errors.load(r) as f64);
+    out.family("callpipe_cluster_calls_registered_total", Kind::Counter, "Calls written to the registry.")
+        .sample(&node, s.calls_registered.load(r) as f64);
+    out.family("callpipe_cluster_forwarded_total", Kind::Counter, "Control API requests handed to the node that serves the call.")
+        .sample(&node, s.forwarded.load(r) as f64);
+    out.family("callpipe_cluster_nodes", Kind::Gauge, "Nodes in the last membership read, this one included.")
+        .sample(&[], s.nodes.load(r) as f64);
 }
 
 /// Conferences, their members, and the mixers running on the media threads.

@@ -34,6 +34,7 @@ pub use calls::{CallStatus, CallView};
 pub use control::{OPENAPI, ROUTES};
 pub use stats::{LATE_THRESHOLD_US, RouteStats, ServerStats};
 
+use crate::cluster::{Cluster, NodeGauges};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::media::{Hangup, MediaPool, MediaStats};
@@ -77,6 +78,10 @@ pub(crate) struct Shared {
     pub conferences: Conferences,
     /// The recorder's writer and the fork connections, handed to processors when prepared.
     pub services: Services,
+    /// This node's cluster membership, with `[cluster]`.
+    pub cluster: Option<Cluster>,
+    /// Requests to the other nodes' control APIs (never through a proxy).
+    pub peers: reqwest::Client,
 }
 
 /// Counts a connection as open, from accept until its socket closes (the drain waits for it).
@@ -134,11 +139,33 @@ pub async fn run(
         .user_agent(concat!("callpipe/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(std::io::Error::other)?;
+    let peers = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("callpipe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(std::io::Error::other)?;
     let (media, relays) = MediaPool::start(config.media)?;
     let relays: Vec<_> = relays.into_iter().map(tokio::spawn).collect();
     let stats = Arc::new(ServerStats::new(config.routes.iter().map(|r| r.path.clone())));
     let media_stats = media.stats().clone();
     let services = Services::new();
+    let cluster = match &config.cluster {
+        Some(cluster) => {
+            let control = match (&cluster.advertise_control, control_addr) {
+                (Some(url), _) => url.clone(),
+                (None, Some(addr)) => format!("http://{addr}"),
+                (None, None) => return Err(std::io::Error::other("[cluster] needs the control API (control.listen)")),
+            };
+            let calls = stats.clone();
+            let gauges = NodeGauges { calls: Box::new(move || calls.calls_active.load(Ordering::Relaxed)), media_threads: media.threads() };
+            let (cluster, task) = Cluster::start(cluster.clone(), control.clone(), gauges).map_err(std::io::Error::other)?;
+            info!(node = cluster.node_id(), control, "joining the cluster");
+            Some((cluster, task))
+        }
+        None => None,
+    };
     on_start(Handle { stats: stats.clone(), media: media_stats.clone(), control: control_addr, services: services.clone() });
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.server.max_calls)),
@@ -156,6 +183,8 @@ pub async fn run(
         http,
         conferences: Conferences::with_recorder(services.recorder.clone()),
         services: services.clone(),
+        cluster: cluster.as_ref().map(|(c, _)| c.clone()),
+        peers,
     });
     let tls = shared.config.server.tls.is_some();
     let scheme = if tls { "wss" } else { "ws" };
@@ -223,6 +252,12 @@ pub async fn run(
         }
     }
     drop(listener);
+    if let Some((cluster, mut task)) = cluster {
+        cluster.leave();
+        if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
     if !shared.events.flush(shared.config.events.flush_timeout).await {
         warn!("some call events were still undelivered when shutdown's flush timed out");
     }
@@ -295,6 +330,9 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 
 async fn drain(shared: &Arc<Shared>) {
     shared.draining.store(true, Ordering::Release);
+    if let Some(cluster) = &shared.cluster {
+        cluster.set_draining();
+    }
     let active = || shared.stats.calls_active.load(Ordering::Acquire);
     if active() > 0 {
         info!(calls = active(), grace_ms = shared.config.server.shutdown_grace.as_millis() as u64, "draining");

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
@@ -20,14 +20,21 @@ use crate::session::Control;
 /// The most calls one page of `GET /calls` holds.
 const MAX_PAGE_SIZE: usize = 100;
 
+/// The most calls a node lists for another node's `GET /calls` (the calls before the page asked
+/// for, and the page).
+const MAX_PEER_PAGE: usize = 1_000_000;
+
 /// DTMF sent by the API: each key's tone and the silence after it, in ms.
 const DTMF_TONE_MS: u32 = 100;
 const DTMF_GAP_MS: u32 = 100;
 
 pub(super) async fn list_calls(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
+    // Another node listing the cluster's calls asks for as many as its page needs.
+    let peer = super::cluster::forwarded(&headers);
     let number =
         |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| -> Result<usize, Problem> {
             match query.get(name) {
@@ -37,16 +44,39 @@ pub(super) async fn list_calls(
                 }),
             }
         };
-    let page_size = number("page_size", 10, 1..=MAX_PAGE_SIZE)?;
+    let page_size = number("page_size", 10, 1..=if peer { MAX_PEER_PAGE } else { MAX_PAGE_SIZE })?;
     let record_index = number("record_index", 0, 0..=usize::MAX)?;
     let status = match query.get("status") {
         None => None,
         Some(s) => Some(CallStatus::parse(s).ok_or_else(|| Problem::bad_request(format!("status {s:?}: use live or ended")))?),
     };
-    let calls = shared.calls.list(status);
-    let count = calls.len();
-    let page: Vec<Value> = calls.into_iter().skip(record_index).take(page_size).map(|c| with_link(&c)).collect();
-    let filter = status.map(|s| format!("&status={}", if s == CallStatus::Live { "live" } else { "ended" })).unwrap_or_default();
+    let status_name = status.map(|s| if s == CallStatus::Live { "live" } else { "ended" });
+    let node = shared.cluster.as_ref().map(|c| c.node_id());
+    let mut calls = shared.calls.list(status);
+    let mut unreachable = Vec::new();
+    let (count, page): (usize, Vec<Value>) = match &shared.cluster {
+        None => (calls.len(), calls.iter().skip(record_index).take(page_size).map(|c| with_link(c, node)).collect()),
+        Some(cluster) => {
+            // The cluster's calls in one order on every node: live ones first, newest first.
+            calls.sort_by(|a, b| (a.status, &b.start_time).cmp(&(b.status, &a.start_time)));
+            let wanted = record_index.saturating_add(page_size);
+            let mut all: Vec<Value> = calls.iter().take(wanted).map(|c| with_link(c, node)).collect();
+            let mut count = calls.len();
+            if !peer {
+                let others = super::cluster::other_nodes_calls(&shared, cluster, wanted, status_name).await;
+                count += others.count;
+                all.extend(others.calls);
+                unreachable = others.unreachable;
+                let key = |c: &Value| (c["status"] != "live", c["start_time"].as_str().unwrap_or("").to_owned());
+                all.sort_by(|a, b| {
+                    let (a, b) = (key(a), key(b));
+                    a.0.cmp(&b.0).then(b.1.cmp(&a.1))
+                });
+            }
+            (count, all.into_iter().skip(record_index).take(page_size).collect())
+        }
+    };
+    let filter = status_name.map(|s| format!("&status={s}")).unwrap_or_default();
     let href = |index: usize| json!({ "href": format!("/calls?page_size={page_size}&record_index={index}{filter}") });
     let mut links = json!({ "self": href(record_index) });
     if record_index.saturating_add(page_size) < count {
@@ -55,30 +85,39 @@ pub(super) async fn list_calls(
     if record_index > 0 {
         links["prev"] = href(record_index.saturating_sub(page_size));
     }
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "count": count,
         "page_size": page_size,
         "record_index": record_index,
         "_links": links,
         "_embedded": { "calls": page },
-    }))
-    .into_response())
+    });
+    if !unreachable.is_empty() {
+        // The list is partial: say which nodes are missing from it.
+        body["unreachable_nodes"] = json!(unreachable);
+    }
+    Ok(axum::Json(body).into_response())
 }
 
-fn with_link(call: &CallView) -> Value {
+/// A call as JSON, with its link, and the node that serves it when the node is in a cluster.
+fn with_link(call: &CallView, node: Option<&str>) -> Value {
     let mut value = serde_json::to_value(call).unwrap_or(Value::Null);
+    if let Some(node) = node {
+        value["node"] = json!(node);
+    }
     value["_links"] = json!({ "self": { "href": format!("/calls/{}", percent_encode(&call.id)) } });
     value
 }
 
 pub(super) async fn get_call(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let node = shared.cluster.as_ref().map(|c| c.node_id());
     match shared.calls.find_live(&id).as_slice() {
-        [call] => return Ok(axum::Json(with_link(&call.view())).into_response()),
+        [call] => return Ok(axum::Json(with_link(&call.view(), node)).into_response()),
         [] => {}
         _ => return Err(ambiguous(&id)),
     }
     match shared.calls.find_ended(&id) {
-        Some(view) => Ok(axum::Json(with_link(&view)).into_response()),
+        Some(view) => Ok(axum::Json(with_link(&view, node)).into_response()),
         None => Err(not_found(&id)),
     }
 }

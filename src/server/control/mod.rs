@@ -8,6 +8,7 @@
 
 mod access;
 mod calls;
+mod cluster;
 mod conferences;
 mod problem;
 mod stream;
@@ -48,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/calls/{id}/dtmf"),
     ("put", "/calls/{id}/clear"),
     ("put", "/calls/{id}/notify"),
+    ("get", "/cluster/nodes"),
     ("get", "/conferences"),
     ("get", "/conferences/{name}"),
     ("put", "/conferences/{name}/members/{call_id}"),
@@ -60,7 +62,6 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The API's router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let calls = Router::new()
-        .route("/calls", get(list_calls))
         .route("/calls/{id}", get(get_call).put(put_call))
         .route("/calls/{id}/stream", axum::routing::put(put_stream).delete(delete_stream))
         .route("/calls/{id}/talk", axum::routing::put(voice::put_talk).delete(voice::delete_talk))
@@ -68,6 +69,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/calls/{id}/dtmf", axum::routing::put(put_dtmf))
         .route("/calls/{id}/clear", axum::routing::put(put_clear))
         .route("/calls/{id}/notify", axum::routing::put(put_notify))
+        // Per-call requests for calls another node serves go to that node (after the token).
+        .route_layer(middleware::from_fn_with_state(shared.clone(), cluster::route_to_owner))
+        .route("/calls", get(list_calls))
+        .route("/cluster/nodes", get(cluster::list_nodes))
         .route("/conferences", get(list_conferences))
         .route("/conferences/{name}", get(get_conference))
         .route("/conferences/{name}/members/{call_id}", axum::routing::put(put_member))
@@ -91,12 +96,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Ready unless draining. A node of a cluster says whether it reaches the registry, but stays
+/// ready without it: it serves its own calls either way, and a Redis outage must not take every
+/// node out of the load balancer at once.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "draining" }))).into_response()
-    } else {
-        axum::Json(json!({ "status": "ready" })).into_response()
+    let mut body = json!({ "status": if shared.draining.load(Ordering::Acquire) { "draining" } else { "ready" } });
+    if let Some(cluster) = &shared.cluster {
+        body["node"] = json!(cluster.node_id());
+        body["registry"] = json!(if cluster.registry_up() { "up" } else { "unreachable" });
     }
+    let status = if shared.draining.load(Ordering::Acquire) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
