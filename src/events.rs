@@ -1,4 +1,4 @@
-//! Call events: a JSON-lines log and signed webhooks.
+//! Call events: a JSON-lines log, signed webhooks, and a Redis stream.
 //!
 //! The server builds one JSON object per call event (`started`, `dtmf`, `recording`, `notify`,
 //! `stream:done`, `error`, `ended`) and hands it to an [`EventBus`]. [`EventBus::publish`] never
@@ -24,10 +24,13 @@
 //! * **Signing.** With a [`SigningKey`], each request carries `Authorization: Bearer <JWT>`
 //!   (HS256) whose `payload_hash` claim is the SHA-256 of the exact body, as in the platform's
 //!   signed webhooks (signed with [`crate::auth::jwt`]).
+//! * **A Redis stream** (`[events.redis]`), besides: every event `XADD`ed to one stream, kept
+//!   through Redis outages within the queue (see [`stream`]).
 //! * **Shutdown.** [`EventBus::flush`] waits until every event published before it is written
 //!   to the log and every webhook is delivered or given up, within a deadline.
 
 mod log;
+pub mod stream;
 mod webhook;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -99,6 +102,8 @@ pub struct EventsConfig {
     pub signing: Option<SigningKey>,
     /// How long a server's shutdown waits in [`EventBus::flush`] for the queue to empty.
     pub flush_timeout: Duration,
+    /// Every event also goes to this Redis stream, when set.
+    pub redis: Option<stream::StreamConfig>,
 }
 
 impl Default for EventsConfig {
@@ -113,6 +118,7 @@ impl Default for EventsConfig {
             workers: 4,
             signing: None,
             flush_timeout: Duration::from_secs(5),
+            redis: None,
         }
     }
 }
@@ -134,6 +140,12 @@ pub struct EventStats {
     pub webhooks_failed: AtomicU64,
     /// Webhooks dropped because the delivery queue was full.
     pub webhooks_dropped: AtomicU64,
+    /// Events appended to the Redis stream.
+    pub stream_written: AtomicU64,
+    /// Events dropped because the stream writer's queue was full (Redis away too long).
+    pub stream_dropped: AtomicU64,
+    /// Stream batches that failed and were retried.
+    pub stream_attempts_failed: AtomicU64,
 }
 
 /// Takes call events and delivers them; cheap to clone (all clones share one set of queues).
@@ -149,6 +161,7 @@ pub struct EventBus {
 struct Inner {
     stats: Arc<EventStats>,
     log: Option<log::LogQueue>,
+    stream: Option<stream::StreamQueue>,
     workers: Vec<mpsc::UnboundedSender<webhook::Job>>,
     /// Deliveries queued or in flight over all workers.
     deliveries: Arc<Gate>,
@@ -180,6 +193,11 @@ impl EventBus {
             gate: Arc::clone(&deliveries),
         });
         let log = log::start(&config.log, config.queue, Arc::clone(&stats))?;
+        let stream = config
+            .redis
+            .as_ref()
+            .map(|redis| stream::start(redis, config.queue, config.max_backoff, Arc::clone(&stats), &runtime))
+            .transpose()?;
         let workers = (0..config.workers)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -187,7 +205,7 @@ impl EventBus {
                 tx
             })
             .collect();
-        Ok(EventBus { inner: Arc::new(Inner { stats, log, workers, deliveries }) })
+        Ok(EventBus { inner: Arc::new(Inner { stats, log, stream, workers, deliveries }) })
     }
 
     /// Queues an event for the log and, with an `event_url`, for a webhook `POST`.
@@ -208,6 +226,16 @@ impl EventBus {
             && !log.push(body.clone())
         {
             inner.stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(stream) = &inner.stream {
+            let text = |key: &str| match event.get(key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            if !stream.push(stream::Entry { call_id: text("call_id"), kind: text("event"), body: body.clone() }) {
+                inner.stats.stream_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let Some(url) = event_url else { return };
         if !inner.deliveries.try_enter() {
@@ -237,6 +265,13 @@ impl EventBus {
         if let Some(log) = &self.inner.log {
             let (tx, rx) = oneshot::channel();
             if !log.mark(tx) {
+                return false;
+            }
+            done.push(rx);
+        }
+        if let Some(stream) = &self.inner.stream {
+            let (tx, rx) = oneshot::channel();
+            if !stream.mark(tx) {
                 return false;
             }
             done.push(rx);

@@ -354,3 +354,124 @@ fn serve(config: &std::path::Path) -> (Process, String) {
         }
     }
 }
+
+/// Reads every new entry of `stream` for the consumer group `group`, acknowledging them:
+/// (call_id, event, the event's JSON) in stream order.
+async fn read_group(redis: &Redis, stream: &str, group: &str) -> Vec<(String, String, Value)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg("reader-1")
+        .arg("COUNT")
+        .arg(10_000)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    let mut entries = Vec::new();
+    for key in reply.keys {
+        for entry in key.ids {
+            let field = |name: &str| -> String { entry.get(name).unwrap_or_default() };
+            let data: Value = serde_json::from_str(&field("data")).unwrap();
+            entries.push((field("call_id"), field("event"), data));
+            let _: i64 = redis::cmd("XACK").arg(stream).arg(group).arg(&entry.id).query_async(&mut connection).await.unwrap();
+        }
+    }
+    entries
+}
+
+/// Reads the group `readers` of `test:events` until `done` holds for everything read.
+async fn read_until(redis: &Redis, within: Duration, done: impl Fn(&[(String, String, Value)]) -> bool) -> Vec<(String, String, Value)> {
+    let start = Instant::now();
+    let mut entries = Vec::new();
+    loop {
+        entries.extend(read_group(redis, "test:events", "readers").await);
+        if done(&entries) {
+            return entries;
+        }
+        assert!(start.elapsed() < within, "not in the stream within {within:?}: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A call with `id` that sends a second of audio and hangs up.
+async fn short_call(server: &TestServer, id: &str) {
+    let mut ws = server.call(&format!("/hooked?call_id={id}"), 16000).await;
+    echo_some(&mut ws, 50).await;
+    ws.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {}
+}
+
+/// Checks that each call's events came in order: `started` first, `ended` last, their `seq`
+/// counting up from 0 without a gap.
+fn assert_in_order(entries: &[(String, String, Value)], calls: &[&str]) {
+    for call in calls {
+        let mine: Vec<&(String, String, Value)> = entries.iter().filter(|(id, ..)| id == call).collect();
+        assert!(mine.len() >= 2, "{call}: {mine:?}");
+        assert_eq!(mine.first().unwrap().1, "started", "{call}");
+        assert_eq!(mine.last().unwrap().1, "ended", "{call}");
+        for (n, (_, kind, data)) in mine.iter().enumerate() {
+            assert_eq!(data["seq"], n, "{call}: event {n} ({kind}) out of order");
+            assert_eq!(&data["event"], kind);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_redis_stream_in_order_while_the_webhook_and_then_redis_are_down() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    assert_eq!(redis.cli(&["XGROUP", "CREATE", "test:events", "readers", "0", "MKSTREAM"]), "OK");
+    // Webhooks go to a port where nothing listens: every delivery fails.
+    let dead = free_port();
+    let config = format!(
+        r#"
+[server]
+stats_interval_ms = 0
+metadata_timeout_ms = 500
+shutdown_grace_ms = 300
+[media]
+threads = 1
+[events]
+log = "off"
+retries = 0
+max_backoff_ms = 400
+[events.redis]
+url = "{}"
+stream = "test:events"
+max_len = 1000
+[[route]]
+path = "/hooked"
+event_url = "http://127.0.0.1:{dead}/hook"
+processors = [{{ type = "echo" }}]
+"#,
+        redis.url()
+    );
+    let node = TestServer::start(&config).await;
+    for id in ["s-1", "s-2", "s-3"] {
+        short_call(&node, id).await;
+    }
+    let entries =
+        read_until(&redis, Duration::from_secs(5), |entries| entries.iter().filter(|(_, kind, _)| kind == "ended").count() == 3).await;
+    assert_in_order(&entries, &["s-1", "s-2", "s-3"]);
+    let metrics = http().get(node.control_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("callpipe_webhooks_total{outcome=\"failed\"}"), "{metrics}");
+    assert!(!metrics.contains("callpipe_webhooks_total{outcome=\"delivered\"} 1"), "the webhook receiver is down");
+
+    // Redis goes away: a call's events wait in the queue, and reach the new Redis once it runs.
+    drop(redis);
+    short_call(&node, "s-4").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = Redis::start_on(port).unwrap();
+    assert_eq!(redis.cli(&["XGROUP", "CREATE", "test:events", "readers", "0", "MKSTREAM"]), "OK");
+    let entries =
+        read_until(&redis, Duration::from_secs(10), |entries| entries.iter().any(|(id, kind, _)| id == "s-4" && kind == "ended")).await;
+    assert_in_order(&entries, &["s-4"]);
+    let metrics = http().get(node.control_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("callpipe_event_stream_total{outcome=\"dropped\"} 0"), "{metrics}");
+    node.stop().await;
+}

@@ -14,6 +14,7 @@ use super::route::validate_routes;
 use super::{Config, ConfigError, ControlConfig, DEFAULT_CONFIG, ServerConfig, TlsConfig};
 use crate::auth::Secret;
 use crate::cluster::ClusterConfig;
+use crate::events::stream::StreamConfig;
 use crate::events::{EventsConfig, LogSink, SigningKey};
 use crate::media::MediaConfig;
 use crate::processor::ProcessorRegistry;
@@ -114,6 +115,19 @@ impl Config {
         }
         .map(|secret| SigningKey::new(secret.expose()));
         let cluster = raw.cluster.map(|c| validate_cluster(c, control_listen)).transpose()?;
+        let event_stream = e
+            .redis
+            .map(|r| {
+                let url = Secret::parse(r.url.trim()).map_err(|e| invalid(format!("events.redis.url: {e}")))?;
+                if r.stream.trim().is_empty() || r.max_len == 0 {
+                    return Err(invalid("events.redis.stream must be named and events.redis.max_len must be positive".into()));
+                }
+                let node = cluster.as_ref().map_or_else(ClusterConfig::default_node_id, |c| c.node_id.clone());
+                let config = StreamConfig { url, stream: r.stream.trim().to_owned(), max_len: r.max_len, node };
+                config.client().map_err(invalid)?;
+                Ok(config)
+            })
+            .transpose()?;
         let tls = s.tls.map(|t| TlsConfig::load(&dir.join(t.cert), &dir.join(t.key))).transpose()?;
         Ok(Config {
             server: ServerConfig {
@@ -150,6 +164,7 @@ impl Config {
                 workers: e.workers,
                 signing: signature_secret,
                 flush_timeout: Duration::from_millis(e.flush_timeout_ms),
+                redis: event_stream,
             },
             session: SessionConfig {
                 lookahead_frames: m.lookahead_frames,

@@ -89,6 +89,22 @@ pub(super) struct RawEvents {
     pub(super) workers: usize,
     pub(super) signature_secret: String,
     pub(super) flush_timeout_ms: u64,
+    pub(super) redis: Option<RawEventsRedis>,
+}
+
+/// `[events.redis]`: present, every event is also appended to a Redis stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawEventsRedis {
+    pub(super) url: String,
+    pub(super) stream: String,
+    pub(super) max_len: usize,
+}
+
+impl Default for RawEventsRedis {
+    fn default() -> RawEventsRedis {
+        RawEventsRedis { url: "redis://127.0.0.1:6379".into(), stream: "callpipe:events".into(), max_len: 100_000 }
+    }
 }
 
 impl Default for RawEvents {
@@ -103,6 +119,7 @@ impl Default for RawEvents {
             workers: 4,
             signature_secret: String::new(),
             flush_timeout_ms: 5000,
+            redis: None,
         }
     }
 }

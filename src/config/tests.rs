@@ -158,6 +158,8 @@ fn the_cluster_table_is_optional_defaulted_and_checked() {
     assert_eq!(cluster.prefix, "callpipe");
     assert_eq!(cluster.advertise_control, None);
     assert!(!format!("{cluster:?}").contains("6379"), "the Redis URL may hold a password: never printed");
+    let stream = Config::parse("[events.redis]\n", &registry).unwrap().events.redis.unwrap();
+    assert_eq!((stream.stream.as_str(), stream.max_len), ("callpipe:events", 100_000));
     let default_id = Config::parse("[cluster]\n", &registry).unwrap().cluster.unwrap().node_id;
     assert!(default_id.ends_with(&format!("-{}", std::process::id())), "{default_id}");
     let advertised = Config::parse(
@@ -178,6 +180,8 @@ fn the_cluster_table_is_optional_defaulted_and_checked() {
         ("[cluster]\nadvertise_control = \"10.0.0.5:8081\"\n", "cluster.advertise_control"),
         ("[cluster]\nadvertise_control = \"http://10.0.0.5:8081/api\"\n", "without a path"),
         ("[cluster]\nnodes = 3\n", "unknown field `nodes`"),
+        ("[events.redis]\nurl = \"redis://\"\nmax_len = 0\n", "events.redis.max_len must be positive"),
+        ("[events.redis]\nurl = \"mysql://x\"\n", "events.redis.url is not a usable Redis URL"),
     ] {
         let error = Config::parse(text, &registry).unwrap_err().to_string();
         assert!(error.contains(needle), "{text:?}: {error}");

@@ -159,6 +159,15 @@ fn write_events(out: &mut Exposition, events: &crate::events::EventStats) {
     out.sample(&[("outcome", "dropped")], load(&events.webhooks_dropped));
     out.family("callpipe_webhook_attempts_failed_total", Kind::Counter, "Webhook attempts that failed (each retry counts).")
         .sample(&[], load(&events.webhook_attempts_failed));
+    out.family("callpipe_event_stream_total", Kind::Counter, "Events for the Redis stream by outcome: written, dropped (queue full).");
+    out.sample(&[("outcome", "written")], load(&events.stream_written));
+    out.sample(&[("outcome", "dropped")], load(&events.stream_dropped));
+    out.family(
+        "callpipe_event_stream_attempts_failed_total",
+        Kind::Counter,
+        "Batches the Redis stream refused or did not answer (each is retried).",
+    )
+    .sample(&[], load(&events.stream_attempts_failed));
 }
 
 /// The exposition text of the server, media and processor families.
