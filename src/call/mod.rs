@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use crate::protocol::{DtmfDigit, Metadata};
 
+mod upload;
 mod voice;
 
+pub use upload::UploadTarget;
 pub use voice::{BargeCause, BargeIn, BargeInMode, Collected, Interrupted, MAX_INPUT_DIGITS, Speech, TalkEnd};
 
 /// A call's id: from the URI query or a metadata header, or generated. It reads as the string
@@ -363,6 +365,8 @@ pub struct RecordingEnd {
     pub error: Option<String>,
     /// Where the writer reports the final file, when nobody took it before.
     outcome: Mutex<Option<mpsc::Receiver<RecordingOutcome>>>,
+    /// Where the finished file is uploaded, if anywhere.
+    pub upload: Option<UploadTarget>,
 }
 
 impl RecordingEnd {
@@ -375,7 +379,13 @@ impl RecordingEnd {
         error: Option<String>,
         outcome: Option<mpsc::Receiver<RecordingOutcome>>,
     ) -> RecordingEnd {
-        RecordingEnd { path, duration_ms, samples, dropped, error, outcome: Mutex::new(outcome) }
+        RecordingEnd { path, duration_ms, samples, dropped, error, outcome: Mutex::new(outcome), upload: None }
+    }
+
+    /// The same end, whose file is to be uploaded to `target`.
+    pub fn uploading_to(mut self, target: Option<UploadTarget>) -> RecordingEnd {
+        self.upload = target;
+        self
     }
 
     /// The channel on which the writer reports the finalized file, once: whoever publishes the

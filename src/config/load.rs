@@ -18,6 +18,7 @@ use crate::events::stream::StreamConfig;
 use crate::events::{EventsConfig, LogSink, SigningKey};
 use crate::media::MediaConfig;
 use crate::processor::ProcessorRegistry;
+use crate::services::uploads::StorageConfig;
 use crate::session::{SessionConfig, TimelineConfig};
 
 impl Config {
@@ -180,8 +181,32 @@ impl Config {
             media: MediaConfig { threads: m.threads, max_catchup: Duration::from_millis(m.max_catchup_ms), ..MediaConfig::default() },
             routes,
             cluster,
+            storage: validate_storage(raw.storage)?,
         })
     }
+}
+
+/// Checks `[storage]`: an endpoint must be an http(s) URL; the keys may be `env:NAME`.
+fn validate_storage(s: super::raw::RawStorage) -> Result<StorageConfig, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    let secret = |key: &str, v: &str| -> Result<Option<Secret>, ConfigError> {
+        text(v).map(|v| Secret::parse(&v).map_err(|e| invalid(format!("storage.{key}: {e}")))).transpose()
+    };
+    let endpoint = text(&s.endpoint);
+    if let Some(url) = &endpoint {
+        let parsed = url::Url::parse(url).map_err(|e| invalid(format!("storage.endpoint {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(format!("storage.endpoint {url:?} must be an http:// or https:// URL")));
+        }
+    }
+    Ok(StorageConfig {
+        endpoint,
+        region: text(&s.region),
+        allow_http: s.allow_http,
+        access_key_id: secret("access_key_id", &s.access_key_id)?,
+        secret_access_key: secret("secret_access_key", &s.secret_access_key)?,
+    })
 }
 
 /// Checks `[cluster]`: Redis's URL, the node id, the address other nodes forward to, the

@@ -65,6 +65,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[cluster]`: the registry this node joins, if any.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `[storage]`: where uploaded recordings go.
+    pub storage: crate::services::uploads::StorageConfig,
 }
 
 /// The `[control]` table: the HTTP API over live calls, metrics and health.

@@ -26,6 +26,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     pub(super) cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub(super) storage: RawStorage,
+}
+
+/// `[storage]`: the S3-compatible storage recordings are uploaded to; each key overrides the
+/// environment's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStorage {
+    pub(super) endpoint: String,
+    pub(super) region: String,
+    pub(super) allow_http: Option<bool>,
+    pub(super) access_key_id: String,
+    pub(super) secret_access_key: String,
 }
 
 /// `[cluster]`: present, the node joins the cluster registered in `redis`.

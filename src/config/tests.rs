@@ -148,7 +148,7 @@ fn mistakes_are_refused_with_a_message() {
 }
 
 #[test]
-fn the_cluster_table_is_optional_defaulted_and_checked() {
+fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checked() {
     let registry = ProcessorRegistry::with_builtins();
     assert!(Config::parse("", &registry).unwrap().cluster.is_none(), "without [cluster], a single node");
     let config = Config::parse("[cluster]\nnode_id = \"edge-1\"\n", &registry).unwrap();
@@ -182,6 +182,13 @@ fn the_cluster_table_is_optional_defaulted_and_checked() {
         ("[cluster]\nnodes = 3\n", "unknown field `nodes`"),
         ("[events.redis]\nurl = \"redis://\"\nmax_len = 0\n", "events.redis.max_len must be positive"),
         ("[events.redis]\nurl = \"mysql://x\"\n", "events.redis.url is not a usable Redis URL"),
+        (
+            "[[route]]\npath = \"/r\"\nprocessors = [{ type = \"record\", dir = \"/tmp\", keep_local = false }]\n",
+            "`keep_local = false` needs `upload`",
+        ),
+        ("[[route]]\npath = \"/r\"\nprocessors = [{ type = \"record\", dir = \"/tmp\", upload = \"s3://Bad/\" }]\n", "the bucket \"Bad\""),
+        ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint \"ftp://x\" must be an http:// or https:// URL"),
+        ("[storage]\naccess_key_id = \"env:CALLPIPE_TEST_UNSET_KEY\"\n", "storage.access_key_id"),
     ] {
         let error = Config::parse(text, &registry).unwrap_err().to_string();
         assert!(error.contains(needle), "{text:?}: {error}");

@@ -149,7 +149,7 @@ impl ProcessorRegistry {
         });
         registry.register("record", |params| {
             let p = Params::new("record", params);
-            p.only(&["dir", "template", "channels", "format", "bitrate"])?;
+            p.only(&["dir", "template", "channels", "format", "bitrate", "upload", "keep_local"])?;
             let dir = p.str("dir")?.ok_or_else(|| p.error("`dir` is required, e.g. dir = \"/var/lib/callpipe/recordings\""))?;
             let channels = p.str("channels")?.unwrap_or("stereo");
             let channels = RecordChannels::parse(channels).ok_or_else(|| {
@@ -166,11 +166,12 @@ impl ProcessorRegistry {
             };
             let template = template.unwrap_or(format.default_template()).to_owned();
             let bitrate = opus_bitrate(&p)?;
-            Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate })?))
+            let upload = upload_target(&p)?;
+            Ok(Box::new(Record::new(RecordConfig { dir: dir.into(), template, channels, format, bitrate, upload })?))
         });
         registry.register("conference", |params| {
             let p = Params::new("conference", params);
-            p.only(&["name", "role", "rate", "agc", "record", "record_dir", "format", "max_members"])?;
+            p.only(&["name", "role", "rate", "agc", "record", "record_dir", "format", "max_members", "upload", "keep_local"])?;
             let name = p.str("name")?.ok_or_else(|| p.error("`name` is required, e.g. name = \"{header:room}\""))?;
             let role = p.choice("role", ConferenceRole::parse, "\"speaker\" or \"listener\"")?;
             let record = p.choice("record", ConferenceRecording::parse, "\"off\", \"mixed\", \"tracks\" or \"both\"")?;
@@ -183,6 +184,7 @@ impl ProcessorRegistry {
                 record_dir: p.str("record_dir")?.map(Into::into),
                 format,
                 max_members: p.u32_or("max_members", d.max_members as u32)? as usize,
+                upload: upload_target(&p)?,
             };
             Ok(Box::new(Conference::new(ConferenceConfig { name: name.to_owned(), role, settings })?))
         });
@@ -320,6 +322,17 @@ fn opus_bitrate(p: &Params<'_>) -> Result<Option<u32>, ProcessorError> {
         let (low, high) = (super::record::OPUS_BITRATES.start(), super::record::OPUS_BITRATES.end());
         p.error(format!("`bitrate` must be an integer between {low} and {high} (bits per second)"))
     })
+}
+
+/// `upload = "s3://bucket/prefix/"` and `keep_local` (default true) of `record` and
+/// `conference`.
+fn upload_target(p: &Params<'_>) -> Result<Option<crate::call::UploadTarget>, ProcessorError> {
+    let keep_local = p.bool_or("keep_local", true)?;
+    match p.str("upload")? {
+        None if !keep_local => Err(p.error("`keep_local = false` needs `upload`: without it the recording would be lost")),
+        None => Ok(None),
+        Some(url) => crate::call::UploadTarget::parse(url, keep_local).map(Some).map_err(|e| p.error(e)),
+    }
 }
 
 /// Typed access to a processor's TOML parameters, with errors that name the processor.

@@ -259,11 +259,16 @@ impl CallEvents {
                 final_outcome(outcomes, deadline).await;
             }
             // The recording's file goes in `file`: `path` is the call's.
-            let mut fields = RecordingEvent::Finished(end).to_json();
+            let mut fields = RecordingEvent::Finished(end.clone()).to_json();
             if let Some(map) = fields.as_object_mut()
                 && let Some(file) = map.remove("path")
             {
                 map.insert("file".into(), file);
+            }
+            if let Some(target) = &end.upload
+                && end.error.is_none()
+            {
+                upload_into(&self.shared, &end.path, target, &mut fields).await;
             }
             self.publish("recording", fields);
         }
@@ -285,13 +290,18 @@ impl CallEvents {
             "conference": conference.name(),
             "conference_offset_ms": offset.as_millis() as u64,
         });
-        if let Some(o) = outcome {
+        if let Some(o) = &outcome {
             fields["duration_ms"] = json!(o.duration_ms);
             fields["samples"] = json!(o.samples);
             fields["dropped"] = json!(o.dropped);
-            if let Some(error) = o.error {
+            if let Some(error) = &o.error {
                 fields["error"] = json!(error);
             }
+        }
+        if let Some(target) = &conference.settings().upload
+            && outcome.is_some_and(|o| o.error.is_none())
+        {
+            upload_into(&self.shared, file, target, &mut fields).await;
         }
         self.publish("recording", fields);
     }
@@ -356,15 +366,36 @@ fn publish_conference(shared: &Shared, conference: &ConferenceState, kind: &str,
 fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
     let Some(conference) = shared.conferences.leave(membership) else { return };
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
         // The mixer notices within a cycle; the writer finalizes within a poll interval or two.
-        let recording = conference
-            .wait_for_mixed(FINALIZE_WAIT)
+        let waiting = conference.clone();
+        let outcome = tokio::task::spawn_blocking(move || waiting.wait_for_mixed(FINALIZE_WAIT)).await.ok().flatten();
+        let mut recording = outcome
+            .as_ref()
             .map(|o| json!({ "file": o.path, "duration_ms": o.duration_ms, "samples": o.samples, "dropped": o.dropped, "error": o.error }));
+        if let (Some(o), Some(fields), Some(target)) = (&outcome, recording.as_mut(), &conference.settings().upload)
+            && o.error.is_none()
+        {
+            upload_into(&shared, &o.path, target, fields).await;
+        }
         let duration_ms = conference.started().elapsed().map_or(0, |d| d.as_millis() as u64);
         let fields = json!({ "duration_ms": duration_ms, "members_total": conference.joined_total(), "recording": recording });
         publish_conference(&shared, &conference, "conference:ended", fields);
     });
+}
+
+/// Uploads a finished recording and says how it went in its event's fields: `url` once it is
+/// stored (and `file_kept: false` when the local file was removed), or `upload_error`.
+async fn upload_into(shared: &Shared, file: &std::path::Path, target: &crate::call::UploadTarget, fields: &mut Value) {
+    match shared.services.uploads.upload(file, target).await {
+        Ok(url) => {
+            fields["url"] = json!(url);
+            if !target.keep_local {
+                fields["file_kept"] = json!(false);
+            }
+        }
+        Err(error) => fields["upload_error"] = json!(error),
+    }
 }
 
 /// The writer's report that a recording's file is final, waited for until `deadline`.

@@ -20,6 +20,7 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
     write_server(&mut out, &shared.stats);
     write_media(&mut out, shared.media.stats());
     write_processors(&mut out, &shared.services);
+    write_uploads(&mut out, &shared.services.uploads.stats);
     write_calls(&mut out, shared);
     write_events(&mut out, shared.events.stats());
     write_conferences(&mut out, &shared.conferences, shared.media.stats());
@@ -27,6 +28,15 @@ pub(crate) fn render_server(shared: &super::Shared) -> String {
         write_cluster(&mut out, cluster);
     }
     out.finish()
+}
+
+/// Recordings uploaded to object storage.
+fn write_uploads(out: &mut Exposition, stats: &crate::services::uploads::UploadStats) {
+    let r = Ordering::Relaxed;
+    out.family("callpipe_uploads_total", Kind::Counter, "Recordings uploaded to object storage, by outcome (failed: after every attempt).");
+    out.sample(&[("outcome", "uploaded")], stats.uploaded.load(r) as f64);
+    out.sample(&[("outcome", "failed")], stats.failed.load(r) as f64);
+    out.family("callpipe_upload_bytes_total", Kind::Counter, "Bytes of recordings uploaded.").sample(&[], stats.bytes.load(r) as f64);
 }
 
 /// The cluster registry: reachable or not, its traffic, forwarded requests.

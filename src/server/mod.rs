@@ -150,13 +150,17 @@ pub async fn run(
     let relays: Vec<_> = relays.into_iter().map(tokio::spawn).collect();
     let stats = Arc::new(ServerStats::new(config.routes.iter().map(|r| r.path.clone())));
     let media_stats = media.stats().clone();
-    let services = Services::new();
+    let services = Services { uploads: crate::services::Uploads::new(config.storage.clone()), ..Services::new() };
     let cluster = match &config.cluster {
         Some(cluster) => {
             let control = match (&cluster.advertise_control, control_addr) {
-                (Some(url), _) => url.clone(),
+                (Some(url), Some(_)) => url.clone(),
                 (None, Some(addr)) => format!("http://{addr}"),
-                (None, None) => return Err(std::io::Error::other("[cluster] needs the control API (control.listen)")),
+                (_, None) => {
+                    return Err(std::io::Error::other(
+                        "[cluster] needs the control API: the other nodes forward requests to it (drop --control off)",
+                    ));
+                }
             };
             let calls = stats.clone();
             let gauges = NodeGauges { calls: Box::new(move || calls.calls_active.load(Ordering::Relaxed)), media_threads: media.threads() };

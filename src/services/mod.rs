@@ -1,7 +1,8 @@
 //! The I/O the processors need, kept below them: the fork's network side
 //! ([`fork::ForkNet`]: a runtime of its own, the target connections, the fork counters) and the
 //! recorder's writer ([`recorder::Recorder`]: a thread that owns every recording file); and
-//! the processors' time histograms ([`Timings`]); and text to speech ([`tts::Tts`]).
+//! the processors' time histograms ([`Timings`]); text to speech ([`tts::Tts`]); and uploads
+//! of finished recordings to object storage ([`uploads::Uploads`], used by the call's task).
 //!
 //! A server builds one [`Services`] in [`crate::server::run`] and hands it to every call's
 //! processors when they are prepared ([`crate::processor::Setup::services`]); the processors
@@ -14,6 +15,7 @@ pub mod fork;
 pub mod recorder;
 mod timings;
 pub mod tts;
+pub mod uploads;
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ pub use fork::ForkNet;
 pub use recorder::{Recorder, Recording};
 pub use timings::Timings;
 pub use tts::Tts;
+pub use uploads::Uploads;
 
 /// A server's services. Cloning is cheap and shares them.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +36,8 @@ pub struct Services {
     pub timings: std::sync::Arc<Timings>,
     /// Text to speech (one synthesis thread per process: see [`tts`]).
     pub tts: Tts,
+    /// Recordings to object storage.
+    pub uploads: Uploads,
 }
 
 /// Checks `done` every `step` until it holds or `timeout` has passed; returns whether it held.

@@ -98,6 +98,8 @@ pub struct ConferenceSettings {
     pub format: RecordFormat,
     /// The most members at once; more are refused. Default 200.
     pub max_members: usize,
+    /// Where the finished recordings (mix and tracks) are uploaded, if anywhere.
+    pub upload: Option<crate::call::UploadTarget>,
 }
 
 impl Default for ConferenceSettings {
@@ -109,6 +111,7 @@ impl Default for ConferenceSettings {
             record_dir: None,
             format: RecordFormat::Wav,
             max_members: 200,
+            upload: None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct RecordConfig {
     /// The Opus bitrate in bits per second, from 6,000 to 256,000; `None` for 24,000 per channel
     /// (48,000 for stereo). Only for [`RecordFormat::Opus`].
     pub bitrate: Option<u32>,
+    /// Where each finished file is uploaded, if anywhere.
+    pub upload: Option<crate::call::UploadTarget>,
 }
 
 impl RecordConfig {
@@ -75,6 +77,7 @@ impl RecordConfig {
             channels: RecordChannels::Stereo,
             format: RecordFormat::Wav,
             bitrate: None,
+            upload: None,
         }
     }
 

@@ -286,7 +286,8 @@ impl Processor for Record {
                 recording.dropped(),
                 recording.failed().map(str::to_owned),
                 self.outcome_rx.take(),
-            );
+            )
+            .uploading_to(self.config.upload.clone());
             cx.emit(Event::Recording(RecordingEvent::Finished(Arc::new(end))));
         }
     }
