@@ -4,7 +4,9 @@
 # ones). For each proxy:
 #   1. 20 calls through it: every upgrade passes, the echo comes back with no frame lost, and
 #      both nodes take calls (least connections);
-#   2. two 12 s calls through it, then node 1 drains (SIGTERM): 20 new calls all succeed and all
+#   2. calls that name a conference in their URL (`?conference=KEY`): each key's calls all reach
+#      one node, and two keys that hash apart reach both nodes;
+#   3. two 12 s calls through it, then node 1 drains (SIGTERM): 20 new calls all succeed and all
 #      go to node 2, node 1 takes none, and both long calls (whichever node they are on) run to
 #      their end.
 # Needs haproxy and nginx (Debian: apt-get install -y haproxy nginx); `.ci/run` installs them.
@@ -123,7 +125,27 @@ check() {
     echo "  20 calls through $proxy: node 1 took $a, node 2 took $b; none failed, no frame lost"
     [ "$a" -ge 3 ] && [ "$b" -ge 3 ] || fail "$proxy: calls not spread over both nodes ($a and $b)"
 
-    # 2. Node 1 drains: its live call goes on, new calls all reach node 2.
+    # 2. Calls naming a conference: one node per key. Keys are tried until two land apart.
+    local on1=0 on2=0 key n a0 b0 a1 b1
+    for n in $(seq 1 12); do
+        key="room-$n"
+        a0=$(calls_total "${control[0]}")
+        b0=$(calls_total "${control[1]}")
+        "$bin" load "$url?conference=$key" --calls 6 --ramp 0.5 --duration 1 --max-loss 0 >"$work/conf.log" 2>&1 ||
+            fail "$proxy: conference calls failed: $(tail -n 3 "$work/conf.log")"
+        a1=$(($(calls_total "${control[0]}") - a0))
+        b1=$(($(calls_total "${control[1]}") - b0))
+        [ "$a1" -eq 0 ] || [ "$b1" -eq 0 ] || fail "$proxy: the 6 calls of conference $key were split: $a1 on node 1, $b1 on node 2"
+        [ "$a1" -eq 6 ] && on1=1
+        [ "$b1" -eq 6 ] && on2=1
+        [ $((on1 + on2)) -eq 2 ] && break
+    done
+    [ $((on1 + on2)) -eq 2 ] || fail "$proxy: every conference key went to one node"
+    echo "  conference keys: each key's 6 calls reached one node, and the keys ($n tried) reached both"
+    a=$(calls_total "${control[0]}")
+    b=$(calls_total "${control[1]}")
+
+    # 3. Node 1 drains: its live call goes on, new calls all reach node 2.
     "$bin" call "$url" --tone 440 --duration 12 >"$work/long0.log" 2>&1 &
     local long0=$!
     "$bin" call "$url" --tone 440 --duration 12 >"$work/long1.log" 2>&1 &
