@@ -475,3 +475,53 @@ processors = [{{ type = "echo" }}]
     assert!(metrics.contains("callpipe_event_stream_total{outcome=\"dropped\"} 0"), "{metrics}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conference_members_on_two_nodes_hear_each_other_through_a_link() {
+    use common::tones::{Caller, join, level_db};
+    let Some(redis) = Redis::start() else { return };
+    let route = "[[route]]\npath = \"/conf\"\nprocessors = [{ type = \"conference\", name = \"{header:room}\", rate = 16000 }]\n";
+    let a = TestServer::start(&node_config(&redis.url(), "node-a", route)).await;
+    let b = TestServer::start(&node_config(&redis.url(), "node-b", route)).await;
+    // The first member reaches A: A is the conference's home.
+    let first = Caller::start(join(&a, "/conf", "m-a", 16000, "room-x").await, 16000, 440.0);
+    eventually(Duration::from_secs(5), "A claims the conference", || async { redis.cli(&["GET", "callpipe:conf:room-x"]) == "node-a" })
+        .await;
+    // The second reaches B, which links it to A.
+    let second = Caller::start(join(&b, "/conf", "m-b", 16000, "room-x").await, 16000, 1100.0);
+    let hears = |caller: &Caller, hz: f64| level_db(&caller.last(16000, 0.5), 16000, hz);
+    eventually(Duration::from_secs(5), "each member hears the other across the nodes", || async {
+        hears(&first, 1100.0) > -30.0 && hears(&second, 440.0) > -30.0
+    })
+    .await;
+    assert!(hears(&first, 440.0) < -50.0 && hears(&second, 1100.0) < -50.0, "nobody hears themselves");
+
+    // The conference, asked on B, is answered by its home, with both members.
+    let (status, by, room) = get(&b, "/conferences/room-x").await;
+    assert_eq!((status, by.as_deref()), (200, Some("node-a")), "{room}");
+    let mut members: Vec<&str> = room["members"].as_array().unwrap().iter().map(|m| m["call_id"].as_str().unwrap()).collect();
+    members.sort();
+    assert_eq!(members, ["m-a", "m-b"]);
+    // The link is not a call of the cluster: m-b is B's call, listed once.
+    let (_, _, calls) = get(&a, "/calls?status=live").await;
+    let ids: Vec<(&str, &str)> =
+        calls["_embedded"]["calls"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap(), c["node"].as_str().unwrap())).collect();
+    assert_eq!(calls["count"], 2, "{calls}");
+    assert!(ids.contains(&("m-b", "node-b")) && ids.contains(&("m-a", "node-a")), "{ids:?}");
+
+    // Muting the linked member through B mutes it at the home.
+    let (status, by, body) =
+        api(&b, reqwest::Method::PUT, "/conferences/room-x/members/m-b", Some(serde_json::json!({ "action": "mute" }))).await;
+    assert_eq!((status, by.as_deref()), (204, Some("node-a")), "{body}");
+    eventually(Duration::from_secs(5), "the muted member is no longer heard", || async { hears(&first, 1100.0) < -50.0 }).await;
+    assert!(hears(&second, 440.0) > -30.0, "the muted member still hears the room");
+
+    second.hang_up().await;
+    first.hang_up().await;
+    eventually(Duration::from_secs(5), "the ended conference's claim is released", || async {
+        redis.cli(&["EXISTS", "callpipe:conf:room-x"]) == "0"
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -8,7 +8,12 @@
 //!                               or draining), written with a TTL at every heartbeat
 //!  P:calls:<id>        hash     call id → {node, path, start_time} for each live call of the
 //!                               node; its TTL is renewed with the node's report
+//!  P:conf:<name>       string   the home node of a live conference: claimed (`SET NX`) by the
+//!                               node its first member reaches, renewed by it at each heartbeat
 //! ```
+//!
+//! A conference member that reaches another node than its conference's home is linked to the
+//! home (see `server::admission`): callpipe speaking its own protocol to its peer.
 //!
 //! A call costs the registry three commands, `HSET` and `PEXPIRE` when it starts and `HDEL` when
 //! it ends (batched with whatever else is waiting); nothing is written per frame. A node killed without
@@ -34,6 +39,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::auth::Secret;
 
+/// The calls listener's path for conference links from other nodes (with the control token).
+pub const LINK_PATH: &str = "/_callpipe/conference-link";
+
 /// How long one registry request may take before it counts as a failure.
 pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -47,6 +55,9 @@ pub struct ClusterConfig {
     /// How other nodes reach this node's control API (`http://host:port`); `None`: the address
     /// the control API is bound to.
     pub advertise_control: Option<String>,
+    /// How other nodes reach this node's calls listener (`ws://host:port` or `wss://`), for
+    /// conference links; `None`: the address the listener is bound to.
+    pub advertise_media: Option<String>,
     /// How often the node's report is written.
     pub heartbeat: Duration,
     /// How long the node's keys live without a heartbeat.
@@ -61,6 +72,7 @@ impl fmt::Debug for ClusterConfig {
             .field("redis", &"<redacted>")
             .field("node_id", &self.node_id)
             .field("advertise_control", &self.advertise_control)
+            .field("advertise_media", &self.advertise_media)
             .field("heartbeat", &self.heartbeat)
             .field("ttl", &self.ttl)
             .field("prefix", &self.prefix)
@@ -73,6 +85,7 @@ impl PartialEq for ClusterConfig {
         self.redis.expose() == other.redis.expose()
             && self.node_id == other.node_id
             && self.advertise_control == other.advertise_control
+            && self.advertise_media == other.advertise_media
             && (self.heartbeat, self.ttl) == (other.heartbeat, other.ttl)
             && self.prefix == other.prefix
     }
@@ -126,6 +139,8 @@ pub struct NodeInfo {
     pub id: String,
     /// Its control API, e.g. `http://10.0.0.5:8081`.
     pub control: String,
+    /// Its calls listener, e.g. `ws://10.0.0.5:8080`.
+    pub media: String,
     /// `ready`, or `draining` once it stopped taking calls.
     pub state: String,
     /// Its live calls.
@@ -186,6 +201,7 @@ pub struct ClusterStats {
 enum Op {
     Started { id: String, entry: String },
     Ended { id: String },
+    ConferenceEnded { name: String },
 }
 
 /// What the node reports of itself at each heartbeat.
@@ -194,6 +210,17 @@ pub struct NodeGauges {
     pub calls: Box<dyn Fn() -> u64 + Send + Sync>,
     /// How many media threads the node runs.
     pub media_threads: usize,
+    /// The names of the conferences live on this node.
+    pub conferences: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+/// Where a conference lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Home {
+    /// On this node (it was free and this node claimed it, or it already lived here).
+    Here,
+    /// On another node.
+    Node(NodeInfo),
 }
 
 /// This node's membership: registers its calls and reads the others'. Cheap to clone.
@@ -203,6 +230,7 @@ pub struct Cluster(Arc<Inner>);
 struct Inner {
     config: ClusterConfig,
     control: String,
+    media: String,
     ops: mpsc::UnboundedSender<Op>,
     connection: ConnectionManager,
     draining: AtomicBool,
@@ -215,9 +243,15 @@ struct Inner {
 
 impl Cluster {
     /// Joins the cluster: starts the registry task (which connects, and keeps reconnecting).
-    /// `control` is this node's control API address as the other nodes should use it. Fails
-    /// only on a configuration Redis cannot use; an unreachable Redis is retried.
-    pub fn start(config: ClusterConfig, control: String, gauges: NodeGauges) -> Result<(Cluster, tokio::task::JoinHandle<()>), String> {
+    /// `control` and `media` are this node's control API and calls listener as the other nodes
+    /// should reach them. Fails only on a configuration Redis cannot use; an unreachable Redis
+    /// is retried.
+    pub fn start(
+        config: ClusterConfig,
+        control: String,
+        media: String,
+        gauges: NodeGauges,
+    ) -> Result<(Cluster, tokio::task::JoinHandle<()>), String> {
         let client = config.client()?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REGISTRY_TIMEOUT))
@@ -229,6 +263,7 @@ impl Cluster {
         let cluster = Cluster(Arc::new(Inner {
             config,
             control,
+            media,
             ops,
             connection,
             draining: AtomicBool::new(false),
@@ -323,6 +358,55 @@ impl Cluster {
         }
         let found: Vec<bool> = self.query(&pipe, others.len()).await?;
         Ok(others.into_iter().zip(found).filter(|(_, has)| *has).map(|(n, _)| n.clone()).collect())
+    }
+
+    /// Where the conference `name` lives: claimed for this node when no node has it (or its
+    /// claim lapsed), else the node that has it. A node whose claim stands but which left the
+    /// membership (killed: its claim expires within the TTL) is passed over: this node claims
+    /// the conference for itself.
+    pub async fn conference_home(&self, name: &str) -> Result<Home, RegistryError> {
+        let key = self.0.config.key(&["conf", name]);
+        let ttl = self.0.config.ttl.as_millis() as u64;
+        let mut claim = redis::pipe();
+        claim.cmd("SET").arg(&key).arg(self.node_id()).arg("NX").arg("PX").arg(ttl).ignore().get(&key);
+        let (owner,): (Option<String>,) = self.query(&claim, 2).await?;
+        match owner {
+            None => Ok(Home::Here),
+            Some(owner) if owner == self.node_id() => Ok(Home::Here),
+            Some(owner) => match self.live_node(&owner).await? {
+                Some(node) => Ok(Home::Node(node)),
+                None => {
+                    // The owner is gone; its claim is taken over.
+                    let mut take = redis::pipe();
+                    take.cmd("SET").arg(&key).arg(self.node_id()).arg("PX").arg(ttl).ignore();
+                    self.query::<()>(&take, 1).await?;
+                    Ok(Home::Here)
+                }
+            },
+        }
+    }
+
+    /// The other node where the conference `name` lives, if one does (nothing is claimed).
+    pub async fn conference_node(&self, name: &str) -> Result<Option<NodeInfo>, RegistryError> {
+        let key = self.0.config.key(&["conf", name]);
+        let (owner,): (Option<String>,) = self.query(redis::pipe().get(&key), 1).await?;
+        match owner {
+            Some(owner) if owner != self.node_id() => self.live_node(&owner).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// A conference of this node ended: its claim is released.
+    pub fn conference_ended(&self, name: &str) {
+        let _ = self.0.ops.send(Op::ConferenceEnded { name: name.to_owned() });
+    }
+
+    /// The node `id`, if it is in the membership (read again when the last read lacks it).
+    async fn live_node(&self, id: &str) -> Result<Option<NodeInfo>, RegistryError> {
+        if let Some(node) = self.nodes().into_iter().find(|n| n.id == id) {
+            return Ok(Some(node));
+        }
+        Ok(self.refresh_nodes().await?.into_iter().find(|n| n.id == id))
     }
 
     /// Every call the registry holds, by call id (for tests and tools: the control API lists

@@ -38,6 +38,8 @@ pub(super) async fn run(cluster: Cluster, mut ops: mpsc::UnboundedReceiver<Op>, 
                         Err(_) => break,
                     }
                 }
+                let (batch, ended): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| !matches!(op, Op::ConferenceEnded { .. }));
+                release_conferences(&cluster, ended).await;
                 let changed = apply(&mut calls, batch);
                 if !rewrite && write_calls(&cluster, &changed, &calls).await.is_err() {
                     rewrite = true;
@@ -74,11 +76,25 @@ fn apply(calls: &mut Registered, batch: Vec<Op>) -> Vec<String> {
                     changed.push(id);
                 }
             }
+            Op::ConferenceEnded { .. } => {}
         }
     }
     changed.sort();
     changed.dedup();
     changed
+}
+
+/// Releases the claims of conferences that ended here (a claim another node took meanwhile is
+/// left alone).
+async fn release_conferences(cluster: &Cluster, ended: Vec<Op>) {
+    for op in ended {
+        let Op::ConferenceEnded { name } = op else { continue };
+        let key = cluster.0.config.key(&["conf", &name]);
+        let owner: Result<(Option<String>,), _> = cluster.query(redis::pipe().get(&key), 1).await;
+        if matches!(owner, Ok((Some(ref owner),)) if owner == cluster.node_id()) {
+            let _ = cluster.query::<()>(redis::pipe().del(&key).ignore(), 1).await;
+        }
+    }
 }
 
 /// Writes the changed calls: `HSET` for those still live (and the hash's TTL), `HDEL` for those
@@ -132,6 +148,7 @@ async fn beat(
     let report = NodeInfo {
         id: config.node_id.clone(),
         control: inner.control.clone(),
+        media: inner.media.clone(),
         state: if inner.draining.load(Ordering::Acquire) { "draining" } else { "ready" }.into(),
         calls: (gauges.calls)(),
         media_load: load.sample(Instant::now()),
@@ -157,6 +174,13 @@ async fn beat(
     }
     pipe.cmd("PEXPIRE").arg(&calls_key).arg(ttl_ms).ignore();
     commands += 1;
+    // The conferences living here keep their claims (and claim again after an outage).
+    for name in (gauges.conferences)() {
+        let key = config.key(&["conf", &name]);
+        pipe.cmd("SET").arg(&key).arg(&config.node_id).arg("NX").arg("PX").arg(ttl_ms).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
+        commands += 2;
+    }
     let written = cluster.query::<()>(&pipe, commands).await;
     let up = written.is_ok();
     if *was_up != Some(up) {

@@ -115,7 +115,7 @@ impl Config {
             value => Some(Secret::parse(value).map_err(|e| invalid(format!("events.signature_secret: {e}")))?),
         }
         .map(|secret| SigningKey::new(secret.expose()));
-        let cluster = raw.cluster.map(|c| validate_cluster(c, control_listen)).transpose()?;
+        let cluster = raw.cluster.map(|c| validate_cluster(c, control_listen, token.is_some())).transpose()?;
         let event_stream = e
             .redis
             .map(|r| {
@@ -211,7 +211,7 @@ fn validate_storage(s: super::raw::RawStorage) -> Result<StorageConfig, ConfigEr
 
 /// Checks `[cluster]`: Redis's URL, the node id, the address other nodes forward to, the
 /// heartbeat and TTL.
-fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>) -> Result<ClusterConfig, ConfigError> {
+fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>, token: bool) -> Result<ClusterConfig, ConfigError> {
     let invalid = |m: String| ConfigError::Invalid(m);
     let redis = Secret::parse(c.redis.trim()).map_err(|e| invalid(format!("cluster.redis: {e}")))?;
     let node_id = match c.node_id.trim() {
@@ -222,6 +222,12 @@ fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>) -> Result
     let Some(listen) = control_listen else {
         return Err(invalid("[cluster] needs the control API (control.listen): the other nodes forward requests to it".into()));
     };
+    if !token {
+        return Err(invalid(
+            "[cluster] needs control.token (the same on every node): nodes present it to each other's control API and conference links"
+                .into(),
+        ));
+    }
     let advertise_control = match c.advertise_control.trim() {
         "" if listen.ip().is_unspecified() => {
             return Err(invalid(format!(
@@ -233,6 +239,16 @@ fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>) -> Result
             let parsed = url::Url::parse(url).map_err(|e| invalid(format!("cluster.advertise_control {url:?}: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || parsed.path() != "/" {
                 return Err(invalid(format!("cluster.advertise_control {url:?} must be http(s)://host:port, without a path")));
+            }
+            Some(url.trim_end_matches('/').to_owned())
+        }
+    };
+    let advertise_media = match c.advertise_media.trim() {
+        "" => None,
+        url => {
+            let parsed = url::Url::parse(url).map_err(|e| invalid(format!("cluster.advertise_media {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "ws" | "wss") || parsed.host().is_none() || parsed.path() != "/" {
+                return Err(invalid(format!("cluster.advertise_media {url:?} must be ws(s)://host:port, without a path")));
             }
             Some(url.trim_end_matches('/').to_owned())
         }
@@ -255,6 +271,7 @@ fn validate_cluster(c: RawCluster, control_listen: Option<SocketAddr>) -> Result
         redis,
         node_id,
         advertise_control,
+        advertise_media,
         heartbeat: Duration::from_millis(c.heartbeat_ms),
         ttl: Duration::from_millis(c.ttl_ms),
         prefix: prefix.to_owned(),

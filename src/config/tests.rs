@@ -147,11 +147,14 @@ fn mistakes_are_refused_with_a_message() {
     }
 }
 
+/// A control token, which `[cluster]` needs.
+const TOKEN: &str = "[control]\ntoken = \"t\"\n";
+
 #[test]
 fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checked() {
     let registry = ProcessorRegistry::with_builtins();
     assert!(Config::parse("", &registry).unwrap().cluster.is_none(), "without [cluster], a single node");
-    let config = Config::parse("[cluster]\nnode_id = \"edge-1\"\n", &registry).unwrap();
+    let config = Config::parse(&format!("{TOKEN}[cluster]\nnode_id = \"edge-1\"\n"), &registry).unwrap();
     let cluster = config.cluster.unwrap();
     assert_eq!(cluster.node_id, "edge-1");
     assert_eq!((cluster.heartbeat.as_millis(), cluster.ttl.as_millis()), (2000, 6000));
@@ -160,7 +163,7 @@ fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checke
     assert!(!format!("{cluster:?}").contains("6379"), "the Redis URL may hold a password: never printed");
     let stream = Config::parse("[events.redis]\n", &registry).unwrap().events.redis.unwrap();
     assert_eq!((stream.stream.as_str(), stream.max_len), ("callpipe:events", 100_000));
-    let default_id = Config::parse("[cluster]\n", &registry).unwrap().cluster.unwrap().node_id;
+    let default_id = Config::parse(&format!("{TOKEN}[cluster]\n"), &registry).unwrap().cluster.unwrap().node_id;
     assert!(default_id.ends_with(&format!("-{}", std::process::id())), "{default_id}");
     let advertised = Config::parse(
         "[control]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n[cluster]\nadvertise_control = \"http://10.0.0.5:8081/\"\n",
@@ -169,6 +172,7 @@ fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checke
     .unwrap();
     assert_eq!(advertised.cluster.unwrap().advertise_control.as_deref(), Some("http://10.0.0.5:8081"));
     for (text, needle) in [
+        ("[cluster]\n", "[cluster] needs control.token"),
         ("[cluster]\nredis = \"http://x\"\n", "cluster.redis is not a usable Redis URL"),
         ("[cluster]\nredis = \"env:CALLPIPE_TEST_UNSET_REDIS\"\n", "cluster.redis"),
         ("[cluster]\nnode_id = \"a b\"\n", "cluster.node_id \"a b\""),
@@ -179,6 +183,7 @@ fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checke
         ("[control]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n[cluster]\n", "set cluster.advertise_control"),
         ("[cluster]\nadvertise_control = \"10.0.0.5:8081\"\n", "cluster.advertise_control"),
         ("[cluster]\nadvertise_control = \"http://10.0.0.5:8081/api\"\n", "without a path"),
+        ("[cluster]\nadvertise_media = \"http://10.0.0.5:8080\"\n", "cluster.advertise_media"),
         ("[cluster]\nnodes = 3\n", "unknown field `nodes`"),
         ("[events.redis]\nurl = \"redis://\"\nmax_len = 0\n", "events.redis.max_len must be positive"),
         ("[events.redis]\nurl = \"mysql://x\"\n", "events.redis.url is not a usable Redis URL"),
@@ -190,7 +195,8 @@ fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checke
         ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint \"ftp://x\" must be an http:// or https:// URL"),
         ("[storage]\naccess_key_id = \"env:CALLPIPE_TEST_UNSET_KEY\"\n", "storage.access_key_id"),
     ] {
-        let error = Config::parse(text, &registry).unwrap_err().to_string();
+        let text = if text.starts_with("[cluster]") && !needle.contains("control.token") { format!("{TOKEN}{text}") } else { text.to_owned() };
+        let error = Config::parse(&text, &registry).unwrap_err().to_string();
         assert!(error.contains(needle), "{text:?}: {error}");
     }
 }

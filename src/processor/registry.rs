@@ -205,6 +205,7 @@ impl ProcessorRegistry {
                 "codec",
                 "bitrate",
                 "barge_in",
+                "live",
             ])?;
             let url = p.str("url")?.ok_or_else(|| p.error("`url` is required, e.g. url = \"ws://127.0.0.1:9000/stt/{call_id}\""))?;
             let d = ForkConfig::new(url);
@@ -240,6 +241,7 @@ impl ProcessorRegistry {
                 reply_rate: optional_rate("reply_rate")?,
                 name: p.str("name")?.map(str::to_owned),
                 barge_in: p.barge_in()?,
+                live: p.bool_or("live", d.live)?,
                 ..d
             })?))
         });

@@ -26,7 +26,7 @@ use super::endpoint::{LINGER, SocketEndpoint, rejection_for};
 use super::tls::{self, ServerStream};
 use super::transport::Transport;
 use super::upgrade::{self, Refused};
-use super::{ConnectionGuard, HANDSHAKE_TIMEOUT, Shared};
+use super::{ConnectionGuard, HANDSHAKE_TIMEOUT, Shared, link};
 use crate::call::CallId;
 use crate::media::{NewCall, call_rings};
 use crate::processor::{CallInfo, ConferenceJoinError};
@@ -68,7 +68,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     parser.push(&upgraded.leftover);
 
     let metadata = match first_message(&mut stream, &mut parser, &shared).await {
-        Ok(Some(_)) if shared.draining.load(Ordering::Acquire) => {
+        // A conference link still joins a draining home's live conference.
+        Ok(Some(_)) if shared.draining.load(Ordering::Acquire) && path != crate::cluster::LINK_PATH => {
             return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(CloseCode::Away, "callpipe is shutting down")).await;
         }
         Ok(Some(metadata)) => metadata,
@@ -77,6 +78,15 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let serial = shared.next_call.fetch_add(1, Ordering::Relaxed);
     let id = CallId::new(call_id_from(query.as_deref(), &metadata).unwrap_or_else(|| format!("cp-{:x}-{serial}", std::process::id())));
+    // A link from another node names the route its member called there.
+    let incoming = match link::incoming(&path, &metadata.headers) {
+        Ok(incoming) => incoming,
+        Err(why) => {
+            warn!(id = id.as_str(), path, why, "conference link refused");
+            return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(CloseCode::Policy, "invalid conference link")).await;
+        }
+    };
+    let path = incoming.as_ref().map_or(path, |link| link.route.clone());
     let Some(route_index) = shared.config.route_index(&path, &metadata) else {
         let rejection = Rejection::new(CloseCode::Policy, "no route matches the metadata");
         return refuse(&mut stream, &mut parser, &shared, &path, rejection).await;
@@ -85,8 +95,20 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let rate = metadata.rate;
     let headers = metadata.headers.clone();
     let call = CallInfo { id: id.clone(), path: path.clone(), metadata };
-    let mut events = CallEvents::new(shared.clone(), id.clone(), path.clone(), route.event_url.clone());
-    let (session, admitted) = match prepare(&shared, route_index, call).await {
+    let (specs, event_url) = match &incoming {
+        Some(link) => match link::home_pipeline(route, link) {
+            // The member's node reports the call's events.
+            Ok(specs) => (specs, None),
+            Err(why) => {
+                warn!(id = id.as_str(), path, why, node = link.node, "conference link refused");
+                return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(CloseCode::Policy, "no conference for this link"))
+                    .await;
+            }
+        },
+        None => (link::outgoing(&shared, route, &call).await.0, route.event_url.clone()),
+    };
+    let mut events = CallEvents::new(shared.clone(), id.clone(), path.clone(), event_url.clone());
+    let (session, admitted) = match prepare(&shared, specs, event_url, call).await {
         Ok(prepared) => prepared,
         Err((error, code, reason)) => {
             warn!(id = id.as_str(), path, error, "call refused: its media could not be prepared");
@@ -101,7 +123,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let detects_speech = shared.config.routes[route_index].detects_speech();
     let live = Arc::new(
         LiveCall::new(serial, id.clone(), path.clone(), rate, headers.clone(), conn_end.link.clone(), commands)
-            .detecting_speech(detects_speech),
+            .detecting_speech(detects_speech)
+            .linking(incoming.is_some()),
     );
     parser.shrink_to(2 * (rate.frame_bytes() + ws::MAX_HEADER));
     let transport = match into_transport(stream) {
@@ -162,11 +185,11 @@ fn count_refused(shared: &Shared, peer: SocketAddr, refused: Refused) {
 /// workers. The error names what failed, with the close code and reason for the peer.
 async fn prepare(
     shared: &Arc<Shared>,
-    route_index: usize,
+    specs: Vec<crate::processor::ProcessorSpec>,
+    event_url: Option<String>,
     call: CallInfo,
 ) -> Result<(Session, Option<(crate::processor::Admitted, crate::processor::Membership)>), (String, CloseCode, &'static str)> {
-    let route = &shared.config.routes[route_index];
-    let (shared2, specs, event_url) = (shared.clone(), route.processors.clone(), route.event_url.clone());
+    let shared2 = shared.clone();
     let rate = call.metadata.rate;
     let prepared = tokio::task::spawn_blocking(move || {
         let mut session = shared2

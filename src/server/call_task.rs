@@ -80,7 +80,7 @@ impl CallTask {
             publish_conference(&shared, &m.conference, "conference:started", fields);
         }
         shared.calls.insert(call.clone());
-        if let Some(cluster) = &shared.cluster {
+        if let Some(cluster) = shared.cluster.as_ref().filter(|_| !call.conference_link) {
             cluster.call_started(&call.id, &call.path, call.started_at);
         }
         shared.stats.calls_total.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +138,7 @@ impl CallTask {
             shared.stats.ring_overrun_out.fetch_add(link.stats.ring_overrun_out.load(r), r);
             shared.stats.input_missing.fetch_add(s.input_missing, r);
         });
-        if let Some(cluster) = &shared.cluster {
+        if let Some(cluster) = shared.cluster.as_ref().filter(|_| !call.conference_link) {
             cluster.call_ended(&call.id);
         }
         if let Some(r) = shared.stats.routes.get(self.route_index) {
@@ -365,6 +365,9 @@ fn publish_conference(shared: &Shared, conference: &ConferenceState, kind: &str,
 /// the mixed recording (if any) is final.
 fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
     let Some(conference) = shared.conferences.leave(membership) else { return };
+    if let Some(cluster) = &shared.cluster {
+        cluster.conference_ended(conference.name());
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         // The mixer notices within a cycle; the writer finalizes within a poll interval or two.

@@ -53,9 +53,18 @@ pub(crate) struct LiveCall {
     next_stream: AtomicU64,
     /// Whether the call's route has a `vad` (so that speech can barge in).
     pub detects_speech: bool,
+    /// Whether the call is another node's conference link (not a call of the cluster: it is not
+    /// registered, and `GET /calls` leaves it out).
+    pub conference_link: bool,
 }
 
 impl LiveCall {
+    /// The call, saying whether it is another node's conference link.
+    pub fn linking(mut self, link: bool) -> LiveCall {
+        self.conference_link = link;
+        self
+    }
+
     /// The call, saying whether its route detects speech.
     pub fn detecting_speech(mut self, detects_speech: bool) -> LiveCall {
         self.detects_speech = detects_speech;
@@ -88,6 +97,7 @@ impl LiveCall {
             next_marker: AtomicU64::new(1),
             next_stream: AtomicU64::new(1),
             detects_speech: false,
+            conference_link: false,
         }
     }
 
@@ -248,12 +258,12 @@ impl Calls {
     /// Moves a call to the history with its final view; `before` runs while the live list is
     /// locked, just before the call leaves it.
     pub fn end(&self, serial: u64, view: CallView, before: impl FnOnce()) {
-        {
+        let link = {
             let mut live = self.live();
             before();
-            live.remove(&serial);
-        }
-        if self.keep_ended == 0 {
+            live.remove(&serial).is_some_and(|c| c.conference_link)
+        };
+        if self.keep_ended == 0 || link {
             return;
         }
         let mut ended = self.ended();
@@ -274,9 +284,11 @@ impl Calls {
         self.live().values().cloned().collect()
     }
 
-    /// The live calls with this id (normally one; call ids come from the caller).
+    /// The live calls with this id (normally one; call ids come from the caller), conference
+    /// links left out.
     pub fn find_live(&self, id: &str) -> Vec<Arc<LiveCall>> {
-        self.live().values().filter(|c| c.id == id).cloned().collect()
+        // A conference link bears its member's id, but the call is the member's node's.
+        self.live().values().filter(|c| c.id == id && !c.conference_link).cloned().collect()
     }
 
     /// The most recent ended call with this id.
@@ -289,6 +301,7 @@ impl Calls {
         let mut calls = Vec::new();
         if status != Some(CallStatus::Ended) {
             let mut live = self.live_calls();
+            live.retain(|c| !c.conference_link);
             live.sort_by_key(|c| std::cmp::Reverse(c.serial));
             calls.extend(live.iter().map(|c| c.view()));
         }

@@ -14,6 +14,7 @@ mod calls;
 mod control;
 mod edge;
 mod endpoint;
+mod link;
 mod metrics;
 mod stats;
 mod tls;
@@ -151,6 +152,8 @@ pub async fn run(
     let stats = Arc::new(ServerStats::new(config.routes.iter().map(|r| r.path.clone())));
     let media_stats = media.stats().clone();
     let services = Services { uploads: crate::services::Uploads::new(config.storage.clone()), ..Services::new() };
+    // The cluster's heartbeat reads the server's conferences, once the server's state exists.
+    let state: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
     let cluster = match &config.cluster {
         Some(cluster) => {
             let control = match (&cluster.advertise_control, control_addr) {
@@ -162,9 +165,27 @@ pub async fn run(
                     ));
                 }
             };
+            let bound = listener.local_addr()?;
+            let media_url = match &cluster.advertise_media {
+                Some(url) => url.clone(),
+                None if bound.ip().is_unspecified() => {
+                    return Err(std::io::Error::other(format!(
+                        "the calls listener {bound} is every address: set cluster.advertise_media to the URL other nodes reach it at"
+                    )));
+                }
+                None => format!("{}://{bound}", if config.server.tls.is_some() { "wss" } else { "ws" }),
+            };
             let calls = stats.clone();
-            let gauges = NodeGauges { calls: Box::new(move || calls.calls_active.load(Ordering::Relaxed)), media_threads: media.threads() };
-            let (cluster, task) = Cluster::start(cluster.clone(), control.clone(), gauges).map_err(std::io::Error::other)?;
+            let server = state.clone();
+            let gauges = NodeGauges {
+                calls: Box::new(move || calls.calls_active.load(Ordering::Relaxed)),
+                media_threads: media.threads(),
+                conferences: Box::new(move || {
+                    let shared = server.get().and_then(std::sync::Weak::upgrade);
+                    shared.map(|s| s.conferences.list().iter().map(|c| c.name().to_owned()).collect()).unwrap_or_default()
+                }),
+            };
+            let (cluster, task) = Cluster::start(cluster.clone(), control.clone(), media_url, gauges).map_err(std::io::Error::other)?;
             info!(node = cluster.node_id(), control, "joining the cluster");
             Some((cluster, task))
         }
@@ -190,6 +211,7 @@ pub async fn run(
         cluster: cluster.as_ref().map(|(c, _)| c.clone()),
         peers,
     });
+    let _ = state.set(Arc::downgrade(&shared));
     let tls = shared.config.server.tls.is_some();
     let scheme = if tls { "wss" } else { "ws" };
     info!(listen = %format_args!("{scheme}://{}", listener.local_addr()?), tls, media_threads = shared.media.threads(), routes = shared.config.routes.len(), "callpipe serving");

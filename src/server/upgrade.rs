@@ -75,14 +75,22 @@ pub(super) async fn accept(stream: &mut ServerStream, shared: &Shared, has_room:
         respond(stream, StatusCode::SERVICE_UNAVAILABLE, "callpipe is at capacity or shutting down", false).await;
         return Err(Refused::Unavailable);
     }
-    if !shared.config.serves_path(&path) {
-        respond(stream, StatusCode::NOT_FOUND, "no route for this path", false).await;
-        return Err(Refused::NotFound(path));
-    }
     let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-    if let Err(denied) = shared.config.admission(&path).check(authorization, SystemTime::now()) {
-        respond(stream, StatusCode::UNAUTHORIZED, &denied.message, true).await;
-        return Err(Refused::Unauthorized(path, denied));
+    if path == crate::cluster::LINK_PATH && shared.cluster.is_some() {
+        // Another node linking a conference member: the cluster's control token admits it.
+        if let Err(denied) = check_link_token(shared, authorization) {
+            respond(stream, StatusCode::UNAUTHORIZED, &denied.message, true).await;
+            return Err(Refused::Unauthorized(path, denied));
+        }
+    } else {
+        if !shared.config.serves_path(&path) {
+            respond(stream, StatusCode::NOT_FOUND, "no route for this path", false).await;
+            return Err(Refused::NotFound(path));
+        }
+        if let Err(denied) = shared.config.admission(&path).check(authorization, SystemTime::now()) {
+            respond(stream, StatusCode::UNAUTHORIZED, &denied.message, true).await;
+            return Err(Refused::Unauthorized(path, denied));
+        }
     }
     let response = match create_response(&request) {
         Ok(response) => response,
@@ -101,6 +109,17 @@ pub(super) async fn accept(stream: &mut ServerStream, shared: &Shared, has_room:
     }
     let query = request.uri().query().map(str::to_owned);
     Ok(Upgraded { path, query, leftover })
+}
+
+/// A conference link's credentials: `Bearer <control.token>`.
+fn check_link_token(shared: &Shared, authorization: Option<&str>) -> Result<(), Denied> {
+    let token = shared.config.control.token.as_ref().map(|t| t.expose()).unwrap_or_default();
+    let given = authorization.unwrap_or("").trim();
+    let bearer = given.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
+    match bearer {
+        Some(t) if !token.is_empty() && crate::auth::constant_time_eq(t.as_bytes(), token) => Ok(()),
+        _ => Err(Denied { reason: "bad_token", message: "a conference link needs the cluster's control token".into() }),
+    }
 }
 
 /// Reads until the request's head is complete; returns it and what followed it.

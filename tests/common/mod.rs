@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tones;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -90,7 +90,15 @@ pub struct ForkConfig {
     /// What from the caller stops the target's reply audio while it plays (a key, speech, both,
     /// or nothing: the default).
     pub barge_in: crate::call::BargeInMode,
+    /// The target streams live audio back (a conference, another media server), not replies to
+    /// play whole: at most [`LIVE_REPLY_FRAMES`] frames of it wait, and what arrives late beyond
+    /// that is skipped, so that a network stall does not add its length to the delay for the
+    /// rest of the call.
+    pub live: bool,
 }
+
+/// With `live`: frames of reply audio kept waiting at most; older ones are skipped.
+pub const LIVE_REPLY_FRAMES: usize = 3;
 
 impl ForkConfig {
     /// A configuration sending to `url` with the defaults.
@@ -110,6 +118,7 @@ impl ForkConfig {
             codec: ForkCodec::L16,
             bitrate: None,
             barge_in: crate::call::BargeInMode::Off,
+            live: false,
         }
     }
 

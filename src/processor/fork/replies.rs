@@ -79,7 +79,14 @@ impl Fork {
     pub(super) fn play_replies(&mut self, cx: &mut Context<'_>) {
         let Some(side) = self.side.as_mut() else { return };
         let frame = self.reply_frame.len();
-        let available = side.reply_audio.occupied_len();
+        let mut available = side.reply_audio.occupied_len();
+        if self.config.live && available > super::config::LIVE_REPLY_FRAMES * frame {
+            // Live audio arrived late: the newest frames are kept, the rest skipped.
+            let stale = available - (super::config::LIVE_REPLY_FRAMES - 1) * frame;
+            let skipped = side.reply_audio.skip(stale);
+            self.popped += skipped as u64;
+            available -= skipped;
+        }
         // A partial frame waits one pass for the rest of it.
         let take = if available >= frame || (available > 0 && available == self.last_partial) { available.min(frame) } else { 0 };
         if available == 0 {

@@ -45,8 +45,15 @@ pub(super) async fn route_to_owner(
     request: Request,
     next: Next,
 ) -> Response {
-    let (Some(cluster), Some(id)) = (&shared.cluster, params.get("id")) else { return next.run(request).await };
-    if forwarded(request.headers()) || !shared.calls.find_live(id).is_empty() || shared.calls.find_ended(id).is_some() {
+    let Some(cluster) = &shared.cluster else { return next.run(request).await };
+    if forwarded(request.headers()) {
+        return next.run(request).await;
+    }
+    if let Some(name) = params.get("name") {
+        return to_conference_home(&shared, cluster, name, request, next).await;
+    }
+    let Some(id) = params.get("id") else { return next.run(request).await };
+    if !shared.calls.find_live(id).is_empty() || shared.calls.find_ended(id).is_some() {
         return next.run(request).await;
     }
     match cluster.owners(id).await {
@@ -70,6 +77,24 @@ pub(super) async fn route_to_owner(
             }
             response
         }
+    }
+}
+
+/// A request about a conference: answered here when it lives here, else by its home node.
+async fn to_conference_home(shared: &Shared, cluster: &Cluster, name: &str, request: Request, next: Next) -> Response {
+    if shared.conferences.get(name).is_some() {
+        return next.run(request).await;
+    }
+    match cluster.conference_node(name).await {
+        Ok(Some(home)) => forward(shared, cluster, &home, request).await,
+        Ok(None) => next.run(request).await,
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry-unavailable",
+            "Registry Unavailable",
+            format!("no live conference named {name:?} on this node, and the other nodes could not be asked: {e}"),
+        )
+        .into_response(),
     }
 }
 
@@ -122,7 +147,7 @@ async fn forward(shared: &Shared, cluster: &Cluster, owner: &NodeInfo, request: 
             StatusCode::BAD_GATEWAY,
             "node-unreachable",
             "Node Unreachable",
-            format!("the call is served by node {:?} at {}, which did not answer: {e}", owner.id, owner.control),
+            format!("the request is for node {:?} at {}, which did not answer: {e}", owner.id, owner.control),
         )
         .into_response(),
     }

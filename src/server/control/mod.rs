@@ -69,13 +69,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/calls/{id}/dtmf", axum::routing::put(put_dtmf))
         .route("/calls/{id}/clear", axum::routing::put(put_clear))
         .route("/calls/{id}/notify", axum::routing::put(put_notify))
-        // Per-call requests for calls another node serves go to that node (after the token).
+        .route("/conferences/{name}", get(get_conference))
+        .route("/conferences/{name}/members/{call_id}", axum::routing::put(put_member))
+        // Requests about a call or conference another node serves go to that node (after the
+        // token).
         .route_layer(middleware::from_fn_with_state(shared.clone(), cluster::route_to_owner))
         .route("/calls", get(list_calls))
         .route("/cluster/nodes", get(cluster::list_nodes))
         .route("/conferences", get(list_conferences))
-        .route("/conferences/{name}", get(get_conference))
-        .route("/conferences/{name}/members/{call_id}", axum::routing::put(put_member))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .merge(calls)
