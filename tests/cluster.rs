@@ -502,6 +502,8 @@ async fn conference_members_on_two_nodes_hear_each_other_through_a_link() {
     let mut members: Vec<&str> = room["members"].as_array().unwrap().iter().map(|m| m["call_id"].as_str().unwrap()).collect();
     members.sort();
     assert_eq!(members, ["m-a", "m-b"]);
+    let (_, _, listed) = get(&b, "/conferences").await;
+    assert_eq!((listed["count"].as_u64(), listed["_embedded"]["conferences"][0]["node"].as_str()), (Some(1), Some("node-a")), "{listed}");
     // The link is not a call of the cluster: m-b is B's call, listed once.
     let (_, _, calls) = get(&a, "/calls?status=live").await;
     let ids: Vec<(&str, &str)> =

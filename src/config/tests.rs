@@ -195,7 +195,8 @@ fn the_cluster_event_stream_and_storage_tables_are_optional_defaulted_and_checke
         ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint \"ftp://x\" must be an http:// or https:// URL"),
         ("[storage]\naccess_key_id = \"env:CALLPIPE_TEST_UNSET_KEY\"\n", "storage.access_key_id"),
     ] {
-        let text = if text.starts_with("[cluster]") && !needle.contains("control.token") { format!("{TOKEN}{text}") } else { text.to_owned() };
+        let text =
+            if text.starts_with("[cluster]") && !needle.contains("control.token") { format!("{TOKEN}{text}") } else { text.to_owned() };
         let error = Config::parse(&text, &registry).unwrap_err().to_string();
         assert!(error.contains(needle), "{text:?}: {error}");
     }

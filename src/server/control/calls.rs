@@ -63,9 +63,11 @@ pub(super) async fn list_calls(
             let mut all: Vec<Value> = calls.iter().take(wanted).map(|c| with_link(c, node)).collect();
             let mut count = calls.len();
             if !peer {
-                let others = super::cluster::other_nodes_calls(&shared, cluster, wanted, status_name).await;
+                let filter = status_name.map(|s| format!("&status={s}")).unwrap_or_default();
+                let query = format!("/calls?page_size={}&record_index=0{filter}", wanted.max(1));
+                let others = super::cluster::other_nodes(&shared, cluster, &query, "calls").await;
                 count += others.count;
-                all.extend(others.calls);
+                all.extend(others.items);
                 unreachable = others.unreachable;
                 let key = |c: &Value| (c["status"] != "live", c["start_time"].as_str().unwrap_or("").to_owned());
                 all.sort_by(|a, b| {

@@ -179,39 +179,39 @@ async fn relay(node: &NodeInfo, answer: reqwest::Response) -> Response {
     response
 }
 
-/// The first `wanted` calls (newest first) of every other node, for a cluster-wide `GET /calls`:
-/// each node's count and calls, and the nodes that did not answer.
+/// What the other nodes answered to a listing (`GET /calls`, `GET /conferences`): their
+/// counts added up, their items, and the nodes that did not answer.
 pub(super) struct OtherNodes {
     pub count: usize,
-    pub calls: Vec<Value>,
+    pub items: Vec<Value>,
     pub unreachable: Vec<String>,
 }
 
-pub(super) async fn other_nodes_calls(shared: &Shared, cluster: &Cluster, wanted: usize, status: Option<&str>) -> OtherNodes {
+/// Asks every other node for its own listing at `path_and_query` (marked forwarded, so that
+/// each answers for itself) and gathers the items under `_embedded.<key>`.
+pub(super) async fn other_nodes(shared: &Shared, cluster: &Cluster, path_and_query: &str, key: &str) -> OtherNodes {
     let nodes = match cluster.refresh_nodes().await {
         Ok(nodes) => nodes,
         Err(_) => cluster.nodes(),
     };
-    let filter = status.map(|s| format!("&status={s}")).unwrap_or_default();
     let asks = nodes.iter().filter(|n| n.id != cluster.node_id()).map(|node| {
-        let url = format!("{}/calls?page_size={}&record_index=0{filter}", node.control, wanted.max(1));
-        let request = peer_request(shared, cluster, Method::GET, &url).timeout(LIST_TIMEOUT);
+        let request = peer_request(shared, cluster, Method::GET, &format!("{}{path_and_query}", node.control)).timeout(LIST_TIMEOUT);
         let id = node.id.clone();
         async move {
             let answer = async {
                 let answer = request.send().await.ok().filter(|a| a.status() == reqwest::StatusCode::OK)?;
                 let page: Value = serde_json::from_slice(&answer.bytes().await.ok()?).ok()?;
-                Some((page["count"].as_u64().unwrap_or(0) as usize, page["_embedded"]["calls"].as_array().cloned().unwrap_or_default()))
+                Some((page["count"].as_u64().unwrap_or(0) as usize, page["_embedded"][key].as_array().cloned().unwrap_or_default()))
             };
             (id, answer.await)
         }
     });
-    let mut others = OtherNodes { count: 0, calls: Vec::new(), unreachable: Vec::new() };
+    let mut others = OtherNodes { count: 0, items: Vec::new(), unreachable: Vec::new() };
     for (node, answer) in futures_util::future::join_all(asks).await {
         match answer {
-            Some((count, calls)) => {
+            Some((count, items)) => {
                 others.count += count;
-                others.calls.extend(calls);
+                others.items.extend(items);
             }
             None => others.unreachable.push(node),
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -46,9 +46,30 @@ fn conference_json(c: &ConferenceState) -> Value {
     })
 }
 
-pub(super) async fn list_conferences(State(shared): State<Arc<Shared>>) -> Response {
-    let all: Vec<Value> = shared.conferences.list().iter().map(|c| conference_json(c)).collect();
-    axum::Json(json!({ "count": all.len(), "_embedded": { "conferences": all } })).into_response()
+/// The live conferences; in a cluster, every node's (each with its `node`), by name.
+pub(super) async fn list_conferences(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let node = shared.cluster.as_ref().map(|c| c.node_id());
+    let mut all: Vec<Value> = shared.conferences.list().iter().map(|c| with_node(conference_json(c), node)).collect();
+    let mut unreachable = Vec::new();
+    if let Some(cluster) = shared.cluster.as_ref().filter(|_| !super::cluster::forwarded(&headers)) {
+        let others = super::cluster::other_nodes(&shared, cluster, "/conferences", "conferences").await;
+        all.extend(others.items);
+        unreachable = others.unreachable;
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    }
+    let mut body = json!({ "count": all.len(), "_embedded": { "conferences": all } });
+    if !unreachable.is_empty() {
+        body["unreachable_nodes"] = json!(unreachable);
+    }
+    axum::Json(body).into_response()
+}
+
+/// A conference's JSON with the node it lives on, in a cluster.
+fn with_node(mut conference: Value, node: Option<&str>) -> Value {
+    if let Some(node) = node {
+        conference["node"] = json!(node);
+    }
+    conference
 }
 
 fn conference(shared: &Shared, name: &str) -> Result<Arc<ConferenceState>, Problem> {
@@ -59,7 +80,7 @@ fn conference(shared: &Shared, name: &str) -> Result<Arc<ConferenceState>, Probl
 
 pub(super) async fn get_conference(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Response, Problem> {
     let conference = conference(&shared, &name)?;
-    Ok(axum::Json(conference_json(&conference)).into_response())
+    Ok(axum::Json(with_node(conference_json(&conference), shared.cluster.as_ref().map(|c| c.node_id()))).into_response())
 }
 
 /// Mutes or unmutes a member, or makes it listen-only or a speaker again: flags the member's
