@@ -377,6 +377,7 @@ async fn read_group(redis: &Redis, stream: &str, group: &str) -> Vec<(String, St
         for entry in key.ids {
             let field = |name: &str| -> String { entry.get(name).unwrap_or_default() };
             let data: Value = serde_json::from_str(&field("data")).unwrap();
+            assert!(!field("node").is_empty() && field("run").parse::<u64>().is_ok() && field("seq").parse::<u64>().is_ok(), "{entry:?}");
             entries.push((field("call_id"), field("event"), data));
             let _: i64 = redis::cmd("XACK").arg(stream).arg(group).arg(&entry.id).query_async(&mut connection).await.unwrap();
         }
@@ -525,5 +526,35 @@ async fn conference_members_on_two_nodes_hear_each_other_through_a_link() {
     })
     .await;
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_home_still_links_new_members_to_its_live_conference() {
+    use common::tones::{Caller, join, level_db};
+    let Some(redis) = Redis::start() else { return };
+    let route = "[[route]]\npath = \"/conf\"\nprocessors = [{ type = \"conference\", name = \"{header:room}\", rate = 16000 }]\n";
+    let a =
+        TestServer::start(&node_config(&redis.url(), "node-a", route).replace("shutdown_grace_ms = 300", "shutdown_grace_ms = 8000")).await;
+    let b = TestServer::start(&node_config(&redis.url(), "node-b", route)).await;
+    let first = Caller::start(join(&a, "/conf", "stay", 16000, "room-d").await, 16000, 440.0);
+    eventually(Duration::from_secs(5), "A claims the conference", || async { redis.cli(&["GET", "callpipe:conf:room-d"]) == "node-a" })
+        .await;
+    let stopping = tokio::spawn(a.stop());
+    eventually(Duration::from_secs(3), "A drains", || async {
+        let (_, _, nodes) = get(&b, "/cluster/nodes").await;
+        nodes["_embedded"]["nodes"].as_array().is_some_and(|n| n.iter().any(|n| n["id"] == "node-a" && n["state"] == "draining"))
+    })
+    .await;
+    // A new member reaches B: it is linked to the draining home and hears the room.
+    let late = Caller::start(join(&b, "/conf", "late", 16000, "room-d").await, 16000, 1100.0);
+    let hears = |caller: &Caller, hz: f64| level_db(&caller.last(16000, 0.5), 16000, hz);
+    eventually(Duration::from_secs(5), "the late member and the home's member hear each other", || async {
+        hears(&late, 440.0) > -30.0 && hears(&first, 1100.0) > -30.0
+    })
+    .await;
+    late.hang_up().await;
+    first.hang_up().await;
+    stopping.await.unwrap();
     b.stop().await;
 }

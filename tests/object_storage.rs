@@ -240,8 +240,8 @@ processors = [{{ type = "record", dir = "{dir}", template = "{{call_id}}.wav", u
     let storage = callpipe::config::Config::parse(&storage_table(&s3), &registry).unwrap().storage;
     let uploads = Uploads::new(storage);
     let target = UploadTarget::parse("s3://recordings/large", true).unwrap();
-    let url = uploads.upload(&big, &target).await.unwrap();
-    assert_eq!(url, "s3://recordings/large/big.bin");
+    let uploaded = uploads.upload(&big, &target).await.unwrap();
+    assert_eq!((uploaded.url.as_str(), uploaded.kept), ("s3://recordings/large/big.bin", true));
     assert_eq!(
         digest(object(&s3, "recordings", "large/big.bin").await.as_deref()),
         digest(Some(&content)),

@@ -44,6 +44,10 @@ pub struct Totals {
     pub calls: usize,
     /// Calls that could not connect or failed.
     pub failed: usize,
+    /// Calls that started and then ended with an error (the connection lost mid-call).
+    pub broken: usize,
+    /// Tagged frames that did not come back, on the calls that ended without an error.
+    pub lost_unbroken: u64,
     /// Frames sent.
     pub frames_sent: u64,
     /// Frames received.
@@ -108,6 +112,10 @@ impl LoadReport {
         for r in &result.reports {
             if r.error.is_some() && r.frames_sent == 0 {
                 totals.failed += 1;
+            } else if r.error.is_some() {
+                totals.broken += 1;
+            } else {
+                totals.lost_unbroken += r.lost;
             }
             if let Some(e) = &r.error
                 && errors.len() < 10

@@ -11,6 +11,16 @@ use tracing::{info, warn};
 use super::load::MediaLoad;
 use super::{Cluster, NodeGauges, NodeInfo, Op, RegistryError};
 
+/// Renews a conference's claim held by this node (ARGV[1]) for ARGV[2] ms, or claims it when
+/// nobody holds it; another node's claim is left alone. One round trip, atomic in Redis.
+const RENEW_CLAIM: &str = "local owner = redis.call('GET', KEYS[1]) \
+if owner == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+elseif not owner then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 \
+else return 0 end";
+
+/// Deletes a conference's claim if this node (ARGV[1]) holds it.
+const RELEASE_CLAIM: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
 /// Starts and ends written in one pipeline at most.
 const BATCH: usize = 512;
 
@@ -90,10 +100,9 @@ async fn release_conferences(cluster: &Cluster, ended: Vec<Op>) {
     for op in ended {
         let Op::ConferenceEnded { name } = op else { continue };
         let key = cluster.0.config.key(&["conf", &name]);
-        let owner: Result<(Option<String>,), _> = cluster.query(redis::pipe().get(&key), 1).await;
-        if matches!(owner, Ok((Some(ref owner),)) if owner == cluster.node_id()) {
-            let _ = cluster.query::<()>(redis::pipe().del(&key).ignore(), 1).await;
-        }
+        let mut release = redis::pipe();
+        release.cmd("EVAL").arg(RELEASE_CLAIM).arg(1).arg(&key).arg(cluster.node_id()).ignore();
+        let _ = cluster.query::<()>(&release, 1).await;
     }
 }
 
@@ -174,12 +183,11 @@ async fn beat(
     }
     pipe.cmd("PEXPIRE").arg(&calls_key).arg(ttl_ms).ignore();
     commands += 1;
-    // The conferences living here keep their claims (and claim again after an outage).
+    // The conferences living here keep their claims (and claim again after an outage); a claim
+    // another node holds is left alone.
     for name in (gauges.conferences)() {
-        let key = config.key(&["conf", &name]);
-        pipe.cmd("SET").arg(&key).arg(&config.node_id).arg("NX").arg("PX").arg(ttl_ms).ignore();
-        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
-        commands += 2;
+        pipe.cmd("EVAL").arg(RENEW_CLAIM).arg(1).arg(config.key(&["conf", &name])).arg(&config.node_id).arg(ttl_ms).ignore();
+        commands += 1;
     }
     let written = cluster.query::<()>(&pipe, commands).await;
     let up = written.is_ok();

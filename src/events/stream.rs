@@ -6,7 +6,8 @@
 //! up to the events' `max_backoff`, for as long as Redis is away: nothing is lost while the
 //! queue (`events.queue` entries) has room; beyond it new events are dropped and counted.
 //! Delivery is at least once: a batch whose answer was lost is written again, so a consumer
-//! that must not see an event twice keeps the last `seq` it saw for each node.
+//! that must not see an event twice keeps the last `seq` it saw for each `node` and `run` (the
+//! writer's start, which tells a restarted node's counter from its previous one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,7 +127,9 @@ pub(super) fn start(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let waiting = Arc::new(AtomicUsize::new(0));
-    let writer = Writer { connection, stream: config.stream.clone(), max_len: config.max_len, node: config.node.clone(), seq: 0, stats };
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let writer =
+        Writer { connection, stream: config.stream.clone(), max_len: config.max_len, node: config.node.clone(), run, seq: 0, stats };
     runtime.spawn(writer.run(rx, waiting.clone(), max_backoff));
     Ok(StreamQueue { tx, waiting, capacity })
 }
@@ -136,8 +139,10 @@ struct Writer {
     stream: String,
     max_len: usize,
     node: String,
-    /// The node's event counter: with `node`, it names an event once (for consumers that drop
-    /// the duplicates a retried batch may leave).
+    /// When this writer started (ms since the Unix epoch): `seq` counts from 1 again in each run.
+    run: u64,
+    /// The writer's event counter: with `node` and `run`, it names an event once (for consumers
+    /// that drop the duplicates a retried batch may leave).
     seq: u64,
     stats: Arc<EventStats>,
 }
@@ -201,6 +206,8 @@ impl Writer {
                 .arg(&entry.kind)
                 .arg("node")
                 .arg(&self.node)
+                .arg("run")
+                .arg(self.run)
                 .arg("seq")
                 .arg(*seq)
                 .arg("data")

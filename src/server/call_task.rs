@@ -391,10 +391,10 @@ fn leave_conference(shared: &Arc<Shared>, membership: &Membership) {
 /// stored (and `file_kept: false` when the local file was removed), or `upload_error`.
 async fn upload_into(shared: &Shared, file: &std::path::Path, target: &crate::call::UploadTarget, fields: &mut Value) {
     match shared.services.uploads.upload(file, target).await {
-        Ok(url) => {
-            fields["url"] = json!(url);
+        Ok(uploaded) => {
+            fields["url"] = json!(uploaded.url);
             if !target.keep_local {
-                fields["file_kept"] = json!(false);
+                fields["file_kept"] = json!(uploaded.kept);
             }
         }
         Err(error) => fields["upload_error"] = json!(error),

@@ -71,12 +71,14 @@ pub(super) async fn accept(stream: &mut ServerStream, shared: &Shared, has_room:
     let path = request.uri().path().to_owned();
     // Read when the request has arrived, not when the socket was accepted.
     let draining = shared.draining.load(std::sync::atomic::Ordering::Acquire);
-    if !has_room || draining {
+    // A draining home still takes links to its live conferences.
+    let link = path == crate::cluster::LINK_PATH && shared.cluster.is_some();
+    if !has_room || (draining && !link) {
         respond(stream, StatusCode::SERVICE_UNAVAILABLE, "callpipe is at capacity or shutting down", false).await;
         return Err(Refused::Unavailable);
     }
     let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-    if path == crate::cluster::LINK_PATH && shared.cluster.is_some() {
+    if link {
         // Another node linking a conference member: the cluster's control token admits it.
         if let Err(denied) = check_link_token(shared, authorization) {
             respond(stream, StatusCode::UNAUTHORIZED, &denied.message, true).await;

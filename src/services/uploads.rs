@@ -82,6 +82,15 @@ pub struct UploadStats {
     pub failed: std::sync::atomic::AtomicU64,
 }
 
+/// A stored recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The object's URL, `s3://bucket/key`.
+    pub url: String,
+    /// Whether the local file is still there.
+    pub kept: bool,
+}
+
 /// The S3 clients of a server, one per bucket, built on first use. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Uploads {
@@ -126,8 +135,16 @@ impl Uploads {
     }
 
     /// Uploads `file` under `target`'s prefix with its own name; returns the object's URL. On
-    /// success without `keep_local`, the local file is removed.
-    pub async fn upload(&self, file: &Path, target: &UploadTarget) -> Result<String, String> {
+    /// success without `keep_local`, the local file is removed (and `kept` says whether that
+    /// worked).
+    pub async fn upload(&self, file: &Path, target: &UploadTarget) -> Result<Uploaded, String> {
+        let result = self.try_upload(file, target).await;
+        let counter = if result.is_ok() { &self.stats.uploaded } else { &self.stats.failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    async fn try_upload(&self, file: &Path, target: &UploadTarget) -> Result<Uploaded, String> {
         use std::sync::atomic::Ordering::Relaxed;
         let name = file.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{} has no file name", file.display()))?;
         let store = self.store(&target.bucket)?;
@@ -136,14 +153,17 @@ impl Uploads {
         for attempt in 1..=ATTEMPTS {
             match put_file(store.as_ref(), file, &key).await {
                 Ok(bytes) => {
-                    self.stats.uploaded.fetch_add(1, Relaxed);
                     self.stats.bytes.fetch_add(bytes, Relaxed);
-                    if !target.keep_local
-                        && let Err(e) = tokio::fs::remove_file(file).await
-                    {
-                        tracing::warn!(file = %file.display(), error = %e, "uploaded, but the local file could not be removed");
+                    let mut kept = true;
+                    if !target.keep_local {
+                        match tokio::fs::remove_file(file).await {
+                            Ok(()) => kept = false,
+                            Err(e) => {
+                                tracing::warn!(file = %file.display(), error = %e, "uploaded, but the local file could not be removed")
+                            }
+                        }
                     }
-                    return Ok(target.url(name));
+                    return Ok(Uploaded { url: target.url(name), kept });
                 }
                 Err(e) => {
                     tracing::warn!(file = %file.display(), to = %target.url(name), attempt, error = %e, "recording upload failed");
@@ -154,7 +174,6 @@ impl Uploads {
                 }
             }
         }
-        self.stats.failed.fetch_add(1, Relaxed);
         Err(format!("upload to {} failed {ATTEMPTS} times: {last}", target.url(name)))
     }
 }
