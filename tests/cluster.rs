@@ -9,20 +9,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::helper::{Helper, free_port};
 use common::{Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A `redis-server` on a loopback port of its own, stopped when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
-}
+struct Redis(Helper);
 
 impl Redis {
     /// Starts one, or `None` (with a message) when the binary is missing.
@@ -31,50 +28,25 @@ impl Redis {
     }
 
     fn start_on(port: u16) -> Option<Redis> {
-        let child = match Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var("CALLPIPE_REQUIRE_REDIS").as_deref() != Ok("1"),
-                    "redis-server is required (CALLPIPE_REQUIRE_REDIS=1) but cannot be started: {e}"
-                );
-                eprintln!("skipping: redis-server cannot be started ({e}); install Debian's redis-server to run the cluster tests");
-                return None;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Redis { port, child })
+        let args =
+            |port: u16| ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from).to_vec();
+        Helper::start_on(port, "redis-server", args, "CALLPIPE_REQUIRE_REDIS", "install Debian's redis-server to run the cluster tests")
+            .map(Redis)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.port())
     }
 
     /// Runs a command and returns its answer (with `redis-cli`'s plain output).
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        let out = Command::new("redis-cli").args(["-p", &self.port().to_string()]).args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn node_config(redis: &str, node: &str, extra: &str) -> String {
@@ -425,7 +397,7 @@ fn assert_in_order(entries: &[(String, String, Value)], calls: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_redis_stream_in_order_while_the_webhook_and_then_redis_are_down() {
     let Some(redis) = Redis::start() else { return };
-    let port = redis.port;
+    let port = redis.port();
     assert_eq!(redis.cli(&["XGROUP", "CREATE", "test:events", "readers", "0", "MKSTREAM"]), "OK");
     // Webhooks go to a port where nothing listens: every delivery fails.
     let dead = free_port();
@@ -479,18 +451,15 @@ processors = [{{ type = "echo" }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conference_members_on_two_nodes_hear_each_other_through_a_link() {
-    use common::tones::{Caller, join, level_db};
+    use common::tones::{Caller, join};
     let Some(redis) = Redis::start() else { return };
-    let route = "[[route]]\npath = \"/conf\"\nprocessors = [{ type = \"conference\", name = \"{header:room}\", rate = 16000 }]\n";
-    let a = TestServer::start(&node_config(&redis.url(), "node-a", route)).await;
-    let b = TestServer::start(&node_config(&redis.url(), "node-b", route)).await;
+    let a = TestServer::start(&node_config(&redis.url(), "node-a", CONFERENCE_ROUTE)).await;
+    let b = TestServer::start(&node_config(&redis.url(), "node-b", CONFERENCE_ROUTE)).await;
     // The first member reaches A: A is the conference's home.
     let first = Caller::start(join(&a, "/conf", "m-a", 16000, "room-x").await, 16000, 440.0);
-    eventually(Duration::from_secs(5), "A claims the conference", || async { redis.cli(&["GET", "callpipe:conf:room-x"]) == "node-a" })
-        .await;
+    claimed(&redis, "room-x", "node-a").await;
     // The second reaches B, which links it to A.
     let second = Caller::start(join(&b, "/conf", "m-b", 16000, "room-x").await, 16000, 1100.0);
-    let hears = |caller: &Caller, hz: f64| level_db(&caller.last(16000, 0.5), 16000, hz);
     eventually(Duration::from_secs(5), "each member hears the other across the nodes", || async {
         hears(&first, 1100.0) > -30.0 && hears(&second, 440.0) > -30.0
     })
@@ -531,7 +500,7 @@ async fn conference_members_on_two_nodes_hear_each_other_through_a_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_home_still_links_new_members_to_its_live_conference() {
-    use common::tones::{Caller, join, level_db};
+    use common::tones::{Caller, join};
     let Some(redis) = Redis::start() else { return };
     let route = "[[route]]\npath = \"/conf\"\nprocessors = [{ type = \"conference\", name = \"{header:room}\", rate = 16000 }]\n";
     let a =
@@ -548,7 +517,6 @@ async fn a_draining_home_still_links_new_members_to_its_live_conference() {
     .await;
     // A new member reaches B: it is linked to the draining home and hears the room.
     let late = Caller::start(join(&b, "/conf", "late", 16000, "room-d").await, 16000, 1100.0);
-    let hears = |caller: &Caller, hz: f64| level_db(&caller.last(16000, 0.5), 16000, hz);
     eventually(Duration::from_secs(5), "the late member and the home's member hear each other", || async {
         hears(&late, 440.0) > -30.0 && hears(&first, 1100.0) > -30.0
     })
@@ -557,4 +525,19 @@ async fn a_draining_home_still_links_new_members_to_its_live_conference() {
     first.hang_up().await;
     stopping.await.unwrap();
     b.stop().await;
+}
+
+/// A route whose calls join the conference their `room` header names.
+const CONFERENCE_ROUTE: &str =
+    "[[route]]\npath = \"/conf\"\nprocessors = [{ type = \"conference\", name = \"{header:room}\", rate = 16000 }]\n";
+
+/// Waits until `node` holds the claim on the conference `room`.
+async fn claimed(redis: &Redis, room: &str, node: &str) {
+    let key = format!("callpipe:conf:{room}");
+    eventually(Duration::from_secs(5), "the conference is claimed", || async { redis.cli(&["GET", &key]) == node }).await;
+}
+
+/// The level of `hz` in the last half second a 16 kHz caller heard, in dBFS.
+fn hears(caller: &common::tones::Caller, hz: f64) -> f64 {
+    common::tones::level_db(&caller.last(16000, 0.5), 16000, hz)
 }

@@ -9,61 +9,28 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use callpipe::call::UploadTarget;
 use callpipe::services::Uploads;
 use common::TestServer;
+use common::helper::Helper;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 /// `moto_server` on a loopback port, stopped when dropped.
-struct S3 {
-    port: u16,
-    child: Child,
-}
+struct S3(Helper);
 
 impl S3 {
     fn start() -> Option<S3> {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = match Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var("CALLPIPE_REQUIRE_S3").as_deref() != Ok("1"),
-                    "moto_server is required (CALLPIPE_REQUIRE_S3=1) but cannot be started: {e}"
-                );
-                eprintln!("skipping: moto_server cannot be started ({e}); pip install 'moto[server]' to run the object storage tests");
-                return None;
-            }
-        };
-        let s3 = S3 { port, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(s3)
+        let args = |port: u16| ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec();
+        Helper::start("moto_server", args, "CALLPIPE_REQUIRE_S3", "pip install 'moto[server]' to run the object storage tests").map(S3)
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("http://127.0.0.1:{}/{path}", self.0.port)
     }
 }
 
@@ -75,7 +42,7 @@ fn http() -> reqwest::Client {
 async fn object(s3: &S3, bucket: &str, key: &str) -> Option<Vec<u8>> {
     use object_store::ObjectStore;
     let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(format!("http://127.0.0.1:{}", s3.port))
+        .with_endpoint(format!("http://127.0.0.1:{}", s3.0.port))
         .with_allow_http(true)
         .with_region("us-east-1")
         .with_access_key_id("callpipe-test")
@@ -132,7 +99,7 @@ async fn record_a_call(server: &TestServer, path: &str) {
 fn storage_table(s3: &S3) -> String {
     format!(
         "[storage]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\nallow_http = true\naccess_key_id = \"callpipe-test\"\nsecret_access_key = \"callpipe-test-secret\"\n",
-        s3.port
+        s3.0.port
     )
 }
 

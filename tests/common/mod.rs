@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod helper;
 pub mod tones;
 
 use std::net::SocketAddr;
