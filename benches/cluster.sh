@@ -30,7 +30,8 @@ cargo build --release --quiet --bin callpipe --example conference_delay
 bin=$(pwd)/${CARGO_TARGET_DIR:-target}/release/callpipe
 delay=$(pwd)/${CARGO_TARGET_DIR:-target}/release/examples/conference_delay
 dir=$(mktemp -d /tmp/callpipe-cluster-bench.XXXXXX)
-deploy/local-cluster.sh 3 --port "$port" --dir "$dir" >"$dir/cluster.out" 2>&1 &
+# The drained node's calls must be able to end by themselves.
+deploy/local-cluster.sh 3 --port "$port" --dir "$dir" --grace $(((duration + 30) * 1000)) >"$dir/cluster.out" 2>&1 &
 cluster=$!
 trap 'kill -TERM $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 300); do grep -q '^ready' "$dir/cluster.out" 2>/dev/null && break; sleep 0.2; done
@@ -116,18 +117,24 @@ tail -n 4 "$dir/load.log"
 python3 - "$dir" "$calls" "$commands_before" "$commands_after" "$killed_at" "$gone_at" "$calls_left" <<'PY'
 import json, sys
 d, calls, before, after, killed, gone, left = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
-per_node = {}
+per_node, closes = {}, {}
 for i in (1, 2, 3):
-    started = ended = 0
+    started = ended = dropped = 0
+    codes = {}
     for line in open(f"{d}/node{i}.events.jsonl"):
         e = json.loads(line)
         if e.get("path") != "/echo":
             continue
         started += e["event"] == "started"
-        ended += e["event"] == "ended"
+        if e["event"] == "ended":
+            ended += 1
+            codes[e.get("close_code")] = codes.get(e.get("close_code"), 0) + 1
+            dropped += e.get("dropped_in", 0) + e.get("dropped_out", 0)
     per_node[i] = (started, ended)
+    closes[i] = (codes, dropped)
 t = json.load(open(f"{d}/load.json"))["totals"]
-print("calls per node (started / ended cleanly): " + ", ".join(f"node{i} {s}/{e}" for i, (s, e) in per_node.items()))
+print("calls per node (started / ended): " + ", ".join(f"node{i} {s}/{e}" for i, (s, e) in per_node.items()))
+print("close codes and frames dropped by the server, per node: " + ", ".join(f"node{i} {c} {dr}" for i, (c, dr) in closes.items()))
 print(f"load: {t['calls']} calls, {t['failed']} failed to connect, {t['broken']} broken mid-call (node3 had {per_node[3][0] - per_node[3][1]} live when killed)")
 print(f"frames lost on the calls not broken: {t['lost_unbroken']} (target 0); over all calls {t['lost']} of {t['frames_sent']} sent")
 print(f"node3 left the membership {gone - killed:.1f} s after kill -9 (TTL 5 s); its calls key then existed: {left}")

@@ -3,13 +3,14 @@
 # deploy/haproxy.cfg as shipped, its example servers replaced by the N nodes), then waits. Ctrl-C
 # (or SIGTERM, or --for SECONDS running out) stops everything it started.
 #
-#   deploy/local-cluster.sh [N] [--port BASE] [--for SECONDS] [--dir DIR]
+#   deploy/local-cluster.sh [N] [--port BASE] [--for SECONDS] [--dir DIR] [--grace MS]
 #
 # N nodes (default 3). Ports from BASE (default 7000): Redis BASE, HAProxy BASE+1 (calls), node i
 # (from 1) BASE+10*i (calls) and BASE+10*i+1 (control API). Each node serves /echo and /conf (a
 # conference named by the `room` header). Everything lives in DIR (default: a new temporary
 # directory): the configuration files, the logs, `nodeI.pid`, and `env`, which holds the
-# addresses and the control token for scripts (benches/cluster.sh reads it).
+# addresses and the control token for scripts (benches/cluster.sh reads it). A draining node's
+# calls get --grace ms (default 30000) to end by themselves.
 #
 # Installs haproxy and redis-server with apt-get when they are missing (as root).
 set -euo pipefail
@@ -18,12 +19,14 @@ nodes=3
 base=7000
 run_for=""
 dir=""
+grace=30000""
 while [ $# -gt 0 ]; do
     case $1 in
         --port) base=$2; shift 2 ;;
         --for) run_for=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        --grace) grace=$2; shift 2 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *[!0-9]* | "") echo "local-cluster.sh: unknown argument $1 (see --help)"; exit 2 ;;
         *) nodes=$1; shift ;;
     esac
@@ -75,7 +78,7 @@ for i in $(seq 1 "$nodes"); do
 [server]
 listen = "127.0.0.1:$media"
 stats_interval_ms = 0
-shutdown_grace_ms = 30000
+shutdown_grace_ms = $grace
 [control]
 listen = "127.0.0.1:$control"
 token = "$token"
