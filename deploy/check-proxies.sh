@@ -8,7 +8,8 @@
 #      one node, and two keys that hash apart reach both nodes;
 #   3. two 12 s calls through it, then node 1 drains (SIGTERM): 20 new calls all succeed and all
 #      go to node 2, node 1 takes none, and both long calls (whichever node they are on) run to
-#      their end.
+#      their end;
+#   4. both nodes again, then node 2 killed with -9: 20 new calls all succeed, on node 1.
 # Needs haproxy and nginx (Debian: apt-get install -y haproxy nginx); `.ci/run` installs them.
 # Starts everything on loopback ports and stops it all at the end.
 set -euo pipefail
@@ -165,6 +166,20 @@ check() {
     wait "$long0" || fail "$proxy: a long call failed: $(tail -n 3 "$work/long0.log")"
     wait "$long1" || fail "$proxy: a long call failed: $(tail -n 3 "$work/long1.log")"
     echo "  node 1 drained: the 20 calls made meanwhile all went to node 2 and succeeded; the two 12 s calls ran to their end"
+
+    # 4. Both nodes again, then node 2 killed outright (-9): new calls all reach node 1.
+    stop_nodes
+    start_nodes
+    sleep 1.5 # haproxy: node 1 passes its checks again
+    kill -KILL "${node_pid[1]}"
+    wait "${node_pid[1]}" 2>/dev/null || true
+    sleep 1.5 # haproxy: two failed checks; nginx skips a refused connection at once
+    a=$(calls_total "${control[0]}")
+    "$bin" load "$url" --calls 20 --ramp 2 --duration 2 --max-loss 0 >"$work/load3.log" 2>&1 ||
+        fail "$proxy: calls after node 2 was killed failed: $(tail -n 3 "$work/load3.log")"
+    a2=$(calls_total "${control[0]}")
+    [ $((a2 - a)) -ge 20 ] || fail "$proxy: node 1 took $((a2 - a)) of the 20 calls made after node 2 was killed"
+    echo "  node 2 killed (-9): the 20 calls made then all went to node 1 and succeeded"
     kill "$proxy_pid" 2>/dev/null || true
     wait "$proxy_pid" 2>/dev/null || true
     stop_nodes
@@ -172,4 +187,4 @@ check() {
 
 check haproxy
 check nginx
-echo "proxies: haproxy and nginx pass calls through, spread them, and route around a draining node"
+echo "proxies: haproxy and nginx pass calls through, spread them, and route around a draining or killed node"
