@@ -116,7 +116,7 @@ pub(super) async fn get_call(State(shared): State<Arc<Shared>>, Path(id): Path<S
     match shared.calls.find_live(&id).as_slice() {
         [call] => return Ok(axum::Json(with_link(&call.view(), node)).into_response()),
         [] => {}
-        _ => return Err(ambiguous(&id)),
+        _ => return Err(Problem::ambiguous_call(&id)),
     }
     match shared.calls.find_ended(&id) {
         Some(view) => Ok(axum::Json(with_link(&view, node)).into_response()),
@@ -128,22 +128,13 @@ pub(super) fn not_found(id: &str) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "call-not-found", "Call Not Found", format!("no call with id {id:?}"))
 }
 
-pub(super) fn ambiguous(id: &str) -> Problem {
-    Problem::new(
-        StatusCode::CONFLICT,
-        "ambiguous-call-id",
-        "Ambiguous Call Id",
-        format!("more than one live call has id {id:?}; give each call a unique call_id"),
-    )
-}
-
 /// The one live call with `id`.
 pub(super) fn live_call(shared: &Shared, id: &str) -> Result<Arc<LiveCall>, Problem> {
     match shared.calls.find_live(id).as_slice() {
         [call] => Ok(call.clone()),
         [] if shared.calls.find_ended(id).is_some() => Err(call_ended(id)),
         [] => Err(not_found(id)),
-        _ => Err(ambiguous(id)),
+        _ => Err(Problem::ambiguous_call(id)),
     }
 }
 

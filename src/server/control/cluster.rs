@@ -61,7 +61,7 @@ pub(super) async fn route_to_owner(
             [owner] => forward(&shared, cluster, owner, request).await,
             [] if request.method() == Method::GET => ask_everyone(&shared, cluster, request, next).await,
             [] => next.run(request).await,
-            _ => super::calls::ambiguous(id).into_response(),
+            _ => Problem::ambiguous_call(id).into_response(),
         },
         Err(e) => {
             // The node answers for its own calls; it says why it could not look further.

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::calls::ambiguous;
 use super::{Problem, body_object, percent_encode};
 use crate::processor::{ConferenceRole, ConferenceState};
 use crate::server::Shared;
@@ -104,7 +103,7 @@ pub(super) async fn put_member(
                 format!("conference {name:?} has no member with call id {call_id:?}"),
             ));
         }
-        _ => return Err(ambiguous(&call_id)),
+        _ => return Err(Problem::ambiguous_call(&call_id)),
     };
     match action {
         "mute" | "unmute" => member.set_muted(action == "mute"),

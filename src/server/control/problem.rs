@@ -22,6 +22,16 @@ impl Problem {
     pub(super) fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Bad Request", detail.into())
     }
+
+    /// More than one live call has this id.
+    pub(super) fn ambiguous_call(id: &str) -> Problem {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "ambiguous-call-id",
+            "Ambiguous Call Id",
+            format!("more than one live call has id {id:?}; give each call a unique call_id"),
+        )
+    }
 }
 
 impl IntoResponse for Problem {
