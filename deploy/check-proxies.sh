@@ -124,6 +124,15 @@ check() {
     a=$(calls_total "${control[0]}")
     b=$(calls_total "${control[1]}")
     echo "  20 calls through $proxy: node 1 took $a, node 2 took $b; none failed, no frame lost"
+    local status
+    status=$(python3 -c "import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen('http://127.0.0.1:$lb/_callpipe/conference-link', timeout=5)
+    print(200)
+except urllib.error.HTTPError as e:
+    print(e.code)")
+    [ "$status" = 404 ] || fail "$proxy: the conference link path answered $status from outside, not 404"
+    echo "  the conference link path is not offered to the outside (404)"
     [ "$a" -ge 3 ] && [ "$b" -ge 3 ] || fail "$proxy: calls not spread over both nodes ($a and $b)"
 
     # 2. Calls naming a conference: one node per key. Keys are tried until two land apart.

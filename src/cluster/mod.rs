@@ -42,6 +42,15 @@ use crate::auth::Secret;
 /// The calls listener's path for conference links from other nodes (with the control token).
 pub const LINK_PATH: &str = "/_callpipe/conference-link";
 
+/// How long a conference member's admission may wait for its conference's home.
+pub const HOME_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Replaces a claim held by a node that left (ARGV[1]) with this node's (ARGV[2]) for ARGV[3]
+/// ms, or claims a free key; returns the holder afterwards.
+const TAKE_OVER_CLAIM: &str = "local owner = redis.call('GET', KEYS[1]) \
+if (not owner) or owner == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return ARGV[2] end \
+return owner";
+
 /// How long one registry request may take before it counts as a failure.
 pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -132,8 +141,10 @@ fn valid_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "._-".contains(c)
 }
 
-/// A node as it reports itself in the registry (`GET /cluster/nodes`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A node as it reports itself in the registry (`GET /cluster/nodes`). Fields a report lacks
+/// (written by another version) are left at their defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct NodeInfo {
     /// The node's id.
     pub id: String,
@@ -178,6 +189,9 @@ pub enum RegistryError {
     /// Redis answered with an error, or the connection failed.
     #[error("the cluster registry (Redis) failed: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The last request failed: Redis is not asked again until a heartbeat gets through.
+    #[error("the cluster registry (Redis) is unreachable")]
+    Unreachable,
 }
 
 /// The registry's counters, for `/metrics` and `/readyz`.
@@ -365,24 +379,38 @@ impl Cluster {
     /// membership (killed: its claim expires within the TTL) is passed over: this node claims
     /// the conference for itself.
     pub async fn conference_home(&self, name: &str) -> Result<Home, RegistryError> {
+        // A call waits for this before it is prepared: one bound for every request it makes,
+        // and none at all while Redis is known to be away.
+        if !self.registry_up() {
+            return Err(RegistryError::Unreachable);
+        }
+        match tokio::time::timeout(HOME_LOOKUP_TIMEOUT, self.find_home(name)).await {
+            Ok(home) => home,
+            Err(_) => Err(RegistryError::Timeout(HOME_LOOKUP_TIMEOUT)),
+        }
+    }
+
+    async fn find_home(&self, name: &str) -> Result<Home, RegistryError> {
         let key = self.0.config.key(&["conf", name]);
         let ttl = self.0.config.ttl.as_millis() as u64;
         let mut claim = redis::pipe();
         claim.cmd("SET").arg(&key).arg(self.node_id()).arg("NX").arg("PX").arg(ttl).ignore().get(&key);
         let (owner,): (Option<String>,) = self.query(&claim, 2).await?;
-        match owner {
-            None => Ok(Home::Here),
-            Some(owner) if owner == self.node_id() => Ok(Home::Here),
-            Some(owner) => match self.live_node(&owner).await? {
+        let Some(owner) = owner.filter(|owner| owner != self.node_id()) else { return Ok(Home::Here) };
+        if let Some(node) = self.live_node(&owner).await? {
+            return Ok(Home::Node(node));
+        }
+        // The owner has left: its claim is taken over, unless another node took it first (then
+        // that node is the home).
+        let mut take = redis::pipe();
+        take.cmd("EVAL").arg(TAKE_OVER_CLAIM).arg(1).arg(&key).arg(&owner).arg(self.node_id()).arg(ttl);
+        let (now,): (Option<String>,) = self.query(&take, 1).await?;
+        match now {
+            Some(now) if now != self.node_id() => match self.live_node(&now).await? {
                 Some(node) => Ok(Home::Node(node)),
-                None => {
-                    // The owner is gone; its claim is taken over.
-                    let mut take = redis::pipe();
-                    take.cmd("SET").arg(&key).arg(self.node_id()).arg("PX").arg(ttl).ignore();
-                    self.query::<()>(&take, 1).await?;
-                    Ok(Home::Here)
-                }
+                None => Ok(Home::Here),
             },
+            _ => Ok(Home::Here),
         }
     }
 

@@ -49,8 +49,9 @@ pub(super) async fn run(cluster: Cluster, mut ops: mpsc::UnboundedReceiver<Op>, 
                     }
                 }
                 let (batch, ended): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| !matches!(op, Op::ConferenceEnded { .. }));
-                release_conferences(&cluster, ended).await;
-                let changed = apply(&mut calls, batch);
+                release_conferences(&cluster, ended, &gauges).await;
+                let (changed, started) = apply(&mut calls, batch);
+                inner.stats.calls_registered.fetch_add(started, Ordering::Relaxed);
                 if !rewrite && write_calls(&cluster, &changed, &calls).await.is_err() {
                     rewrite = true;
                 }
@@ -63,15 +64,25 @@ pub(super) async fn run(cluster: Cluster, mut ops: mpsc::UnboundedReceiver<Op>, 
             }
         }
     }
+    // Conferences that ended just before the stop release their claims too.
+    let mut ended = Vec::new();
+    while let Ok(op) = ops.try_recv() {
+        if matches!(op, Op::ConferenceEnded { .. }) {
+            ended.push(op);
+        }
+    }
+    release_conferences(&cluster, ended, &gauges).await;
     leave(&cluster).await;
 }
 
 /// Applies starts and ends to the node's calls; returns the ids whose entry changed.
-fn apply(calls: &mut Registered, batch: Vec<Op>) -> Vec<String> {
+fn apply(calls: &mut Registered, batch: Vec<Op>) -> (Vec<String>, u64) {
     let mut changed = Vec::with_capacity(batch.len());
+    let mut started = 0;
     for op in batch {
         match op {
             Op::Started { id, entry } => {
+                started += 1;
                 let slot = calls.entry(id.clone()).or_insert_with(|| (String::new(), 0));
                 slot.0 = entry;
                 slot.1 += 1;
@@ -91,14 +102,22 @@ fn apply(calls: &mut Registered, batch: Vec<Op>) -> Vec<String> {
     }
     changed.sort();
     changed.dedup();
-    changed
+    (changed, started)
 }
 
 /// Releases the claims of conferences that ended here (a claim another node took meanwhile is
 /// left alone).
-async fn release_conferences(cluster: &Cluster, ended: Vec<Op>) {
+async fn release_conferences(cluster: &Cluster, ended: Vec<Op>, gauges: &NodeGauges) {
+    if ended.is_empty() {
+        return;
+    }
+    // A conference that started here again since it ended keeps its claim.
+    let live = (gauges.conferences)();
     for op in ended {
         let Op::ConferenceEnded { name } = op else { continue };
+        if live.contains(&name) {
+            continue;
+        }
         let key = cluster.0.config.key(&["conf", &name]);
         let mut release = redis::pipe();
         release.cmd("EVAL").arg(RELEASE_CLAIM).arg(1).arg(&key).arg(cluster.node_id()).ignore();
@@ -126,7 +145,6 @@ async fn write_calls(cluster: &Cluster, changed: &[String], calls: &Registered) 
         pipe.hset_multiple(&key, &live).ignore();
         pipe.cmd("PEXPIRE").arg(&key).arg(cluster.0.config.ttl.as_millis() as u64).ignore();
         commands += 2;
-        cluster.0.stats.calls_registered.fetch_add(live.len() as u64, Ordering::Relaxed);
     }
     if !gone.is_empty() {
         pipe.hdel(&key, &gone).ignore();
@@ -223,8 +241,11 @@ pub(super) async fn read_nodes(cluster: &Cluster) -> Result<Vec<NodeInfo>, Regis
     let mut nodes = Vec::new();
     let mut expired = Vec::new();
     for (id, report) in ids.iter().zip(reports) {
-        match report.and_then(|r| serde_json::from_str::<NodeInfo>(&r).ok()) {
-            Some(node) => nodes.push(node),
+        match report.map(|r| serde_json::from_str::<NodeInfo>(&r)) {
+            Some(Ok(node)) => nodes.push(node),
+            // A report this version cannot read is left alone (its node is not this one's to
+            // forget).
+            Some(Err(_)) => {}
             None => expired.push(id.as_str()),
         }
     }
@@ -257,8 +278,8 @@ mod tests {
     fn calls_with_one_id_stay_registered_until_the_last_ends() {
         let mut calls = Registered::new();
         let start = |id: &str| Op::Started { id: id.into(), entry: format!("{{\"id\":\"{id}\"}}") };
-        assert_eq!(apply(&mut calls, vec![start("a"), start("b"), start("a")]), vec!["a", "b"]);
-        assert_eq!(apply(&mut calls, vec![Op::Ended { id: "a".into() }]), vec!["a"]);
+        assert_eq!(apply(&mut calls, vec![start("a"), start("b"), start("a")]), (vec!["a".to_owned(), "b".to_owned()], 3));
+        assert_eq!(apply(&mut calls, vec![Op::Ended { id: "a".into() }]), (vec!["a".to_owned()], 0));
         assert!(calls.contains_key("a"), "one call with id a is still live");
         apply(&mut calls, vec![Op::Ended { id: "a".into() }, Op::Ended { id: "c".into() }]);
         assert!(!calls.contains_key("a"));

@@ -86,6 +86,13 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(CloseCode::Policy, "invalid conference link")).await;
         }
     };
+    // A draining home takes links to its live conferences only: a new one would be cut short.
+    if let Some(link) = &incoming
+        && shared.draining.load(Ordering::Acquire)
+        && shared.conferences.get(&link.conference).is_none()
+    {
+        return refuse(&mut stream, &mut parser, &shared, &path, Rejection::new(CloseCode::Away, "callpipe is shutting down")).await;
+    }
     let path = incoming.as_ref().map_or(path, |link| link.route.clone());
     let Some(route_index) = shared.config.route_index(&path, &metadata) else {
         let rejection = Rejection::new(CloseCode::Policy, "no route matches the metadata");

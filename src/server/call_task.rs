@@ -121,15 +121,11 @@ impl CallTask {
             catchups = s.catchups,
             "call ended"
         );
-        if let Some(m) = self.membership.take() {
-            let conference = m.conference.clone();
-            if let Some((file, offset, outcomes)) = track {
-                self.events.publish_track(&file, offset, outcomes, &conference).await;
-            }
+        let conference = self.membership.take().map(|m| {
             leave_conference(&shared, &m);
-        }
-        self.events.publish_recordings().await;
-        self.events.publish("ended", ended_event(&view));
+            m.conference.clone()
+        });
+        let ended = ended_event(&view);
         // The call's counters move into the server's totals in the same step that takes it off
         // the live list, so that /metrics (which adds both) never counts it twice or not at all.
         shared.calls.end(call.serial, view, || {
@@ -144,12 +140,17 @@ impl CallTask {
         if let Some(r) = shared.stats.routes.get(self.route_index) {
             r.calls_active.fetch_sub(1, Ordering::Relaxed);
         }
-        // The media thread has let go of every buffer the API handed it.
-        drop(self);
+        // The call is over: its place goes to the next call now, while what it left (its
+        // recordings finalized, and uploaded when the route says so) is published.
         drop(permit);
         if shared.stats.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.idle.notify_waiters();
         }
+        if let (Some(conference), Some((file, offset, outcomes))) = (conference, track) {
+            self.events.publish_track(&file, offset, outcomes, &conference).await;
+        }
+        self.events.publish_recordings().await;
+        self.events.publish("ended", ended);
     }
 
     /// Until the media thread has finished the call: commands in, events out.
@@ -253,11 +254,12 @@ impl CallEvents {
     /// finalized (a poll interval or two after the call ends; at most `FINALIZE_WAIT`), so that
     /// a webhook can fetch a complete file.
     async fn publish_recordings(&mut self) {
-        let deadline = tokio::time::Instant::now() + FINALIZE_WAIT;
         for end in std::mem::take(&mut self.recordings) {
-            if let Some(outcomes) = end.take_final() {
-                final_outcome(outcomes, deadline).await;
-            }
+            // Each recording gets its own wait: the writer finalizes them one after the other.
+            let outcome = match end.take_final() {
+                Some(outcomes) => final_outcome(outcomes, tokio::time::Instant::now() + FINALIZE_WAIT).await,
+                None => None,
+            };
             // The recording's file goes in `file`: `path` is the call's.
             let mut fields = RecordingEvent::Finished(end.clone()).to_json();
             if let Some(map) = fields.as_object_mut()
@@ -265,10 +267,19 @@ impl CallEvents {
             {
                 map.insert("file".into(), file);
             }
-            if let Some(target) = &end.upload
-                && end.error.is_none()
-            {
-                upload_into(&self.shared, &end.path, target, &mut fields).await;
+            if let Some(error) = outcome.as_ref().and_then(|o| o.error.as_ref()) {
+                fields["error"] = json!(error);
+            }
+            // Only a file the writer reported final is uploaded (an unfinished one would be
+            // stored truncated, and with `keep_local = false` removed while still written).
+            match (&end.upload, &outcome) {
+                (Some(target), Some(o)) if end.error.is_none() && o.error.is_none() => {
+                    upload_into(&self.shared, &end.path, target, &mut fields).await;
+                }
+                (Some(_), None) => {
+                    fields["upload_error"] = json!("not uploaded: the recording was not finalized in time");
+                }
+                _ => {}
             }
             self.publish("recording", fields);
         }

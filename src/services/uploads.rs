@@ -35,6 +35,10 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// Whole-upload attempts.
 pub const ATTEMPTS: u32 = 3;
 
+/// Uploads under way at once, over the server (each holds up to 16 MiB of a file, or a
+/// multipart upload's parts in flight); the rest wait their turn.
+pub const CONCURRENT_UPLOADS: usize = 4;
+
 /// The client's retries of one request: 100 ms doubling to 5 s, for at most a minute.
 fn retry() -> RetryConfig {
     RetryConfig {
@@ -92,12 +96,24 @@ pub struct Uploaded {
 }
 
 /// The S3 clients of a server, one per bucket, built on first use. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Uploads {
     config: Arc<StorageConfig>,
     stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    turns: Arc<tokio::sync::Semaphore>,
     /// The counters.
     pub stats: Arc<UploadStats>,
+}
+
+impl Default for Uploads {
+    fn default() -> Uploads {
+        Uploads {
+            config: Arc::default(),
+            stores: Arc::default(),
+            turns: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS)),
+            stats: Arc::default(),
+        }
+    }
 }
 
 impl Uploads {
@@ -138,7 +154,10 @@ impl Uploads {
     /// success without `keep_local`, the local file is removed (and `kept` says whether that
     /// worked).
     pub async fn upload(&self, file: &Path, target: &UploadTarget) -> Result<Uploaded, String> {
-        let result = self.try_upload(file, target).await;
+        let result = match self.turns.acquire().await {
+            Ok(_turn) => self.try_upload(file, target).await,
+            Err(_) => Err("uploads are closed".to_owned()),
+        };
         let counter = if result.is_ok() { &self.stats.uploaded } else { &self.stats.failed };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         result

@@ -14,6 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::Problem;
@@ -53,16 +54,21 @@ pub(super) async fn route_to_owner(
         return to_conference_home(&shared, cluster, name, request, next).await;
     }
     let Some(id) = params.get("id") else { return next.run(request).await };
-    if !shared.calls.find_live(id).is_empty() || shared.calls.find_ended(id).is_some() {
+    if !shared.calls.find_live(id).is_empty() {
         return next.run(request).await;
     }
+    // A call that ended here may be live on another node now (a platform that reconnects a
+    // dropped call keeps its id): the live one is asked first.
+    let ended_here = shared.calls.find_ended(id).is_some();
     match cluster.owners(id).await {
         Ok(owners) => match owners.as_slice() {
             [owner] => forward(&shared, cluster, owner, request).await,
+            [] if ended_here => next.run(request).await,
             [] if request.method() == Method::GET => ask_everyone(&shared, cluster, request, next).await,
             [] => next.run(request).await,
             _ => Problem::ambiguous_call(id).into_response(),
         },
+        Err(_) if ended_here => next.run(request).await,
         Err(e) => {
             // The node answers for its own calls; it says why it could not look further.
             let mut response = next.run(request).await;
@@ -107,13 +113,16 @@ async fn ask_everyone(shared: &Shared, cluster: &Cluster, request: Request, next
         let request = peer_request(shared, cluster, Method::GET, &format!("{}{path}", node.control)).timeout(LIST_TIMEOUT);
         async move { (node, request.send().await) }
     });
-    for (node, answer) in futures_util::future::join_all(asks).await {
+    // The first node that knows the call answers; a node that does not answer delays nothing.
+    let mut asks: futures_util::stream::FuturesUnordered<_> = asks.collect();
+    while let Some((node, answer)) = asks.next().await {
         if let Ok(answer) = answer
             && answer.status() == reqwest::StatusCode::OK
         {
             return relay(node, answer).await;
         }
     }
+    drop(asks);
     next.run(request).await
 }
 
@@ -132,7 +141,15 @@ async fn forward(shared: &Shared, cluster: &Cluster, owner: &NodeInfo, request: 
     let limit = shared.config.control.max_stream_bytes.saturating_add(1 << 20);
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(e) => return Problem::bad_request(format!("the request body could not be read: {e}")).into_response(),
+        Err(e) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Payload Too Large",
+                format!("the request body could not be read whole (at most {limit} bytes are forwarded): {e}"),
+            )
+            .into_response();
+        }
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", owner.control);
