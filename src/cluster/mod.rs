@@ -27,7 +27,6 @@
 mod load;
 mod registry;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,9 +121,7 @@ impl ClusterConfig {
 
     /// The Redis client for this configuration (nothing is connected yet).
     pub fn client(&self) -> Result<redis::Client, String> {
-        let url = std::str::from_utf8(self.redis.expose()).map_err(|_| "cluster.redis is not UTF-8".to_owned())?;
-        // The error names the problem; the URL may hold a password, so it is not repeated.
-        redis::Client::open(url).map_err(|e| format!("cluster.redis is not a usable Redis URL: {e}"))
+        crate::events::stream::redis_client(&self.redis, "cluster.redis")
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -435,26 +432,6 @@ impl Cluster {
             return Ok(Some(node));
         }
         Ok(self.refresh_nodes().await?.into_iter().find(|n| n.id == id))
-    }
-
-    /// Every call the registry holds, by call id (for tests and tools: the control API lists
-    /// calls from the nodes themselves).
-    pub async fn registered_calls(&self) -> Result<HashMap<String, CallEntry>, RegistryError> {
-        let nodes = self.refresh_nodes().await?;
-        let mut pipe = redis::pipe();
-        for node in &nodes {
-            pipe.hgetall(self.0.config.key(&["calls", &node.id]));
-        }
-        let hashes: Vec<HashMap<String, String>> = self.query(&pipe, nodes.len()).await?;
-        let mut calls = HashMap::new();
-        for hash in hashes {
-            for (id, entry) in hash {
-                if let Ok(entry) = serde_json::from_str::<CallEntry>(&entry) {
-                    calls.insert(id, entry);
-                }
-            }
-        }
-        Ok(calls)
     }
 
     /// Sends a pipeline of `commands` commands, within [`REGISTRY_TIMEOUT`], counting it.

@@ -62,9 +62,15 @@ impl PartialEq for StreamConfig {
 impl StreamConfig {
     /// The Redis client (nothing connected yet).
     pub fn client(&self) -> Result<redis::Client, String> {
-        let url = std::str::from_utf8(self.url.expose()).map_err(|_| "events.redis.url is not UTF-8".to_owned())?;
-        redis::Client::open(url).map_err(|e| format!("events.redis.url is not a usable Redis URL: {e}"))
+        redis_client(&self.url, "events.redis.url")
     }
+}
+
+/// A Redis client for the URL of the configuration key `key` (nothing connected yet). The error
+/// names the problem and the key, never the URL, which may hold a password.
+pub(crate) fn redis_client(url: &Secret, key: &str) -> Result<redis::Client, String> {
+    let url = std::str::from_utf8(url.expose()).map_err(|_| format!("{key} is not UTF-8"))?;
+    redis::Client::open(url).map_err(|e| format!("{key} is not a usable Redis URL: {e}"))
 }
 
 /// One event for the stream.
