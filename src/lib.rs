@@ -113,6 +113,7 @@
 
 pub mod audio;
 pub mod auth;
+mod bounded;
 pub mod call;
 pub mod client;
 pub mod cluster;

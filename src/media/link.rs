@@ -16,8 +16,9 @@ use ringbuf::{HeapCons, HeapProd, HeapRb};
 use crate::processor::Event;
 use crate::session::{Control, SessionStats};
 
-/// Control commands waiting for the media thread, per call.
-pub const CONTROL_RING: usize = 16;
+/// Control commands waiting for the media thread, per call (the media thread takes them all at
+/// each visit; more wait in the call's command channel, and beyond that the API answers 503).
+pub const CONTROL_RING: usize = 8;
 
 /// What both sides of a call share: flags, counters and the call task's waker.
 #[derive(Debug)]
@@ -269,8 +270,9 @@ pub struct MediaEnd {
     pub events_out: HeapProd<Event>,
 }
 
-/// Processor events waiting for the call task, per call.
-pub const EVENT_RING: usize = 64;
+/// Processor events waiting for the call task, per call (more wait in the session, which bounds
+/// them, until the task has emptied the ring).
+pub const EVENT_RING: usize = 16;
 
 /// Makes a call's rings and link.
 pub fn call_rings() -> (ConnEnd, MediaEnd) {

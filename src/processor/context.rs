@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use super::{Event, Marker};
+use crate::bounded::GrowOnce;
 use crate::protocol::SampleRate;
 
 /// Most events processors may emit in one pass; more are dropped and counted.
@@ -35,7 +36,7 @@ impl Requests {
             clear: false,
             hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
-            // Grows with the first passes that emit several events (up to the limit), then stays.
+            // Grows once, to the limit, at the first pass that emits more events than this.
             events: Vec::with_capacity(8),
             queued: Vec::with_capacity(queue_capacity),
             queue_room: queue_capacity,
@@ -315,6 +316,7 @@ impl<'a> Context<'a> {
     /// Emits an event: to the call's event stream, and to the other processors at the next pass.
     pub fn emit(&mut self, event: Event) {
         if self.requests.events.len() < MAX_EVENTS_PER_PASS {
+            self.requests.events.room_for_one(MAX_EVENTS_PER_PASS);
             self.requests.events.push((Some(self.stage), event));
         } else {
             self.requests.dropped_events += 1;

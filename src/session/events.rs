@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use super::{Session, SessionStats};
+use crate::bounded::GrowOnce;
 use crate::processor::Event;
 
 /// Events kept for the next pass (platform events and processors' emitted events).
@@ -20,6 +21,7 @@ impl Session {
     /// An event of the session's own: to the processors at the next pass, and out.
     pub(super) fn emit_own(&mut self, event: Event) {
         if self.events_out.len() < MAX_PENDING_EVENTS {
+            self.events_out.room_for_one(MAX_PENDING_EVENTS);
             self.events_out.push_back(event.clone());
         } else {
             self.stats.dropped_requests += 1;
@@ -29,6 +31,7 @@ impl Session {
 
     pub(super) fn push_event(&mut self, origin: Option<usize>, event: Event) {
         if self.events_next.len() < MAX_PENDING_EVENTS {
+            self.events_next.room_for_one(MAX_PENDING_EVENTS);
             self.events_next.push((origin, event));
         } else {
             self.stats.dropped_requests += 1;
@@ -60,6 +63,7 @@ impl Session {
         let Session { requests, events_next, events_out, stats, .. } = self;
         for (origin, event) in requests.events.drain(..) {
             if events_next.len() < MAX_PENDING_EVENTS {
+                events_next.room_for_one(MAX_PENDING_EVENTS);
                 events_next.push((origin, event));
             } else {
                 // No room for the processors: it goes out at once, unseen.
@@ -74,6 +78,7 @@ impl Session {
 /// counted (the one case in which the media thread frees an event's data).
 fn publish(events_out: &mut VecDeque<Event>, stats: &mut SessionStats, event: Event) {
     if events_out.len() < MAX_PENDING_EVENTS {
+        events_out.room_for_one(MAX_PENDING_EVENTS);
         events_out.push_back(event);
     } else {
         stats.dropped_requests += 1;

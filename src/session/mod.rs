@@ -45,6 +45,7 @@ pub use config::SessionConfig;
 pub use control::{Control, SharedAudio};
 pub use inbound::{BURST_WINDOW, InboundBuffer, Next, TimelineConfig};
 pub use opening::{CloseCode, FirstMessage, Rejection, admit_first_message, call_id_from};
+use outbound::MARKERS_TO_START;
 pub use outbound::{MAX_PENDING_MARKERS, Outbound, Released};
 pub use platform::{InboundEvent, Transmit};
 pub use stats::SessionStats;
@@ -58,8 +59,10 @@ use control::ApiStream;
 use platform::Pending;
 
 /// Frames beyond the look-ahead the outbound queue of a pipeline that never queues audio holds:
-/// 200 ms of a burst (a late caller's backlog, echoed).
-const QUEUE_SLACK_FRAMES: usize = 10;
+/// 40 ms of a burst (a late caller's backlog, echoed). More would only stay late: the queue
+/// drains at the pace it fills, so every frame of slack a backlog takes up is a frame of delay
+/// for the rest of the call.
+const QUEUE_SLACK_FRAMES: usize = 2;
 
 /// Room for events a session starts with.
 const EVENTS_TO_START: usize = 8;
@@ -99,6 +102,8 @@ pub struct Session {
     events_next: Vec<(Option<usize>, Event)>,
     events_out: VecDeque<Event>,
     transmit: VecDeque<Pending>,
+    /// The most entries `transmit` holds (beyond it, audio and markers are dropped and counted).
+    transmit_limit: usize,
     released: VecDeque<i16>,
     awaiting_notify: VecDeque<Marker>,
     awaiting_clears: u64,
@@ -139,7 +144,7 @@ impl Session {
         } else {
             ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), frame)
         };
-        let transmit_capacity = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
+        let transmit_limit = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
         Ok(Session {
             rate,
             pipeline,
@@ -156,12 +161,13 @@ impl Session {
             wall_input: vec![0; frame],
             wall_input_ready: None,
             max_catchup: config.max_catchup,
-            // Events are rare: these start small and grow (up to MAX_PENDING_EVENTS) with the
-            // first bursts of them, then stay.
+            // Events are rare: these start small and grow once, to MAX_PENDING_EVENTS, at the
+            // first burst (crate::bounded).
             events_now: Vec::with_capacity(EVENTS_TO_START),
             events_next: Vec::with_capacity(EVENTS_TO_START),
             events_out: VecDeque::with_capacity(EVENTS_TO_START),
-            transmit: VecDeque::with_capacity(transmit_capacity),
+            transmit: VecDeque::with_capacity(lookahead + MARKERS_TO_START),
+            transmit_limit,
             released: VecDeque::with_capacity(frame * (lookahead + 1)),
             awaiting_notify: VecDeque::with_capacity(MAX_PENDING_MARKERS),
             awaiting_clears: 0,

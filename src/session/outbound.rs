@@ -16,11 +16,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::bounded::GrowOnce;
 use crate::call::Marker;
 use crate::protocol::{FRAME_DURATION, SampleRate};
 
 /// Most `notify` markers waiting in the queue at once; more are released immediately.
 pub const MAX_PENDING_MARKERS: usize = 64;
+
+/// Markers the queue, and the session's lists of markers, have room for at first: what a call
+/// without `notify` markers needs. Each grows once, to its bound, when it first fills.
+pub(super) const MARKERS_TO_START: usize = 4;
 
 /// What the pacer lets out.
 #[derive(Debug, PartialEq)]
@@ -68,7 +73,7 @@ impl Outbound {
             samples: VecDeque::with_capacity(max_samples),
             appended: 0,
             head: 0,
-            markers: VecDeque::with_capacity(MAX_PENDING_MARKERS),
+            markers: VecDeque::with_capacity(MARKERS_TO_START),
             played_until: None,
             frame: vec![0; frame_samples],
             dropped_samples: 0,
@@ -113,9 +118,10 @@ impl Outbound {
     /// Places a `notify` marker after everything appended so far. Returns false when too many
     /// markers are waiting; the caller then releases it at once.
     pub fn mark(&mut self, marker: Marker) -> bool {
-        if self.markers.len() == self.markers.capacity() {
+        if self.markers.len() == MAX_PENDING_MARKERS {
             return false;
         }
+        self.markers.room_for_one(MAX_PENDING_MARKERS);
         self.markers.push_back((self.appended, marker));
         true
     }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{MAX_PENDING_MARKERS, Released, Session, pop_front_into};
+use crate::bounded::GrowOnce;
 use crate::call::Marker;
 use crate::processor::{DtmfSource, Event};
 use crate::protocol::{DtmfDigit, MAX_FRAME_BYTES, encode_l16};
@@ -106,13 +107,14 @@ impl Session {
     }
 
     pub(super) fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
-        let Session { outbound, transmit, released, stats, .. } = self;
+        let Session { outbound, transmit, transmit_limit, released, stats, .. } = self;
         let mut notifies = [Marker(0); MAX_PENDING_MARKERS];
         let mut n_notifies = 0;
         outbound.release(now, fresh, finishing, |r| match r {
             Released::Frame { deadline, samples } => {
-                if transmit.len() < transmit.capacity() && released.len() + samples.len() <= released.capacity() {
+                if transmit.len() < *transmit_limit && released.len() + samples.len() <= released.capacity() {
                     released.extend(samples);
+                    transmit.room_for_one(*transmit_limit);
                     transmit.push_back(Pending::Audio { released: now, deadline });
                     stats.frames_released += 1;
                 } else {
@@ -120,7 +122,8 @@ impl Session {
                 }
             }
             Released::Notify(marker) => {
-                if transmit.len() < transmit.capacity() && n_notifies < notifies.len() {
+                if transmit.len() < *transmit_limit && n_notifies < notifies.len() {
+                    transmit.room_for_one(*transmit_limit);
                     transmit.push_back(Pending::Notify(marker));
                     notifies[n_notifies] = marker;
                     n_notifies += 1;
@@ -148,7 +151,7 @@ impl Session {
     }
 
     pub(super) fn await_notify(&mut self, marker: Marker) {
-        if self.awaiting_notify.len() == self.awaiting_notify.capacity() {
+        if self.awaiting_notify.len() == MAX_PENDING_MARKERS {
             self.awaiting_notify.pop_front();
             self.stats.dropped_requests += 1;
         }
@@ -157,7 +160,8 @@ impl Session {
     }
 
     pub(super) fn push_transmit(&mut self, pending: Pending) {
-        if self.transmit.len() < self.transmit.capacity() {
+        if self.transmit.len() < self.transmit_limit {
+            self.transmit.room_for_one(self.transmit_limit);
             self.transmit.push_back(pending);
         } else {
             self.stats.dropped_requests += 1;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use ringbuf::traits::{Consumer, Producer};
+use ringbuf::traits::{Consumer, Observer, Producer};
 
 use super::RelayFeed;
 use crate::media::endpoint::Endpoint;
@@ -39,7 +39,9 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoi
 }
 
 /// Hands everything the session released to the endpoint, and the processors' events to the
-/// call task's ring. Returns whether there were events.
+/// call task's ring, as many as it has room for: the rest wait in the session (which bounds
+/// them) for the next visit, by when the woken task has emptied the ring. Returns whether
+/// events went to the ring.
 pub(super) fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
     FRAME.with_borrow_mut(|frame| {
         while let Some(transmit) = session.poll_transmit(frame) {
@@ -47,7 +49,8 @@ pub(super) fn transmit(session: &mut Session, end: &mut MediaEnd, endpoint: &mut
         }
     });
     let mut events = false;
-    while let Some(event) = session.poll_event() {
+    while !end.events_out.is_full() {
+        let Some(event) = session.poll_event() else { break };
         events = true;
         if end.events_out.try_push(event).is_err() {
             end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);

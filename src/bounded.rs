@@ -1,0 +1,64 @@
+//! Buffers that start small and grow once, straight to their bound.
+//!
+//! A call's buffers for rare things (events, `notify` markers) are sized for a call that has
+//! none, and grow to their bound the first time they fill. They then never grow again, so a
+//! media thread allocates at most once per buffer and call, at the first burst, and a call's
+//! steady state stays free of allocations however its bursts vary in size (the doubling a `Vec`
+//! does on its own would allocate again at each larger burst).
+
+use std::collections::VecDeque;
+
+/// See the [module docs](self).
+pub(crate) trait GrowOnce {
+    /// Makes room for one more entry when there are fewer than `bound`: the first time the
+    /// buffer is full, it grows to hold `bound`.
+    fn room_for_one(&mut self, bound: usize);
+}
+
+impl<T> GrowOnce for Vec<T> {
+    fn room_for_one(&mut self, bound: usize) {
+        if self.len() == self.capacity() && self.len() < bound {
+            self.reserve_exact(bound - self.len());
+        }
+    }
+}
+
+impl<T> GrowOnce for VecDeque<T> {
+    fn room_for_one(&mut self, bound: usize) {
+        if self.len() == self.capacity() && self.len() < bound {
+            self.reserve_exact(bound - self.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_growth_reaches_the_bound_and_there_is_no_other() {
+        let mut v: Vec<u32> = Vec::with_capacity(2);
+        for i in 0..2 {
+            v.room_for_one(64);
+            v.push(i);
+        }
+        assert_eq!(v.capacity(), 2, "no growth while there is room");
+        v.room_for_one(64);
+        let grown = v.capacity();
+        assert!(grown >= 64);
+        for i in 2..64 {
+            v.room_for_one(64);
+            v.push(i);
+        }
+        assert_eq!(v.capacity(), grown, "grown once");
+        let mut q: VecDeque<u32> = VecDeque::with_capacity(1);
+        q.push_back(0);
+        q.room_for_one(8);
+        assert!(q.capacity() >= 8);
+        // At the bound, nothing more is made: the caller drops and counts.
+        let mut full: Vec<u8> = Vec::with_capacity(4);
+        full.extend([0; 4]);
+        full.room_for_one(4);
+        assert_eq!(full.capacity(), 4);
+    }
+}
