@@ -27,6 +27,10 @@ use crate::media::{ConnEnd, Hangup};
 use crate::processor::{ConferenceState, DtmfSource, Event, Membership};
 use crate::session::{CloseCode, Control, SharedAudio};
 
+/// A conference member's track: its file, its start on the conference's timeline, and the
+/// writer's report once it is final.
+type TrackEnd = (std::path::PathBuf, Duration, std::sync::mpsc::Receiver<crate::call::RecordingOutcome>);
+
 /// How long a call's `recording` events wait for the writer thread to finalize the files.
 const FINALIZE_WAIT: Duration = Duration::from_secs(2);
 
@@ -94,6 +98,16 @@ impl CallTask {
         self.events.publish("started", started);
 
         poll_fn(|cx| self.poll(cx)).await;
+        // The end's futures (recordings, uploads) are far larger than the live call's: boxed,
+        // they take memory only once the call has ended.
+        Box::pin(self.finish(permit, track)).await;
+    }
+
+    /// The media thread has finished the call: reports its end, gives back its place, and
+    /// publishes what it left.
+    async fn finish(mut self, permit: Option<OwnedSemaphorePermit>, track: Option<TrackEnd>) {
+        let shared = self.shared.clone();
+        let call = self.call.clone();
         self.drain_events();
         let link = &self.end.link;
         let s = link.stats.session();
@@ -181,6 +195,7 @@ impl CallTask {
                     self.end.link.hang_up(Hangup::Api);
                 }
                 Poll::Ready(Some(CallCommand::Media(command))) => {
+                    let command = *command;
                     if let Control::Stream { audio, .. } | Control::Dtmf { audio } = &command {
                         self.retained.push(audio.clone());
                     }

@@ -30,8 +30,16 @@ pub(crate) const MAX_PENDING_NOTIFIES: usize = 64;
 pub(crate) enum CallCommand {
     /// Close the call with 1000 after the media thread has finished it.
     Hangup,
+    /// A media command for the session. Boxed: the call's channel holds room for a block of
+    /// commands from the start, which should not cost a command's full size each.
+    Media(Box<Control>),
+}
+
+impl CallCommand {
     /// A media command for the session.
-    Media(Control),
+    pub(crate) fn media(control: Control) -> CallCommand {
+        CallCommand::Media(Box::new(control))
+    }
 }
 
 /// A live call as the control plane sees it.

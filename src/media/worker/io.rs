@@ -211,7 +211,7 @@ impl<C: Clock> Worker<C> {
                 }
             }
         }
-        let entry = MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, watched, due_slot: 0 };
+        let entry = Box::new(MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, watched, due_slot: 0 });
         entry.end.link.set_ready_map(self.ready.clone(), index);
         if index == self.calls.len() {
             self.calls.push(Some(entry));

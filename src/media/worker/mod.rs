@@ -146,7 +146,8 @@ pub(crate) struct Worker<C: Clock> {
     pub load: Arc<AtomicUsize>,
     pub stats: Arc<MediaStats>,
     pub max_catchup: Duration,
-    calls: Vec<Option<MediaCall>>,
+    /// Boxed: a slot of the list is a pointer, whatever the capacity it has grown to.
+    calls: Vec<Option<Box<MediaCall>>>,
     free: Vec<usize>,
     /// Calls by the slot of their next deadline.
     wheel: Vec<Vec<usize>>,

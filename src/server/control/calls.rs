@@ -181,8 +181,8 @@ pub(super) async fn put_call(State(shared): State<Arc<Shared>>, Path(id): Path<S
     let action = body.get("action").and_then(Value::as_str).ok_or_else(|| Problem::bad_request("`action` is required"))?;
     let command = match action {
         "hangup" => CallCommand::Hangup,
-        "mute" | "unmute" => CallCommand::Media(Control::Mute(action == "mute")),
-        "earmuff" | "unearmuff" => CallCommand::Media(Control::Earmuff(action == "earmuff")),
+        "mute" | "unmute" => CallCommand::media(Control::Mute(action == "mute")),
+        "earmuff" | "unearmuff" => CallCommand::media(Control::Earmuff(action == "earmuff")),
         other => {
             return Err(Problem::bad_request(format!("unknown action {other:?}: use hangup, mute, unmute, earmuff or unearmuff")));
         }
@@ -209,13 +209,13 @@ pub(super) async fn put_dtmf(State(shared): State<Arc<Shared>>, Path(id): Path<S
     }
     let tones =
         crate::processor::render_dtmf(digits, call.rate, DTMF_TONE_MS, DTMF_GAP_MS).map_err(|e| Problem::bad_request(e.to_string()))?;
-    send(&call, CallCommand::Media(Control::Dtmf { audio: tones.into() }))?;
+    send(&call, CallCommand::media(Control::Dtmf { audio: tones.into() }))?;
     Ok(message(&call, "DTMF sent"))
 }
 
 pub(super) async fn put_clear(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let call = live_call(&shared, &id)?;
-    send(&call, CallCommand::Media(Control::Clear))?;
+    send(&call, CallCommand::media(Control::Clear))?;
     Ok(message(&call, "Clear sent"))
 }
 
@@ -235,7 +235,7 @@ pub(super) async fn put_notify(State(shared): State<Arc<Shared>>, Path(id): Path
         }
         pending.insert(marker, payload);
     }
-    if let Err(problem) = send(&call, CallCommand::Media(Control::Notify { marker })) {
+    if let Err(problem) = send(&call, CallCommand::media(Control::Notify { marker })) {
         call.pending_notifies().remove(&marker);
         return Err(problem);
     }

@@ -72,13 +72,13 @@ pub(super) async fn put_stream(State(shared): State<Arc<Shared>>, Path(id): Path
     };
     let stream_id = call.stream_id();
     let command = Control::Stream { id: stream_id, audio: audio.into(), loops, gain, barge_in };
-    send(&call, CallCommand::Media(command))?;
+    send(&call, CallCommand::media(command))?;
     Ok(axum::Json(json!({ "message": "Stream started", "uuid": call.id, "stream_id": stream_id })).into_response())
 }
 
 pub(super) async fn delete_stream(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let call = live_call(&shared, &id)?;
-    send(&call, CallCommand::Media(Control::StopStream))?;
+    send(&call, CallCommand::media(Control::StopStream))?;
     Ok(message(&call, "Stream stopped"))
 }
 

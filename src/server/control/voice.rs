@@ -54,7 +54,7 @@ pub(super) async fn put_talk(State(shared): State<Arc<Shared>>, Path(id): Path<S
     .map_err(tts_problem)?;
     let talk_id = call.stream_id();
     let command = Control::Talk { id: talk_id, audio: TalkAudio::new(talk.clone(), loops, gain), barge_in };
-    if let Err(problem) = send(&call, CallCommand::Media(command)) {
+    if let Err(problem) = send(&call, CallCommand::media(command)) {
         talk.cancel();
         return Err(problem);
     }
@@ -64,7 +64,7 @@ pub(super) async fn put_talk(State(shared): State<Arc<Shared>>, Path(id): Path<S
 /// `DELETE /calls/{id}/talk`.
 pub(super) async fn delete_talk(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let call = live_call(&shared, &id)?;
-    send(&call, CallCommand::Media(Control::StopTalk))?;
+    send(&call, CallCommand::media(Control::StopTalk))?;
     Ok(message(&call, "Talk stopped"))
 }
 
@@ -100,7 +100,7 @@ pub(super) async fn put_input(State(shared): State<Arc<Shared>>, Path(id): Path<
         ..d
     };
     config.check().map_err(Problem::bad_request)?;
-    send(&call, CallCommand::Media(Control::Input(InputCollector::new(&config))))?;
+    send(&call, CallCommand::media(Control::Input(InputCollector::new(&config))))?;
     Ok(message(&call, "Input started"))
 }
 
