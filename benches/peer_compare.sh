@@ -3,8 +3,9 @@
 #
 #   benches/peer_compare.sh [CALLS] [SECONDS] [RUNS]
 #
-# For each of RUNS rounds, runs `callpipe serve` (release build, embedded defaults, /echo) and
-# then examples/minimal_echo.rs (one tokio task per connection, tokio-tungstenite, 8 KiB read
+# For each of RUNS rounds, runs `callpipe serve` (release build, embedded defaults, /echo), the
+# same with `--media-io io_uring` (its sends batched through io_uring; `callpipe-uring` below;
+# leave it out with IO_URING=0), and then examples/minimal_echo.rs (one tokio task per connection, tokio-tungstenite, 8 KiB read
 # buffer), each loaded by the same client: `callpipe load` with CALLS calls of SECONDS at
 # 16 kHz (tagged frames, ramp 5 s), at nice 10 so that it stands in for a platform on another
 # host. For each server it prints its CPU-seconds per call-minute (its own utime+stime from
@@ -33,6 +34,7 @@ measure() { # SERVER ROUND -> one line of figures
   local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
   case "$server" in
     callpipe) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    callpipe-uring) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off --media-io io_uring >"$work/$server.log" 2>&1 & ;;
     minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
@@ -62,15 +64,17 @@ per_min = cpu / (calls * wall / 60)
 user_min = user / (calls * wall / 60); kernel_min = kernel / (calls * wall / 60)
 above = (int(peak) - int(idle)) / 1024
 t = r["totals"]
-print(f"{server:<9} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {user_min:>8.4f} {kernel_min:>8.4f} {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
+print(f"{server:<14} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {user_min:>8.4f} {kernel_min:>8.4f} {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
       f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5}")
 PY
 }
 
-printf '%-9s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
+servers="callpipe minimal"
+[ "${IO_URING:-1}" = 1 ] && servers="callpipe callpipe-uring minimal"
+printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
 : >"$work/lines"
 for round in $(seq "$runs"); do
-  for server in callpipe minimal; do
+  for server in $servers; do
     measure "$server" "$round" | tee -a "$work/lines"
   done
 done
@@ -79,18 +83,20 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def col(server, i): return [float(r[i]) for r in rows if r[0] == server]
 def kib(server): return col(server, 7)
-def show(name, a, b, fmt="{:.4f}"):
+def show(name, server, i, fmt="{:.4f}"):
+    a, b = col(server, i), col("minimal", i)
     ratios = [x / y if y else float("inf") for x, y in zip(a, b)]
-    print(f"{name:<26} callpipe median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
+    print(f"{name:<26} {server} median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
           f"minimal median {fmt.format(statistics.median(b))} ({fmt.format(min(b))}-{fmt.format(max(b))}), "
           f"ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-print()
-show("CPU-s per call-minute", col("callpipe", 2), col("minimal", 2))
-show("  of which user space", col("callpipe", 4), col("minimal", 4))
-show("  of which kernel", col("callpipe", 5), col("minimal", 5))
-show("KiB per call above idle", kib("callpipe"), kib("minimal"), "{:.1f}")
-show("round trip p50 ms", col("callpipe", 8), col("minimal", 8), "{:.3f}")
-show("round trip p99 ms", col("callpipe", 9), col("minimal", 9), "{:.3f}")
-show("round trip p99.9 ms", col("callpipe", 10), col("minimal", 10), "{:.3f}")
-print(f"{'lost frames':<26} callpipe {sum(col('callpipe', 11)):.0f}, minimal {sum(col('minimal', 11)):.0f}")
+for server in [s for s in ("callpipe", "callpipe-uring") if col(s, 2)]:
+    print()
+    show("CPU-s per call-minute", server, 2)
+    show("  of which user space", server, 4)
+    show("  of which kernel", server, 5)
+    show("KiB per call above idle", server, 7, "{:.1f}")
+    show("round trip p50 ms", server, 8, "{:.3f}")
+    show("round trip p99 ms", server, 9, "{:.3f}")
+    show("round trip p99.9 ms", server, 10, "{:.3f}")
+    print(f"{'lost frames':<26} {server} {sum(col(server, 11)):.0f}, minimal {sum(col('minimal', 11)):.0f}")
 PY

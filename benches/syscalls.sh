@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System calls per echoed frame: callpipe's /echo and examples/minimal_echo.rs under the same
-# client, one after the other, in one run.
+# System calls per echoed frame: callpipe's /echo (with epoll writes, then with
+# `--media-io io_uring`: `callpipe-uring`) and examples/minimal_echo.rs under the same client,
+# one after the other, in one run.
 #
 #   benches/syscalls.sh [CALLS] [SECONDS]
 #
@@ -23,10 +24,11 @@ kinds="read recvfrom readv write sendto writev epoll_wait epoll_pwait epoll_pwai
 events="raw_syscalls:sys_enter"
 for k in $kinds; do events="$events,syscalls:sys_enter_$k"; done
 
-for server in callpipe minimal; do
+for server in callpipe callpipe-uring minimal; do
   port=$((20000 + RANDOM % 20000))
   case "$server" in
     callpipe) "$release/callpipe" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    callpipe-uring) "$release/callpipe" serve --listen "127.0.0.1:$port" --control off --media-io io_uring >"$work/$server.log" 2>&1 & ;;
     minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
@@ -40,6 +42,6 @@ for server in callpipe minimal; do
   wait "$load" || true
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   frames=$((calls * window * 50))
-  awk -F, -v s="$server" -v f="$frames" '$1 ~ /^[0-9]+$/ { name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"; printf "%-9s %-16s %12d %8.3f per frame\n", s, name, $1, $1 / f }' "$work/$server.perf" | awk '$3 > 0'
+  awk -F, -v s="$server" -v f="$frames" '$1 ~ /^[0-9]+$/ { name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"; printf "%-14s %-16s %12d %8.3f per frame\n", s, name, $1, $1 / f }' "$work/$server.perf" | awk '$3 > 0'
   echo
 done

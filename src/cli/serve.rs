@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use callpipe::config::Config;
+use callpipe::media::MediaIo;
 use callpipe::processor::ProcessorRegistry;
 use clap::Args;
 
@@ -23,6 +24,10 @@ pub struct ServeCommand {
     /// Media threads (overrides the configuration; default one per core).
     #[arg(long)]
     media_threads: Option<usize>,
+    /// How the media threads write their sockets: `epoll` (each visit writes) or `io_uring`
+    /// (a batch of visits' writes in one submission) (overrides `[media] io`; default epoll).
+    #[arg(long, value_parser = media_io, value_name = "epoll|io_uring")]
+    media_io: Option<MediaIo>,
     /// Where the HTTP control API listens, or `off` (overrides `[control] listen`; default
     /// 127.0.0.1:8081). A non-loopback address needs `control.token` in the configuration.
     #[arg(long, value_name = "ADDR|off")]
@@ -32,7 +37,7 @@ pub struct ServeCommand {
 impl ServeCommand {
     /// Serves calls until a signal, then drains.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let ServeCommand { listen, config, media_threads, control } = self;
+        let ServeCommand { listen, config, media_threads, media_io, control } = self;
         let registry = ProcessorRegistry::with_builtins();
         let mut config = match &config {
             Some(path) => Config::load(path, &registry)?,
@@ -43,6 +48,9 @@ impl ServeCommand {
         }
         if let Some(threads) = media_threads {
             config.media.threads = threads;
+        }
+        if let Some(io) = media_io {
+            config.media.io = io;
         }
         match control.as_deref() {
             None => {}
@@ -104,6 +112,14 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+fn media_io(s: &str) -> Result<MediaIo, String> {
+    match s {
+        "epoll" => Ok(MediaIo::Epoll),
+        "io_uring" => Ok(MediaIo::IoUring),
+        _ => Err(format!("{s:?}: epoll or io_uring")),
     }
 }
 

@@ -178,7 +178,12 @@ impl Config {
                 },
                 max_catchup: Duration::from_millis(m.max_catchup_ms),
             },
-            media: MediaConfig { threads: m.threads, max_catchup: Duration::from_millis(m.max_catchup_ms), ..MediaConfig::default() },
+            media: MediaConfig {
+                threads: m.threads,
+                io: m.io,
+                max_catchup: Duration::from_millis(m.max_catchup_ms),
+                ..MediaConfig::default()
+            },
             routes,
             cluster,
             storage: validate_storage(raw.storage)?,

@@ -192,6 +192,7 @@ pub(super) struct RawTls {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawMedia {
     pub(super) threads: usize,
+    pub(super) io: crate::media::MediaIo,
     pub(super) lookahead_frames: u32,
     pub(super) outbound_queue_frames: usize,
     pub(super) inbound_buffer_frames: usize,
@@ -206,6 +207,7 @@ impl Default for RawMedia {
         let s = SessionConfig::default();
         RawMedia {
             threads: 0,
+            io: crate::media::MediaIo::default(),
             lookahead_frames: s.lookahead_frames,
             outbound_queue_frames: s.outbound_queue_frames,
             inbound_buffer_frames: s.inbound_buffer_frames,

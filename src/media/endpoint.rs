@@ -13,6 +13,7 @@
 //! ends the call. Once the session has finished, the thread calls [`Endpoint::close`] and keeps
 //! the endpoint, lingering, until [`Endpoint::linger`] says the socket may go.
 
+use std::io;
 use std::net::TcpStream;
 use std::time::Instant;
 
@@ -52,6 +53,27 @@ pub trait Endpoint: Send {
 
     /// Whether bytes wait for the socket to become writable.
     fn wants_write(&self) -> bool;
+
+    /// `on`: the thread sends for the endpoint (`[media] io = "io_uring"`): from now on
+    /// [`flush`](Endpoint::flush) leaves what it can to the thread, which takes it through
+    /// [`batched`](Endpoint::batched) and reports through [`sent`](Endpoint::sent). An endpoint
+    /// that cannot (TLS, none) keeps writing in `flush`. `off`: `flush` writes again.
+    fn batch_sends(&mut self, on: bool) {
+        let _ = on;
+    }
+
+    /// What the endpoint leaves to the thread's batched send: its socket and the bytes that
+    /// wait for it. `None`: nothing (or it writes itself).
+    fn batched(&self) -> Option<(&TcpStream, &[u8])> {
+        None
+    }
+
+    /// The thread's batched send of what [`batched`](Endpoint::batched) gave ended with
+    /// `result`: the bytes the socket took, `WouldBlock` when its buffer was full, or the
+    /// connection's error.
+    fn sent(&mut self, result: io::Result<usize>, link: &CallLink, now: Instant) {
+        let _ = (result, link, now);
+    }
 
     /// When the endpoint next needs a visit though nothing arrives (a limit, the write
     /// timeout, the end of the linger).

@@ -35,6 +35,7 @@ mod endpoint;
 mod link;
 mod poller;
 mod script;
+mod sends;
 mod worker;
 
 use std::future::Future;
@@ -63,6 +64,8 @@ use worker::{Command, RelayFeed, Worker};
 pub struct MediaConfig {
     /// Media threads; 0 means one per core.
     pub threads: usize,
+    /// How the threads write their calls' sockets.
+    pub io: MediaIo,
     /// How far a thread may fall behind and still make up every missed tick. Default 200 ms.
     pub max_catchup: Duration,
     /// Calls one thread can have waiting for a wake-up in one slot. Default 4096.
@@ -71,8 +74,22 @@ pub struct MediaConfig {
 
 impl Default for MediaConfig {
     fn default() -> MediaConfig {
-        MediaConfig { threads: 0, max_catchup: Duration::from_millis(200), relay_capacity: 4096 }
+        MediaConfig { threads: 0, io: MediaIo::Epoll, max_catchup: Duration::from_millis(200), relay_capacity: 4096 }
     }
+}
+
+/// How the media threads write their calls' sockets (`[media] io`). Reads always go through
+/// the thread's epoll set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaIo {
+    /// Each visit writes its call's socket (one `sendto` per visit that has something to send).
+    #[default]
+    Epoll,
+    /// The writes of a batch of visits go out in one io_uring submission (`media/sends.rs`);
+    /// TLS calls still write in their visits. Falls back to `Epoll` where the kernel refuses
+    /// io_uring.
+    IoUring,
 }
 
 struct ThreadHandle {
@@ -113,7 +130,8 @@ impl MediaPool {
                 load.clone(),
                 stats.clone(),
                 config.max_catchup,
-            )?;
+            )?
+            .with_io(config.io);
             let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || {
                 // The noise suppressor's FFT plans are per thread: made here, not in a call's pass.
                 crate::processor::Denoise::prime_thread();

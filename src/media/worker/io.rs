@@ -2,6 +2,7 @@
 //! the poller, placing a call in the deadline wheel, closing connections, the conferences'
 //! mixers, the end of the pool.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
 use crate::media::poller::HANGUP;
+use crate::media::sends::{Outgoing, SEND_BATCH};
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 
@@ -57,6 +59,68 @@ impl<C: Clock> Worker<C> {
         }
     }
 
+    /// Sends what the visits since the last call left to the thread (io_uring), a batch of up
+    /// to [`SEND_BATCH`] sockets per system call, and hands each endpoint its result. A call
+    /// whose socket did not take everything is then watched for writability; one whose
+    /// connection failed is visited at the next slot, which finishes it.
+    pub(super) fn send_queued(&mut self) {
+        if self.to_send.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut start = 0;
+        while start < self.to_send.len() {
+            let end = (start + SEND_BATCH as usize).min(self.to_send.len());
+            self.outgoing.clear();
+            for &index in &self.to_send[start..end] {
+                if let Some(call) = self.calls.get(index).and_then(Option::as_ref)
+                    && let Some((socket, bytes)) = call.endpoint.batched()
+                {
+                    self.outgoing.push(Outgoing::new(socket.as_raw_fd(), bytes, index as u64));
+                }
+            }
+            let Worker { sends, calls, outgoing, .. } = self;
+            if let Some(sends) = sends.as_mut() {
+                let done = |key: u64, result| {
+                    if let Some(call) = calls.get_mut(key as usize).and_then(Option::as_mut) {
+                        call.endpoint.sent(result, &call.end.link, now);
+                    }
+                };
+                // SAFETY: each entry points into its endpoint's buffer, which nothing touches
+                // until its send has completed (`done` changes only the endpoint whose send
+                // completed), and every send completes before `send_all` returns.
+                #[allow(unsafe_code)]
+                let sent = unsafe { sends.send_all(outgoing, done) };
+                self.stats.batched_sends.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
+                self.stats.batch_submits.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "a media thread's batched send failed: its sockets are written in their visits");
+                    self.sends = None;
+                    for call in self.calls.iter_mut().flatten() {
+                        call.endpoint.batch_sends(false);
+                    }
+                }
+            }
+            start = end;
+        }
+        for i in 0..self.to_send.len() {
+            let index = self.to_send[i];
+            let Some(call) = self.calls.get_mut(index).and_then(Option::as_mut) else { continue };
+            call.send_queued = false;
+            if call.end.link.peer_closed.load(Ordering::Acquire) {
+                self.ready.set(index);
+            }
+            let want = call.endpoint.wants_write();
+            if want != call.writable
+                && let Some(socket) = call.endpoint.socket()
+                && self.poller.modify(socket, index, want).is_ok()
+            {
+                call.writable = want;
+            }
+        }
+        self.to_send.clear();
+    }
+
     /// Visits the pending ready sockets in order, stopping before a visit would start at or
     /// after `until`. Returns whether none is left.
     fn visit_pending(&mut self, until: Instant) -> bool {
@@ -78,6 +142,7 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(key, now, current);
             }
         }
+        self.send_queued();
         if woken {
             self.relay.waker.wake();
         }
@@ -211,7 +276,11 @@ impl<C: Clock> Worker<C> {
                 }
             }
         }
-        let entry = Box::new(MediaCall { session, end: call.end, endpoint: call.endpoint, writable: false, watched, due_slot: 0 });
+        let mut endpoint = call.endpoint;
+        if self.sends.is_some() {
+            endpoint.batch_sends(true);
+        }
+        let entry = Box::new(MediaCall { session, end: call.end, endpoint, writable: false, watched, send_queued: false, due_slot: 0 });
         entry.end.link.set_ready_map(self.ready.clone(), index);
         if index == self.calls.len() {
             self.calls.push(Some(entry));
@@ -225,8 +294,11 @@ impl<C: Clock> Worker<C> {
         // Room for every call in each of the thread's scheduling lists, made now (a call joining
         // allocates anyway) so that no slot's visits ever grow one.
         let calls = self.active();
-        for list in self.wheel.iter_mut().chain([&mut self.visit_now, &mut self.ready_now]) {
+        for list in self.wheel.iter_mut().chain([&mut self.visit_now, &mut self.ready_now, &mut self.to_send]) {
             list.reserve(calls.saturating_sub(list.len()));
+        }
+        if self.sends.is_some() {
+            self.outgoing.reserve(calls.min(SEND_BATCH as usize).saturating_sub(self.outgoing.len()));
         }
     }
 

@@ -47,6 +47,8 @@ use super::clock::{Clock, grid_instant};
 use super::endpoint::Endpoint;
 use super::link::{CallLink, MediaEnd, ReadyMap};
 use super::poller::Poller;
+use super::sends::{Outgoing, Sends};
+
 use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 use crate::session::Session;
@@ -99,6 +101,10 @@ pub struct MediaStats {
     pub mixers: AtomicUsize,
     /// Connections closing (their close frame sent, the peer's answer awaited).
     pub closing: AtomicUsize,
+    /// Sends made through io_uring (`[media] io = "io_uring"`).
+    pub batched_sends: AtomicU64,
+    /// The io_uring submissions (one system call each) that carried them.
+    pub batch_submits: AtomicU64,
 }
 
 /// The media thread's side of its relay.
@@ -115,6 +121,8 @@ struct MediaCall {
     writable: bool,
     /// Whether the socket is in the poller (if not, every visit reads it).
     watched: bool,
+    /// Whether the call is in the list of sends the thread makes next (io_uring).
+    send_queued: bool,
     /// The slot it is due in next (entries of other slots are stale).
     due_slot: u64,
 }
@@ -172,6 +180,12 @@ pub(crate) struct Worker<C: Clock> {
     io_next: usize,
     closing: Vec<Option<Closing>>,
     closing_free: Vec<usize>,
+    /// The thread's batched sends (`[media] io = "io_uring"`); `None`: each visit writes.
+    sends: Option<Sends>,
+    /// Calls whose endpoints left bytes to the thread's next batched send.
+    to_send: Vec<usize>,
+    /// The batch being sent (kept to reuse its allocation).
+    outgoing: Vec<Outgoing>,
 }
 
 impl<C: Clock> Worker<C> {
@@ -207,7 +221,22 @@ impl<C: Clock> Worker<C> {
             io_next: 0,
             closing: Vec::new(),
             closing_free: Vec::new(),
+            sends: None,
+            to_send: Vec::new(),
+            outgoing: Vec::new(),
         })
+    }
+
+    /// Sends through io_uring when `io` says so and the kernel allows it; otherwise each visit
+    /// writes its socket (see [`MediaIo`](super::MediaIo)).
+    pub fn with_io(mut self, io: super::MediaIo) -> Self {
+        if io == super::MediaIo::IoUring {
+            match Sends::new() {
+                Ok(sends) => self.sends = Some(sends),
+                Err(e) => tracing::warn!(error = %e, "io_uring is not available: a media thread writes its sockets in each visit"),
+            }
+        }
+        self
     }
 
     pub fn run(mut self) {
@@ -322,6 +351,7 @@ impl<C: Clock> Worker<C> {
                 woken |= self.visit(index, now, current);
             }
         }
+        self.send_queued();
         if self.watched > 0 {
             self.drain_io(grid_instant(self.epoch, SLOT, current + 1));
         }
@@ -372,12 +402,21 @@ impl<C: Clock> Worker<C> {
         if woke {
             wake(&mut self.relay, &call.end.link);
         }
-        let want = call.endpoint.wants_write();
-        if want != call.writable
-            && let Some(socket) = call.endpoint.socket()
-            && self.poller.modify(socket, index, want).is_ok()
-        {
-            call.writable = want;
+        if self.sends.is_some() && call.endpoint.batched().is_some() {
+            // The thread's next batched send takes it; whether to watch for writability is
+            // known after that.
+            if !call.send_queued {
+                call.send_queued = true;
+                self.to_send.push(index);
+            }
+        } else {
+            let want = call.endpoint.wants_write();
+            if want != call.writable
+                && let Some(socket) = call.endpoint.socket()
+                && self.poller.modify(socket, index, want).is_ok()
+            {
+                call.writable = want;
+            }
         }
         let deadline = match (call.session.next_deadline(), call.endpoint.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),

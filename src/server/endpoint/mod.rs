@@ -72,6 +72,8 @@ pub(super) struct SocketEndpoint {
     unread: bool,
     /// The poller has reported the peer's end: read to it, past short reads.
     peer_ending: bool,
+    /// The media thread sends what a live call's visits framed (io_uring); `flush` leaves it.
+    batched: bool,
     /// Keeps the server's count of open connections until the socket closes.
     _connection: ConnectionGuard,
 }
@@ -99,7 +101,7 @@ impl SocketEndpoint {
             shared,
             call,
         };
-        SocketEndpoint { transport, parser, side, closing: None, unread: true, peer_ending: false, _connection: connection }
+        SocketEndpoint { transport, parser, side, closing: None, unread: true, peer_ending: false, batched: false, _connection: connection }
     }
 
     /// Ends the call from this side: the media thread finishes it at this visit.
@@ -182,12 +184,22 @@ impl SocketEndpoint {
         }
         side.out.drain(..written);
         self.transport.flush()?;
-        if side.out.is_empty() && !self.transport.has_pending() {
-            side.blocked_since = None;
-        } else {
-            side.blocked_since.get_or_insert(now);
-        }
+        self.note_blocked(now);
         Ok(())
+    }
+
+    /// Starts (or ends) the write timeout's count by whether bytes still wait for the socket.
+    fn note_blocked(&mut self, now: Instant) {
+        if self.side.out.is_empty() && !self.transport.has_pending() {
+            self.side.blocked_since = None;
+        } else {
+            self.side.blocked_since.get_or_insert(now);
+        }
+    }
+
+    /// Whether the thread sends for this endpoint now: a live call on a plain socket.
+    fn leaves_sends(&self) -> bool {
+        self.batched && self.closing.is_none() && matches!(self.transport, Transport::Plain(_))
     }
 }
 
@@ -242,7 +254,7 @@ impl Endpoint for SocketEndpoint {
     }
 
     fn flush(&mut self, link: &CallLink, now: Instant) {
-        if self.side.out.is_empty() && !self.transport.has_pending() {
+        if (self.side.out.is_empty() && !self.transport.has_pending()) || self.leaves_sends() {
             return;
         }
         if let Err(e) = self.write_out(now) {
@@ -253,6 +265,32 @@ impl Endpoint for SocketEndpoint {
 
     fn wants_write(&self) -> bool {
         !self.side.out.is_empty() || self.transport.has_pending()
+    }
+
+    fn batch_sends(&mut self, on: bool) {
+        self.batched = on;
+    }
+
+    fn batched(&self) -> Option<(&std::net::TcpStream, &[u8])> {
+        (self.leaves_sends() && !self.side.out.is_empty()).then(|| (self.transport.socket(), self.side.out.as_slice()))
+    }
+
+    fn sent(&mut self, result: io::Result<usize>, link: &CallLink, now: Instant) {
+        match result {
+            Ok(0) if !self.side.out.is_empty() => {
+                debug!(id = self.side.call.id.as_str(), "connection lost: the socket took nothing");
+                self.end(Ending::PeerLost, link);
+            }
+            Ok(n) => {
+                self.side.out.drain(..n.min(self.side.out.len()));
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
+                self.end(Ending::PeerLost, link);
+            }
+        }
+        self.note_blocked(now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
