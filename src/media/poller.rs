@@ -98,13 +98,15 @@ fn interest(write: bool) -> EventFlags {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::Instant;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    /// A connected pair over loopback: the client (blocking), and the server's end
+    /// (non-blocking, as a media thread holds it).
+    pub(crate) fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();

@@ -120,17 +120,9 @@ impl Sends {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::poller::tests::pair;
     use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        (client, server)
-    }
 
     #[test]
     #[allow(unsafe_code)]
