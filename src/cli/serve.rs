@@ -132,11 +132,13 @@ const MALLOC_ARENAS: i32 = 2;
 /// blocking pool's (admission) while they are freed on others: memory freed in one arena is not
 /// reused by another, which cost about 8 KiB of resident memory per call at 500 calls
 /// (BENCHMARKS.md). The media threads do not allocate in their steady state, so the arenas'
-/// locks are not contended there. `MALLOC_ARENA_MAX` in the environment still wins.
+/// locks are not contended there. `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`) in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned {
         // SAFETY: mallopt only sets a tunable of the allocator; it is called before the
         // runtime's threads exist (glibc reads it when a thread first allocates).
         unsafe {

@@ -40,6 +40,10 @@ pub struct CallLink {
     pub close_code: AtomicU16,
     /// Counters the media thread publishes.
     pub stats: LinkStats,
+    /// The events a finished call's session still held when the event ring was full: handed
+    /// over once, at the end (set before `media_done`), for the call task to publish after the
+    /// ring's.
+    pub last_events: std::sync::Mutex<Vec<Event>>,
     /// Where the call task marks the call ready for its media thread (set when the call
     /// joins one).
     ready: OnceLock<(Arc<ReadyMap>, usize)>,
@@ -97,6 +101,7 @@ impl Default for CallLink {
             media_done: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
             stats: LinkStats::default(),
+            last_events: std::sync::Mutex::new(Vec::new()),
             ready: OnceLock::new(),
         }
     }

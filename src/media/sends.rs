@@ -23,7 +23,7 @@ pub(crate) const SEND_BATCH: u32 = 256;
 pub(crate) struct Outgoing {
     pub fd: RawFd,
     /// The address of the first byte (an address, not a pointer: the thread's list of sends
-    /// moves with the thread, and is empty whenever it is not being sent).
+    /// moves with the thread, and an address left in it after a send is never read).
     data: usize,
     len: usize,
     key: u64,
@@ -48,47 +48,80 @@ mod ring {
     }
 
     impl Sends {
+        /// A ring for up to [`SEND_BATCH`] sends at once, if the kernel has io_uring and its
+        /// send operation (Linux 5.6).
         pub fn new() -> io::Result<Sends> {
-            Ok(Sends { ring: IoUring::new(SEND_BATCH)? })
+            let ring = IoUring::new(SEND_BATCH)?;
+            let mut probe = io_uring::Probe::new();
+            ring.submitter().register_probe(&mut probe)?;
+            if !probe.is_supported(opcode::Send::CODE) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "this kernel's io_uring cannot send (Linux 5.6 or later)"));
+            }
+            Ok(Sends { ring })
         }
 
-        /// Sends the batch (at most [`SEND_BATCH`]) and waits for every completion, handing
-        /// each result to `done` with its key.
+        /// Sends the batch (at most [`SEND_BATCH`]) and hands each result to `done` with its
+        /// key; returns the system calls it took (one, unless interrupted).
+        ///
+        /// Every send has completed when this returns, an error included: a send with
+        /// `MSG_DONTWAIT` is never left to the kernel's workers, so it completes within the
+        /// `io_uring_enter` that submits it, and that call fails only when it submitted
+        /// nothing. After an error, the sends whose completions were not found were thus never
+        /// submitted: they are reported as `WouldBlock` (nothing sent, the bytes still to
+        /// send), and the ring, which still holds them, must not be used again.
         ///
         /// # Safety
         ///
-        /// Each send's `data` must point to `len` readable bytes that stay valid and unchanged
-        /// until this call returns.
+        /// Each send's bytes must stay valid and unchanged until this call returns.
         #[allow(unsafe_code)]
-        pub unsafe fn send_all(&mut self, batch: &[Outgoing], mut done: impl FnMut(u64, io::Result<usize>)) -> io::Result<()> {
-            debug_assert!(batch.len() <= SEND_BATCH as usize);
+        pub unsafe fn send_all(&mut self, batch: &[Outgoing], mut done: impl FnMut(u64, io::Result<usize>)) -> io::Result<usize> {
+            assert!(batch.len() <= SEND_BATCH as usize, "a batch is at most the ring's size");
             let flags = libc_flags();
             {
                 let mut queue = self.ring.submission();
-                for send in batch {
+                for (position, send) in batch.iter().enumerate() {
                     let len = u32::try_from(send.len).unwrap_or(u32::MAX);
-                    let entry = opcode::Send::new(types::Fd(send.fd), send.data as *const u8, len).flags(flags).build().user_data(send.key);
-                    // SAFETY: the queue has room for the batch (at most its size, and the
-                    // queue is empty between calls: every entry is submitted and completed
-                    // below); the buffer's validity is the caller's promise.
+                    let entry =
+                        opcode::Send::new(types::Fd(send.fd), send.data as *const u8, len).flags(flags).build().user_data(position as u64);
+                    // SAFETY: the queue has room for the batch (at most its size, and empty
+                    // between calls: every entry is submitted and completed below, or the
+                    // ring is given up); the bytes' validity is the caller's promise.
                     unsafe { queue.push(&entry) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
                 }
             }
-            let mut pending = batch.len();
-            while pending > 0 {
-                match self.ring.submit_and_wait(pending) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-                for entry in self.ring.completion() {
-                    pending -= 1;
+            let mut completed = [false; SEND_BATCH as usize];
+            let mut left = batch.len();
+            let mut calls = 0;
+            let mut reap = |ring: &mut IoUring, left: &mut usize| {
+                for entry in ring.completion() {
+                    let position = entry.user_data() as usize;
                     let result = entry.result();
                     let result = if result >= 0 { Ok(result as usize) } else { Err(io::Error::from_raw_os_error(-result)) };
-                    done(entry.user_data(), result);
+                    if let Some(send) = batch.get(position) {
+                        completed[position] = true;
+                        *left -= 1;
+                        done(send.key, result);
+                    }
                 }
+            };
+            while left > 0 {
+                calls += 1;
+                match self.ring.submit_and_wait(left) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        reap(&mut self.ring, &mut left);
+                        for (position, send) in batch.iter().enumerate() {
+                            if !completed[position] {
+                                done(send.key, Err(io::ErrorKind::WouldBlock.into()));
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+                reap(&mut self.ring, &mut left);
             }
-            Ok(())
+            Ok(calls)
         }
     }
 
@@ -112,7 +145,7 @@ impl Sends {
     }
 
     #[allow(unsafe_code)]
-    pub unsafe fn send_all(&mut self, _: &[Outgoing], _: impl FnMut(u64, io::Result<usize>)) -> io::Result<()> {
+    pub unsafe fn send_all(&mut self, _: &[Outgoing], _: impl FnMut(u64, io::Result<usize>)) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }

@@ -109,6 +109,7 @@ impl CallTask {
         let shared = self.shared.clone();
         let call = self.call.clone();
         self.drain_events();
+        self.drain_last_events();
         let link = &self.end.link;
         let s = link.stats.session();
         let close_code = match link.close_code.load(Ordering::Acquire) {
@@ -210,6 +211,15 @@ impl CallTask {
     fn drain_events(&mut self) {
         while let Some(event) = self.end.events_out.try_pop() {
             self.events.processor_event(&event);
+        }
+    }
+
+    /// Publishes the events the media thread handed over at the call's end (after the ring's,
+    /// which came before them).
+    fn drain_last_events(&mut self) {
+        let last = self.end.link.last_events.lock().map(|mut last| std::mem::take(&mut *last)).unwrap_or_default();
+        for event in &last {
+            self.events.processor_event(event);
         }
     }
 }

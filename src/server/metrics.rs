@@ -258,12 +258,8 @@ fn write_media(out: &mut Exposition, media: &MediaStats) {
         "Socket sends the media threads made through io_uring ([media] io = \"io_uring\").",
     )
     .sample(&[], media.batched_sends.load(Ordering::Relaxed) as f64);
-    out.family(
-        "callpipe_media_batch_submits_total",
-        Kind::Counter,
-        "io_uring submissions (one system call each) that carried those sends.",
-    )
-    .sample(&[], media.batch_submits.load(Ordering::Relaxed) as f64);
+    out.family("callpipe_media_batch_submits_total", Kind::Counter, "io_uring_enter system calls that carried those sends.")
+        .sample(&[], media.batch_submits.load(Ordering::Relaxed) as f64);
 }
 
 /// The processors' families: time per pass by processor type, recording bytes.

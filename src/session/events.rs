@@ -18,6 +18,13 @@ impl Session {
         self.events_out.pop_front()
     }
 
+    /// An event for the call's event stream only (the processors do not see it), behind those
+    /// already waiting to go out: the connection's own notes, such as a `notify` the platform
+    /// has played. A full queue drops and counts it.
+    pub fn publish_event(&mut self, event: Event) {
+        publish(&mut self.events_out, &mut self.stats, event);
+    }
+
     /// An event of the session's own: to the processors at the next pass, and out.
     pub(super) fn emit_own(&mut self, event: Event) {
         if self.events_out.len() < MAX_PENDING_EVENTS {

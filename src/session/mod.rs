@@ -12,8 +12,10 @@
 //! [`poll_transmit`](Session::poll_transmit) (exact frames, `clear`, `notify`) and
 //! [`poll_event`](Session::poll_event) (events for logs and webhooks).
 //!
-//! Nothing here allocates after [`Session::new`]: every queue is sized there and full queues drop
-//! and count instead of growing. Tests drive it with byte literals and a fake clock.
+//! Nothing here allocates in a call's steady state: the frame buffers are sized in
+//! [`Session::new`], the queues for rare things (events, `notify` markers) start small and grow
+//! once, to their bounds, at their first burst, and full queues drop and count instead of
+//! growing. Tests drive it with byte literals and a fake clock.
 //!
 //! # Events
 //!

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use super::step::transmit;
+use super::step::{hand_over_last_events, transmit};
 use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
@@ -69,7 +69,7 @@ impl<C: Clock> Worker<C> {
         }
         let now = self.clock.now();
         let mut start = 0;
-        while start < self.to_send.len() {
+        while start < self.to_send.len() && self.sends.is_some() {
             let end = (start + SEND_BATCH as usize).min(self.to_send.len());
             self.outgoing.clear();
             for &index in &self.to_send[start..end] {
@@ -91,13 +91,19 @@ impl<C: Clock> Worker<C> {
                 // completed), and every send completes before `send_all` returns.
                 #[allow(unsafe_code)]
                 let sent = unsafe { sends.send_all(outgoing, done) };
-                self.stats.batched_sends.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
-                self.stats.batch_submits.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "a media thread's batched send failed: its sockets are written in their visits");
-                    self.sends = None;
-                    for call in self.calls.iter_mut().flatten() {
-                        call.endpoint.batch_sends(false);
+                match sent {
+                    Ok(calls) => {
+                        self.stats.batched_sends.fetch_add(self.outgoing.len() as u64, Ordering::Relaxed);
+                        self.stats.batch_submits.fetch_add(calls as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        // The ring is given up (see `Sends::send_all`); what it did not send
+                        // stays with each endpoint, which writes it from its next visit on.
+                        tracing::warn!(error = %e, "a media thread's batched send failed: its sockets are written in their visits");
+                        self.sends = None;
+                        for call in self.calls.iter_mut().flatten() {
+                            call.endpoint.batch_sends(false);
+                        }
                     }
                 }
             }
@@ -216,6 +222,7 @@ impl<C: Clock> Worker<C> {
             if let Some(mut call) = self.calls[index].take() {
                 call.session.finish(now, false);
                 transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+                hand_over_last_events(&mut call.session, &mut call.end);
                 call.endpoint.close(&call.end.link, now);
                 call.endpoint.linger(now);
                 call.end.link.stats.publish(&call.session.stats());

@@ -103,7 +103,7 @@ pub struct MediaStats {
     pub closing: AtomicUsize,
     /// Sends made through io_uring (`[media] io = "io_uring"`).
     pub batched_sends: AtomicU64,
-    /// The io_uring submissions (one system call each) that carried them.
+    /// The `io_uring_enter` system calls that carried them.
     pub batch_submits: AtomicU64,
 }
 
@@ -392,6 +392,7 @@ impl<C: Clock> Worker<C> {
         if closed || hangup {
             call.session.finish(now, hangup && !closed);
             transmit(&mut call.session, &mut call.end, call.endpoint.as_mut(), now);
+            hand_over_last_events(&mut call.session, &mut call.end);
             call.endpoint.close(&call.end.link, now);
             call.end.link.stats.publish(&call.session.stats());
             call.end.link.media_done.store(true, Ordering::Release);
@@ -431,7 +432,7 @@ mod io;
 mod step;
 
 pub use step::step;
-use step::{transmit, wake};
+use step::{hand_over_last_events, transmit, wake};
 
 #[cfg(test)]
 mod tests;

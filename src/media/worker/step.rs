@@ -14,13 +14,16 @@ use crate::session::Session;
 
 /// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads
 /// into the session, control commands, the passes that are due, what they released out through
-/// the endpoint, one write. Returns whether processor events went to the call task (which is
-/// then woken). Allocation-free (see `tests/no_alloc.rs`).
+/// the endpoint, one write. Returns whether the call task is to be woken: processor events
+/// went to it, or commands were taken from its control ring. Allocation-free (see
+/// `tests/no_alloc.rs`).
 pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
     endpoint.receive(session, end, now);
     // Commands sent just before the end still apply (a stream started then ends with reason
     // `hangup`, and says so).
+    let mut commands = false;
     while let Some(command) = end.control_in.try_pop() {
+        commands = true;
         session.handle_control(command);
     }
     let passes = session.passes();
@@ -35,7 +38,9 @@ pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoi
         // the call, as after the control API's hang-up.
         end.link.hang_up(crate::media::link::Hangup::Processor);
     }
-    events
+    // A call task whose control ring was full holds a command until it has room: the commands
+    // taken now made room, so it is woken too (commands are rare).
+    events || commands
 }
 
 /// Hands everything the session released to the endpoint, and the processors' events to the
@@ -63,6 +68,21 @@ thread_local! {
     /// Where a released frame is encoded before the endpoint frames it: one per thread, so
     /// that a visit neither zeroes a frame on its stack nor allocates.
     static FRAME: std::cell::RefCell<[u8; MAX_FRAME_BYTES]> = const { std::cell::RefCell::new([0; MAX_FRAME_BYTES]) };
+}
+
+/// At a call's end: the events its session still holds (the ring was full) go to the link,
+/// for the call task to publish after the ring's. The call is over, so this may allocate, as
+/// freeing its buffers does.
+pub(super) fn hand_over_last_events(session: &mut Session, end: &mut MediaEnd) {
+    let mut rest = Vec::new();
+    while let Some(event) = session.poll_event() {
+        rest.push(event);
+    }
+    if !rest.is_empty()
+        && let Ok(mut last) = end.link.last_events.lock()
+    {
+        last.extend(rest);
+    }
 }
 
 /// Queues a call's task for the relay to wake; wakes it directly if the relay's ring is full.

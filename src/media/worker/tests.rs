@@ -289,3 +289,70 @@ fn a_closed_call_is_finished_and_removed() {
     assert_eq!(worker.active(), 0);
     assert_eq!(worker.load.load(Ordering::Relaxed), 0);
 }
+
+/// Emits `n` events as the call ends.
+struct Farewell(usize);
+
+impl crate::processor::Processor for Farewell {
+    fn name(&self) -> &'static str {
+        "farewell"
+    }
+
+    fn process(&mut self, _: &mut crate::processor::Context<'_>) {}
+
+    fn finish(&mut self, cx: &mut crate::processor::Context<'_>) {
+        for i in 0..self.0 {
+            cx.emit(crate::processor::Event::custom("farewell", i));
+        }
+    }
+}
+
+#[test]
+fn events_at_a_calls_end_beyond_the_ring_reach_its_task() {
+    use ringbuf::traits::Consumer;
+    let (mut worker, _clock, _conn, _script) = worker_with_call();
+    let rate = SampleRate::Hz8000;
+    let call = CallInfo { id: "f".into(), path: "/farewell".into(), metadata: Metadata::new(rate) };
+    let pipeline = Pipeline::new(vec![Box::new(Farewell(30))]);
+    let session = Session::new(rate, &call, pipeline, SessionConfig::default(), &crate::services::Services::new()).unwrap();
+    let (mut conn, media) = call_rings();
+    worker.add(NewCall::new(session, media, Script::default().endpoint()));
+    for _ in 0..5 {
+        worker.run_next_slot();
+    }
+    conn.link.peer_closed.store(true, Ordering::Release);
+    conn.link.notify_media();
+    worker.run_next_slot();
+    assert!(conn.link.is_media_done());
+    // As the call task takes them: the ring's first, then what was handed over at the end.
+    let mut got: Vec<String> = Vec::new();
+    while let Some(event) = conn.events_out.try_pop() {
+        got.push(format!("{event:?}"));
+    }
+    let from_ring = got.len();
+    got.extend(conn.link.last_events.lock().unwrap().iter().map(|e| format!("{e:?}")));
+    assert_eq!(from_ring, crate::media::EVENT_RING, "the ring was full");
+    assert_eq!(got.len(), 30, "every event of the end: {got:?}");
+    for (i, event) in got.iter().enumerate() {
+        assert!(event.contains(&format!("Number({i})")), "in order: {event} at {i}");
+    }
+    assert_eq!(conn.link.stats.events_dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_call_task_is_woken_when_its_commands_are_taken() {
+    use ringbuf::traits::{Observer, Producer};
+    let (mut worker, _clock, mut conn, _script) = worker_with_call();
+    for _ in 0..5 {
+        worker.run_next_slot();
+    }
+    let woken = worker.relay.ring.occupied_len();
+    // A full control ring: the task holds the next command until it is woken.
+    for _ in 0..crate::media::CONTROL_RING {
+        assert!(conn.control_in.try_push(crate::session::Control::Mute(true)).is_ok());
+    }
+    conn.link.notify_media();
+    worker.run_next_slot();
+    assert!(conn.control_in.is_empty(), "the media thread took them");
+    assert_eq!(worker.relay.ring.occupied_len(), woken + 1, "and woke the task, which has room again");
+}

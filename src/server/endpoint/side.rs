@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use ringbuf::traits::Producer;
 use serde_json::json;
 use tracing::debug;
 
@@ -82,7 +81,7 @@ impl CallSide {
                 self.stash.extend_from_slice(&bytes[n..]);
             }
             Message::Text(text) => match self.edge.handle_text(now, text) {
-                Ok(text) => self.handle_text(text, session, end),
+                Ok(text) => self.handle_text(text, session),
                 Err(rejection) => {
                     stats.closed_text_flood.fetch_add(1, Ordering::Relaxed);
                     return Some(Ending::Reject(rejection));
@@ -111,7 +110,7 @@ impl CallSide {
     }
 
     /// Acts on a platform text message as the edge read it.
-    pub(super) fn handle_text(&mut self, text: Text, session: &mut Session, end: &mut MediaEnd) {
+    pub(super) fn handle_text(&mut self, text: Text, session: &mut Session) {
         let (inbound, note) = match text {
             Text::Event(event) => (event, None),
             Text::ApiNotifyPlayed(marker) => {
@@ -134,10 +133,8 @@ impl CallSide {
             }
         };
         if let Some(note) = note {
-            if end.events_out.try_push(note).is_err() {
-                end.link.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            end.link.waker.wake();
+            // Behind the events already waiting, and bounded with them: the visit hands it on.
+            session.publish_event(note);
         }
         session.handle_platform(inbound);
     }
