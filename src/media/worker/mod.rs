@@ -36,23 +36,17 @@
 //! poller first (the count of watched sockets stays true).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
-use ringbuf::HeapProd;
-
 use super::clock::{Clock, grid_instant};
-use super::endpoint::Endpoint;
-use super::link::{CallLink, MediaEnd, ReadyMap};
+use super::link::ReadyMap;
 use super::poller::Poller;
 use super::sends::{Outgoing, Sends};
 
-use crate::processor::{Admitted, Mixer};
+use crate::processor::Mixer;
 use crate::protocol::FRAME_DURATION;
-use crate::session::Session;
-use crate::stats::Histogram;
 
 /// Width of one slot of the wheel.
 pub const SLOT: Duration = Duration::from_millis(1);
@@ -61,77 +55,6 @@ pub const SLOT: Duration = Duration::from_millis(1);
 pub const SLOTS: usize = 20;
 
 const _: () = assert!(SLOT.as_nanos() * SLOTS as u128 == FRAME_DURATION.as_nanos());
-
-/// A call handed to a media thread.
-pub struct NewCall {
-    /// The call's media state, prepared.
-    pub session: Session,
-    /// The media thread's ends of the call's rings.
-    pub end: MediaEnd,
-    /// The call's connection: from now on only this thread reads and writes it.
-    pub endpoint: Box<dyn Endpoint>,
-    /// The conference the call joins, admitted: its member goes to the conference's mixer on
-    /// this thread (the pool places the call on the conference's thread).
-    pub conference: Option<Admitted>,
-}
-
-impl NewCall {
-    /// A call that joins no conference.
-    pub fn new(session: Session, end: MediaEnd, endpoint: Box<dyn Endpoint>) -> NewCall {
-        NewCall { session, end, endpoint, conference: None }
-    }
-}
-
-/// Messages to a media thread.
-pub(crate) enum Command {
-    Add(Box<NewCall>),
-    Shutdown,
-}
-
-/// Counters shared by all media threads.
-#[derive(Debug, Default)]
-pub struct MediaStats {
-    /// How late each slot's processing started after its scheduled instant.
-    pub tick_lateness: Histogram,
-    /// Ticks given up because a thread fell more than `max_catchup` behind.
-    pub skipped_ticks: AtomicU64,
-    /// Calls currently on media threads.
-    pub calls: AtomicUsize,
-    /// Conference mixers currently on media threads.
-    pub mixers: AtomicUsize,
-    /// Connections closing (their close frame sent, the peer's answer awaited).
-    pub closing: AtomicUsize,
-    /// Sends made through io_uring (`[media] io = "io_uring"`).
-    pub batched_sends: AtomicU64,
-    /// The `io_uring_enter` system calls that carried them.
-    pub batch_submits: AtomicU64,
-}
-
-/// The media thread's side of its relay.
-pub(crate) struct RelayFeed {
-    pub ring: HeapProd<Arc<CallLink>>,
-    pub waker: Arc<AtomicWaker>,
-}
-
-struct MediaCall {
-    session: Session,
-    end: MediaEnd,
-    endpoint: Box<dyn Endpoint>,
-    /// Whether the socket is watched for writability too.
-    writable: bool,
-    /// Whether the socket is in the poller (if not, every visit reads it).
-    watched: bool,
-    /// Whether the call is in the list of sends the thread makes next (io_uring).
-    send_queued: bool,
-    /// The slot it is due in next (entries of other slots are stale).
-    due_slot: u64,
-}
-
-/// A finished call's connection, lingering until the peer has its close frame.
-struct Closing {
-    endpoint: Box<dyn Endpoint>,
-    writable: bool,
-}
 
 /// Slots of the deadline wheel: a call is visited at least this often (ms), whatever its
 /// deadline says.
@@ -428,8 +351,13 @@ impl<C: Clock> Worker<C> {
     }
 }
 
+mod calls;
 mod io;
 mod step;
+
+use calls::{Closing, MediaCall};
+pub(crate) use calls::{Command, RelayFeed};
+pub use calls::{MediaStats, NewCall};
 
 pub use step::step;
 use step::{hand_over_last_events, transmit, wake};

@@ -6,10 +6,13 @@ use ringbuf::traits::Split;
 
 use super::*;
 use crate::media::Script;
+use crate::media::link::CallLink;
 use crate::media::link::{ConnEnd, call_rings};
 use crate::processor::{CallInfo, Echo, Pipeline};
 use crate::protocol::{MAX_FRAME_BYTES, Metadata, SampleRate};
+use crate::session::Session;
 use crate::session::SessionConfig;
+use atomic_waker::AtomicWaker;
 
 /// A clock that only moves when told to, or when slept on.
 #[derive(Clone)]
