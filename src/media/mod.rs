@@ -29,6 +29,11 @@
 //! (the thread wakes the call's task through the relay once per slot for all the calls that
 //! emitted some), and the call's end. See [`Endpoint`] for the contract, [`Script`] for an
 //! endpoint without a socket (tests, and processors' authors).
+//!
+//! With [`MediaIo::IoUring`] the flush does not write: the thread sends what its visits framed
+//! for every visited call at once, in one io_uring submission at the end of the slot's visits
+//! (and of each batch of ready sockets), and hands each endpoint its result (`sends.rs`). Reads
+//! go through the poller in both modes.
 
 mod clock;
 mod endpoint;
