@@ -9,6 +9,7 @@ use ringbuf::HeapProd;
 
 use crate::media::endpoint::Endpoint;
 use crate::media::link::{CallLink, MediaEnd};
+use crate::media::poller::Poller;
 use crate::processor::Admitted;
 use crate::session::Session;
 use crate::stats::Histogram;
@@ -82,4 +83,17 @@ pub(super) struct MediaCall {
 pub(super) struct Closing {
     pub(super) endpoint: Box<dyn Endpoint>,
     pub(super) writable: bool,
+}
+
+impl MediaCall {
+    /// Watches the socket (under `key`) for writability while bytes wait for it, and only then.
+    pub(super) fn watch_writes(&mut self, poller: &Poller, key: usize) {
+        let want = self.endpoint.wants_write();
+        if want != self.writable
+            && let Some(socket) = self.endpoint.socket()
+            && poller.modify(socket, key, want).is_ok()
+        {
+            self.writable = want;
+        }
+    }
 }

@@ -116,13 +116,7 @@ impl<C: Clock> Worker<C> {
             if call.end.link.peer_closed.load(Ordering::Acquire) {
                 self.ready.set(index);
             }
-            let want = call.endpoint.wants_write();
-            if want != call.writable
-                && let Some(socket) = call.endpoint.socket()
-                && self.poller.modify(socket, index, want).is_ok()
-            {
-                call.writable = want;
-            }
+            call.watch_writes(&self.poller, index);
         }
         self.to_send.clear();
     }

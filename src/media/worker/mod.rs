@@ -44,7 +44,6 @@ use super::clock::{Clock, grid_instant};
 use super::link::ReadyMap;
 use super::poller::Poller;
 use super::sends::{Outgoing, Sends};
-
 use crate::processor::Mixer;
 use crate::protocol::FRAME_DURATION;
 
@@ -334,13 +333,7 @@ impl<C: Clock> Worker<C> {
                 self.to_send.push(index);
             }
         } else {
-            let want = call.endpoint.wants_write();
-            if want != call.writable
-                && let Some(socket) = call.endpoint.socket()
-                && self.poller.modify(socket, index, want).is_ok()
-            {
-                call.writable = want;
-            }
+            call.watch_writes(&self.poller, index);
         }
         let deadline = match (call.session.next_deadline(), call.endpoint.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
