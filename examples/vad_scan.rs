@@ -65,17 +65,28 @@ fn main() {
                 _ => None,
             })
             .collect();
+        // When each `speech:started` was emitted (the pass's call time, ms).
+        let emitted: Vec<u64> =
+            h.events.iter().filter_map(|(at, e)| matches!(e, Event::Speech(Speech::Started { .. })).then_some(*at)).collect();
         let log = h.processor.score_log();
-        let probs: Vec<f64> = log.iter().map(|&(p, _)| (f64::from(p) * 1000.0).round() / 1000.0).collect();
-        let voiced: Vec<u8> = log.iter().map(|&(_, v)| u8::from(v)).collect();
+        let round = |x: f32| (f64::from(x) * 1000.0).round() / 1000.0;
+        let probs: Vec<f64> = log.iter().map(|f| round(f.score)).collect();
+        let voiced: Vec<u8> = log.iter().map(|f| u8::from(f.voiced)).collect();
+        let periodicity: Vec<f64> = log.iter().map(|f| round(f.periodicity)).collect();
+        let steady: Vec<u8> = log.iter().map(|f| u8::from(f.steady)).collect();
+        let music: Vec<u8> = log.iter().map(|f| u8::from(f.music)).collect();
         let line = serde_json::json!({
             "file": file,
             "rate": rate.hz(),
             "hop_ms": 16,
             "probs": probs,
             "voiced": voiced,
+            "periodicity": periodicity,
+            "steady": steady,
+            "music": music,
             "delay_ms": h.processor.delay_ms(),
             "segments": segments,
+            "started_at": emitted,
             "us_per_frame": elapsed.as_secs_f64() * 1e6 / frames.max(1) as f64,
         });
         println!("{line}");

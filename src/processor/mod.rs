@@ -76,7 +76,7 @@ pub use registry::{Factory, Params, ProcessorRegistry, ProcessorSpec};
 pub use resample::Resample;
 pub use talk::{Talk, TalkConfig};
 pub use timing::TIMING_INTERVAL;
-pub use vad::{MAX_VAD_WINDOW_MS, Vad, VadConfig};
+pub use vad::{FrameLog, MAX_VAD_WINDOW_MS, Vad, VadConfig};
 
 pub use crate::call::{CallId, CallInfo, DtmfSource, Event, Marker};
 use crate::protocol::SampleRate;

@@ -31,17 +31,19 @@ const STEADY_SPAN: usize = 4;
 /// See [`STEADY_SPAN`]; voiced speech frames differ by about 0.2 (median), held notes by 0.06.
 const STEADY_DISTANCE: f32 = 0.08;
 
-/// Steady frames in the last second (64 frames) that make it music: a background of held notes.
-pub(super) const MUSIC_FRAMES: u32 = 2;
+/// A steady frame is a *new note* when its autocorrelation differs from the previous steady
+/// frame's by more than this on average: another held sound than the one before (a tune), not
+/// the same one back (a hum between words).
+const NEW_NOTE_DISTANCE: f32 = 0.25;
 
 /// How periodic the audio is around one detector frame (256 samples at 16 kHz): the peak,
 /// over pitch periods from 2.5 to 14 ms, of the normalized autocorrelation of the last
 /// 32 ms at 4 kHz (each 4 kHz sample the mean of 4, the window's mean removed). 0 to 1;
 /// about 0.2 for white or pink noise, 0.8 to 1 for voiced speech (and for most music).
 ///
-/// It also feeds `steady` the frame's autocorrelation over those periods (normalized by the
-/// window's energy) and whether the frame is steady, a held note (see [`STEADY_SPAN`]).
-pub(super) fn periodicity(quarter: &mut [f32; PITCH_WINDOW], steady: &mut Steadiness, frame: &[i16]) -> f32 {
+/// It also hands `held` the frame's autocorrelation over those periods (normalized by the
+/// window's energy), from which it tells whether the frame holds a note ([`Held`]).
+pub(super) fn periodicity(quarter: &mut [f32; PITCH_WINDOW], held: &mut HeldNotes, frame: &[i16]) -> f32 {
     quarter.copy_within(PITCH_HOP.., 0);
     for (out, four) in quarter[PITCH_WINDOW - PITCH_HOP..].iter_mut().zip(frame.chunks_exact(PITCH_DECIMATION)) {
         *out = four.iter().map(|&x| f32::from(x)).sum::<f32>() * 0.25;
@@ -74,26 +76,40 @@ pub(super) fn periodicity(quarter: &mut [f32; PITCH_WINDOW], steady: &mut Steadi
         }
     }
     let best = best.sqrt();
-    steady.push(&mut profile, total, best >= PERIODIC);
+    held.push(&mut profile, total, best >= PERIODIC);
     best
 }
 
+/// What the held-note check made of a frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Held {
+    /// Periodic and the same as 64 ms before: a note held ([`STEADY_SPAN`]).
+    pub(super) steady: bool,
+    /// Steady, on another note than the last steady frame ([`NEW_NOTE_DISTANCE`]).
+    pub(super) new_note: bool,
+}
+
 /// The held-note check's history: the normalized autocorrelations of the last [`STEADY_SPAN`]
-/// frames and which of the last 64 frames were steady.
+/// frames and of the last steady frame.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Steadiness {
+pub(super) struct HeldNotes {
     profiles: [[f32; LAG_COUNT]; STEADY_SPAN],
     /// The slot of the oldest profile, [`STEADY_SPAN`] frames back.
     next: usize,
-    /// Whether the latest frame was steady, until [`Steadiness::mark`] records it.
-    latest: bool,
-    /// One bit per frame, newest in bit 0: whether it was steady and voiced.
-    bits: u64,
+    /// The profile of the last steady frame: the note held last.
+    note: [f32; LAG_COUNT],
+    /// The latest frame's verdict.
+    latest: Held,
 }
 
-impl Steadiness {
-    pub(super) fn new() -> Steadiness {
-        Steadiness { profiles: [[0.0; LAG_COUNT]; STEADY_SPAN], next: 0, latest: false, bits: 0 }
+impl HeldNotes {
+    pub(super) fn new() -> HeldNotes {
+        HeldNotes { profiles: [[0.0; LAG_COUNT]; STEADY_SPAN], next: 0, note: [0.0; LAG_COUNT], latest: Held::default() }
+    }
+
+    /// What the latest frame held.
+    pub(super) fn latest(&self) -> Held {
+        self.latest
     }
 
     /// Takes one frame's autocorrelation (`profile`, over the pitch lags; `total` the window's
@@ -108,25 +124,14 @@ impl Steadiness {
         }
         *old = *profile;
         self.next = (self.next + 1) % STEADY_SPAN;
-        self.latest = periodic && distance < STEADY_DISTANCE * LAG_COUNT as f32;
-    }
-
-    /// Records the latest frame: it counts as music when it was steady and the network called it
-    /// voiced. A held tone the network does not hear as a voice (mains hum, a fan, a line tone)
-    /// is not music, and does not hold back the speech over it.
-    pub(super) fn mark(&mut self, voiced: bool) {
-        self.bits = (self.bits << 1) | u64::from(self.latest && voiced);
-    }
-
-    /// Whether the last second held music: a few steady frames.
-    pub(super) fn music(&self) -> bool {
-        self.bits.count_ones() >= MUSIC_FRAMES
-    }
-
-    /// Steady voiced frames among the last `frames` (at most 64).
-    pub(super) fn recent(&self, frames: u32) -> u32 {
-        let mask = if frames >= 64 { u64::MAX } else { (1u64 << frames) - 1 };
-        (self.bits & mask).count_ones()
+        let steady = periodic && distance < STEADY_DISTANCE * LAG_COUNT as f32;
+        let mut new_note = false;
+        if steady {
+            let apart: f32 = self.note.iter().zip(profile.iter()).map(|(a, b)| (a - b).abs()).sum();
+            new_note = apart > NEW_NOTE_DISTANCE * LAG_COUNT as f32;
+            self.note = *profile;
+        }
+        self.latest = Held { steady, new_note };
     }
 }
 
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn periodicity_tells_a_pitch_from_noise() {
         let mut quarter = [0.0; PITCH_WINDOW];
-        let mut steady = Steadiness::new();
+        let mut steady = HeldNotes::new();
         let noise = noise(DETECTOR_FRAME * 2, 99);
         periodicity(&mut quarter, &mut steady, &noise[..DETECTOR_FRAME]);
         let r = periodicity(&mut quarter, &mut steady, &noise[DETECTOR_FRAME..]);
@@ -189,22 +194,45 @@ mod tests {
             .collect()
     }
 
+    /// The steady frames and the new notes among them, frame by frame.
+    fn held(audio: &[i16]) -> Vec<Held> {
+        let (mut quarter, mut notes) = ([0.0; PITCH_WINDOW], HeldNotes::new());
+        audio
+            .chunks_exact(DETECTOR_FRAME)
+            .map(|frame| {
+                periodicity(&mut quarter, &mut notes, frame);
+                notes.latest()
+            })
+            .collect()
+    }
+
     #[test]
     fn a_held_note_is_steady_and_a_gliding_voice_is_not() {
-        let steady_frames = |audio: &[i16]| {
-            let (mut quarter, mut steady) = ([0.0; PITCH_WINDOW], Steadiness::new());
-            for frame in audio.chunks_exact(DETECTOR_FRAME) {
-                periodicity(&mut quarter, &mut steady, frame);
-                steady.mark(true);
-            }
-            steady.recent(64)
-        };
+        let steady_frames = |audio: &[i16]| held(audio).iter().filter(|h| h.steady).count();
         // A held 147 Hz note for 0.5 s: steady from its fifth frame on.
-        let held = steady_frames(&tone(32, |_| 147.0));
-        assert!(held >= 25, "a held note: {held} steady frames of 32");
+        let note = steady_frames(&tone(32, |_| 147.0));
+        assert!(note >= 25, "a held note: {note} steady frames of 32");
         // A voice-like glide, 120 to 180 Hz over 0.5 s (about 1 % a frame).
         let glide = steady_frames(&tone(32, |t| 120.0 + 120.0 * t));
-        assert!(glide < MUSIC_FRAMES, "a gliding pitch: {glide} steady frames of 32");
+        assert!(glide < 2, "a gliding pitch: {glide} steady frames of 32");
         assert!(steady_frames(&noise(DETECTOR_FRAME * 32, 5)) == 0, "noise is never steady");
+    }
+
+    #[test]
+    fn a_tune_changes_notes_and_a_hum_does_not() {
+        let new_notes = |audio: &[i16]| held(audio).iter().filter(|h| h.new_note).count();
+        // A hum broken by 200 ms of noise every 300 ms: steady again after each break, the
+        // same note each time.
+        let mut hum = tone(160, |_| 120.0);
+        for (i, chunk) in hum.chunks_mut(DETECTOR_FRAME * 31).enumerate() {
+            let n = chunk.len().min(DETECTOR_FRAME * 12);
+            chunk[..n].copy_from_slice(&noise(n, i as u64 + 1));
+        }
+        assert!(new_notes(&hum) <= 1, "a broken hum: {} new notes", new_notes(&hum));
+        // Five notes of 300 ms, a scale: each a new note once it holds.
+        let scale = [196.0, 220.0, 247.0, 262.0, 294.0];
+        let tune = tone(95, |t| scale[((t / 0.3) as usize).min(4)]);
+        let changes = new_notes(&tune);
+        assert!((4..=6).contains(&changes), "five notes: {changes} new notes");
     }
 }

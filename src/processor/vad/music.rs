@@ -1,0 +1,229 @@
+//! The `vad`'s music check: whether music is playing, and whether a voiced run heard over it is
+//! a voice. See the module docs of `vad` for what it gates and why, and BENCHMARKS.md for what
+//! each part is worth.
+
+use super::DETECTOR_FRAME;
+use super::pitch::Held;
+
+/// Steady frames the network calls voiced, in the last second (64 frames), that mean music is
+/// playing: a background of held notes.
+const MUSIC_FRAMES: u32 = 2;
+
+/// Steady voiced frames in the last second that are sure sign of music (a held note takes most
+/// of its frames; the steadiest synthetic voice in the bench's corpus reaches 12). They keep the
+/// music on for [`MUSIC_MEMORY_FRAMES`] after.
+const SURE_MUSIC_FRAMES: u32 = 16;
+
+/// New notes that the network does not call voiced, in the last second, that are as sure a
+/// sign: a tune in tones the network does not hear as a voice (a plucked string, a bell), where
+/// a hum between words is always the same note.
+const SURE_NEW_NOTES: u32 = 2;
+
+/// How long music stays on after a sure sign of it: 640 frames, about 10 s, so that a rest
+/// between phrases does not end it.
+const MUSIC_MEMORY_FRAMES: u32 = 640;
+
+/// A call counts as music until this many frames (256 ms) were not voiced: a call that starts
+/// in the middle of music has no history to tell it by.
+const OPENING_QUIET_FRAMES: u32 = 16;
+
+/// Over music, speech starts only once the voiced run lasts this many frames (352 ms) and passes
+/// [`MusicCheck::voice_over`].
+pub(super) const RUN_FRAMES: u64 = 22;
+
+/// See [`MusicCheck::voice_over`]: at most this many steady frames in the run's last
+/// [`RUN_FRAMES`].
+const RUN_STEADY: u32 = 1;
+
+/// See [`MusicCheck::voice_over`]: at least this many periodic frames in the run's last
+/// [`RUN_FRAMES`] (voiced speech over the bench's music at 5 to 20 dB has 10 or more; chords
+/// and strummed strings, whose mixed pitches blur the autocorrelation, 3 to 9).
+const RUN_PERIODIC: u32 = 10;
+
+/// See [`MusicCheck::voice_over`]: the standard deviation of the frame levels over the run's
+/// last [`RUN_FRAMES`], in dB, at least. Speech over the bench's music has 2.1 dB or more (median
+/// 5.7: syllables and the gaps between them); music 0.7 to 2.5 (median 1.2).
+const RUN_LEVEL_SPREAD_DB: f32 = 2.0;
+
+/// Whether music is playing and what the last [`RUN_FRAMES`] frames were like.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MusicCheck {
+    /// One bit per frame, newest in bit 0: steady and voiced.
+    steady_voiced: u64,
+    /// One bit per frame, newest in bit 0: a new note the network did not call voiced.
+    quiet_notes: u64,
+    /// Frames since the last sure sign of music (saturating).
+    since_sure: u32,
+    /// Frames not voiced since the call began (saturating), for [`OPENING_QUIET_FRAMES`].
+    quiet: u32,
+    /// The level (dB) of the last [`RUN_FRAMES`] frames, a ring; `next` is the oldest.
+    levels: [f32; RUN_FRAMES as usize],
+    next: usize,
+}
+
+impl MusicCheck {
+    pub(super) fn new() -> MusicCheck {
+        MusicCheck { steady_voiced: 0, quiet_notes: 0, since_sure: u32::MAX, quiet: 0, levels: [0.0; RUN_FRAMES as usize], next: 0 }
+    }
+
+    /// Records one detector frame: what the held-note check made of it, whether it was voiced,
+    /// and its energy (the sum of its squared samples).
+    pub(super) fn mark(&mut self, held: Held, voiced: bool, energy: i64) {
+        self.steady_voiced = (self.steady_voiced << 1) | u64::from(held.steady && voiced);
+        self.quiet_notes = (self.quiet_notes << 1) | u64::from(held.new_note && !voiced);
+        self.quiet = self.quiet.saturating_add(u32::from(!voiced));
+        let sure = self.steady_voiced.count_ones() >= SURE_MUSIC_FRAMES || self.quiet_notes.count_ones() >= SURE_NEW_NOTES;
+        self.since_sure = if sure { 0 } else { self.since_sure.saturating_add(1) };
+        self.levels[self.next] = 10.0 * (energy as f32 / DETECTOR_FRAME as f32 + 1.0).log10();
+        self.next = (self.next + 1) % self.levels.len();
+    }
+
+    /// Whether music is playing: a few steady voiced frames in the last second, a sure sign of
+    /// music in the [`MUSIC_MEMORY_FRAMES`] before, or the call's opening.
+    pub(super) fn playing(&self) -> bool {
+        self.steady_voiced.count_ones() >= MUSIC_FRAMES || self.since_sure <= MUSIC_MEMORY_FRAMES || self.quiet < OPENING_QUIET_FRAMES
+    }
+
+    /// Steady voiced frames among the last `frames` (at most 64).
+    pub(super) fn steady_frames(&self, frames: u32) -> u32 {
+        let mask = if frames >= 64 { u64::MAX } else { (1u64 << frames) - 1 };
+        (self.steady_voiced & mask).count_ones()
+    }
+
+    /// Whether a voiced run of `run` frames, with `periodic` one bit per frame of it (newest in
+    /// bit 0), is a voice over the music rather than the music: at least [`RUN_FRAMES`] long,
+    /// and over its last [`RUN_FRAMES`] frames not held notes (at most [`RUN_STEADY`] steady
+    /// frames), pitched (at least [`RUN_PERIODIC`] periodic frames: a voice has one pitch at a
+    /// time, a chord several) and moving in level as syllables do (a spread of at least
+    /// [`RUN_LEVEL_SPREAD_DB`]).
+    pub(super) fn voice_over(&self, run: u64, periodic: u64) -> bool {
+        let window = (1u64 << RUN_FRAMES) - 1;
+        run >= RUN_FRAMES
+            && self.steady_frames(RUN_FRAMES as u32) <= RUN_STEADY
+            && (periodic & window).count_ones() >= RUN_PERIODIC
+            && self.level_spread() >= RUN_LEVEL_SPREAD_DB
+    }
+
+    /// The standard deviation of the last [`RUN_FRAMES`] frame levels, in dB.
+    fn level_spread(&self) -> f32 {
+        let n = self.levels.len() as f32;
+        let mean = self.levels.iter().sum::<f32>() / n;
+        (self.levels.iter().map(|l| (l - mean) * (l - mean)).sum::<f32>() / n).sqrt()
+    }
+
+    /// Where a voice over the music began, in frames before the latest (0 to [`RUN_FRAMES`] - 1),
+    /// for a run that started in the music itself: the first of the last [`RUN_FRAMES`] frames
+    /// louder than their mean.
+    pub(super) fn rise(&self) -> u64 {
+        let n = self.levels.len();
+        let mean = self.levels.iter().sum::<f32>() / n as f32;
+        let first = (0..n).find(|k| self.levels[(self.next + k) % n] >= mean).unwrap_or(n - 1);
+        (n - 1 - first) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The energy of a frame at `db` dBFS (RMS).
+    fn energy(db: f32) -> i64 {
+        let rms = 32768.0 * 10f32.powf(db / 20.0);
+        (rms * rms * DETECTOR_FRAME as f32) as i64
+    }
+
+    const STEADY: Held = Held { steady: true, new_note: false };
+    const PLAIN: Held = Held { steady: false, new_note: false };
+    const NEW_NOTE: Held = Held { steady: true, new_note: true };
+
+    /// A check past the call's opening: a quarter second of silence.
+    fn opened() -> MusicCheck {
+        let mut music = MusicCheck::new();
+        assert!(music.playing(), "a call opens as music");
+        for _ in 0..OPENING_QUIET_FRAMES {
+            music.mark(PLAIN, false, 0);
+        }
+        assert!(!music.playing(), "a quarter second of silence is not music");
+        music
+    }
+
+    #[test]
+    fn held_notes_are_music_and_a_sure_sign_lasts_through_a_rest() {
+        let mut music = opened();
+        music.mark(STEADY, true, energy(-20.0));
+        assert!(!music.playing(), "one steady frame is not music");
+        music.mark(STEADY, true, energy(-20.0));
+        assert!(music.playing(), "two are");
+        // Two steady frames leave the music on for a second only.
+        for _ in 0..64 {
+            music.mark(PLAIN, false, 0);
+        }
+        assert!(!music.playing(), "a second after two steady frames");
+        // A held note (a second of steady voiced frames), then a rest of 9 s: still music.
+        for _ in 0..64 {
+            music.mark(STEADY, true, energy(-20.0));
+        }
+        for _ in 0..(64 + 9 * 62) {
+            music.mark(PLAIN, false, 0);
+        }
+        assert!(music.playing(), "a 9 s rest after a held note");
+        for _ in 0..62 * 2 {
+            music.mark(PLAIN, false, 0);
+        }
+        assert!(!music.playing(), "11 s after the last held note");
+    }
+
+    #[test]
+    fn a_tune_the_network_does_not_hear_as_voice_is_music_and_one_hum_is_not() {
+        let mut music = opened();
+        // A hum: steady and never voiced, always the same note.
+        for i in 0..200 {
+            music.mark(if i == 0 { NEW_NOTE } else { STEADY }, false, energy(-35.0));
+        }
+        assert!(!music.playing(), "a hum is not music");
+        // Notes that change every 300 ms.
+        for i in 0..64 {
+            music.mark(if i % 19 == 0 { NEW_NOTE } else { STEADY }, false, energy(-30.0));
+        }
+        assert!(music.playing(), "a tune of unvoiced notes is music");
+    }
+
+    #[test]
+    fn a_voice_over_music_moves_in_level_has_a_pitch_and_holds_no_note() {
+        let all_periodic = u64::MAX;
+        // Syllables: 5 frames at -20 dBFS, 3 at -30, repeated.
+        let syllables = |music: &mut MusicCheck, held: Held| {
+            for i in 0..RUN_FRAMES {
+                music.mark(held, true, energy(if i % 8 < 5 { -20.0 } else { -30.0 }));
+            }
+        };
+        let mut music = opened();
+        syllables(&mut music, PLAIN);
+        assert!(music.voice_over(RUN_FRAMES, all_periodic));
+        assert!(!music.voice_over(RUN_FRAMES - 1, all_periodic), "a run shorter than 352 ms");
+        assert!(!music.voice_over(RUN_FRAMES, 0x1ff), "9 periodic frames: chords, not a voice");
+        // The same level throughout: a chord held, or a bowed note.
+        let mut flat = opened();
+        for _ in 0..RUN_FRAMES {
+            flat.mark(PLAIN, true, energy(-20.0));
+        }
+        assert!(!flat.voice_over(RUN_FRAMES, all_periodic), "a level that does not move");
+        // Held notes in the run.
+        let mut held = opened();
+        syllables(&mut held, STEADY);
+        assert!(!held.voice_over(RUN_FRAMES, all_periodic), "held notes");
+    }
+
+    #[test]
+    fn a_rise_over_the_music_is_found() {
+        let mut music = opened();
+        for _ in 0..40 {
+            music.mark(PLAIN, true, energy(-30.0));
+        }
+        // A voice 10 dB over it, for the last 9 frames.
+        for _ in 0..9 {
+            music.mark(PLAIN, true, energy(-20.0));
+        }
+        assert_eq!(music.rise(), 8, "the voice began 8 frames before the latest");
+    }
+}
