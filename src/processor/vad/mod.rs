@@ -56,8 +56,8 @@
 //! While music plays, speech starts only once the voiced run lasts 22 frames (352 ms) and its
 //! last 22 frames bear a voice's marks: at most one steady frame (no held note), at least 10
 //! periodic ones (one pitch at a time; a chord's mixed pitches blur the autocorrelation), and a
-//! level that moves as syllables do (a standard deviation of 2 dB or more; speech over the
-//! bench's music has 2.1 dB or more, median 5.7; music alone 0.7 to 2.5, median 1.2). It is
+//! level that moves as syllables do (a standard deviation of 2 dB or more, where the stretches
+//! of music that started speech before move less). It is
 //! dated from the run's onset if that came no more than 12 frames before the 22, and otherwise
 //! (a run that began in the music) from the first of the 22 frames louder than their mean,
 //! where the voice rose over the music. Over music `speech:started` therefore comes about 270 ms

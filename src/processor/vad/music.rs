@@ -9,9 +9,9 @@ use super::pitch::Held;
 /// playing: a background of held notes.
 const MUSIC_FRAMES: u32 = 2;
 
-/// Steady voiced frames in the last second that are sure sign of music (a held note takes most
-/// of its frames; the steadiest synthetic voice in the bench's corpus reaches 12). They keep the
-/// music on for [`MUSIC_MEMORY_FRAMES`] after.
+/// Steady voiced frames in the last second that are a sure sign of music (a held note makes
+/// most of its frames steady; the bench's synthetic voices, monotonous as they are, hold fewer).
+/// They keep the music on for [`MUSIC_MEMORY_FRAMES`] after.
 const SURE_MUSIC_FRAMES: u32 = 16;
 
 /// New notes that the network does not call voiced, in the last second, that are as sure a
@@ -36,13 +36,13 @@ pub(super) const RUN_FRAMES: u64 = 22;
 const RUN_STEADY: u32 = 1;
 
 /// See [`MusicCheck::voice_over`]: at least this many periodic frames in the run's last
-/// [`RUN_FRAMES`] (voiced speech over the bench's music at 5 to 20 dB has 10 or more; chords
-/// and strummed strings, whose mixed pitches blur the autocorrelation, 3 to 9).
+/// [`RUN_FRAMES`]: a voice has one pitch at a time, where the mixed pitches of chords and
+/// strummed strings blur the autocorrelation.
 const RUN_PERIODIC: u32 = 10;
 
 /// See [`MusicCheck::voice_over`]: the standard deviation of the frame levels over the run's
-/// last [`RUN_FRAMES`], in dB, at least. Speech over the bench's music has 2.1 dB or more (median
-/// 5.7: syllables and the gaps between them); music 0.7 to 2.5 (median 1.2).
+/// last [`RUN_FRAMES`], in dB, at least: syllables and the gaps between them, where a held
+/// chord or a bowed phrase keeps its level.
 const RUN_LEVEL_SPREAD_DB: f32 = 2.0;
 
 /// Whether music is playing and what the last [`RUN_FRAMES`] frames were like.
