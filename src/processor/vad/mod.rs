@@ -91,7 +91,8 @@
 //! window on the stack and moves a few numbers. The events are plain values
 //! ([`Event::Speech`]); emitting them allocates nothing. Cost per 20 ms of audio
 //! (`cargo bench --bench core -- '^vad/'`, the fixture's speech, a quiet 2-core machine): about
-//! 9.3 µs at 16 kHz and 10.5-11.1 µs at 8 and 24 kHz (the conversion included), of which the
+//! 8.6 µs at 16 kHz and 9.8-10.0 µs at 8 and 24 kHz (the conversion and the music check
+//! included), of which the
 //! network is about two thirds; on a busy machine up to twice that. `vad_scan`'s
 //! `us_per_frame` (the accuracy bench's column) adds its harness and score log. BENCHMARKS.md
 //! has the figures.

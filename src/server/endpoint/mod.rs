@@ -158,20 +158,14 @@ impl SocketEndpoint {
         false
     }
 
-    /// Writes `out`; an error ends the call.
+    /// Writes `out` as far as the socket takes it; an error ends the call.
     fn write_out(&mut self, now: Instant) -> io::Result<()> {
-        let side = &mut self.side;
-        let mut written = 0;
-        while written < side.out.len() {
-            match self.transport.write(&side.out[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        while !self.side.out.is_empty() {
+            let result = self.transport.write(&self.side.out);
+            if !took(&mut self.side.out, result)? {
+                break;
             }
         }
-        side.out.drain(..written);
         self.transport.flush()?;
         self.note_blocked(now);
         Ok(())
@@ -189,6 +183,23 @@ impl SocketEndpoint {
     /// Whether the thread sends for this endpoint now: a live call on a plain socket.
     fn leaves_sends(&self) -> bool {
         self.batched && self.closing.is_none() && matches!(self.transport, Transport::Plain(_))
+    }
+}
+
+/// Takes the result of one write of `out`: drops what the socket took and says whether to write
+/// again (`false`: all of it went, or the socket's buffer is full; `true` after a write that a
+/// signal interrupted). A socket that takes nothing of a non-empty `out`, or fails, has lost the
+/// connection.
+fn took(out: &mut Vec<u8>, result: io::Result<usize>) -> io::Result<bool> {
+    match result {
+        Ok(0) if !out.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => {
+            out.drain(..n.min(out.len()));
+            Ok(!out.is_empty())
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -265,19 +276,9 @@ impl Endpoint for SocketEndpoint {
     }
 
     fn sent(&mut self, result: io::Result<usize>, link: &CallLink, now: Instant) {
-        match result {
-            Ok(0) if !self.side.out.is_empty() => {
-                debug!(id = self.side.call.id.as_str(), "connection lost: the socket took nothing");
-                self.end(Ending::PeerLost, link);
-            }
-            Ok(n) => {
-                self.side.out.drain(..n.min(self.side.out.len()));
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(e) => {
-                debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
-                self.end(Ending::PeerLost, link);
-            }
+        if let Err(e) = took(&mut self.side.out, result) {
+            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
+            self.end(Ending::PeerLost, link);
         }
         self.note_blocked(now);
     }
