@@ -310,3 +310,30 @@ pub(super) fn rejection_for(error: &WireError) -> Rejection {
         _ => Rejection::new(CloseCode::Invalid, error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::took;
+    use std::io;
+
+    #[test]
+    fn a_write_drops_what_the_socket_took_and_says_whether_to_write_again() {
+        let mut out = b"abcdef".to_vec();
+        assert!(took(&mut out, Ok(2)).unwrap(), "part taken: write again");
+        assert_eq!(out, b"cdef");
+        assert!(took(&mut out, Err(io::ErrorKind::Interrupted.into())).unwrap(), "interrupted: write again");
+        assert!(!took(&mut out, Err(io::ErrorKind::WouldBlock.into())).unwrap(), "full: wait for writability");
+        assert_eq!(out, b"cdef", "nothing dropped while the socket is full");
+        assert!(!took(&mut out, Ok(4)).unwrap(), "all taken");
+        assert!(out.is_empty());
+        assert!(!took(&mut out, Ok(0)).unwrap(), "nothing to write, nothing taken");
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_or_fails_has_lost_the_connection() {
+        let mut out = b"abc".to_vec();
+        assert_eq!(took(&mut out, Ok(0)).unwrap_err().kind(), io::ErrorKind::WriteZero);
+        assert_eq!(took(&mut out, Err(io::ErrorKind::BrokenPipe.into())).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(out, b"abc");
+    }
+}
