@@ -1,9 +1,12 @@
 //! Runs the `vad` processor over WAV files, as a call would, and prints what it decided: one
-//! JSON line per file with the detector's score for every 16 ms frame (and whether the frame
-//! counted as voiced, the level floor included — the pitch check that gates `speech:started`
-//! is not part of it; `delay_ms` is the conversion's delay that the
-//! events' times take out and the frames' do not), the speech segments its
-//! `speech:started` / `speech:stopped` events marked, and its cost per 20 ms frame.
+//! JSON line per file with, for every 16 ms frame, the detector's score (`probs`), whether the
+//! frame counted as voiced (`voiced`: the score and the level floor; the pitch and music checks
+//! that gate `speech:started` are not part of it), its periodicity (`periodicity`, 0 to 1),
+//! whether it held a note and was voiced (`steady`) and whether music was held to be playing
+//! after it (`music`); `delay_ms`, the conversion's delay that the events' times take out and
+//! the frames' do not; the speech segments its `speech:started` / `speech:stopped` events
+//! marked (`segments`), when each `speech:started` was emitted (`started_at`, ms of call time);
+//! and its cost per 20 ms frame.
 //! `benches/vad_accuracy.sh` compares these with other detectors on a labelled corpus.
 //!
 //! ```text
@@ -65,9 +68,9 @@ fn main() {
                 _ => None,
             })
             .collect();
-        // When each `speech:started` was emitted (the pass's call time, ms).
+        // When each `speech:started` was emitted: the end of its pass, in call time (ms).
         let emitted: Vec<u64> =
-            h.events.iter().filter_map(|(at, e)| matches!(e, Event::Speech(Speech::Started { .. })).then_some(*at)).collect();
+            h.events.iter().filter_map(|(pass, e)| matches!(e, Event::Speech(Speech::Started { .. })).then_some((pass + 1) * 20)).collect();
         let log = h.processor.score_log();
         let round = |x: f32| (f64::from(x) * 1000.0).round() / 1000.0;
         let probs: Vec<f64> = log.iter().map(|f| round(f.score)).collect();

@@ -23,9 +23,16 @@ const SURE_NEW_NOTES: u32 = 2;
 /// between phrases does not end it.
 const MUSIC_MEMORY_FRAMES: u32 = 640;
 
-/// A call counts as music until this many frames (256 ms) were not voiced: a call that starts
-/// in the middle of music has no history to tell it by.
+/// A call counts as music until this many frames (256 ms) were not voiced, or for
+/// [`OPENING_MAX_FRAMES`] at most: a call that starts in the middle of music has no history to
+/// tell it by. Words in that opening must pass [`MusicCheck::voice_over`], so a word shorter
+/// than 352 ms there does not start speech.
 const OPENING_QUIET_FRAMES: u32 = 16;
+
+/// See [`OPENING_QUIET_FRAMES`]: 125 frames, 2 s. Music that played from the start has shown
+/// itself by then (held notes), and a call whose first seconds are voiced throughout (a talker
+/// without a pause, a line whose noise the network hears as voice) is not held back longer.
+const OPENING_MAX_FRAMES: u32 = 125;
 
 /// Over music, speech starts only once the voiced run lasts this many frames (352 ms) and passes
 /// [`MusicCheck::voice_over`].
@@ -56,6 +63,8 @@ pub(super) struct MusicCheck {
     since_sure: u32,
     /// Frames not voiced since the call began (saturating), for [`OPENING_QUIET_FRAMES`].
     quiet: u32,
+    /// Frames since the call began (saturating), for [`OPENING_MAX_FRAMES`].
+    frames: u32,
     /// The level (dB) of the last [`RUN_FRAMES`] frames, a ring; `next` is the oldest.
     levels: [f32; RUN_FRAMES as usize],
     next: usize,
@@ -63,7 +72,15 @@ pub(super) struct MusicCheck {
 
 impl MusicCheck {
     pub(super) fn new() -> MusicCheck {
-        MusicCheck { steady_voiced: 0, quiet_notes: 0, since_sure: u32::MAX, quiet: 0, levels: [0.0; RUN_FRAMES as usize], next: 0 }
+        MusicCheck {
+            steady_voiced: 0,
+            quiet_notes: 0,
+            since_sure: u32::MAX,
+            quiet: 0,
+            frames: 0,
+            levels: [0.0; RUN_FRAMES as usize],
+            next: 0,
+        }
     }
 
     /// Records one detector frame: what the held-note check made of it, whether it was voiced,
@@ -72,6 +89,7 @@ impl MusicCheck {
         self.steady_voiced = (self.steady_voiced << 1) | u64::from(held.steady && voiced);
         self.quiet_notes = (self.quiet_notes << 1) | u64::from(held.new_note && !voiced);
         self.quiet = self.quiet.saturating_add(u32::from(!voiced));
+        self.frames = self.frames.saturating_add(1);
         let sure = self.steady_voiced.count_ones() >= SURE_MUSIC_FRAMES || self.quiet_notes.count_ones() >= SURE_NEW_NOTES;
         self.since_sure = if sure { 0 } else { self.since_sure.saturating_add(1) };
         self.levels[self.next] = 10.0 * (energy as f32 / DETECTOR_FRAME as f32 + 1.0).log10();
@@ -81,7 +99,8 @@ impl MusicCheck {
     /// Whether music is playing: a few steady voiced frames in the last second, a sure sign of
     /// music in the [`MUSIC_MEMORY_FRAMES`] before, or the call's opening.
     pub(super) fn playing(&self) -> bool {
-        self.steady_voiced.count_ones() >= MUSIC_FRAMES || self.since_sure <= MUSIC_MEMORY_FRAMES || self.quiet < OPENING_QUIET_FRAMES
+        let opening = self.quiet < OPENING_QUIET_FRAMES && self.frames < OPENING_MAX_FRAMES;
+        self.steady_voiced.count_ones() >= MUSIC_FRAMES || self.since_sure <= MUSIC_MEMORY_FRAMES || opening
     }
 
     /// Steady voiced frames among the last `frames` (at most 64).
@@ -145,6 +164,17 @@ mod tests {
         }
         assert!(!music.playing(), "a quarter second of silence is not music");
         music
+    }
+
+    #[test]
+    fn the_opening_ends_after_a_quarter_second_without_voice_or_two_seconds_at_most() {
+        let mut music = MusicCheck::new();
+        for _ in 0..OPENING_MAX_FRAMES - 1 {
+            music.mark(PLAIN, true, energy(-20.0));
+        }
+        assert!(music.playing(), "voiced from the start: still the opening");
+        music.mark(PLAIN, true, energy(-20.0));
+        assert!(!music.playing(), "two seconds: the opening is over");
     }
 
     #[test]

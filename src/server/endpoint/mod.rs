@@ -187,9 +187,9 @@ impl SocketEndpoint {
 }
 
 /// Takes the result of one write of `out`: drops what the socket took and says whether to write
-/// again (`false`: all of it went, or the socket's buffer is full; `true` after a write that a
-/// signal interrupted). A socket that takes nothing of a non-empty `out`, or fails, has lost the
-/// connection.
+/// again (`true`: part of it is left, or a signal interrupted the write; `false`: all of it
+/// went, or the socket's buffer is full). A socket that takes nothing of a non-empty `out`, or
+/// fails, has lost the connection.
 fn took(out: &mut Vec<u8>, result: io::Result<usize>) -> io::Result<bool> {
     match result {
         Ok(0) if !out.is_empty() => Err(io::ErrorKind::WriteZero.into()),
