@@ -46,7 +46,7 @@
 //!   held tone it does not hear as a voice, such as mains hum or a fan, is not music, and speech
 //!   over it starts as promptly as over silence);
 //! - or a sure sign of music came in the last 10 s: 16 such frames in a second (a note held;
-//!   the bench's synthetic voices reach 12), or two *new notes* in a second that the network
+//!   the bench's synthetic voices hold fewer), or two *new notes* in a second that the network
 //!   does not call voiced (steady frames on another note than the steady frame before: a tune
 //!   in tones it does not hear as a voice; a hum between words is always the same note). The
 //!   rests between phrases do not end the music;
@@ -58,10 +58,9 @@
 //! last 22 frames bear a voice's marks: at most one steady frame (no held note), at least 10
 //! periodic ones (one pitch at a time; a chord's mixed pitches blur the autocorrelation), and a
 //! level that moves as syllables do (a standard deviation of 2 dB or more, where the stretches
-//! of music that started speech before move less). It is
-//! dated from the run's onset if that came no more than 12 frames before the 22, and otherwise
-//! (a run that began in the music) from the first of the 22 frames louder than their mean,
-//! where the voice rose over the music. Over music `speech:started` therefore comes about 270 ms
+//! of music that started speech before move less). It is dated from the run's onset if that
+//! came no more than 12 frames before the 22, and otherwise (a run that began in the music)
+//! from the first of the 22 frames louder than their mean, where the voice rose over the music. Over music `speech:started` therefore comes about 270 ms
 //! later than over silence or noise, and a call's first words do too when they come in its
 //! first quarter second; without music nothing changes.
 //!

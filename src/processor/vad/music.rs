@@ -123,11 +123,15 @@ impl MusicCheck {
             && self.level_spread() >= RUN_LEVEL_SPREAD_DB
     }
 
+    /// The mean of the last [`RUN_FRAMES`] frame levels, in dB.
+    fn mean_level(&self) -> f32 {
+        self.levels.iter().sum::<f32>() / self.levels.len() as f32
+    }
+
     /// The standard deviation of the last [`RUN_FRAMES`] frame levels, in dB.
     fn level_spread(&self) -> f32 {
-        let n = self.levels.len() as f32;
-        let mean = self.levels.iter().sum::<f32>() / n;
-        (self.levels.iter().map(|l| (l - mean) * (l - mean)).sum::<f32>() / n).sqrt()
+        let mean = self.mean_level();
+        (self.levels.iter().map(|l| (l - mean) * (l - mean)).sum::<f32>() / self.levels.len() as f32).sqrt()
     }
 
     /// Where a voice over the music began, in frames before the latest (0 to [`RUN_FRAMES`] - 1),
@@ -135,7 +139,7 @@ impl MusicCheck {
     /// louder than their mean.
     pub(super) fn rise(&self) -> u64 {
         let n = self.levels.len();
-        let mean = self.levels.iter().sum::<f32>() / n as f32;
+        let mean = self.mean_level();
         let first = (0..n).find(|k| self.levels[(self.next + k) % n] >= mean).unwrap_or(n - 1);
         (n - 1 - first) as u64
     }
