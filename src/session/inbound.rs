@@ -113,7 +113,9 @@ impl InboundBuffer {
             max_frames: frames,
             config,
             bytes: VecDeque::with_capacity(frame_bytes * frames.min(INBOUND_TO_START)),
-            arrivals: VecDeque::with_capacity(3),
+            // One arrival per whole frame held (and one more while the newest waits to be
+            // counted): it grows with `bytes`, so that a backlog never grows it frame by frame.
+            arrivals: VecDeque::with_capacity(frames.min(INBOUND_TO_START) + 1),
             anchor: None,
             n: 0,
             silence_owed: 0,
@@ -141,6 +143,7 @@ impl InboundBuffer {
         if self.bytes.len() + n > self.bytes.capacity() {
             // The first burst: grow to the capacity at once, never again.
             self.bytes.reserve_exact(self.frame_bytes * self.max_frames - self.bytes.len());
+            self.arrivals.reserve_exact(self.max_frames + 1 - self.arrivals.len());
         }
         self.bytes.extend(&data[..n]);
         self.overflow_bytes += (data.len() - n) as u64;
@@ -555,5 +558,24 @@ mod tests {
         assert_eq!(b.overflow_bytes(), 100);
         assert_eq!(b.room(), 0);
         assert_eq!(b.backlog(), 8);
+    }
+
+    /// A backlog building frame by frame (a media thread held up while frames keep coming)
+    /// grows the buffer once, its bytes and its arrival times together, and never again.
+    #[test]
+    fn a_growing_backlog_grows_the_buffer_once() {
+        let t0 = Instant::now();
+        let mut b = InboundBuffer::new(SampleRate::Hz16000, 50, TimelineConfig::default());
+        let mut sizes = vec![(b.bytes.capacity(), b.arrivals.capacity())];
+        for i in 0..60u32 {
+            b.push(&vec![0u8; 640], t0 + F * i);
+            let now = (b.bytes.capacity(), b.arrivals.capacity());
+            if sizes.last() != Some(&now) {
+                sizes.push(now);
+            }
+        }
+        assert_eq!(b.backlog(), 50);
+        assert_eq!(sizes.len(), 2, "the capacities went {sizes:?}");
+        assert!(sizes[1].0 >= 50 * 640 && sizes[1].1 > 50);
     }
 }

@@ -1,6 +1,9 @@
 //! A global allocator that counts allocations (and frees, and reallocations), for the
 //! zero-allocation tests: per thread while that thread watches ([`allocations_during`]), and
 //! across every thread of the process while [`watch_all`] is on.
+//!
+//! To find what allocated, run the test with `ALLOC_TRACE=1`: every allocation `watch_all`
+//! counts is then printed to stderr with the project's frames of its backtrace.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -17,14 +20,35 @@ thread_local! {
 
 static WATCHING_ALL: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS_ALL: AtomicUsize = AtomicUsize::new(0);
+/// `ALLOC_TRACE` is set (read by `watch_all` before it watches: reading it allocates).
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread is printing a trace, whose own allocations are counted but not traced.
+    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
+}
 
 fn count() {
     if WATCHING_ALL.load(Ordering::Relaxed) {
         ALLOCATIONS_ALL.fetch_add(1, Ordering::Relaxed);
+        if TRACING.load(Ordering::Relaxed) && !IN_TRACE.with(|t| t.replace(true)) {
+            trace();
+            IN_TRACE.with(|t| t.set(false));
+        }
     }
     if WATCHING.with(Cell::get) {
         ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
+}
+
+/// Prints where this allocation came from: the thread, and the backtrace's frames in the
+/// project.
+fn trace() {
+    use std::io::Write;
+    let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+    let ours: Vec<&str> = backtrace.lines().filter(|l| l.contains("callpipe::")).collect();
+    let thread = std::thread::current();
+    let _ = writeln!(std::io::stderr(), "allocation on thread {:?}:\n{}", thread.name(), ours.join("\n"));
 }
 
 // SAFETY: every method forwards to the system allocator unchanged; counting has no effect on
@@ -62,6 +86,7 @@ pub fn allocations_during(f: impl FnOnce()) -> usize {
 /// Allocations (and frees) made by any thread of the process while `f` runs.
 #[allow(dead_code)]
 pub fn watch_all<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    TRACING.store(std::env::var_os("ALLOC_TRACE").is_some(), Ordering::SeqCst);
     let before = ALLOCATIONS_ALL.load(Ordering::SeqCst);
     WATCHING_ALL.store(true, Ordering::SeqCst);
     let result = f();

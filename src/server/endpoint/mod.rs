@@ -171,6 +171,14 @@ impl SocketEndpoint {
         Ok(())
     }
 
+    /// Writes `out` as far as the socket takes it; a failed connection ends the call.
+    fn write_or_end(&mut self, link: &CallLink, now: Instant) {
+        if let Err(e) = self.write_out(now) {
+            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
+            self.end(Ending::PeerLost, link);
+        }
+    }
+
     /// Starts (or ends) the write timeout's count by whether bytes still wait for the socket.
     fn note_blocked(&mut self, now: Instant) {
         if self.side.out.is_empty() && !self.transport.has_pending() {
@@ -250,6 +258,18 @@ impl Endpoint for SocketEndpoint {
             // The peer has gone or is being refused: what the session releases now is not sent.
             return;
         }
+        // A late visit releases several frames at once. Rather than growing `out`, what it
+        // holds goes to the socket first (no batched send is in flight during a visit), so the
+        // media path allocates nothing for as long as the peer reads.
+        if let Transmit::Audio { len, .. } = transmit
+            && !self.side.out.is_empty()
+            && !self.side.has_room(len)
+        {
+            self.write_or_end(link, now);
+            if self.side.ending.is_some() {
+                return;
+            }
+        }
         self.side.send(transmit, frame, link, now);
     }
 
@@ -257,10 +277,7 @@ impl Endpoint for SocketEndpoint {
         if (self.side.out.is_empty() && !self.transport.has_pending()) || self.leaves_sends() {
             return;
         }
-        if let Err(e) = self.write_out(now) {
-            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
-            self.end(Ending::PeerLost, link);
-        }
+        self.write_or_end(link, now);
     }
 
     fn wants_write(&self) -> bool {

@@ -58,6 +58,11 @@ impl CallSide {
         session.inbound_room() >= self.frame_bytes
     }
 
+    /// Whether `out` has room, without growing, for an audio frame of `len` bytes.
+    pub(super) fn has_room(&self, len: usize) -> bool {
+        self.out.len() + len + ws::MAX_HEADER <= self.out.capacity()
+    }
+
     /// One message from the peer. Returns why the call ends, if it does.
     pub(super) fn handle(&mut self, message: Message<'_>, session: &mut Session, end: &mut MediaEnd, now: Instant) -> Option<Ending> {
         let stats = &self.shared.stats;
