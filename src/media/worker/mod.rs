@@ -325,9 +325,9 @@ impl<C: Clock> Worker<C> {
         if woke {
             wake(&mut self.relay, &call.end.link);
         }
-        if self.sends.is_some() && call.endpoint.batched().is_some() {
-            // The thread's next batched send takes it; whether to watch for writability is
-            // known after that.
+        if call.endpoint.batched().is_some() {
+            // The thread's next batched send takes it (an endpoint leaves its sends only while
+            // the thread's ring works); whether to watch for writability is known after that.
             if !call.send_queued {
                 call.send_queued = true;
                 self.to_send.push(index);
