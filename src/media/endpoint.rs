@@ -5,7 +5,8 @@
 //! (or a deadline falls due) asks the endpoint to read: the endpoint parses the frames and hands
 //! the caller's audio and the platform's events straight to the session, running the session's
 //! passes itself when a burst is larger than the session's buffer. What the passes release goes
-//! back to the endpoint, which frames it into one buffer and writes it with one call per visit.
+//! back to the endpoint, which frames it into one buffer and writes it with one call per visit
+//! (a late visit that releases more than the buffer holds writes it as it fills).
 //! No other thread touches the frames: there is no hop and no task per frame.
 //!
 //! The endpoint decides the protocol (limits, close codes) and tells the thread through the
@@ -45,7 +46,8 @@ pub trait Endpoint: Send {
     fn receive(&mut self, session: &mut Session, end: &mut MediaEnd, now: Instant);
 
     /// Queues what the session released: a frame (its bytes are the first `len` of `frame`),
-    /// or an action.
+    /// or an action. A frame that does not fit the queue without growing it may write what
+    /// the queue holds first, whatever the mode: no batched send is in flight during a visit.
     fn send(&mut self, transmit: Transmit, frame: &[u8], link: &CallLink, now: Instant);
 
     /// Writes what is queued, as far as the socket takes it.

@@ -1,7 +1,8 @@
 //! Batched sends through io_uring: the writes of a media thread's visits, one submission.
 //!
-//! With `[media] io = "io_uring"`, an endpoint on a plain socket does not write in its visit:
-//! what the visit framed stays in the endpoint's buffer, and the thread sends the buffers of
+//! With `[media] io = "io_uring"`, an endpoint on a plain socket does not write in its visit
+//! (unless a late visit releases more than its buffer's frame, which it then writes as it
+//! fills): what the visit framed stays in the endpoint's buffer, and the thread sends the buffers of
 //! every call it visited together, one `send` entry each, in one `io_uring_enter` that also
 //! waits for their completions. Each send is non-blocking (`MSG_DONTWAIT`), so it completes in
 //! that call: with the bytes the socket took, or `EAGAIN` when its buffer is full, after which

@@ -340,14 +340,24 @@ impl<C: Clock> Worker<C> {
             None => latest,
         }
         .clamp(current + 1, latest);
-        if let Some(call) = self.calls[index].as_mut() {
-            if call.due_slot > current && call.due_slot <= slot {
-                // Already due as soon as this or sooner: a visit before a deadline is harmless,
-                // and an entry per visit would fill the wheel with stale ones.
-                return;
+        let Worker { calls, wheel, .. } = self;
+        if let Some(call) = calls[index].as_mut() {
+            if call.due_slot > current {
+                if call.due_slot <= slot {
+                    // Already due as soon as this or sooner: a visit before a deadline is
+                    // harmless, and an entry per visit would fill the wheel with stale ones.
+                    return;
+                }
+                // Due sooner now: its later entry goes, so that a call is listed once and no
+                // list outgrows the room made for every call (a search, only when a deadline
+                // moves closer).
+                let listed = &mut wheel[(call.due_slot % WHEEL as u64) as usize];
+                if let Some(at) = listed.iter().position(|&i| i == index) {
+                    listed.swap_remove(at);
+                }
             }
             call.due_slot = slot;
-            self.wheel[(slot % WHEEL as u64) as usize].push(index);
+            wheel[(slot % WHEEL as u64) as usize].push(index);
         }
     }
 

@@ -9,7 +9,7 @@
 //! calls. At a visit the endpoint reads the
 //! frames and hands them to the session, the session runs a pass for each frame of the caller's
 //! timeline that is ready, and what the pacer releases goes back out through the endpoint in
-//! one write. A frame's pass therefore runs within a slot of its arrival, at once when the
+//! one write (more only when a late visit releases more than a frame). A frame's pass therefore runs within a slot of its arrival, at once when the
 //! thread is idle, on the thread that read it.
 //!
 //! At each slot the thread also visits the calls that are due: those marked ready by their call

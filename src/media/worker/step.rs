@@ -14,7 +14,7 @@ use crate::session::Session;
 
 /// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads
 /// into the session, control commands, the passes that are due, what they released out through
-/// the endpoint, one write. Returns whether the call task is to be woken: processor events
+/// the endpoint, one write (more when a late visit releases several frames). Returns whether the call task is to be woken: processor events
 /// went to it, or commands were taken from its control ring. Allocation-free (see
 /// `tests/no_alloc.rs`).
 pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {

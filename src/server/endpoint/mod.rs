@@ -7,7 +7,8 @@
 //! much as the session has room for (the rest waits in the socket: TCP holds it, nothing is
 //! dropped); platform events become the session's events; a peer's close, a protocol error, a
 //! text flood or the idle limit end the call. What the session releases is framed into one
-//! buffer, written once per visit. When the peer stops reading, the buffer holds a few frames'
+//! buffer of a frame, written once per visit (a late visit that releases several frames writes
+//! the buffer each time it is full rather than growing it). When the peer stops reading, the buffer holds a few frames'
 //! worth (the look-ahead) and further frames are counted and dropped; after the write timeout
 //! the call is closed with 1008.
 //!
@@ -158,7 +159,7 @@ impl SocketEndpoint {
         false
     }
 
-    /// Writes `out` as far as the socket takes it; an error ends the call.
+    /// Writes `out` as far as the socket takes it; returns the connection's error.
     fn write_out(&mut self, now: Instant) -> io::Result<()> {
         while !self.side.out.is_empty() {
             let result = self.transport.write(&self.side.out);
