@@ -1,13 +1,13 @@
 //! Batched sends through io_uring: the writes of a media thread's visits, one submission.
 //!
 //! With `[media] io = "io_uring"`, an endpoint on a plain socket does not write in its visit
-//! (unless a late visit releases more than its buffer's frame, which it then writes as it
-//! fills): what the visit framed stays in the endpoint's buffer, and the thread sends the buffers of
-//! every call it visited together, one `send` entry each, in one `io_uring_enter` that also
-//! waits for their completions. Each send is non-blocking (`MSG_DONTWAIT`), so it completes in
-//! that call: with the bytes the socket took, or `EAGAIN` when its buffer is full, after which
-//! the endpoint waits for writability as with epoll. Nothing outlives the call, so no buffer is
-//! borrowed past it.
+//! (unless a late visit releases more than its buffer's frame, which it then writes as it fills):
+//! what the visit framed stays in the endpoint's buffer, and the thread sends the buffers of every
+//! call it visited together, one `send` entry each, in one `io_uring_enter` that also waits for
+//! their completions. Each send is non-blocking (`MSG_DONTWAIT`), so it completes in that call:
+//! with the bytes the socket took, or `EAGAIN` when its buffer is full, after which the endpoint
+//! waits for writability as with epoll. Nothing outlives the call, so no buffer is borrowed past
+//! it.
 //!
 //! Reads stay on the thread's epoll set. The ring is made when the thread starts; a kernel
 //! that refuses io_uring (too old, or a seccomp policy) leaves the thread on the epoll path,

@@ -2,15 +2,15 @@
 //!
 //! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
 //! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
-//! the first socket to become readable before it is visited at once, stamped with the instant
-//! the thread woke, and those that become readable later in the slot are collected at the slot
-//! (so a busy thread wakes twice a slot, not once per frame). Socket work never holds up a slot:
-//! it stops when the slot's instant comes, and what is left is visited after the slot's due
-//! calls. At a visit the endpoint reads the
-//! frames and hands them to the session, the session runs a pass for each frame of the caller's
-//! timeline that is ready, and what the pacer releases goes back out through the endpoint in
-//! one write (more only when a late visit releases more than a frame). A frame's pass therefore runs within a slot of its arrival, at once when the
-//! thread is idle, on the thread that read it.
+//! the first socket to become readable before it is visited at once, stamped with the instant the
+//! thread woke, and those that become readable later in the slot are collected at the slot (so a
+//! busy thread wakes twice a slot, not once per frame). Socket work never holds up a slot: it stops
+//! when the slot's instant comes, and what is left is visited after the slot's due calls. At a
+//! visit the endpoint reads the frames and hands them to the session, the session runs a pass for
+//! each frame of the caller's timeline that is ready, and what the pacer releases goes back out
+//! through the endpoint in one write (more only when a late visit releases more than a frame). A
+//! frame's pass therefore runs within a slot of its arrival, at once when the thread is idle, on
+//! the thread that read it.
 //!
 //! At each slot the thread also visits the calls that are due: those marked ready by their call
 //! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next

@@ -12,11 +12,11 @@ use crate::media::link::{CallLink, MediaEnd};
 use crate::protocol::MAX_FRAME_BYTES;
 use crate::session::Session;
 
-/// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads
-/// into the session, control commands, the passes that are due, what they released out through
-/// the endpoint, one write (more when a late visit releases several frames). Returns whether the call task is to be woken: processor events
-/// went to it, or commands were taken from its control ring. Allocation-free (see
-/// `tests/no_alloc.rs`).
+/// One call's work for one visit, exactly as a media thread runs it: what the endpoint reads into
+/// the session, control commands, the passes that are due, what they released out through the
+/// endpoint, one write (more when a late visit releases several frames). Returns whether the call
+/// task is to be woken: processor events went to it, or commands were taken from its control ring.
+/// Allocation-free (see `tests/no_alloc.rs`).
 pub fn step(session: &mut Session, end: &mut MediaEnd, endpoint: &mut dyn Endpoint, now: Instant) -> bool {
     endpoint.receive(session, end, now);
     // Commands sent just before the end still apply (a stream started then ends with reason

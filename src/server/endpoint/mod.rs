@@ -3,14 +3,14 @@
 //!
 //! [`SocketEndpoint`] is what `admission` hands the media thread with the call's session. At a
 //! visit it reads what the socket has, parses it (the framing is [`crate::protocol::ws`]) and
-//! applies the call's protocol rules ([`CallEdge`]): audio goes straight into the session, as
-//! much as the session has room for (the rest waits in the socket: TCP holds it, nothing is
-//! dropped); platform events become the session's events; a peer's close, a protocol error, a
-//! text flood or the idle limit end the call. What the session releases is framed into one
-//! buffer of a frame, written once per visit (a late visit that releases several frames writes
-//! the buffer each time it is full rather than growing it). When the peer stops reading, the buffer holds a few frames'
-//! worth (the look-ahead) and further frames are counted and dropped; after the write timeout
-//! the call is closed with 1008.
+//! applies the call's protocol rules ([`CallEdge`]): audio goes straight into the session, as much
+//! as the session has room for (the rest waits in the socket: TCP holds it, nothing is dropped);
+//! platform events become the session's events; a peer's close, a protocol error, a text flood or
+//! the idle limit end the call. What the session releases is framed into one buffer of a frame,
+//! written once per visit (a late visit that releases several frames writes the buffer each time it
+//! is full rather than growing it). When the peer stops reading, the buffer holds a few frames'
+//! worth (the look-ahead) and further frames are counted and dropped; after the write timeout the
+//! call is closed with 1008.
 //!
 //! At the end the endpoint sends the close frame and lingers: it reads and discards the peer's
 //! input until the peer's own close frame, the end of the stream or [`LINGER`], so that the
