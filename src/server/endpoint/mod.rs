@@ -130,8 +130,7 @@ impl SocketEndpoint {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
-                    self.end(Ending::PeerLost, &end.link);
+                    self.lost(&e, &end.link);
                     return;
                 }
             }
@@ -175,9 +174,14 @@ impl SocketEndpoint {
     /// Writes `out` as far as the socket takes it; a failed connection ends the call.
     fn write_or_end(&mut self, link: &CallLink, now: Instant) {
         if let Err(e) = self.write_out(now) {
-            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
-            self.end(Ending::PeerLost, link);
+            self.lost(&e, link);
         }
+    }
+
+    /// The connection failed (`e`, from a read or a write): the call ends, its peer lost.
+    fn lost(&mut self, e: &io::Error, link: &CallLink) {
+        debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
+        self.end(Ending::PeerLost, link);
     }
 
     /// Starts (or ends) the write timeout's count by whether bytes still wait for the socket.
@@ -295,8 +299,7 @@ impl Endpoint for SocketEndpoint {
 
     fn sent(&mut self, result: io::Result<usize>, link: &CallLink, now: Instant) {
         if let Err(e) = took(&mut self.side.out, result) {
-            debug!(id = self.side.call.id.as_str(), error = %e, "connection lost");
-            self.end(Ending::PeerLost, link);
+            self.lost(&e, link);
         }
         self.note_blocked(now);
     }
