@@ -3,7 +3,8 @@
 //! frame counted as voiced (`voiced`: the score and the level floor; the pitch and music checks
 //! that gate `speech:started` are not part of it), its periodicity (`periodicity`, 0 to 1),
 //! whether it held a note and was voiced (`steady`) and whether music was held to be playing
-//! after it (`music`); `delay_ms`, the conversion's delay that the events' times take out and
+//! after it (`music`), whether it was a new note the network did not call voiced (`new_note`),
+//! its level in dB (`level_db`); `delay_ms`, the conversion's delay that the events' times take out and
 //! the frames' do not; the speech segments its `speech:started` / `speech:stopped` events
 //! marked (`segments`), when each `speech:started` was emitted (`started_at`, ms of call time);
 //! and its cost per 20 ms frame.
@@ -78,6 +79,8 @@ fn main() {
         let periodicity: Vec<f64> = log.iter().map(|f| round(f.periodicity)).collect();
         let steady: Vec<u8> = log.iter().map(|f| u8::from(f.steady)).collect();
         let music: Vec<u8> = log.iter().map(|f| u8::from(f.music)).collect();
+        let new_note: Vec<u8> = log.iter().map(|f| u8::from(f.new_note)).collect();
+        let level: Vec<f64> = log.iter().map(|f| (f64::from(f.level_db) * 100.0).round() / 100.0).collect();
         let line = serde_json::json!({
             "file": file,
             "rate": rate.hz(),
@@ -87,6 +90,8 @@ fn main() {
             "periodicity": periodicity,
             "steady": steady,
             "music": music,
+            "new_note": new_note,
+            "level_db": level,
             "delay_ms": h.processor.delay_ms(),
             "segments": segments,
             "started_at": emitted,

@@ -172,6 +172,10 @@ pub struct FrameLog {
     pub steady: bool,
     /// Whether the music check held music to be playing after it.
     pub music: bool,
+    /// Whether the frame was a new note the network did not call voiced (the held-note check's).
+    pub new_note: bool,
+    /// The frame's level, in dB of its mean square (the music check's).
+    pub level_db: f32,
 }
 
 /// Where the caller's speech stands.
@@ -394,10 +398,12 @@ impl Processor for Vad {
             self.frames += 1;
             self.last_score = score;
             let voiced = score >= self.threshold && energy >= FLOOR_ENERGY;
-            self.music.mark(self.held.judge(voiced), voiced, energy);
+            let held = self.held.judge(voiced);
+            self.music.mark(held, voiced, energy);
             if self.score_log.len() < self.score_log.capacity() {
                 let steady = self.music.steady_frames(1) == 1;
-                self.score_log.push(FrameLog { score, voiced, periodicity, steady, music: self.music.playing() });
+                let (music, new_note, level_db) = (self.music.playing(), held.new_note, music::level_db(energy));
+                self.score_log.push(FrameLog { score, voiced, periodicity, steady, music, new_note, level_db });
             }
             self.frame(at, voiced, periodic, cx);
         }

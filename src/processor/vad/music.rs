@@ -92,7 +92,7 @@ impl MusicCheck {
         self.frames = self.frames.saturating_add(1);
         let sure = self.steady_voiced.count_ones() >= SURE_MUSIC_FRAMES || self.quiet_notes.count_ones() >= SURE_NEW_NOTES;
         self.since_sure = if sure { 0 } else { self.since_sure.saturating_add(1) };
-        self.levels[self.next] = 10.0 * (energy as f32 / DETECTOR_FRAME as f32 + 1.0).log10();
+        self.levels[self.next] = level_db(energy);
         self.next = (self.next + 1) % self.levels.len();
     }
 
@@ -143,6 +143,12 @@ impl MusicCheck {
         let first = (0..n).find(|k| self.levels[(self.next + k) % n] >= mean).unwrap_or(n - 1);
         (n - 1 - first) as u64
     }
+}
+
+/// A detector frame's level in dB (of its mean square, plus one), from its `energy` (the sum of
+/// its squared samples).
+pub(super) fn level_db(energy: i64) -> f32 {
+    10.0 * (energy as f32 / DETECTOR_FRAME as f32 + 1.0).log10()
 }
 
 #[cfg(test)]
