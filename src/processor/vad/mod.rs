@@ -137,6 +137,13 @@ const PERIODIC_FRAMES: u32 = 3;
 /// a run that waited longer for periodic frames starts at the window that had them.
 const LATE_START_FRAMES: u64 = 12;
 
+/// While the caller speaks over music, a frame keeps the speech going only if the network
+/// scores it this much above the threshold (0.7 at the default sensitivity): music the network
+/// calls voiced scores lower than a voice over it, and at the plain threshold the music alone
+/// kept speech going between utterances (at 8 kHz and 10 dB SNR, 91 % of the corpus's
+/// utterances over music had no `speech:stopped` near their end; 30 % with this margin).
+const OVER_MUSIC_MARGIN: f32 = 0.2;
+
 /// The longest `min_speech_ms` and `min_silence_ms`: 10 s.
 pub const MAX_VAD_WINDOW_MS: u32 = 10_000;
 
@@ -293,9 +300,13 @@ impl Vad {
         matches!(self.state, State::Speaking { .. })
     }
 
-    /// Moves the state by one detector frame that starts at `at` ms (call time): whether it is
-    /// voiced (score and level) and periodic (the pitch check).
-    fn frame(&mut self, at: u64, voiced: bool, periodic: bool, cx: &mut Context<'_>) {
+    /// Moves the state by one detector frame that starts at `at` ms (call time): the network's
+    /// score, whether the frame is voiced (score and level) and periodic (the pitch check).
+    fn frame(&mut self, at: u64, score: f32, voiced: bool, periodic: bool, cx: &mut Context<'_>) {
+        let voiced = match self.state {
+            State::Speaking { .. } if self.music.playing() => voiced && score >= (self.threshold + OVER_MUSIC_MARGIN).min(0.95),
+            _ => voiced,
+        };
         let min_speech = u64::from(self.config.min_speech_ms);
         let min_silence = u64::from(self.config.min_silence_ms);
         let end = at + DETECTOR_FRAME_MS;
@@ -405,7 +416,7 @@ impl Processor for Vad {
                 let (music, new_note, level_db) = (self.music.playing(), held.new_note, music::level_db(energy));
                 self.score_log.push(FrameLog { score, voiced, periodicity, steady, music, new_note, level_db });
             }
-            self.frame(at, voiced, periodic, cx);
+            self.frame(at, score, voiced, periodic, cx);
         }
         self.pending.drain(..used);
         self.detector = Some(detector);
