@@ -142,6 +142,31 @@ fn music_does_not_start_speech_and_a_voice_over_it_does() {
 }
 
 #[test]
+fn speech_over_music_stops_when_the_voice_does_while_the_music_plays_on() {
+    // The speech 12.5 s into the music, ending about 0.8 s before the music's next rest: the
+    // music alone must not keep the speech going to the rest.
+    for rate in [SampleRate::Hz8000, SampleRate::Hz16000] {
+        let (audio, _, last) = speech(rate);
+        let mut call = music(rate, 20.0);
+        let at = 12_500 * rate.hz() as usize / 1000;
+        for (s, v) in call[at..].iter_mut().zip(&audio) {
+            *s = (i32::from(*s) / 3 + i32::from(*v)).clamp(-32768, 32767) as i16;
+        }
+        let h = run(VadConfig::default(), rate, &call);
+        let end = 12_500 + last;
+        let stopped = h.events.iter().find_map(|(pass, e)| match e {
+            Event::Speech(Speech::Stopped { start_ms, duration_ms }) if start_ms + duration_ms + 300 >= end => {
+                Some((pass * 20, start_ms + duration_ms))
+            }
+            _ => None,
+        });
+        let Some((pass_ms, stopped_at)) = stopped else { panic!("{rate:?}: no stop after the voice in {:?}", speech_events(&h)) };
+        assert!(stopped_at.abs_diff(end) <= 300, "{rate:?}: stopped at {stopped_at} ms, the voice at {end} ms");
+        assert!(pass_ms < 17_400, "{rate:?}: speech:stopped at {pass_ms} ms, after the music's rest at 17.4 s");
+    }
+}
+
+#[test]
 fn every_sentence_over_a_hum_starts_promptly() {
     // Three sentences over the same hum, 1.5 s apart: the hum coming back between them is
     // the same note each time, not a tune, so none of them is held back as over music.
