@@ -67,6 +67,10 @@ const LIFT_DB: f32 = 4.0;
 /// is compared with.
 const LIFT_BEFORE_FRAMES: usize = 64;
 
+/// The level of a frame at the `vad`'s floor, -55 dBFS (its RMS is 58): [`MusicCheck::lift`]
+/// compares a run only with the frames before it that were at least this loud.
+const AUDIBLE_DB: f32 = 35.3;
+
 /// The frame levels kept: the run's last [`RUN_FRAMES`] and the [`LIFT_BEFORE_FRAMES`] before.
 const LEVEL_HISTORY: usize = RUN_FRAMES as usize + LIFT_BEFORE_FRAMES;
 
@@ -164,16 +168,21 @@ impl MusicCheck {
         (squares / n as f32).sqrt()
     }
 
-    /// How much louder the last [`RUN_FRAMES`] frames are than the [`LIFT_BEFORE_FRAMES`] before
-    /// them (as many as the call has had), in dB of their mean levels; 0 with none before.
+    /// How much louder the last [`RUN_FRAMES`] frames are than the audible ones among the
+    /// [`LIFT_BEFORE_FRAMES`] before them (as many as the call has had), in dB of their mean
+    /// levels. Silent frames (a rest in the music) are left out: at 0 dB they would pull the
+    /// mean down and let any run after a rest pass. With no audible frame before, unbounded.
     fn lift(&self) -> f32 {
         let run = RUN_FRAMES as usize;
         let before = (self.frames as usize).saturating_sub(run).min(LIFT_BEFORE_FRAMES);
-        if before == 0 {
-            return 0.0;
+        let (sum, audible) = (run..run + before)
+            .map(|back| self.level(back))
+            .filter(|&level| level >= AUDIBLE_DB)
+            .fold((0.0f32, 0u32), |(sum, n), level| (sum + level, n + 1));
+        if audible == 0 {
+            return f32::INFINITY;
         }
-        let earlier = (run..run + before).map(|back| self.level(back)).sum::<f32>() / before as f32;
-        self.mean_level() - earlier
+        self.mean_level() - sum / audible as f32
     }
 
     /// Where a voice over the music began, in frames before the latest (0 to [`RUN_FRAMES`] - 1),
@@ -334,6 +343,18 @@ mod tests {
             plain.mark(PLAIN, true, energy(if i % 8 < 5 { -20.0 } else { -30.0 }));
         }
         assert!(plain.voice_over(RUN_FRAMES, all_periodic));
+        // A rest in the music just before the run does not count: at 0 dB its frames would
+        // pull the second before down by 20 dB and let the melody through.
+        let mut rest = opened();
+        for i in 0..LIFT_BEFORE_FRAMES {
+            rest.mark(PLAIN, true, if i < 40 { energy(-26.0) } else { 0 });
+        }
+        for i in 0..RUN_FRAMES {
+            let held = if i == 10 { STEADY } else { PLAIN };
+            rest.mark(held, true, energy(if i % 8 < 5 { -20.0 } else { -30.0 }));
+        }
+        assert!(rest.lift() < LIFT_DB, "{}", rest.lift());
+        assert!(!rest.voice_over(RUN_FRAMES, all_periodic), "the melody after a rest");
     }
 
     #[test]
