@@ -1,11 +1,12 @@
 //! Runs the `vad` processor over WAV files, as a call would, and prints what it decided: one
 //! JSON line per file with, for every 16 ms frame, the detector's score (`probs`), whether the
 //! frame counted as voiced (`voiced`: the score and the level floor; the pitch and music checks
-//! that gate `speech:started` are not part of it), its periodicity (`periodicity`, 0 to 1),
-//! whether it held a note and was voiced (`steady`) and whether music was held to be playing
-//! after it (`music`), whether it was a new note the network did not call voiced (`new_note`),
-//! its level in dB (`level_db`); `delay_ms`, the conversion's delay that the events' times take out and
-//! the frames' do not; the speech segments its `speech:started` / `speech:stopped` events
+//! that gate `speech:started`, and the higher bar that keeps speech going over music, are not
+//! part of it), its periodicity (`periodicity`, 0 to 1), whether it held a note and was voiced
+//! (`steady`) and whether music was held to be playing after it (`music`), whether it was a new
+//! note the network did not call voiced (`new_note`), its level (`level_db`, dB of its mean
+//! square in sample units, about dBFS + 90.3); `delay_ms`, the conversion's delay that the
+//! events' times take out and the frames' do not; the speech segments its `speech:started` / `speech:stopped` events
 //! marked (`segments`), when each `speech:started` was emitted (`started_at`, ms of call time);
 //! and its cost per 20 ms frame.
 //! `benches/vad_accuracy.sh` compares these with other detectors on a labelled corpus.

@@ -56,7 +56,7 @@
 //!
 //! While music plays, speech starts only once the voiced run lasts 22 frames (352 ms) and its
 //! last 22 frames bear a voice's marks: at most one steady frame (no held note), and with one,
-//! a level 4 dB above the second before them (a voice adds itself to the music, where a melody
+//! a level 4 dB above the audible frames of the second before them (a voice adds itself to the music, where a melody
 //! holding a note over the same accompaniment does not); at least 10 periodic ones (one pitch
 //! at a time; a chord's mixed pitches blur the autocorrelation); and a level that moves as
 //! syllables do (a standard deviation of 2 dB or more around its straight-line trend, so that a
@@ -66,7 +66,7 @@
 //! the music. Over music `speech:started` therefore comes about 270 ms later than over silence
 //! or noise, and a call's first words do too when they come in its first quarter second;
 //! without music nothing changes. Once speaking over music, a frame keeps the speech going only
-//! if the network scores it 0.2 above the threshold: music it calls voiced scores lower than a
+//! if the network scores it 0.2 above the threshold (0.95 at most): music it calls voiced scores lower than a
 //! voice over it, and at the plain threshold the music alone held speech on between utterances.
 //!
 //! Measured with `benches/vad_accuracy.sh --min-speech-ms 80` (the defaults: threshold 0.5,
@@ -76,8 +76,8 @@
 //! starts on the corpus's music 6 / 0 per hour, and on a held-out set of plucked-string and
 //! piano music (`benches/vad/heldout_music.py`) 6 / 6 per hour (before the level's lift and
 //! trend: 30 / 12 and 6 / 6; before the rests, the opening and the voice's marks: 36 / 96 and
-//! 486 / 540; Silero: 0 on both). Not solved: the one start left in each set's 10 minutes comes
-//! in a call's first two seconds: at 8 kHz, music the network does not call voiced ends the
+//! 486 / 540; Silero: 0 on both). Not solved: the starts left (one in the corpus's 10 minutes of
+//! music at 8 kHz, one in the held-out set's at each rate) come in a call's first two seconds: at 8 kHz, music the network does not call voiced ends the
 //! opening (256 ms of it) before any note was held, and in the held-out set a voiced note
 //! enters right after a long held tone the network does not hear, as a voice enters over a
 //! hum. Tried and dropped: a fixed higher threshold, a noise-floor gate and a score-mean gate
@@ -145,7 +145,7 @@ const PERIODIC_FRAMES: u32 = 3;
 const LATE_START_FRAMES: u64 = 12;
 
 /// While the caller speaks over music, a frame keeps the speech going only if the network
-/// scores it this much above the threshold (0.7 at the default sensitivity): music the network
+/// scores it this much above the threshold (0.7 at the default sensitivity, 0.95 at most): music the network
 /// calls voiced scores lower than a voice over it, and at the plain threshold the music alone
 /// kept speech going between utterances (at 8 kHz and 10 dB SNR, 91 % of the corpus's
 /// utterances over music had no `speech:stopped` within 500 ms of their end; 30 % with it).
@@ -178,7 +178,8 @@ impl Default for VadConfig {
 pub struct FrameLog {
     /// The network's score, 0 to 1.
     pub score: f32,
-    /// Whether the frame counted as voiced (the score and the level floor).
+    /// Whether the frame counted as voiced (the score and the level floor; not the higher bar
+    /// that keeps speech going over music).
     pub voiced: bool,
     /// The pitch check's peak autocorrelation, 0 to 1 (periodic from 0.6).
     pub periodicity: f32,
@@ -188,7 +189,8 @@ pub struct FrameLog {
     pub music: bool,
     /// Whether the frame was a new note the network did not call voiced (the held-note check's).
     pub new_note: bool,
-    /// The frame's level, in dB of its mean square (the music check's).
+    /// The frame's level, in dB of its mean square in sample units (the music check's): about
+    /// 90.3 above dBFS, so -55 dBFS is 35.3.
     pub level_db: f32,
 }
 
