@@ -422,7 +422,7 @@ impl Processor for Vad {
             self.music.mark(held, voiced, energy);
             if self.score_log.len() < self.score_log.capacity() {
                 let steady = self.music.steady_frames(1) == 1;
-                let (music, new_note, level_db) = (self.music.playing(), held.new_note, music::level_db(energy));
+                let (music, new_note, level_db) = (self.music.playing(), held.new_note, self.music.level(0));
                 self.score_log.push(FrameLog { score, voiced, periodicity, steady, music, new_note, level_db });
             }
             self.frame(at, score, voiced, periodic, cx);

@@ -67,10 +67,6 @@ const LIFT_DB: f32 = 4.0;
 /// is compared with.
 const LIFT_BEFORE_FRAMES: usize = 64;
 
-/// The level of a frame at the `vad`'s floor, -55 dBFS (its RMS is 58): [`MusicCheck::lift`]
-/// compares a run only with the frames before it that were at least this loud.
-const AUDIBLE_DB: f32 = 35.3;
-
 /// The frame levels kept: the run's last [`RUN_FRAMES`] and the [`LIFT_BEFORE_FRAMES`] before.
 const LEVEL_HISTORY: usize = RUN_FRAMES as usize + LIFT_BEFORE_FRAMES;
 
@@ -141,7 +137,7 @@ impl MusicCheck {
     }
 
     /// The level of the frame `back` frames before the latest (0 to [`LEVEL_HISTORY`] - 1), in dB.
-    fn level(&self, back: usize) -> f32 {
+    pub(super) fn level(&self, back: usize) -> f32 {
         self.levels[(self.next + LEVEL_HISTORY - 1 - back) % LEVEL_HISTORY]
     }
 
@@ -175,9 +171,11 @@ impl MusicCheck {
     fn lift(&self) -> f32 {
         let run = RUN_FRAMES as usize;
         let before = (self.frames as usize).saturating_sub(run).min(LIFT_BEFORE_FRAMES);
+        // Audible: at least the `vad`'s level floor (-55 dBFS), below which no frame is voiced.
+        let floor = level_db(super::FLOOR_ENERGY);
         let (sum, audible) = (run..run + before)
             .map(|back| self.level(back))
-            .filter(|&level| level >= AUDIBLE_DB)
+            .filter(|&level| level >= floor)
             .fold((0.0f32, 0u32), |(sum, n), level| (sum + level, n + 1));
         if audible == 0 {
             return f32::INFINITY;
