@@ -150,6 +150,9 @@ pub struct Context<'a> {
     output_written: bool,
     requests: &'a mut Requests,
     stage: usize,
+    /// The stage that emitted the event being handled (`None`: the platform, the control API,
+    /// or a pipeline around this one).
+    origin: Option<usize>,
 }
 
 impl<'a> Context<'a> {
@@ -176,6 +179,7 @@ impl<'a> Context<'a> {
             output_written: false,
             requests,
             stage: 0,
+            origin: None,
         }
     }
 
@@ -188,6 +192,18 @@ impl<'a> Context<'a> {
     pub(crate) fn set_stage(&mut self, stage: usize, timeline: Timeline) {
         self.stage = stage;
         self.timeline = timeline;
+    }
+
+    pub(crate) fn set_origin(&mut self, origin: Option<usize>) {
+        self.origin = origin;
+    }
+
+    /// In [`Processor::handle_event`](super::Processor::handle_event): whether the event came
+    /// from outside the route's stages (the platform, the control API) or from a stage before
+    /// this one. `on_event` triggers listen to those only, so that a chain of prompts runs
+    /// forward: a `talk` after an `input` does not start the `input` again when it ends.
+    pub fn event_from_upstream(&self) -> bool {
+        self.origin.is_none_or(|origin| origin < self.stage)
     }
 
     /// When this pass runs: for a pass on the wall clock its tick's scheduled instant, for a

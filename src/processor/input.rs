@@ -186,7 +186,7 @@ impl Processor for Input {
         self.start_with_call(cx.now());
         let key = event.new_key();
         // While collecting, the trigger's key is one of the keys collected.
-        if self.trigger().fired_by(event) && !(key.is_some() && self.collector.is_collecting()) {
+        if self.trigger().fired_by(event, cx.event_from_upstream()) && !(key.is_some() && self.collector.is_collecting()) {
             self.started = true;
             self.collector.start(cx.now());
             return;
@@ -262,6 +262,35 @@ mod tests {
         h.silence(20);
         keys(&mut h, "45");
         assert_eq!(collected(&h).iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["45"]);
+    }
+
+    #[test]
+    fn only_a_trigger_from_upstream_starts_it_so_a_prompt_chain_runs_forward() {
+        // A prompt (stage 0), this input (stage 1), a confirmation (stage 2), as in
+        // `[prompt talk, input on talk:done, talk on input]`: the confirmation's own
+        // `talk:done` must not start the input again.
+        use crate::processor::{Pipeline, Requests, echo::Echo};
+        let config = InputConfig { max_digits: 1, on_event: Some("talk:done".into()), ..InputConfig::default() };
+        let stages: Vec<Box<dyn Processor>> =
+            vec![Box::new(Echo::new(0).unwrap()), Box::new(Input::new(config).unwrap()), Box::new(Echo::new(0).unwrap())];
+        let mut pipeline = Pipeline::new(stages);
+        let rate = SampleRate::Hz8000;
+        let (mut input, mut output) = (vec![0i16; 160], vec![0i16; 160]);
+        let mut requests = Requests::new(1600);
+        let start = Instant::now();
+        let mut pass = |position: u64, events: &[(Option<usize>, Event)]| {
+            requests.reset(1600);
+            let now = start + Duration::from_millis(20 * position);
+            let mut cx = Context::new(now, position, rate, &mut input, true, &mut output, &mut requests);
+            pipeline.run(events, &mut cx);
+            requests.events().iter().filter(|(_, e)| matches!(e, Event::Input(_))).count()
+        };
+        let done = Event::custom("talk:done", serde_json::json!({}));
+        let key = Event::Dtmf { digit: DtmfDigit::Digit(7), start_ms: None, duration_ms: None, source: crate::call::DtmfSource::Platform };
+        assert_eq!(pass(0, &[(Some(2), done.clone())]), 0);
+        assert_eq!(pass(1, &[(None, key.clone())]), 0, "a talk after it did not start it");
+        assert_eq!(pass(2, &[(Some(0), done)]), 0);
+        assert_eq!(pass(3, &[(None, key)]), 1, "the prompt before it did");
     }
 
     #[test]

@@ -298,6 +298,7 @@ impl Pipeline {
     /// the inner stages are also timed under their own types, on the same passes.
     pub fn run(&mut self, events: &[(Option<usize>, Event)], cx: &mut Context<'_>) {
         for (origin, event) in events {
+            cx.set_origin(*origin);
             for (i, stage) in self.stages.iter_mut().enumerate() {
                 if *origin != Some(i) {
                     cx.set_stage(i, stage.timeline());
@@ -305,6 +306,7 @@ impl Pipeline {
                 }
             }
         }
+        cx.set_origin(None);
         let pass = cx.pass();
         match self.timers.start_pass() {
             None => {

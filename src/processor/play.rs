@@ -233,7 +233,7 @@ impl Processor for Play {
                 cx.emit(Event::BargeIn(BargeIn { interrupted, cause, played_ms }));
             }
         }
-        if self.trigger().fired_by(event) && !self.samples().is_empty() {
+        if self.trigger().fired_by(event, cx.event_from_upstream()) && !self.samples().is_empty() {
             self.arm(cx);
         }
     }

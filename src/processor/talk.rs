@@ -162,7 +162,7 @@ impl Processor for Talk {
             }
             cx.emit(Event::BargeIn(BargeIn { interrupted: Interrupted::Talk { id: 0 }, cause, played_ms }));
         }
-        if self.trigger().fired_by(event)
+        if self.trigger().fired_by(event, cx.event_from_upstream())
             && let Some(audio) = self.audio.as_mut()
         {
             // Re-arming rebuilds the events it used: once per trigger, off the steady state.

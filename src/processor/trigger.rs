@@ -2,6 +2,12 @@
 //! platform or detected in-band) or `on_event` (the name of another event of the call, e.g.
 //! `stream:done`, `talk:done`, `input`). `play`, `talk` and `input` take both parameters and
 //! read them through [`Trigger`], so a key or an event starts each of them the same way.
+//!
+//! An `on_event` trigger hears the events of the stages before it in the route (and those from
+//! outside the stages: the platform, the control API), not those after it: in
+//! `[talk prompt, input on "talk:done", talk "Thank you" on "input"]` the confirmation's own
+//! `talk:done` would otherwise start the input again, and the two would loop until the call
+//! ends. Keys count from anywhere, since `dtmf_detect` is often last.
 
 use super::Event;
 use crate::protocol::DtmfDigit;
@@ -33,11 +39,13 @@ impl<'a> Trigger<'a> {
     }
 
     /// Whether `event` starts the processor: a new key equal to `on_digit` (the merged twin of
-    /// a key already seen does not start it again), or any other event named `on_event`.
-    pub(crate) fn fired_by(&self, event: &Event) -> bool {
+    /// a key already seen does not start it again), from wherever it came, or any other event
+    /// named `on_event` that came from `upstream` (the platform, the control API, or a stage
+    /// before this one: [`Context::event_from_upstream`](super::Context::event_from_upstream)).
+    pub(crate) fn fired_by(&self, event: &Event, upstream: bool) -> bool {
         match event {
             Event::Dtmf { .. } => event.new_key().is_some_and(|key| self.on_digit == Some(key)),
-            other => self.on_event.is_some_and(|name| name == other.name()),
+            other => upstream && self.on_event.is_some_and(|name| name == other.name()),
         }
     }
 }
@@ -55,20 +63,21 @@ mod tests {
     fn a_key_or_a_named_event_fires_once() {
         let on_five = Trigger::new(Some(DtmfDigit::Digit(5)), None);
         assert!(on_five.waits());
-        assert!(on_five.fired_by(&key(5, DtmfSource::Platform)));
-        assert!(on_five.fired_by(&key(5, DtmfSource::Inband)));
-        assert!(!on_five.fired_by(&key(5, DtmfSource::Both)), "a merged twin is not a new key");
-        assert!(!on_five.fired_by(&key(4, DtmfSource::Platform)));
+        assert!(on_five.fired_by(&key(5, DtmfSource::Platform), true));
+        assert!(on_five.fired_by(&key(5, DtmfSource::Inband), false), "a key from dtmf_detect after it");
+        assert!(!on_five.fired_by(&key(5, DtmfSource::Both), true), "a merged twin is not a new key");
+        assert!(!on_five.fired_by(&key(4, DtmfSource::Platform), true));
 
         let on_speech = Trigger::new(None, Some("speech:started"));
-        assert!(on_speech.fired_by(&Event::Speech(Speech::Started { start_ms: 0 })));
-        assert!(!on_speech.fired_by(&Event::Speech(Speech::Stopped { start_ms: 0, duration_ms: 1 })));
+        assert!(on_speech.fired_by(&Event::Speech(Speech::Started { start_ms: 0 }), true));
+        assert!(!on_speech.fired_by(&Event::Speech(Speech::Started { start_ms: 0 }), false), "not from a stage after it");
+        assert!(!on_speech.fired_by(&Event::Speech(Speech::Stopped { start_ms: 0, duration_ms: 1 }), true));
         let on_dtmf_name = Trigger::new(None, Some("dtmf"));
-        assert!(!on_dtmf_name.fired_by(&key(1, DtmfSource::Platform)), "keys start a trigger through on_digit only");
+        assert!(!on_dtmf_name.fired_by(&key(1, DtmfSource::Platform), true), "keys start a trigger through on_digit only");
 
         let never = Trigger::new(None, None);
         assert!(!never.waits());
-        assert!(!never.fired_by(&key(1, DtmfSource::Platform)));
+        assert!(!never.fired_by(&key(1, DtmfSource::Platform), true));
         assert_eq!(Trigger::new(None, Some("")).check("talk:done").unwrap_err(), "`on_event` must name an event, e.g. \"talk:done\"");
         assert!(on_speech.check("talk:done").is_ok());
     }
