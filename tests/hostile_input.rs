@@ -199,10 +199,11 @@ async fn bad_metadata_closes_with_its_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn odd_and_one_byte_frames_are_reframed_and_a_mebibyte_frame_closes_1009() {
+async fn short_and_odd_frames_are_reframed_and_a_mebibyte_frame_closes_1009() {
     let server = server_with("").await;
     let witness = Witness::start(&server).await;
-    // 25 frames' worth of audio in pieces of 1, 161 (odd) and 158 bytes, paced as 20 ms frames.
+    // 25 frames' worth of audio in pieces of 2, 160 and 158 bytes, paced as 20 ms frames; then
+    // a frame with an odd byte after it (half a sample: dropped) and one more frame.
     let mut ws: Client = server.connect("/echo").await;
     ws.send(Message::text(METADATA_8K)).await.unwrap();
     let frames: Vec<Vec<u8>> = (0..25).map(|n| test_frame(1000 + n, 320)).collect();
@@ -211,23 +212,31 @@ async fn odd_and_one_byte_frames_are_reframed_and_a_mebibyte_frame_closes_1009()
     let sender = tokio::spawn(async move {
         for (n, chunk) in stream.chunks(320).enumerate() {
             tokio::time::sleep(Duration::from_millis(if n == 0 { 0 } else { 20 })).await;
-            let (one, rest) = chunk.split_at(1);
-            let (odd, last) = rest.split_at(161);
-            for piece in [one, odd, last] {
+            let (one, rest) = chunk.split_at(2);
+            let (middle, last) = rest.split_at(160);
+            for piece in [one, middle, last] {
                 tx.send(Message::binary(piece.to_vec())).await.unwrap();
             }
+        }
+        let mut odd = test_frame(2000, 320);
+        odd.push(0x55);
+        for frame in [odd, test_frame(2001, 320)] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send(Message::binary(frame)).await.unwrap();
         }
         tx
     });
     let mut back = Vec::new();
-    while back.len() < 24 {
+    while back.len() < 27 {
         match tokio::time::timeout(Duration::from_secs(2), rx.next()).await {
             Ok(Some(Ok(Message::Binary(b)))) => back.push(b.to_vec()),
             Ok(Some(Ok(_))) => {}
             other => panic!("the re-framed call stalled after {} frames: {other:?}", back.len()),
         }
     }
-    assert_eq!(back[..], frames[..24], "every piece re-framed into the same frames");
+    assert_eq!(back[..25], frames[..], "every piece re-framed into the same frames");
+    assert_eq!(back[25], test_frame(2000, 320), "the odd frame without its last byte");
+    assert_eq!(back[26], test_frame(2001, 320), "the frame after it still aligned");
     let mut tx = sender.await.unwrap();
     tx.send(Message::binary(vec![0u8; 1 << 20])).await.unwrap();
     let mut ws = tx.reunite(rx).unwrap();

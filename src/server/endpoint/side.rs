@@ -80,6 +80,7 @@ impl CallSide {
                 if audio.wrong_size {
                     self.count_wrong_size(&end.link);
                 }
+                let bytes = &bytes[..audio.samples_bytes];
                 let n = session.inbound_room().min(bytes.len());
                 session.handle_audio(&bytes[..n], now);
                 // A message larger than the room (only under the lenient frame policy) waits.
