@@ -171,7 +171,17 @@ async fn input_collects_keys_and_times_out_from_a_route_and_the_control_api() {
     let bad = put(r#"{"max_digits": 30}"#).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("max_digits must be between 1 and 20"));
-    let ok = put(r#"{"dtmf": {"maxDigits": 3}}"#).await.unwrap();
+    let speech = put(r#"{"type": ["speech"], "dtmf": {"maxDigits": 2}}"#).await.unwrap();
+    assert_eq!(speech.status(), 400);
+    assert!(speech.text().await.unwrap().contains("`type` must be ["));
+    // The Voice API's base path serves the same request.
+    let ok = http
+        .put(server.control_url("/v1/calls/api/input"))
+        .header("content-type", "application/json")
+        .body(r#"{"type": ["dtmf"], "dtmf": {"maxDigits": 3}}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
     call.await.unwrap();
     let input = named(&events(&log, "api", "input").await, "input")[0].clone();

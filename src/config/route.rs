@@ -70,7 +70,7 @@ pub(super) fn validate_routes(raw: Vec<RawRoute>, dir: &Path, registry: &Process
         registry.build_pipeline(&processors).map_err(|e| invalid(format!("route {}: {e}", r.path)))?;
         if let Some(kind) = speech_barge_in_without_vad(&processors) {
             return Err(invalid(format!(
-                "route {}: {kind} barges in on speech, but nothing in the route detects speech: add {{ type = \"vad\" }} before it",
+                "route {}: {kind} barges in on speech, but nothing in the route detects speech: add {{ type = \"vad\" }} to the route",
                 r.path
             )));
         }

@@ -79,6 +79,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/conferences", get(list_conferences))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
+        // The Voice API's base path too: `/v1/calls/{id}/talk` is `/calls/{id}/talk`.
+        .nest("/v1", calls.clone())
         .merge(calls)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))

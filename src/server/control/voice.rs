@@ -30,7 +30,8 @@ pub(super) async fn put_talk(State(shared): State<Arc<Shared>>, Path(id): Path<S
     known_fields(&body, &["text", "language", "voice", "style", "premium", "loop", "level", "barge_in", "bargeIn"])?;
     let text = match body.get("text") {
         Some(Value::String(text)) => text.clone(),
-        _ => return Err(Problem::bad_request("`text` is required: the words to say, or SSML in <speak>")),
+        None => return Err(Problem::bad_request("`text` is required: the words to say, or SSML in <speak>")),
+        Some(_) => return Err(Problem::bad_request("`text` must be a string: the words to say, or SSML in <speak>")),
     };
     let language = match body.get("language") {
         None => "en-US".to_owned(),
@@ -75,6 +76,11 @@ pub(super) async fn put_input(State(shared): State<Arc<Shared>>, Path(id): Path<
     let body = body_object(&body)?;
     let call = live_call(&shared, &id)?;
     known_fields(&body, &["max_digits", "submit_on_hash", "time_out", "dtmf", "type"])?;
+    match body.get("type") {
+        None => {}
+        Some(Value::Array(types)) if !types.is_empty() && types.iter().all(|t| t == "dtmf") => {}
+        Some(_) => return Err(Problem::bad_request("`type` must be [\"dtmf\"]: callpipe collects keys, not speech")),
+    }
     let voice_api = match body.get("dtmf") {
         None => None,
         Some(Value::Object(dtmf)) => Some(dtmf),
