@@ -256,8 +256,10 @@ impl BargeIn {
 pub enum TalkEnd {
     /// It was spoken to the end (every loop).
     Finished,
-    /// `DELETE /calls/{id}/talk`, or another talk replaced it.
+    /// `DELETE /calls/{id}/talk`.
     Stopped,
+    /// Another talk replaced it (`PUT /calls/{id}/talk` again), as a stream is replaced.
+    Replaced,
     /// The caller interrupted it.
     BargeIn,
     /// Synthesis failed (the engine refused the text).
@@ -272,6 +274,7 @@ impl TalkEnd {
         match self {
             TalkEnd::Finished => "finished",
             TalkEnd::Stopped => "stopped",
+            TalkEnd::Replaced => "replaced",
             TalkEnd::BargeIn => "barge_in",
             TalkEnd::Failed => "failed",
             TalkEnd::Hangup => "hangup",

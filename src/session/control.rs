@@ -105,7 +105,7 @@ impl Session {
             }
             Control::StopStream => self.end_stream(StreamEnd::Stopped),
             Control::Talk { id, audio, barge_in } => {
-                self.end_talk(TalkEnd::Stopped);
+                self.end_talk(TalkEnd::Replaced);
                 self.talk = Some(ApiTalk { id, audio, barge_in });
             }
             Control::StopTalk => self.end_talk(TalkEnd::Stopped),
