@@ -202,8 +202,9 @@ async fn bad_metadata_closes_with_its_code() {
 async fn short_and_odd_frames_are_reframed_and_a_mebibyte_frame_closes_1009() {
     let server = server_with("").await;
     let witness = Witness::start(&server).await;
-    // 25 frames' worth of audio in pieces of 2, 160 and 158 bytes, paced as 20 ms frames; then
-    // a frame with an odd byte after it (half a sample: dropped) and one more frame.
+    // 25 frames' worth of audio in pieces of 1, 161 and 158 bytes (samples split across
+    // messages), paced as 20 ms frames; then a frame with a stray byte after it (dropped) and
+    // one more frame.
     let mut ws: Client = server.connect("/echo").await;
     ws.send(Message::text(METADATA_8K)).await.unwrap();
     let frames: Vec<Vec<u8>> = (0..25).map(|n| test_frame(1000 + n, 320)).collect();
@@ -212,8 +213,8 @@ async fn short_and_odd_frames_are_reframed_and_a_mebibyte_frame_closes_1009() {
     let sender = tokio::spawn(async move {
         for (n, chunk) in stream.chunks(320).enumerate() {
             tokio::time::sleep(Duration::from_millis(if n == 0 { 0 } else { 20 })).await;
-            let (one, rest) = chunk.split_at(2);
-            let (middle, last) = rest.split_at(160);
+            let (one, rest) = chunk.split_at(1);
+            let (middle, last) = rest.split_at(161);
             for piece in [one, middle, last] {
                 tx.send(Message::binary(piece.to_vec())).await.unwrap();
             }
@@ -235,7 +236,7 @@ async fn short_and_odd_frames_are_reframed_and_a_mebibyte_frame_closes_1009() {
         }
     }
     assert_eq!(back[..25], frames[..], "every piece re-framed into the same frames");
-    assert_eq!(back[25], test_frame(2000, 320), "the odd frame without its last byte");
+    assert_eq!(back[25], test_frame(2000, 320), "the frame without its stray byte");
     assert_eq!(back[26], test_frame(2001, 320), "the frame after it still aligned");
     let mut tx = sender.await.unwrap();
     tx.send(Message::binary(vec![0u8; 1 << 20])).await.unwrap();

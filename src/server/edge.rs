@@ -34,10 +34,6 @@ pub(super) struct EdgeLimits {
 pub(super) struct Audio {
     /// Not exactly one frame (re-framed, and counted, under the lenient policy).
     pub wrong_size: bool,
-    /// The message's bytes that hold whole samples: all of them, or all but an odd last byte.
-    /// A message carries whole 16-bit samples; half a sample cannot be placed, and keeping it
-    /// would shift every sample after it by a byte (loud noise for the rest of the call).
-    pub samples_bytes: usize,
 }
 
 /// What a text message from the platform means.
@@ -91,7 +87,7 @@ impl CallEdge {
     /// A binary message of `len` bytes arrived at `now`.
     pub fn handle_binary(&mut self, now: Instant, len: usize) -> Result<Audio, Rejection> {
         self.last_activity = now;
-        let audio = Audio { wrong_size: len != self.rate.frame_bytes(), samples_bytes: len & !1 };
+        let audio = Audio { wrong_size: len != self.rate.frame_bytes() };
         if audio.wrong_size && self.limits.frame_policy == FramePolicy::Strict {
             let reason = format!("frame of {len} bytes, expected {} at {}", self.rate.frame_bytes(), self.rate);
             return Err(Rejection::new(CloseCode::Invalid, reason));
@@ -241,8 +237,8 @@ mod tests {
     fn frames_of_the_wrong_size_are_counted_or_closed_1007() {
         let t0 = Instant::now();
         let mut edge = CallEdge::new(SampleRate::Hz16000, limits(), t0);
-        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { wrong_size: false, samples_bytes: 640 }));
-        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { wrong_size: true, samples_bytes: 640 }), "an odd byte is dropped");
+        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { wrong_size: false }));
+        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { wrong_size: true }));
         let strict = EdgeLimits { frame_policy: FramePolicy::Strict, ..limits() };
         let mut edge = CallEdge::new(SampleRate::Hz16000, strict, t0);
         let refused = edge.handle_binary(t0, 320).unwrap_err();

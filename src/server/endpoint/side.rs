@@ -31,12 +31,23 @@ pub(super) struct CallSide {
     pub(super) max_out: usize,
     /// A binary message's bytes the session had no room for yet.
     pub(super) stash: Vec<u8>,
+    /// The last byte of an odd-length audio message: half a sample, held back (see
+    /// [`CallSide::handle`]).
+    pub(super) odd_byte: Option<u8>,
     /// Since when the socket has refused our writes.
     pub(super) blocked_since: Option<Instant>,
     pub(super) ending: Option<Ending>,
 }
 
 impl CallSide {
+    /// Gives the session a message's bytes, as many as it has room for; the rest waits in the
+    /// stash (a message larger than the room, only under the lenient frame policy).
+    fn deliver(&mut self, bytes: &[u8], session: &mut Session, now: Instant) {
+        let n = session.inbound_room().min(bytes.len());
+        session.handle_audio(&bytes[..n], now);
+        self.stash.extend_from_slice(&bytes[n..]);
+    }
+
     /// Makes room in the session for a frame: feeds it what waits in the stash, running its
     /// passes when it is full. Returns false when it has no room even so (frames are held for
     /// a burst window): the rest waits, and the next visit comes at the session's deadline.
@@ -80,11 +91,21 @@ impl CallSide {
                 if audio.wrong_size {
                     self.count_wrong_size(&end.link);
                 }
-                let bytes = &bytes[..audio.samples_bytes];
-                let n = session.inbound_room().min(bytes.len());
-                session.handle_audio(&bytes[..n], now);
-                // A message larger than the room (only under the lenient frame policy) waits.
-                self.stash.extend_from_slice(&bytes[n..]);
+                // Messages carry whole samples. An odd-length one holds half a sample at its
+                // end: it is held back, and completed by the next message if that one is odd
+                // too (a sample split across two messages); an even-length one after it shows
+                // it was a stray byte, dropped, so the samples after it keep their alignment.
+                let mut bytes = &bytes[..];
+                match (self.odd_byte.take(), bytes.len() % 2 == 1) {
+                    (Some(held), true) => self.deliver(&[held], session, now),
+                    (None, true) => {
+                        let (whole, last) = bytes.split_at(bytes.len() - 1);
+                        self.odd_byte = Some(last[0]);
+                        bytes = whole;
+                    }
+                    (_, false) => {}
+                }
+                self.deliver(bytes, session, now);
             }
             Message::Text(text) => match self.edge.handle_text(now, text) {
                 Ok(text) => self.handle_text(text, session),
