@@ -30,6 +30,9 @@ use crate::resample::Resampler;
 /// session's default outbound queue).
 const QUEUE_FRAMES: usize = 50;
 
+/// The origin given to outer events from stages after the `resample`: after every inner stage.
+const DOWNSTREAM: usize = usize::MAX;
+
 /// Runs an inner [`Pipeline`] at a fixed rate inside a call at any rate. See the
 /// module docs in `src/processor/resample.rs`.
 pub struct Resample {
@@ -183,10 +186,13 @@ impl Processor for Resample {
         Ok(())
     }
 
-    fn handle_event(&mut self, event: &Event, _cx: &mut Context<'_>) {
+    fn handle_event(&mut self, event: &Event, cx: &mut Context<'_>) {
         let Some(state) = self.state.as_mut() else { return };
         if state.events.len() < state.events.capacity() {
-            state.events.push((None, event.clone()));
+            // An event from a stage after this one stays downstream of every inner stage, so
+            // their `on_event` triggers ignore it as they would outside.
+            let origin = if cx.event_from_upstream() { None } else { Some(DOWNSTREAM) };
+            state.events.push((origin, event.clone()));
         } else {
             state.dropped_events += 1;
         }
