@@ -30,7 +30,8 @@ const MUSIC_MEMORY_FRAMES: u32 = 640;
 const OPENING_QUIET_FRAMES: u32 = 16;
 
 /// A frame is quiet, for the end of the opening, when the network scores it this far below the
-/// threshold (under 0.3 at the default sensitivity) or it is below the level floor: a talker's
+/// threshold (under 0.3 at the default sensitivity; at most 0.4 of the threshold below it, so
+/// that a high sensitivity keeps a margin to end on) or it is below the level floor: a talker's
 /// pause, where the network is sure. Music between the notes it calls voiced (a struck note's
 /// fading tail, a held tone) scores just under the threshold instead: counted as quiet, 256 ms
 /// of such a tail ended the opening of one of the corpus's music files at 8 kHz, and the next
