@@ -95,7 +95,7 @@ impl CallSide {
                 // end: it is held back, and completed by the next message if that one is odd
                 // too (a sample split across two messages); an even-length one after it shows
                 // it was a stray byte, dropped, so the samples after it keep their alignment.
-                let mut bytes = &bytes[..];
+                let mut bytes: &[u8] = bytes;
                 match (self.odd_byte.take(), bytes.len() % 2 == 1) {
                     (Some(held), true) => self.deliver(&[held], session, now),
                     (None, true) => {
