@@ -213,11 +213,11 @@ fn the_ring_drops_whole_frames_when_full() {
     let dir = temp_dir("full");
     let mut record = recorder(&dir, RecordChannels::Stereo);
     record.prepare(&Setup { rate, call: &call(rate), services: &Services::new() }).unwrap();
-    // 120 s in one go: the 2 s ring and the 30 s spill take 1,600 frames, and the writer, which
-    // drains the ring every 20 ms, would have to run 220 times during the loop to keep up (with
-    // less, a machine busy with other tests sometimes kept up).
+    // 40 s in one go: the 2 s ring takes 100 frames, and the writer, which drains it every
+    // 20 ms, would have to run 20 times during the loop to keep up (200 frames were not always
+    // enough on a machine busy with other tests).
     let mut requests = Requests::new(rate.frame_samples());
-    for n in 0..6000 {
+    for n in 0..2000 {
         let (mut input, mut output) = frames(rate, n);
         requests.reset(rate.frame_samples());
         record.process(&mut Context::new(Instant::now(), n as u64, rate, &mut input, true, &mut output, &mut requests));

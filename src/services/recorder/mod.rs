@@ -5,9 +5,8 @@
 //! created and its header written there, and the recording's other end (a ring of
 //! [`RING_SECONDS`] of audio) goes to the writer thread, started with the first recording and
 //! named `callpipe-recorder`. On the media thread, [`Recording::push`] only copies samples into
-//! the ring (a full ring, after a stall's backlog, spills them into a queue of its own, up to
-//! [`SPILL_SECONDS`], and past that drops and counts them; it never waits); [`Recording::stop`]
-//! sets a flag (and hands the writer what the spill still holds). Every [`POLL_INTERVAL`] the writer drains each ring into its file (WAV, or
+//! the ring (a full ring drops the samples and counts them, never waits); [`Recording::stop`]
+//! only sets a flag. Every [`POLL_INTERVAL`] the writer drains each ring into its file (WAV, or
 //! Ogg/Opus with the `opus` feature: `ogg_opus.rs`), rewrites the WAV header (or ends the Ogg
 //! page) once per second of audio, so a file cut off by a crash stays readable, and finalizes
 //! the recordings that were stopped, reporting each on its [`RecordingOutcome`] channel.
@@ -276,8 +275,7 @@ impl Recorder {
 }
 
 /// The media thread's end of one recording: a ring into the writer thread. [`Recording::push`]
-/// only copies (into the ring, or its spill); dropping the recording (or [`Recording::stop`])
-/// lets the writer finalize.
+/// only copies; dropping the recording (or [`Recording::stop`]) lets the writer finalize.
 pub struct Recording {
     path: PathBuf,
     producer: HeapProd<i16>,
@@ -317,19 +315,17 @@ impl Recording {
         }
     }
 
-    /// Moves what the spill holds into the ring, as far as it has room, oldest first, in whole
-    /// interleaved frames.
+    /// Moves what the spill holds into the ring, as far as it has room, oldest first.
     fn unspill(&mut self) {
-        if self.spill.is_empty() {
-            return;
+        while !self.spill.is_empty() {
+            let (front, _) = self.spill.as_slices();
+            let n = front.len().min(self.producer.vacant_len());
+            if n == 0 {
+                return;
+            }
+            self.producer.push_slice(&front[..n]);
+            self.spill.drain(..n);
         }
-        let vacant = self.producer.vacant_len();
-        let n = self.spill.len().min(vacant - vacant % self.channels);
-        let (front, back) = self.spill.as_slices();
-        let from_front = n.min(front.len());
-        self.producer.push_slice(&front[..from_front]);
-        self.producer.push_slice(&back[..n - from_front]);
-        self.spill.drain(..n);
     }
 
     /// Samples per channel waiting in the spill for room in the ring.
