@@ -41,14 +41,6 @@ use writer::Writer;
 /// Seconds of audio each recording's ring holds.
 pub const RING_SECONDS: usize = 2;
 
-/// Seconds of audio a recording keeps on the media thread, beyond its ring, when a burst fills
-/// the ring faster than the writer drains it: the backlog of a network stall is caught up in
-/// one go (every frame of it, back to back), and a stall longer than the ring's 2 s would
-/// otherwise lose the recording's frames beyond them. The spill grows only when it is needed
-/// (a stall's catch-up, not the steady state), is handed to the ring before anything newer, and
-/// past this bound drops and counts as a full ring does.
-pub const SPILL_SECONDS: usize = 30;
-
 /// How often the writer thread drains the rings.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -124,15 +116,6 @@ struct Shared {
     dropped: AtomicU64,
     /// The writer's first error, set once; the media thread reads it without a lock.
     failed: OnceLock<String>,
-    /// What the recording's spill still held when it stopped, for the writer to write after
-    /// the ring. Locked once by each side, at the recording's end.
-    tail: Mutex<Vec<i16>>,
-}
-
-impl Shared {
-    fn tail(&self) -> MutexGuard<'_, Vec<i16>> {
-        self.tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// The files handed to the writer thread and not yet final. Locked when a recording is opened,
@@ -213,17 +196,7 @@ impl Recorder {
             shared: shared.clone(),
             outcomes,
         })?;
-        let spill_max = per_second * SPILL_SECONDS;
-        Ok(Recording {
-            path,
-            producer,
-            shared,
-            channels: usize::from(spec.channels),
-            pushed: 0,
-            stopped: false,
-            spill: std::collections::VecDeque::new(),
-            spill_max,
-        })
+        Ok(Recording { path, producer, shared, channels: usize::from(spec.channels), pushed: 0, stopped: false })
     }
 
     /// Hands a recording to the writer thread, starting it on first use.
@@ -283,10 +256,6 @@ pub struct Recording {
     channels: usize,
     pushed: u64,
     stopped: bool,
-    /// Samples the ring had no room for, oldest first (see [`SPILL_SECONDS`]).
-    spill: std::collections::VecDeque<i16>,
-    /// The most samples `spill` holds.
-    spill_max: usize,
 }
 
 impl Recording {
@@ -295,42 +264,19 @@ impl Recording {
         &self.path
     }
 
-    /// Hands `samples` (whole interleaved frames) to the writer, in order: into the ring when it
-    /// has room, else into the spill (see [`SPILL_SECONDS`]), else drops and counts them.
-    /// Allocation-free but for the spill's growth during a stall's catch-up.
+    /// Hands `samples` (whole interleaved frames) to the writer whole, or drops and counts them
+    /// when the ring has no room for all of them. Allocation-free.
     pub fn push(&mut self, samples: &[i16]) {
         if self.stopped {
             return;
         }
-        self.unspill();
         let frames = (samples.len() / self.channels) as u64;
-        if self.spill.is_empty() && self.producer.vacant_len() >= samples.len() {
+        if self.producer.vacant_len() >= samples.len() {
             self.producer.push_slice(samples);
-            self.pushed += frames;
-        } else if self.spill.len() + samples.len() <= self.spill_max {
-            self.spill.extend(samples);
             self.pushed += frames;
         } else {
             self.shared.dropped.fetch_add(frames, Ordering::Relaxed);
         }
-    }
-
-    /// Moves what the spill holds into the ring, as far as it has room, oldest first.
-    fn unspill(&mut self) {
-        while !self.spill.is_empty() {
-            let (front, _) = self.spill.as_slices();
-            let n = front.len().min(self.producer.vacant_len());
-            if n == 0 {
-                return;
-            }
-            self.producer.push_slice(&front[..n]);
-            self.spill.drain(..n);
-        }
-    }
-
-    /// Samples per channel waiting in the spill for room in the ring.
-    pub fn spilled(&self) -> u64 {
-        (self.spill.len() / self.channels) as u64
     }
 
     /// Samples per channel handed to the writer so far.
@@ -348,15 +294,9 @@ impl Recording {
         self.shared.failed.get().map(String::as_str)
     }
 
-    /// Tells the writer to drain and finalize (once): a flag, nothing else, unless a stall's
-    /// catch-up left samples in the spill: they go into the ring as far as it has room, and the
-    /// rest to the writer, which writes them after the ring (the one lock, at the end).
+    /// Tells the writer to drain and finalize (once): a flag, nothing else.
     pub fn stop(&mut self) {
         if !self.stopped {
-            self.unspill();
-            if !self.spill.is_empty() {
-                self.shared.tail().extend(self.spill.drain(..));
-            }
             self.stopped = true;
             self.shared.stop.store(true, Ordering::Release);
         }
