@@ -141,3 +141,37 @@ async fn a_pause_of_500_ms_becomes_500_ms_of_silence_and_nothing_else() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_3_s_is_taken_for_a_pause_and_its_backlog_still_recorded_whole() {
+    // Longer than `max_input_wait_ms` (1 s): silence goes in while it lasts, and its 3 s of
+    // backlog, more than the recorder's 2 s ring, then goes through at once.
+    let dir = scratch("long-stall");
+    let server = record_server(&dir).await;
+    let sent = noise(FRAME * 400, 14);
+    let wav = dir.join("caller.wav");
+    write_wav(&wav, &sent);
+    call(&server, &wav, 8.0, &["--stall-every", "4", "--stall-ms", "3000"]).await;
+    let recorded = recording(&server, &dir).await;
+    let first = recorded.iter().zip(&sent).position(|(a, b)| a != b).unwrap_or(sent.len());
+    let at = first / FRAME * FRAME;
+    // After the last frame the call waits for more (a pause, again) until it closes: any
+    // silence may follow.
+    let fits = |silence: usize| {
+        let end = sent.len() + silence;
+        recorded.len() >= end
+            && recorded[..at] == sent[..at]
+            && recorded[at..at + silence].iter().all(|&s| s == 0)
+            && recorded[at + silence..end] == sent[at..]
+            && recorded[end..].iter().all(|&s| s == 0)
+    };
+    let silence = (125..=175).map(|frames| frames * FRAME).find(|&silence| fits(silence));
+    assert!(
+        silence.is_some(),
+        "every frame sent, with 2.5-3.5 s of silence before the backlog: first difference at sample {first} of {} recorded, {} sent",
+        recorded.len(),
+        sent.len()
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

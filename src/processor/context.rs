@@ -118,13 +118,18 @@ pub struct Pass {
     pub caller_position: u64,
     /// Wall ticks before this pass.
     pub wall_position: u64,
+    /// The caller's frame came in a burst, together with the one before it: the backlog of a
+    /// stall (or of a media thread held up) going through back to back, faster than real time.
+    /// A stage that hands the caller's audio to a consumer paced in real time (the recorder's
+    /// writer) keeps such a burst whole rather than dropping what its usual bound cannot take.
+    pub burst: bool,
 }
 
 impl Pass {
     /// A pass that serves both clocks, both at `position` (what a test driving a processor by
     /// hand usually wants).
     pub fn both(position: u64) -> Pass {
-        Pass { caller: true, wall: true, caller_position: position, wall_position: position }
+        Pass { caller: true, wall: true, caller_position: position, wall_position: position, burst: false }
     }
 
     /// Whether a stage following `timeline` runs in this pass.

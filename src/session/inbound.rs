@@ -94,6 +94,10 @@ pub struct InboundBuffer {
     pausing: bool,
     /// Taking the backlog of a stall.
     catching_up: bool,
+    /// When the frame taken last arrived.
+    last_arrival: Option<Instant>,
+    /// The frame taken last arrived within [`BURST_WINDOW`] of the one before it.
+    burst: bool,
     frames: u64,
     pause_frames: u64,
     stalls: u64,
@@ -121,6 +125,8 @@ impl InboundBuffer {
             silence_owed: 0,
             pausing: false,
             catching_up: false,
+            last_arrival: None,
+            burst: false,
             frames: 0,
             pause_frames: 0,
             stalls: 0,
@@ -177,6 +183,13 @@ impl InboundBuffer {
     /// Gaps that turned out to be stalls (their backlog followed and went through).
     pub fn stalls(&self) -> u64 {
         self.stalls
+    }
+
+    /// Whether the frame taken last came in a burst: it arrived within [`BURST_WINDOW`] of the
+    /// frame before it (the backlog of a stall, or frames that waited for a media thread held
+    /// up), so its pass runs faster than real time. Pause silence is never a burst.
+    pub fn in_burst(&self) -> bool {
+        self.burst
     }
 
     /// Frames dropped for being later than `max_backlog`.
@@ -287,6 +300,7 @@ impl InboundBuffer {
 
     fn pause(&mut self, out: &mut [i16]) -> Next {
         out.fill(0);
+        self.burst = false;
         self.n += 1;
         self.pause_frames += 1;
         Next::Pause
@@ -296,7 +310,9 @@ impl InboundBuffer {
         let mut frame = [0u8; MAX_FRAME_BYTES];
         let frame = &mut frame[..self.frame_bytes];
         super::pop_front_into(&mut self.bytes, frame);
-        self.arrivals.pop_front();
+        let arrived = self.arrivals.pop_front();
+        self.burst = matches!((arrived, self.last_arrival), (Some(now), Some(before)) if now < before + BURST_WINDOW);
+        self.last_arrival = arrived.or(self.last_arrival);
         decode_l16(frame, out);
         self.n += 1;
         self.frames += 1;
@@ -419,6 +435,45 @@ mod tests {
         b.push(&frame(21), t0 + F * 20);
         assert_eq!(drain(&mut b, t0 + F * 20), [21]);
         assert_eq!(b.pause_frames(), 0);
+    }
+
+    #[test]
+    fn frames_that_come_together_are_a_burst_and_paced_ones_are_not() {
+        let mut b = InboundBuffer::new(SampleRate::Hz8000, 400, TimelineConfig::default());
+        let t0 = Instant::now();
+        let mut out = [0i16; 160];
+        let mut bursts = |b: &mut InboundBuffer, now: Instant| {
+            let mut seen = Vec::new();
+            while b.poll(now, &mut out) != Next::Wait {
+                seen.push(b.in_burst());
+            }
+            seen
+        };
+        for i in 0..3 {
+            b.push(&frame(i + 1), t0 + F * i as u32 + MS * (3 * i as u32));
+            assert_eq!(bursts(&mut b, t0 + F * i as u32 + 9 * MS), [false], "paced, with jitter");
+        }
+        // A 300 ms stall's backlog: the first frame of it ends a gap, the rest came with it.
+        let at = t0 + 360 * MS;
+        for i in 3..18 {
+            b.push(&frame(i + 1), at);
+        }
+        let seen = bursts(&mut b, at);
+        assert_eq!(seen.len(), 15);
+        assert_eq!((seen[0], seen[1..].iter().all(|&burst| burst)), (false, true));
+        // A 3 s one, longer than `max_wait`: pause silence (never a burst) while it lasts, then
+        // its backlog, a burst after the first frame.
+        let silent = bursts(&mut b, at + 3 * F + Duration::from_secs(2));
+        assert!(!silent.is_empty() && silent.iter().all(|&burst| !burst), "{silent:?}");
+        let at = at + Duration::from_secs(3);
+        for i in 18..168 {
+            b.push(&frame(i + 1), at);
+        }
+        let seen = bursts(&mut b, at);
+        assert_eq!(seen.iter().filter(|&&burst| burst).count(), 149, "all of the backlog but its first frame");
+        // On time again.
+        b.push(&frame(1), at + F);
+        assert_eq!(bursts(&mut b, at + F), [false]);
     }
 
     #[test]

@@ -310,6 +310,7 @@ impl Session {
     /// timeline (`present`: audio, not pause silence); `wall`: it is a wall tick. Returns
     /// whether any audio was queued for the platform.
     fn run_pass(&mut self, now: Instant, mut present: bool, caller: bool, wall: bool) -> bool {
+        let burst = caller && self.inbound.in_burst();
         if self.earmuffed {
             self.input.fill(0);
             present = false;
@@ -321,7 +322,7 @@ impl Session {
         if wall {
             self.tick_input(now);
         }
-        let pass = Pass { caller, wall, caller_position: self.caller_position, wall_position: self.wall_position };
+        let pass = Pass { caller, wall, caller_position: self.caller_position, wall_position: self.wall_position, burst };
         let mut cx = Context::new(now, self.caller_position, self.rate, &mut self.input, present, &mut self.output, &mut self.requests)
             .with_pass(pass);
         self.pipeline.run(&self.events_now, &mut cx);
@@ -352,7 +353,8 @@ impl Session {
         self.input.fill(0);
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
-        let pass = Pass { caller: false, wall: false, caller_position: self.caller_position, wall_position: self.wall_position };
+        let pass =
+            Pass { caller: false, wall: false, caller_position: self.caller_position, wall_position: self.wall_position, burst: false };
         let mut cx = Context::new(now, self.caller_position, self.rate, &mut self.input, false, &mut self.output, &mut self.requests)
             .with_pass(pass);
         self.pipeline.finish(&mut cx);

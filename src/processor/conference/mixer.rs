@@ -174,7 +174,7 @@ impl Mixer {
                 *acc += i32::from(*s);
             }
             if let Some(track) = slot.member.track.as_mut() {
-                track.push(&slot.frame);
+                track.push(&slot.frame, false);
             }
         }
         for slot in &mut self.slots {
@@ -198,7 +198,7 @@ impl Mixer {
             } else {
                 saturate(&self.sum, &mut self.out);
             }
-            mixed.push(&self.out);
+            mixed.push(&self.out, false);
         }
     }
 }

@@ -264,7 +264,7 @@ impl Processor for Record {
             }
         };
         // Whole frames only, so the interleaving in the ring never slips.
-        recording.push(samples);
+        recording.push(samples, pass.burst);
     }
 
     fn timeline(&self) -> super::Timeline {

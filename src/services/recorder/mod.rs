@@ -5,8 +5,10 @@
 //! created and its header written there, and the recording's other end (a ring of
 //! [`RING_SECONDS`] of audio) goes to the writer thread, started with the first recording and
 //! named `callpipe-recorder`. On the media thread, [`Recording::push`] only copies samples into
-//! the ring (a full ring drops the samples and counts them, never waits); [`Recording::stop`]
-//! only sets a flag. Every [`POLL_INTERVAL`] the writer drains each ring into its file (WAV, or
+//! the ring; a full ring drops and counts them and never waits, but for the frames of a burst
+//! (a stall's backlog caught up back to back), which go into a spill of their own, up to
+//! [`SPILL_SECONDS`]. [`Recording::stop`] sets a flag (and hands the writer what a spill still
+//! holds). Every [`POLL_INTERVAL`] the writer drains each ring into its file (WAV, or
 //! Ogg/Opus with the `opus` feature: `ogg_opus.rs`), rewrites the WAV header (or ends the Ogg
 //! page) once per second of audio, so a file cut off by a crash stays readable, and finalizes
 //! the recordings that were stopped, reporting each on its [`RecordingOutcome`] channel.
@@ -24,6 +26,7 @@ mod ogg_opus;
 #[cfg(feature = "opus")]
 pub use ogg_opus::OpusFileError;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
@@ -40,6 +43,15 @@ use writer::Writer;
 
 /// Seconds of audio each recording's ring holds.
 pub const RING_SECONDS: usize = 2;
+
+/// Seconds of audio a recording keeps on the media thread, beyond its ring, when a burst fills
+/// the ring faster than the writer drains it: the backlog of a network stall is caught up in
+/// one go (every frame of it, back to back), and a stall longer than the ring's 2 s would
+/// otherwise lose the recording's frames beyond them. The spill starts only in a burst (never
+/// in the steady state, where a full ring means a writer that cannot keep up), is handed to the
+/// ring before anything newer, gives its memory back once empty, and past this bound drops and
+/// counts as a full ring does.
+pub const SPILL_SECONDS: usize = 30;
 
 /// How often the writer thread drains the rings.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -116,6 +128,15 @@ struct Shared {
     dropped: AtomicU64,
     /// The writer's first error, set once; the media thread reads it without a lock.
     failed: OnceLock<String>,
+    /// What the recording's spill still held when it stopped, for the writer to write after
+    /// the ring. Locked once by each side, at the recording's end.
+    tail: Mutex<Vec<i16>>,
+}
+
+impl Shared {
+    fn tail(&self) -> MutexGuard<'_, Vec<i16>> {
+        self.tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The files handed to the writer thread and not yet final. Locked when a recording is opened,
@@ -196,7 +217,17 @@ impl Recorder {
             shared: shared.clone(),
             outcomes,
         })?;
-        Ok(Recording { path, producer, shared, channels: usize::from(spec.channels), pushed: 0, stopped: false })
+        let spill_max = per_second * SPILL_SECONDS;
+        Ok(Recording {
+            path,
+            producer,
+            shared,
+            channels: usize::from(spec.channels),
+            pushed: 0,
+            stopped: false,
+            spill: VecDeque::new(),
+            spill_max,
+        })
     }
 
     /// Hands a recording to the writer thread, starting it on first use.
@@ -248,7 +279,8 @@ impl Recorder {
 }
 
 /// The media thread's end of one recording: a ring into the writer thread. [`Recording::push`]
-/// only copies; dropping the recording (or [`Recording::stop`]) lets the writer finalize.
+/// only copies (into the ring, or its spill); dropping the recording (or [`Recording::stop`])
+/// lets the writer finalize.
 pub struct Recording {
     path: PathBuf,
     producer: HeapProd<i16>,
@@ -256,6 +288,10 @@ pub struct Recording {
     channels: usize,
     pushed: u64,
     stopped: bool,
+    /// Samples the ring had no room for, oldest first (see [`SPILL_SECONDS`]).
+    spill: VecDeque<i16>,
+    /// The most samples `spill` holds.
+    spill_max: usize,
 }
 
 impl Recording {
@@ -264,19 +300,53 @@ impl Recording {
         &self.path
     }
 
-    /// Hands `samples` (whole interleaved frames) to the writer whole, or drops and counts them
-    /// when the ring has no room for all of them. Allocation-free.
-    pub fn push(&mut self, samples: &[i16]) {
+    /// Hands `samples` (whole interleaved frames) to the writer, in order: into the ring when it
+    /// has room, else, when they came in a `burst` (a stall's backlog caught up back to back, see
+    /// [`Pass::burst`](crate::processor::Pass::burst)) or a burst's spill is still waiting, into
+    /// the spill (up to [`SPILL_SECONDS`]), else drops and counts them. A full ring outside a
+    /// burst means the writer cannot keep up (a slow disk): waiting would not help, and the
+    /// media thread never grows anything for it. Allocation-free but for the spill's growth
+    /// during a burst.
+    pub fn push(&mut self, samples: &[i16], burst: bool) {
         if self.stopped {
             return;
         }
+        self.unspill();
         let frames = (samples.len() / self.channels) as u64;
-        if self.producer.vacant_len() >= samples.len() {
+        let spilling = !self.spill.is_empty();
+        if !spilling && self.producer.vacant_len() >= samples.len() {
             self.producer.push_slice(samples);
+            self.pushed += frames;
+        } else if (spilling || burst) && self.spill.len() + samples.len() <= self.spill_max {
+            self.spill.extend(samples);
             self.pushed += frames;
         } else {
             self.shared.dropped.fetch_add(frames, Ordering::Relaxed);
         }
+    }
+
+    /// Moves what the spill holds into the ring, as far as it has room, oldest first, in whole
+    /// interleaved frames.
+    fn unspill(&mut self) {
+        if self.spill.is_empty() {
+            return;
+        }
+        let vacant = self.producer.vacant_len();
+        let n = self.spill.len().min(vacant - vacant % self.channels);
+        let (front, back) = self.spill.as_slices();
+        let from_front = n.min(front.len());
+        self.producer.push_slice(&front[..from_front]);
+        self.producer.push_slice(&back[..n - from_front]);
+        self.spill.drain(..n);
+        if self.spill.is_empty() {
+            // The burst is through: its memory goes back (a call keeps no more than its ring).
+            self.spill = VecDeque::new();
+        }
+    }
+
+    /// Samples per channel waiting in the spill for room in the ring.
+    pub fn spilled(&self) -> u64 {
+        (self.spill.len() / self.channels) as u64
     }
 
     /// Samples per channel handed to the writer so far.
@@ -294,9 +364,15 @@ impl Recording {
         self.shared.failed.get().map(String::as_str)
     }
 
-    /// Tells the writer to drain and finalize (once): a flag, nothing else.
+    /// Tells the writer to drain and finalize (once): a flag, nothing else, unless a stall's
+    /// catch-up left samples in the spill: they go into the ring as far as it has room, and the
+    /// rest to the writer, which writes them after the ring (the one lock, at the end).
     pub fn stop(&mut self) {
         if !self.stopped {
+            self.unspill();
+            if !self.spill.is_empty() {
+                self.shared.tail().extend(self.spill.drain(..));
+            }
             self.stopped = true;
             self.shared.stop.store(true, Ordering::Release);
         }

@@ -24,8 +24,8 @@ fn a_recording_is_written_counted_and_reported_once_stopped() {
     let path = dir.join("sub").join("a.wav");
     let mut recording = recorder.open(spec(&path, RecordFormat::Wav), tx).unwrap();
     assert!(recorder.in_progress(&path), "on the ledger from the start");
-    recording.push(&[7; 160]);
-    recording.push(&[8; 160]);
+    recording.push(&[7; 160], false);
+    recording.push(&[8; 160], false);
     assert_eq!(recording.pushed(), 320);
     recording.stop();
     let outcome = rx.recv_timeout(Duration::from_secs(2)).expect("finalized");
@@ -38,6 +38,59 @@ fn a_recording_is_written_counted_and_reported_once_stopped() {
     assert!((size..size + 64).contains(&counted), "{counted} bytes counted for a {size}-byte file (header rewrites add a few)");
     let other = Recorder::new();
     assert_eq!(other.bytes_written(), 0, "recorders share nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_burst_longer_than_the_ring_is_spilled_and_written_in_order() {
+    // A stall's catch-up: 6 s of frames pushed back to back (the ring holds 2 s), some more
+    // paced ones after the writer has had time to drain (they follow the spill, never pass
+    // it), and the call ends with the spill not yet empty.
+    let dir = temp_dir("spill");
+    let recorder = Recorder::new();
+    let (tx, rx) = mpsc::channel();
+    let path = dir.join("burst.wav");
+    let mut recording = recorder.open(spec(&path, RecordFormat::Wav), tx).unwrap();
+    let frame = |n: usize| [(n % 30_000) as i16; 160];
+    for n in 0..300 {
+        recording.push(&frame(n), n > 0);
+    }
+    assert!(recording.spilled() > 0, "more than the ring at once");
+    std::thread::sleep(POLL_INTERVAL * 3);
+    for n in 300..310 {
+        recording.push(&frame(n), false);
+    }
+    for n in 310..700 {
+        recording.push(&frame(n), true);
+    }
+    assert!(recording.spilled() > 0, "the call ends with samples still spilled");
+    recording.stop();
+    let outcome = rx.recv_timeout(Duration::from_secs(5)).expect("finalized");
+    assert_eq!((outcome.samples, outcome.dropped, outcome.error), (700 * 160, 0, None));
+    let samples: Vec<i16> = hound::WavReader::open(&path).unwrap().into_samples().map(Result::unwrap).collect();
+    assert_eq!(samples, (0..700).flat_map(frame).collect::<Vec<_>>(), "every frame, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_ring_outside_a_burst_drops_and_never_spills() {
+    // Frames that did not come in a burst find the ring full only when the writer cannot keep
+    // up: they are dropped and counted, and nothing grows on the media thread.
+    let dir = temp_dir("no-spill");
+    let recorder = Recorder::new();
+    let (tx, rx) = mpsc::channel();
+    let path = dir.join("paced.wav");
+    let mut recording = recorder.open(spec(&path, RecordFormat::Wav), tx).unwrap();
+    for n in 0..400 {
+        recording.push(&[(n % 30_000) as i16 + 1; 160], false);
+        assert_eq!(recording.spilled(), 0);
+    }
+    let (pushed, dropped) = (recording.pushed(), recording.dropped());
+    assert!(dropped > 0, "8 s at once into a 2 s ring (a writer running every 20 ms cannot drain it in time)");
+    assert_eq!(pushed + dropped, 400 * 160, "each frame either handed over or counted");
+    recording.stop();
+    let outcome = rx.recv_timeout(Duration::from_secs(5)).expect("finalized");
+    assert_eq!(outcome.samples, pushed);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

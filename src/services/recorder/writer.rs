@@ -80,20 +80,13 @@ impl Job {
             if n == 0 {
                 break;
             }
-            match self.writer.sink.as_mut() {
-                Some(sink) => match sink.write(&buffer[..n]) {
-                    Ok(()) => {
-                        self.written += n as u64;
-                        self.since_flush += n as u64;
-                    }
-                    Err(source) => {
-                        let error = RecordError::Write { action: "write", source };
-                        self.writer.fail(&mut self.error, error.to_string(), n as u64 / channels);
-                    }
-                },
-                None => {
-                    self.writer.shared.dropped.fetch_add(n as u64 / channels, Ordering::Relaxed);
-                }
+            self.write(&buffer[..n]);
+        }
+        if stopping {
+            // What the recording still held beyond its ring when it stopped comes after it.
+            let tail = std::mem::take(&mut *self.writer.shared.tail());
+            if !tail.is_empty() {
+                self.write(&tail);
             }
         }
         if self.since_flush >= u64::from(self.writer.rate) * channels && self.written.is_multiple_of(channels) {
@@ -103,6 +96,27 @@ impl Job {
             }
         }
         stopping
+    }
+
+    /// Writes whole interleaved frames to the file, or counts them as dropped once it failed.
+    fn write(&mut self, samples: &[i16]) {
+        let channels = u64::from(self.writer.channels);
+        let n = samples.len() as u64;
+        match self.writer.sink.as_mut() {
+            Some(sink) => match sink.write(samples) {
+                Ok(()) => {
+                    self.written += n;
+                    self.since_flush += n;
+                }
+                Err(source) => {
+                    let error = RecordError::Write { action: "write", source };
+                    self.writer.fail(&mut self.error, error.to_string(), n / channels);
+                }
+            },
+            None => {
+                self.writer.shared.dropped.fetch_add(n / channels, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Finalizes the file, takes it off the ledger and reports how the recording ended.
