@@ -4,7 +4,8 @@
 //! The connection loop feeds it what the socket delivers ([`CallEdge::handle_binary`],
 //! [`CallEdge::handle_text`], [`CallEdge::handle_ping`]) and asks it which limit falls due
 //! ([`CallEdge::poll_limit`]) and when to ask again ([`CallEdge::next_deadline`]). It decides:
-//! the frame-size policy, the text-message rate limit (a token bucket), the idle and maximum
+//! the frame-size policy, where a message's samples begin and end (a sample split across two
+//! messages), the text-message rate limit (a token bucket), the idle and maximum
 //! duration limits, and what a platform text message means (an event for the media thread, the
 //! acknowledgement of a `notify` callpipe's control API or its processors sent, or nothing).
 //! Tests drive it with byte literals and a fake clock.
@@ -29,11 +30,21 @@ pub(super) struct EdgeLimits {
     pub max_duration: Option<Duration>,
 }
 
-/// What a binary message was.
+/// What a binary message was, and the caller's audio it carries, to deliver in this order:
+/// `completes`, then `samples`.
+///
+/// Messages carry whole samples. An odd-length one (the lenient policy) holds half a sample at
+/// its end: it is held back, and completed by the next message if that one is odd too (a sample
+/// split across two messages); an even-length one after it shows it was a stray byte, dropped,
+/// so the samples after it keep their alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Audio {
+pub(super) struct Audio<'a> {
     /// Not exactly one frame (re-framed, and counted, under the lenient policy).
     pub wrong_size: bool,
+    /// The byte held back from the previous message, which this one's first byte completes.
+    pub completes: Option<u8>,
+    /// The message's bytes but an odd last one (held back for the next message).
+    pub samples: &'a [u8],
 }
 
 /// What a text message from the platform means.
@@ -69,6 +80,8 @@ pub(super) struct CallEdge {
     last_activity: Instant,
     texts: TextLimit,
     hung_up: bool,
+    /// The last byte of an odd-length audio message: half a sample (see [`Audio`]).
+    odd_byte: Option<u8>,
 }
 
 impl CallEdge {
@@ -81,18 +94,30 @@ impl CallEdge {
             last_activity: started,
             texts: TextLimit::new(limits.max_text_per_second, started),
             hung_up: false,
+            odd_byte: None,
         }
     }
 
-    /// A binary message of `len` bytes arrived at `now`.
-    pub fn handle_binary(&mut self, now: Instant, len: usize) -> Result<Audio, Rejection> {
+    /// A binary message arrived at `now`: what it carries, or why the call closes (1007 for a
+    /// wrong size under the strict policy).
+    pub fn handle_binary<'a>(&mut self, now: Instant, bytes: &'a [u8]) -> Result<Audio<'a>, Rejection> {
         self.last_activity = now;
-        let audio = Audio { wrong_size: len != self.rate.frame_bytes() };
-        if audio.wrong_size && self.limits.frame_policy == FramePolicy::Strict {
+        let len = bytes.len();
+        let wrong_size = len != self.rate.frame_bytes();
+        if wrong_size && self.limits.frame_policy == FramePolicy::Strict {
             let reason = format!("frame of {len} bytes, expected {} at {}", self.rate.frame_bytes(), self.rate);
             return Err(Rejection::new(CloseCode::Invalid, reason));
         }
-        Ok(audio)
+        let odd = len % 2 == 1;
+        Ok(match (self.odd_byte.take(), odd) {
+            (Some(held), true) => Audio { wrong_size, completes: Some(held), samples: bytes },
+            (None, true) => {
+                let (samples, last) = bytes.split_at(len - 1);
+                self.odd_byte = Some(last[0]);
+                Audio { wrong_size, completes: None, samples }
+            }
+            (_, false) => Audio { wrong_size, completes: None, samples: bytes },
+        })
     }
 
     /// A text message arrived at `now`. Past the rate limit the call is closed with 1008.
@@ -237,12 +262,28 @@ mod tests {
     fn frames_of_the_wrong_size_are_counted_or_closed_1007() {
         let t0 = Instant::now();
         let mut edge = CallEdge::new(SampleRate::Hz16000, limits(), t0);
-        assert_eq!(edge.handle_binary(t0, 640), Ok(Audio { wrong_size: false }));
-        assert_eq!(edge.handle_binary(t0, 641), Ok(Audio { wrong_size: true }));
+        assert!(!edge.handle_binary(t0, &[0; 640]).unwrap().wrong_size);
+        assert!(edge.handle_binary(t0, &[0; 642]).unwrap().wrong_size);
         let strict = EdgeLimits { frame_policy: FramePolicy::Strict, ..limits() };
         let mut edge = CallEdge::new(SampleRate::Hz16000, strict, t0);
-        let refused = edge.handle_binary(t0, 320).unwrap_err();
+        let refused = edge.handle_binary(t0, &[0; 320]).unwrap_err();
         assert_eq!((refused.code, refused.reason.as_str()), (CloseCode::Invalid, "frame of 320 bytes, expected 640 at 16000 Hz"));
+    }
+
+    #[test]
+    fn a_sample_split_across_messages_is_joined_and_a_stray_byte_dropped() {
+        let t0 = Instant::now();
+        let mut edge = CallEdge::new(SampleRate::Hz8000, limits(), t0);
+        let audio = |completes, samples| Audio { wrong_size: true, completes, samples };
+        // Samples 1, 2, 3 as 1 + 3 + 2 bytes: the odd byte waits, the next odd message completes it.
+        assert_eq!(edge.handle_binary(t0, &[1]), Ok(audio(None, &[][..])));
+        assert_eq!(edge.handle_binary(t0, &[0, 2, 0]), Ok(audio(Some(1), &[0, 2, 0][..])));
+        assert_eq!(edge.handle_binary(t0, &[3, 0]), Ok(audio(None, &[3, 0][..])));
+        // A stray byte: the even message after it starts on a sample again, the byte is gone.
+        assert_eq!(edge.handle_binary(t0, &[4, 0, 9]), Ok(audio(None, &[4, 0][..])));
+        assert_eq!(edge.handle_binary(t0, &[5, 0]), Ok(audio(None, &[5, 0][..])));
+        let frame = [6; 320];
+        assert_eq!(edge.handle_binary(t0, &frame), Ok(Audio { wrong_size: false, completes: None, samples: &frame[..] }));
     }
 
     #[test]
@@ -251,7 +292,7 @@ mod tests {
         let mut edge = CallEdge::new(SampleRate::Hz8000, limits(), t0);
         assert_eq!(edge.next_deadline(), Some(t0 + 400 * MS));
         assert_eq!(edge.poll_limit(t0 + 399 * MS), None);
-        edge.handle_binary(t0 + 300 * MS, 320).unwrap();
+        edge.handle_binary(t0 + 300 * MS, &[0; 320]).unwrap();
         assert_eq!(edge.next_deadline(), Some(t0 + 700 * MS), "activity moves the idle deadline");
         edge.handle_ping(t0 + 650 * MS).unwrap();
         edge.handle_text(t0 + 900 * MS, "not json").unwrap();

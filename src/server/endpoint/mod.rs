@@ -86,7 +86,6 @@ impl SocketEndpoint {
             out: Vec::with_capacity(framed),
             max_out: framed * (config.session.lookahead_frames as usize * 2 + 2),
             stash: Vec::new(),
-            odd_byte: None,
             blocked_since: None,
             ending: None,
             shared,

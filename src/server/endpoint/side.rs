@@ -31,9 +31,6 @@ pub(super) struct CallSide {
     pub(super) max_out: usize,
     /// A binary message's bytes the session had no room for yet.
     pub(super) stash: Vec<u8>,
-    /// The last byte of an odd-length audio message: half a sample, held back (see
-    /// [`CallSide::handle`]).
-    pub(super) odd_byte: Option<u8>,
     /// Since when the socket has refused our writes.
     pub(super) blocked_since: Option<Instant>,
     pub(super) ending: Option<Ending>,
@@ -81,7 +78,7 @@ impl CallSide {
             Message::Binary(bytes) => {
                 end.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                let audio = match self.edge.handle_binary(now, bytes.len()) {
+                let audio = match self.edge.handle_binary(now, bytes) {
                     Ok(audio) => audio,
                     Err(rejection) => {
                         self.count_wrong_size(&end.link);
@@ -91,21 +88,10 @@ impl CallSide {
                 if audio.wrong_size {
                     self.count_wrong_size(&end.link);
                 }
-                // Messages carry whole samples. An odd-length one holds half a sample at its
-                // end: it is held back, and completed by the next message if that one is odd
-                // too (a sample split across two messages); an even-length one after it shows
-                // it was a stray byte, dropped, so the samples after it keep their alignment.
-                let mut bytes: &[u8] = bytes;
-                match (self.odd_byte.take(), bytes.len() % 2 == 1) {
-                    (Some(held), true) => self.deliver(&[held], session, now),
-                    (None, true) => {
-                        let (whole, last) = bytes.split_at(bytes.len() - 1);
-                        self.odd_byte = Some(last[0]);
-                        bytes = whole;
-                    }
-                    (_, false) => {}
+                if let Some(byte) = audio.completes {
+                    self.deliver(&[byte], session, now);
                 }
-                self.deliver(bytes, session, now);
+                self.deliver(audio.samples, session, now);
             }
             Message::Text(text) => match self.edge.handle_text(now, text) {
                 Ok(text) => self.handle_text(text, session),
