@@ -419,7 +419,7 @@ impl Processor for Vad {
             self.last_score = score;
             let voiced = score >= self.threshold && energy >= FLOOR_ENERGY;
             let held = self.held.judge(voiced);
-            let quiet = score < self.threshold - music::OPENING_QUIET_MARGIN.min(self.threshold * 0.4) || energy < FLOOR_ENERGY;
+            let quiet = music::quiet(score, self.threshold, energy);
             self.music.mark(held, voiced, quiet, energy);
             if self.score_log.len() < self.score_log.capacity() {
                 let steady = self.music.steady_frames(1) == 1;

@@ -37,7 +37,14 @@ const OPENING_QUIET_FRAMES: u32 = 16;
 /// of such a tail ended the opening of one of the corpus's music files at 8 kHz, and the next
 /// note started speech as if over silence (`benches/vad_accuracy.sh`: 6 false starts an hour on
 /// its music at 8 kHz, none with this; any margin from 0.1 to 0.35 gave the same tables).
-pub(super) const OPENING_QUIET_MARGIN: f32 = 0.2;
+const OPENING_QUIET_MARGIN: f32 = 0.2;
+
+/// Whether a frame the network scored `score` (at sensitivity `threshold`), of `energy` (the
+/// sum of its squared samples), is quiet for the end of the opening (see
+/// [`OPENING_QUIET_MARGIN`]).
+pub(super) fn quiet(score: f32, threshold: f32, energy: i64) -> bool {
+    score < threshold - OPENING_QUIET_MARGIN.min(threshold * 0.4) || energy < super::FLOOR_ENERGY
+}
 
 /// See [`OPENING_QUIET_FRAMES`]: 125 frames, 2 s. Music that played from the start has shown
 /// itself by then (held notes), and a call whose first seconds are voiced throughout (a talker
@@ -214,6 +221,19 @@ pub(super) fn level_db(energy: i64) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quiet_is_well_below_the_threshold_or_below_the_floor() {
+        use super::quiet;
+        let loud = super::super::FLOOR_ENERGY * 100;
+        // At the default sensitivity: under 0.3.
+        assert!(quiet(0.29, 0.5, loud));
+        assert!(!quiet(0.31, 0.5, loud), "just under the threshold is a note's tail, not quiet");
+        assert!(quiet(0.49, 0.5, super::super::FLOOR_ENERGY - 1), "below the level floor, whatever the score");
+        // A high sensitivity keeps a margin of 0.4 of its threshold: under 0.06 at 0.1.
+        assert!(quiet(0.05, 0.1, loud));
+        assert!(!quiet(0.07, 0.1, loud));
+    }
+
     use super::*;
 
     /// The energy of a frame at `db` dBFS (RMS).
