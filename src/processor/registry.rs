@@ -398,8 +398,9 @@ impl<'a> Params<'a> {
     pub fn u32_or(&self, key: &str, default: u32) -> Result<u32, ProcessorError> {
         match self.table.get(key) {
             None => Ok(default),
+            Some(toml::Value::Integer(n)) if *n < 0 => Err(self.error(format!("`{key}` must not be negative, not {n}"))),
             Some(toml::Value::Integer(n)) => {
-                u32::try_from(*n).map_err(|_| self.error(format!("`{key}` must be between 0 and {}", u32::MAX)))
+                u32::try_from(*n).map_err(|_| self.error(format!("`{key}` must be at most {}, not {n}", u32::MAX)))
             }
             Some(other) => Err(self.error(format!("`{key}` must be an integer, not {}", other.type_str()))),
         }
@@ -499,7 +500,7 @@ mod tests {
             ("type = 'dtmf_send'\ndigits = '1'\nlevel_dbfs = 0", "level_dbfs"),
             ("type = 'dtmf_send'\ndigits = '1'\ntone = 50", "unknown parameter `tone`"),
             ("type = 'play'", "`file` is required"),
-            ("type = 'play'\nfile = 'a.wav'\nloop = -1", "`loop` must be between"),
+            ("type = 'play'\nfile = 'a.wav'\nloop = -1", "`loop` must not be negative, not -1"),
             ("type = 'play'\nfile = 'a.wav'\nlevel_db = 11", "level_db"),
             ("type = 'play'\nfile = 'a.wav'\nbarge_in = 1", "`barge_in` must be \"dtmf\", \"speech\""),
             ("type = 'play'\nfile = 'a.wav'\nbarge_in = 'loud'", "`barge_in` must be \"dtmf\", \"speech\""),
@@ -516,6 +517,8 @@ mod tests {
             ("type = 'record'\ndir = '/tmp'\ntemplate = '{call_id}.ogg'", "must end in `.wav`"),
             ("type = 'record'\ndir = '/tmp'\nbitrate = 32000", "`bitrate` applies to format = \"opus\" only"),
             ("type = 'record'\ndir = '/tmp'\nformat = 'opus'\nbitrate = 'high'", "`bitrate` must be an integer"),
+            ("type = 'vad'\nmin_speech_ms = -80", "`min_speech_ms` must not be negative, not -80"),
+            ("type = 'vad'\nmin_silence_ms = 5000000000", "`min_silence_ms` must be at most 4294967295, not 5000000000"),
             ("type = 'resample'\nprocessors = []", "`rate` must be 8000, 16000 or 24000"),
             ("type = 'resample'\nrate = 48000\nprocessors = []", "`rate` must be"),
             ("type = 'resample'\nrate = 16000", "`processors` must list"),
