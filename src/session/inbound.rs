@@ -206,7 +206,11 @@ impl InboundBuffer {
     /// window, the next frame of a pause being filled, or the end of the wait before a pause.
     pub fn next_deadline(&self) -> Option<Instant> {
         if let Some(&arrived) = self.arrivals.front() {
-            return Some(arrived + BURST_WINDOW);
+            let window = arrived + BURST_WINDOW;
+            return Some(match self.arrivals.back() {
+                Some(&newest) if self.together() => window.max(newest + FRAME_DURATION + self.config.jitter),
+                _ => window,
+            });
         }
         let due = self.next_due()?;
         Some(if self.pausing { due + Duration::from_micros(1) } else { due + self.config.max_wait })
@@ -260,7 +264,7 @@ impl InboundBuffer {
             let newest = self.arrivals.len() as u64 - 1;
             let newest_late = self.arrivals.back().map_or(late, |a| a.saturating_duration_since(anchor + frames(self.n + newest)));
             let full = self.room() < self.frame_bytes;
-            if newest_late <= self.config.jitter || full {
+            if newest_late <= self.config.jitter || full || self.catching_up || self.burst_then_nothing(now) {
                 if !self.catching_up && !self.pausing {
                     self.stalls += 1;
                 }
@@ -271,7 +275,10 @@ impl InboundBuffer {
                 }
                 return self.take(out);
             }
-            if now < arrived + BURST_WINDOW {
+            if now < arrived + BURST_WINDOW || self.together() {
+                // A backlog may follow; or several frames came together and the newest is still
+                // late: a pause followed by bunched frames, or a stall that held the end of the
+                // stream. What follows tells (see `burst_then_nothing`).
                 return Next::Wait;
             }
             // A pause: its length, to the nearest frame, goes in before the frame.
@@ -283,6 +290,21 @@ impl InboundBuffer {
             }
             self.silence_owed = owed;
         }
+    }
+
+    /// The newest frame held came together with the one before it (within [`BURST_WINDOW`]):
+    /// the tail of a burst, not a frame of a paced sender.
+    fn together(&self) -> bool {
+        let n = self.arrivals.len();
+        n >= 2 && self.arrivals[n - 1] < self.arrivals[n - 2] + BURST_WINDOW
+    }
+
+    /// Several frames came together after a gap, still late, and nothing has followed them for
+    /// a frame and the jitter allowance: the sender is not paced behind them (a pause's resumed
+    /// frames would keep coming), so they are a stall's backlog with nothing newer, the end of
+    /// the stream. They go through with no silence before them.
+    fn burst_then_nothing(&self, now: Instant) -> bool {
+        self.together() && self.arrivals.back().is_some_and(|&newest| now >= newest + FRAME_DURATION + self.config.jitter)
     }
 
     /// No frame is waiting: fill a pause that has lasted `max_wait`, and keep filling it.
@@ -311,6 +333,10 @@ impl InboundBuffer {
         let frame = &mut frame[..self.frame_bytes];
         super::pop_front_into(&mut self.bytes, frame);
         let arrived = self.arrivals.pop_front();
+        if self.arrivals.is_empty() {
+            // A stall's backlog is through: what comes next is judged afresh.
+            self.catching_up = false;
+        }
         self.burst = matches!((arrived, self.last_arrival), (Some(now), Some(before)) if now < before + BURST_WINDOW);
         self.last_arrival = arrived.or(self.last_arrival);
         decode_l16(frame, out);
@@ -518,6 +544,56 @@ mod tests {
         b.push(&frame(5), resumed + F);
         assert_eq!(drain(&mut b, resumed + F), [5], "back on the timeline: no more holding");
         assert_eq!((b.pause_frames(), b.stalls(), b.frames()), (25, 0, 5));
+    }
+
+    #[test]
+    fn a_stall_that_holds_the_end_of_the_stream_adds_no_silence() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            b.push(&frame(i + 1), t0 + F * i as u32);
+            drain(&mut b, t0 + F * i as u32);
+        }
+        // The last 15 frames (due at 100..=380 ms) are stalled and arrive together at 700 ms:
+        // nothing newer follows to show the stall up.
+        let at = t0 + 700 * MS;
+        for i in 5..20 {
+            b.push(&frame(i + 1), at);
+        }
+        assert_eq!(drain(&mut b, at + BURST_WINDOW), NONE, "what follows them would tell");
+        let decided = at + F + TimelineConfig::default().jitter;
+        assert_eq!(b.next_deadline(), Some(decided));
+        assert_eq!(drain(&mut b, decided - MS), NONE);
+        assert_eq!(drain(&mut b, decided), (6..=20).collect::<Vec<i16>>(), "a stall: no silence");
+        assert_eq!((b.pause_frames(), b.stalls(), b.frames()), (0, 1, 20));
+        // A pause after it is a pause again.
+        let resumed = decided + 300 * MS;
+        b.push(&frame(21), resumed);
+        let got = drain(&mut b, resumed + BURST_WINDOW);
+        assert_eq!(got.last(), Some(&21));
+        assert!(got.len() > 1 && got[..got.len() - 1].iter().all(|s| *s == 0), "{got:?}");
+    }
+
+    #[test]
+    fn a_pause_whose_first_frames_come_bunched_is_still_a_pause() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            b.push(&frame(i + 1), t0 + F * i as u32);
+            drain(&mut b, t0 + F * i as u32);
+        }
+        // 500 ms of pause (frames due at 60..=540 ms never come); the sender resumes at 560 ms,
+        // its first frame held up by the network so the second comes with it, then one a frame.
+        let resumed = t0 + 580 * MS;
+        b.push(&frame(4), resumed);
+        b.push(&frame(5), resumed + 2 * MS);
+        assert_eq!(drain(&mut b, resumed + BURST_WINDOW), NONE, "bunched: what follows tells");
+        b.push(&frame(6), resumed + F);
+        let got = drain(&mut b, resumed + F);
+        assert_eq!(got.len(), 28, "{got:?}");
+        assert!(got[..25].iter().all(|s| *s == 0), "500 ms of silence");
+        assert_eq!(got[25..], [4, 5, 6]);
+        assert_eq!((b.pause_frames(), b.stalls()), (25, 0));
     }
 
     #[test]
