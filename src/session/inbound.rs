@@ -17,7 +17,10 @@
 //!   goes through, no silence. After a **pause** the frames resume one every 20 ms and stay just
 //!   as late: if, [`BURST_WINDOW`] after the frame arrived, the newest frame is still later than
 //!   `jitter`, the gap was a pause, and its length (that lateness, rounded to frames) goes into
-//!   the timeline as silence *before* the frame.
+//!   the timeline as silence *before* the frame. When several frames came together and the
+//!   newest is still late, what follows decides: a frame a frame later (a paced sender) shows a
+//!   pause; nothing for a frame and `jitter` shows a stall that held the end of the stream, and
+//!   its backlog goes through with no silence.
 //! * While nothing arrives at all for `max_wait` past the due instant, the pause is taken as
 //!   such while it lasts: silence passes fill the gap up to the present and then follow the
 //!   clock, so processors keep call time through a long hold. A stall longer than `max_wait`
