@@ -15,12 +15,11 @@
 //! * Beyond that, the frame ended a gap. After a **stall** the backlog follows it at once, and
 //!   the newest frame that has arrived is within `jitter` of its due instant again: every frame
 //!   goes through, no silence. After a **pause** the frames resume one every 20 ms and stay just
-//!   as late: if, [`BURST_WINDOW`] after the frame arrived, the newest frame is still later than
-//!   `jitter`, the gap was a pause, and its length (that lateness, rounded to frames) goes into
-//!   the timeline as silence *before* the frame. When several frames came together and the
-//!   newest is still late, what follows decides: a frame a frame later (a paced sender) shows a
-//!   pause; nothing for a frame and `jitter` shows a stall that held the end of the stream, and
-//!   its backlog goes through with no silence.
+//!   as late: once a frame has come on its own, [`BURST_WINDOW`] or more after the one before it
+//!   (a paced sender's next frame), and the newest frame is still later than `jitter`, the gap
+//!   was a pause, and its length (that lateness, rounded to frames) goes into the timeline as
+//!   silence *before* the frames. When nothing at all follows the late frames for a frame and
+//!   `jitter`, they were a stall that held the end of the stream: they go through, no silence.
 //! * While nothing arrives at all for `max_wait` past the due instant, the pause is taken as
 //!   such while it lasts: silence passes fill the gap up to the present and then follow the
 //!   clock, so processors keep call time through a long hold. A stall longer than `max_wait`
@@ -211,7 +210,7 @@ impl InboundBuffer {
         if let Some(&arrived) = self.arrivals.front() {
             let window = arrived + BURST_WINDOW;
             return Some(match self.arrivals.back() {
-                Some(&newest) if self.together() => window.max(newest + FRAME_DURATION + self.config.jitter),
+                Some(&newest) if self.undecided() => window.max(newest + FRAME_DURATION + self.config.jitter),
                 _ => window,
             });
         }
@@ -267,7 +266,7 @@ impl InboundBuffer {
             let newest = self.arrivals.len() as u64 - 1;
             let newest_late = self.arrivals.back().map_or(late, |a| a.saturating_duration_since(anchor + frames(self.n + newest)));
             let full = self.room() < self.frame_bytes;
-            if newest_late <= self.config.jitter || full || self.catching_up || self.burst_then_nothing(now) {
+            if newest_late <= self.config.jitter || full || self.catching_up || self.nothing_followed(now) {
                 if !self.catching_up && !self.pausing {
                     self.stalls += 1;
                 }
@@ -278,10 +277,11 @@ impl InboundBuffer {
                 }
                 return self.take(out);
             }
-            if now < arrived + BURST_WINDOW || self.together() {
-                // A backlog may follow; or several frames came together and the newest is still
-                // late: a pause followed by bunched frames, or a stall that held the end of the
-                // stream. What follows tells (see `burst_then_nothing`).
+            if now < arrived + BURST_WINDOW || self.undecided() {
+                // A backlog may follow; or the newest frame is still late and came alone or with
+                // others: a pause (then the sender's next frame comes a frame later, as late), or
+                // a stall that held the end of the stream (then nothing comes). What follows
+                // tells (see `nothing_followed`).
                 return Next::Wait;
             }
             // A pause: its length, to the nearest frame, goes in before the frame.
@@ -295,19 +295,20 @@ impl InboundBuffer {
         }
     }
 
-    /// The newest frame held came together with the one before it (within [`BURST_WINDOW`]):
-    /// the tail of a burst, not a frame of a paced sender.
-    fn together(&self) -> bool {
+    /// Whether what follows the late frames held still has to tell a pause from a stall: the
+    /// newest came alone after the gap, or together with the one before it (within
+    /// [`BURST_WINDOW`]), not a frame after it as a paced sender's would.
+    fn undecided(&self) -> bool {
         let n = self.arrivals.len();
-        n >= 2 && self.arrivals[n - 1] < self.arrivals[n - 2] + BURST_WINDOW
+        n == 1 || (n >= 2 && self.arrivals[n - 1] < self.arrivals[n - 2] + BURST_WINDOW)
     }
 
-    /// Several frames came together after a gap, still late, and nothing has followed them for
-    /// a frame and the jitter allowance: the sender is not paced behind them (a pause's resumed
-    /// frames would keep coming), so they are a stall's backlog with nothing newer, the end of
-    /// the stream. They go through with no silence before them.
-    fn burst_then_nothing(&self, now: Instant) -> bool {
-        self.together() && self.arrivals.back().is_some_and(|&newest| now >= newest + FRAME_DURATION + self.config.jitter)
+    /// Late frames came after a gap and nothing has followed them for a frame and the jitter
+    /// allowance: the sender is not paced behind them (a pause's resumed frames would keep
+    /// coming), so they are a stall's backlog with nothing newer, the end of the stream. They
+    /// go through with no silence before them.
+    fn nothing_followed(&self, now: Instant) -> bool {
+        self.undecided() && self.arrivals.back().is_some_and(|&newest| now >= newest + FRAME_DURATION + self.config.jitter)
     }
 
     /// No frame is waiting: fill a pause that has lasted `max_wait`, and keep filling it.
@@ -539,14 +540,15 @@ mod tests {
         let resumed = t0 + 560 * MS;
         b.push(&frame(4), resumed);
         assert_eq!(drain(&mut b, resumed), NONE, "held while a backlog may follow");
-        assert_eq!(drain(&mut b, resumed + 9 * MS), NONE);
-        let got = drain(&mut b, resumed + BURST_WINDOW);
-        assert_eq!(got.len(), 26);
-        assert!(got[..25].iter().all(|s| *s == 0), "500 ms of silence");
-        assert_eq!(got[25], 4);
+        assert_eq!(drain(&mut b, resumed + 19 * MS), NONE, "held until the sender's next frame shows its pace");
         b.push(&frame(5), resumed + F);
-        assert_eq!(drain(&mut b, resumed + F), [5], "back on the timeline: no more holding");
-        assert_eq!((b.pause_frames(), b.stalls(), b.frames()), (25, 0, 5));
+        let got = drain(&mut b, resumed + F);
+        assert_eq!(got.len(), 27);
+        assert!(got[..25].iter().all(|s| *s == 0), "500 ms of silence");
+        assert_eq!(got[25..], [4, 5]);
+        b.push(&frame(6), resumed + 2 * F);
+        assert_eq!(drain(&mut b, resumed + 2 * F), [6], "back on the timeline: no more holding");
+        assert_eq!((b.pause_frames(), b.stalls(), b.frames()), (25, 0, 6));
     }
 
     #[test]
@@ -572,9 +574,27 @@ mod tests {
         // A pause after it is a pause again.
         let resumed = decided + 300 * MS;
         b.push(&frame(21), resumed);
-        let got = drain(&mut b, resumed + BURST_WINDOW);
-        assert_eq!(got.last(), Some(&21));
-        assert!(got.len() > 1 && got[..got.len() - 1].iter().all(|s| *s == 0), "{got:?}");
+        b.push(&frame(22), resumed + F);
+        let got = drain(&mut b, resumed + F);
+        assert_eq!(got[got.len() - 2..], [21, 22]);
+        assert!(got.len() > 2 && got[..got.len() - 2].iter().all(|s| *s == 0), "{got:?}");
+    }
+
+    #[test]
+    fn a_stall_that_holds_only_the_last_frame_adds_no_silence() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            b.push(&frame(i + 1), t0 + F * i as u32);
+            drain(&mut b, t0 + F * i as u32);
+        }
+        // The last frame, due at 100 ms, comes alone 300 ms late, and nothing after it.
+        let at = t0 + 400 * MS;
+        b.push(&frame(6), at);
+        let decided = at + F + TimelineConfig::default().jitter;
+        assert_eq!(drain(&mut b, decided - MS), NONE);
+        assert_eq!(drain(&mut b, decided), [6]);
+        assert_eq!((b.pause_frames(), b.frames()), (0, 6));
     }
 
     #[test]

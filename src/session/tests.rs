@@ -99,19 +99,28 @@ fn a_pause_from_the_platform_sends_nothing_adds_no_latency_and_keeps_call_time()
         s.handle_tick(t0 + Duration::from_millis(u64::from(ms)));
         assert!(drain(&mut s, t0).is_empty());
     }
-    // The platform resumes at real-time pace after 980 ms: the frame waits a burst window for a
-    // stall's backlog, none comes, and 49 frames of silence go in before it.
+    // The platform resumes at real-time pace after 980 ms: the frame waits for what follows it
+    // (a stall's backlog, or the sender's next frame), the next frame comes a frame later, as
+    // late, and 49 frames of silence go in before the two.
     let resumed = t0 + FRAME_DURATION * 50;
     s.handle_audio(&frame_bytes(2), resumed);
     s.handle_tick(resumed);
     assert!(drain(&mut s, resumed).is_empty());
     let now = resumed + BURST_WINDOW;
     s.handle_tick(now);
-    assert_eq!(drain(&mut s, now), [Out::Audio(Duration::ZERO, frame_bytes(2))], "silence is not echoed; the frame at once");
+    assert!(drain(&mut s, now).is_empty(), "held until the sender's pace shows");
+    let next = resumed + FRAME_DURATION;
+    s.handle_audio(&frame_bytes(3), next);
+    s.handle_tick(next);
+    let out = drain(&mut s, next);
+    assert_eq!(out.len(), 2, "silence is not echoed; the two frames at once: {out:?}");
+    assert_eq!(out[0], Out::Audio(Duration::ZERO, frame_bytes(2)));
+    let Out::Audio(_, ref third) = out[1] else { panic!("{out:?}") };
+    assert_eq!(*third, frame_bytes(3));
     let stats = s.stats();
     assert_eq!(stats.input_missing, 49);
-    assert_eq!(s.caller_position, 51, "call time: 51 frames");
-    assert_eq!(stats.wall_only, 49, "the wall clock ticked on meanwhile (the 50th tick took the frame)");
+    assert_eq!(s.caller_position, 52, "call time: 52 frames");
+    assert_eq!(stats.wall_only, 50, "the wall clock ticked on meanwhile (the 50th tick while the frame was held too)");
 }
 
 /// A processor that queues a long prompt at the first pass, asks for a notify after it, and

@@ -14,9 +14,9 @@
 //!
 //! At each slot the thread also visits the calls that are due: those marked ready by their call
 //! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next
-//! deadline (a wall tick, the end of a held frame's burst window, pause silence, an edge limit)
-//! falls in the slot of a 32 ms deadline wheel, which also visits every call at least once a
-//! turn.
+//! deadline (a wall tick, the end of a late frame's wait for what follows it, pause silence, an
+//! edge limit) falls in the slot of a 32 ms deadline wheel, which also visits every call at
+//! least once a turn.
 //!
 //! If the thread wakes late, the visit makes up everything at once: each session runs every
 //! wall tick it missed (up to its `max_catchup`) and every frame that arrived meanwhile.
