@@ -125,6 +125,13 @@ async fn stalls_of_300_ms_lose_nothing_and_insert_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_that_holds_the_end_of_the_stream_inserts_nothing() {
+    // The call's last 100 ms (frames sent at 3.90..=3.98 s) stalled for 300 ms: they come
+    // together, still late, and nothing newer follows to show the stall up.
+    check_impaired("end-stall", 15, &["--stall-every", "3.9", "--stall-ms", "300"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_of_500_ms_becomes_500_ms_of_silence_and_nothing_else() {
     let dir = scratch("pause");
     let server = record_server(&dir).await;
