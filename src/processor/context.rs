@@ -118,8 +118,10 @@ pub struct Pass {
     pub caller_position: u64,
     /// Wall ticks before this pass.
     pub wall_position: u64,
-    /// The caller's frame came in a burst, together with the one before it: the backlog of a
-    /// stall (or of a media thread held up) going through back to back, faster than real time.
+    /// The caller's frame came in a burst: it and the 8 frames before it each arrived within
+    /// 10 ms of the one before (see [`InboundBuffer::in_burst`](crate::session::InboundBuffer::in_burst)),
+    /// the backlog of a stall (or of a media thread held up) going through back to back,
+    /// faster than real time.
     /// A stage that hands the caller's audio to a consumer paced in real time (the recorder's
     /// writer) keeps such a burst whole rather than dropping what its usual bound cannot take.
     pub burst: bool,

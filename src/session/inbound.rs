@@ -39,10 +39,15 @@ use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, decode_l16};
 /// Frames of room an inbound buffer starts with (a frame, a partial one, jitter).
 pub const INBOUND_TO_START: usize = 4;
 
-/// How long a frame that ended a gap waits for the backlog of a stall to follow it before the
-/// gap is taken for a pause: half a frame (a paced sender's next frame comes a whole frame
-/// later; a stall's backlog comes together).
+/// Frames that arrive within this of each other came *together* (a stall's backlog, one
+/// message of several frames); a paced sender's next frame comes a whole frame later. Half a
+/// frame. A frame that ended a gap is held at least this long for a stall's backlog to follow.
 pub const BURST_WINDOW: Duration = Duration::from_millis(10);
+
+/// Frames in a row that came together before a pass counts as a [burst](InboundBuffer::in_burst):
+/// 160 ms. Jitter bunches a few frames and a sender of 40 ms messages pairs them; neither is a
+/// backlog running faster than real time.
+pub const BURST_RUN: u32 = 8;
 
 /// The caller-timeline rules of one call. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +103,8 @@ pub struct InboundBuffer {
     catching_up: bool,
     /// When the frame taken last arrived.
     last_arrival: Option<Instant>,
-    /// The frame taken last arrived within [`BURST_WINDOW`] of the one before it.
-    burst: bool,
+    /// Frames taken in a row, each within [`BURST_WINDOW`] of the one before it.
+    run: u32,
     frames: u64,
     pause_frames: u64,
     stalls: u64,
@@ -128,7 +133,7 @@ impl InboundBuffer {
             pausing: false,
             catching_up: false,
             last_arrival: None,
-            burst: false,
+            run: 0,
             frames: 0,
             pause_frames: 0,
             stalls: 0,
@@ -187,11 +192,12 @@ impl InboundBuffer {
         self.stalls
     }
 
-    /// Whether the frame taken last came in a burst: it arrived within [`BURST_WINDOW`] of the
-    /// frame before it (the backlog of a stall, or frames that waited for a media thread held
-    /// up), so its pass runs faster than real time. Pause silence is never a burst.
+    /// Whether the frame taken last is part of a burst: it and the [`BURST_RUN`] frames before
+    /// it each arrived within [`BURST_WINDOW`] of the one before (the backlog of a stall, or
+    /// frames that waited for a media thread held up), so its pass runs faster than real time.
+    /// Pause silence ends a burst.
     pub fn in_burst(&self) -> bool {
-        self.burst
+        self.run >= BURST_RUN
     }
 
     /// Frames dropped for being later than `max_backlog`.
@@ -295,12 +301,14 @@ impl InboundBuffer {
         }
     }
 
-    /// Whether what follows the late frames held still has to tell a pause from a stall: the
-    /// newest came alone after the gap, or together with the one before it (within
-    /// [`BURST_WINDOW`]), not a frame after it as a paced sender's would.
+    /// Whether what follows the late frames held still has to tell a pause from a stall: they
+    /// all came together, or the newest came within [`BURST_WINDOW`] of the last one before
+    /// it; not a frame or more later, as a paced sender's next message would.
     fn undecided(&self) -> bool {
-        let n = self.arrivals.len();
-        n == 1 || (n >= 2 && self.arrivals[n - 1] < self.arrivals[n - 2] + BURST_WINDOW)
+        // Frames completed by one message share its arrival: compare with the last one that
+        // arrived before the newest.
+        let Some(&newest) = self.arrivals.back() else { return false };
+        self.arrivals.iter().rev().find(|&&a| a < newest).is_none_or(|&before| newest < before + BURST_WINDOW)
     }
 
     /// Late frames came after a gap and nothing has followed them for a frame and the jitter
@@ -326,7 +334,7 @@ impl InboundBuffer {
 
     fn pause(&mut self, out: &mut [i16]) -> Next {
         out.fill(0);
-        self.burst = false;
+        self.run = 0;
         self.n += 1;
         self.pause_frames += 1;
         Next::Pause
@@ -341,7 +349,8 @@ impl InboundBuffer {
             // A stall's backlog is through: what comes next is judged afresh.
             self.catching_up = false;
         }
-        self.burst = matches!((arrived, self.last_arrival), (Some(now), Some(before)) if now < before + BURST_WINDOW);
+        let together = matches!((arrived, self.last_arrival), (Some(now), Some(before)) if now < before + BURST_WINDOW);
+        self.run = if together { self.run.saturating_add(1) } else { 0 };
         self.last_arrival = arrived.or(self.last_arrival);
         decode_l16(frame, out);
         self.n += 1;
@@ -353,6 +362,9 @@ impl InboundBuffer {
     fn drop_front(&mut self) {
         self.bytes.drain(..self.frame_bytes);
         self.arrivals.pop_front();
+        if self.arrivals.is_empty() {
+            self.catching_up = false;
+        }
         self.n += 1;
         self.dropped_frames += 1;
     }
@@ -490,7 +502,9 @@ mod tests {
         }
         let seen = bursts(&mut b, at);
         assert_eq!(seen.len(), 15);
-        assert_eq!((seen[0], seen[1..].iter().all(|&burst| burst)), (false, true));
+        let run = BURST_RUN as usize;
+        assert!(seen[..run].iter().all(|&burst| !burst), "the first frames of a run are not yet a burst: {seen:?}");
+        assert!(seen[run..].iter().all(|&burst| burst), "{seen:?}");
         // A 3 s one, longer than `max_wait`: pause silence (never a burst) while it lasts, then
         // its backlog, a burst after the first frame.
         let silent = bursts(&mut b, at + 3 * F + Duration::from_secs(2));
@@ -500,10 +514,14 @@ mod tests {
             b.push(&frame(i + 1), at);
         }
         let seen = bursts(&mut b, at);
-        assert_eq!(seen.iter().filter(|&&burst| burst).count(), 149, "all of the backlog but its first frame");
-        // On time again.
-        b.push(&frame(1), at + F);
-        assert_eq!(bursts(&mut b, at + F), [false]);
+        assert_eq!(seen.iter().filter(|&&burst| burst).count(), 150 - BURST_RUN as usize, "all of the backlog from its ninth frame");
+        // A sender of 40 ms messages pairs its frames: never a burst.
+        let mut b = buffer();
+        for k in 0..10u32 {
+            let sent = t0 + 2 * F * k;
+            b.push(&[frame(1), frame(2)].concat(), sent);
+            assert_eq!(bursts(&mut b, sent), [false, false]);
+        }
     }
 
     #[test]
@@ -617,6 +635,29 @@ mod tests {
         assert!(got[..25].iter().all(|s| *s == 0), "500 ms of silence");
         assert_eq!(got[25..], [4, 5, 6]);
         assert_eq!((b.pause_frames(), b.stalls()), (25, 0));
+    }
+
+    #[test]
+    fn a_pause_ended_by_messages_of_two_frames_is_still_a_pause() {
+        // Frames completed by one message share its arrival: the pause shows when the next
+        // message comes 40 ms later, as late.
+        let mut b = buffer();
+        let t0 = Instant::now();
+        let pair = |a: i16| [frame(a), frame(a + 1)].concat();
+        for k in 0..2u32 {
+            b.push(&pair(1 + 2 * k as i16), t0 + 2 * F * k);
+            assert_eq!(drain(&mut b, t0 + 2 * F * k).len(), 2);
+        }
+        // 500 ms of pause (frames due at 80..=560 ms never come), then a pair every 40 ms.
+        let resumed = t0 + 580 * MS;
+        b.push(&pair(5), resumed);
+        assert_eq!(drain(&mut b, resumed + BURST_WINDOW), NONE, "what follows tells");
+        b.push(&pair(7), resumed + 2 * F);
+        let got = drain(&mut b, resumed + 2 * F);
+        let silence = got.len() - 4;
+        assert!((24..=25).contains(&silence) && got[..silence].iter().all(|s| *s == 0), "the pause, within a frame: {got:?}");
+        assert_eq!(got[silence..], [5, 6, 7, 8]);
+        assert_eq!(b.stalls(), 0);
     }
 
     #[test]

@@ -130,11 +130,11 @@ struct Shared {
     failed: OnceLock<String>,
     /// What the recording's spill still held when it stopped, for the writer to write after
     /// the ring. Locked once by each side, at the recording's end.
-    tail: Mutex<Vec<i16>>,
+    tail: Mutex<VecDeque<i16>>,
 }
 
 impl Shared {
-    fn tail(&self) -> MutexGuard<'_, Vec<i16>> {
+    fn tail(&self) -> MutexGuard<'_, VecDeque<i16>> {
         self.tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -302,8 +302,9 @@ impl Recording {
 
     /// Hands `samples` (whole interleaved frames) to the writer, in order: into the ring when it
     /// has room, else, when they came in a `burst` (a stall's backlog caught up back to back, see
-    /// [`Pass::burst`](crate::processor::Pass::burst)) or a burst's spill is still waiting, into
-    /// the spill (up to [`SPILL_SECONDS`]), else drops and counts them. A full ring outside a
+    /// [`Pass::burst`](crate::processor::Pass::burst)), into the spill (up to [`SPILL_SECONDS`]);
+    /// frames that came after a burst follow its spill while it waits, as far as the spill's
+    /// memory goes without growing; else they are dropped and counted. A full ring outside a
     /// burst means the writer cannot keep up (a slow disk): waiting would not help, and the
     /// media thread never grows anything for it. Allocation-free but for the spill's growth
     /// during a burst.
@@ -312,12 +313,17 @@ impl Recording {
             return;
         }
         self.unspill();
+        if self.spill.is_empty() && !burst && self.spill.capacity() > 0 {
+            // The burst is through: its memory goes back (a call keeps no more than its ring).
+            self.spill = VecDeque::new();
+        }
         let frames = (samples.len() / self.channels) as u64;
         let spilling = !self.spill.is_empty();
+        let fits = if burst { self.spill_max } else { self.spill.capacity() };
         if !spilling && self.producer.vacant_len() >= samples.len() {
             self.producer.push_slice(samples);
             self.pushed += frames;
-        } else if (spilling || burst) && self.spill.len() + samples.len() <= self.spill_max {
+        } else if (spilling || burst) && self.spill.len() + samples.len() <= fits {
             self.spill.extend(samples);
             self.pushed += frames;
         } else {
@@ -338,10 +344,6 @@ impl Recording {
         self.producer.push_slice(&front[..from_front]);
         self.producer.push_slice(&back[..n - from_front]);
         self.spill.drain(..n);
-        if self.spill.is_empty() {
-            // The burst is through: its memory goes back (a call keeps no more than its ring).
-            self.spill = VecDeque::new();
-        }
     }
 
     /// Samples per channel waiting in the spill for room in the ring.
@@ -371,7 +373,7 @@ impl Recording {
         if !self.stopped {
             self.unspill();
             if !self.spill.is_empty() {
-                self.shared.tail().extend(self.spill.drain(..));
+                *self.shared.tail() = std::mem::take(&mut self.spill);
             }
             self.stopped = true;
             self.shared.stop.store(true, Ordering::Release);

@@ -84,9 +84,9 @@ impl Job {
         }
         if stopping {
             // What the recording still held beyond its ring when it stopped comes after it.
-            let tail = std::mem::take(&mut *self.writer.shared.tail());
+            let mut tail = std::mem::take(&mut *self.writer.shared.tail());
             if !tail.is_empty() {
-                self.write(&tail);
+                self.write(tail.make_contiguous());
             }
         }
         if self.since_flush >= u64::from(self.writer.rate) * channels && self.written.is_multiple_of(channels) {
