@@ -313,16 +313,16 @@ impl Recording {
             return;
         }
         self.unspill();
-        if self.spill.is_empty() && !burst && self.spill.capacity() > 0 {
-            // The burst is through: its memory goes back (a call keeps no more than its ring).
-            self.spill = VecDeque::new();
-        }
         let frames = (samples.len() / self.channels) as u64;
         let spilling = !self.spill.is_empty();
-        let fits = if burst { self.spill_max } else { self.spill.capacity() };
+        let fits = if burst { self.spill_max } else { self.spill.capacity().min(self.spill_max) };
         if !spilling && self.producer.vacant_len() >= samples.len() {
             self.producer.push_slice(samples);
             self.pushed += frames;
+            if !burst && self.spill.capacity() > 0 {
+                // The burst is through: its memory goes back (a call keeps no more than its ring).
+                self.spill = VecDeque::new();
+            }
         } else if (spilling || burst) && self.spill.len() + samples.len() <= fits {
             self.spill.extend(samples);
             self.pushed += frames;

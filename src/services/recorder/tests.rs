@@ -59,9 +59,11 @@ fn a_burst_longer_than_the_ring_is_spilled_and_written_in_order() {
     // The writer drains the ring (the spill moves into it at the next push), so the paced
     // frames find room behind the spill without growing it.
     assert!(crate::services::poll_until(Duration::from_secs(5), POLL_INTERVAL / 4, || recording.producer.is_empty()));
+    let capacity = recording.spill.capacity();
     for n in 300..310 {
         recording.push(&frame(n), false);
     }
+    assert_eq!(recording.spill.capacity(), capacity, "paced frames never grow the spill");
     for n in 310..700 {
         recording.push(&frame(n), true);
     }
@@ -71,6 +73,51 @@ fn a_burst_longer_than_the_ring_is_spilled_and_written_in_order() {
     assert_eq!((outcome.samples, outcome.dropped, outcome.error), (700 * 160, 0, None));
     let samples: Vec<i16> = hound::WavReader::open(&path).unwrap().into_samples().map(Result::unwrap).collect();
     assert_eq!(samples, (0..700).flat_map(frame).collect::<Vec<_>>(), "every frame, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn paced_frames_behind_a_spill_drop_rather_than_grow_it_and_the_spill_is_given_back() {
+    // A burst spills; the writer is taken to be stuck (nothing drains): paced frames fill what
+    // the spill already has, then are dropped and counted. Once the ring has room again the
+    // spill empties into it and its memory goes back.
+    let dir = temp_dir("paced-behind");
+    let recorder = Recorder::new();
+    let (tx, rx) = mpsc::channel();
+    let path = dir.join("paced.wav");
+    let mut recording = recorder.open(spec(&path, RecordFormat::Wav), tx).unwrap();
+    let ring = recording.producer.capacity().get();
+    // Fill the ring and spill a burst, all before the writer's first poll can drain much.
+    let mut n = 0;
+    while recording.spilled() == 0 {
+        recording.push(&[1; 160], true);
+        n += 1;
+        assert!(n < 10 * ring / 160, "the ring never filled");
+    }
+    let capacity = recording.spill.capacity();
+    let before = recording.dropped();
+    let mut paced = 0;
+    while recording.dropped() == before && paced < 10_000 {
+        // Without the writer's help: keep the ring full so nothing moves out of the spill.
+        while recording.producer.vacant_len() >= 160 {
+            recording.producer.push_slice(&[1; 160]);
+        }
+        recording.push(&[2; 160], false);
+        paced += 1;
+    }
+    assert!(recording.dropped() > before, "a paced frame found the spill's memory full and was dropped");
+    assert_eq!(recording.spill.capacity(), capacity, "and the spill never grew for paced frames");
+    // The writer catches up: the spill goes into the ring, and a paced push gives it back.
+    while recording.spilled() > 0 {
+        assert!(crate::services::poll_until(Duration::from_secs(5), POLL_INTERVAL / 4, || recording.producer.is_empty()));
+        recording.push(&[3; 160], false);
+    }
+    assert!(crate::services::poll_until(Duration::from_secs(5), POLL_INTERVAL / 4, || recording.producer.is_empty()));
+    recording.push(&[3; 160], false);
+    assert_eq!(recording.spill.capacity(), 0, "the spill's memory is given back");
+    recording.stop();
+    let outcome = rx.recv_timeout(Duration::from_secs(5)).expect("finalized");
+    assert_eq!(outcome.error, None);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
