@@ -420,6 +420,15 @@ mod tests {
         }
     }
 
+    /// Frames 1..=`count`, each due and arriving a frame apart from `t0`, each taken at once.
+    fn on_time(b: &mut InboundBuffer, t0: Instant, count: i16) {
+        for i in 0..count {
+            let at = t0 + F * i as u32;
+            b.push(&frame(i + 1), at);
+            assert_eq!(drain(b, at), [i + 1]);
+        }
+    }
+
     #[test]
     fn reframes_odd_sizes_without_losing_a_sample() {
         let mut b = buffer();
@@ -461,10 +470,7 @@ mod tests {
     fn the_backlog_of_a_stall_goes_through_at_once_with_no_silence() {
         let mut b = buffer();
         let t0 = Instant::now();
-        for i in 0..5 {
-            b.push(&frame(i + 1), t0 + F * i as u32);
-            assert_eq!(drain(&mut b, t0 + F * i as u32), [i + 1]);
-        }
+        on_time(&mut b, t0, 5);
         // A 300 ms stall: frames 6..=20 were due at 100..=380 ms and all arrive at 400 ms.
         let at = t0 + 400 * MS;
         assert_eq!(drain(&mut b, at - MS), NONE);
@@ -549,10 +555,7 @@ mod tests {
     fn a_pause_becomes_silence_of_its_length_before_the_frame_that_ends_it() {
         let mut b = buffer();
         let t0 = Instant::now();
-        for i in 0..3 {
-            b.push(&frame(i + 1), t0 + F * i as u32);
-            drain(&mut b, t0 + F * i as u32);
-        }
+        on_time(&mut b, t0, 3);
         // The platform stops for 500 ms (frames due at 60..=540 ms never come), then sends
         // frame 4 at 560 ms and the next one a frame later: no burst.
         let resumed = t0 + 560 * MS;
@@ -573,10 +576,7 @@ mod tests {
     fn a_stall_that_holds_the_end_of_the_stream_adds_no_silence() {
         let mut b = buffer();
         let t0 = Instant::now();
-        for i in 0..5 {
-            b.push(&frame(i + 1), t0 + F * i as u32);
-            drain(&mut b, t0 + F * i as u32);
-        }
+        on_time(&mut b, t0, 5);
         // The last 15 frames (due at 100..=380 ms) are stalled and arrive together at 700 ms:
         // nothing newer follows to show the stall up.
         let at = t0 + 700 * MS;
@@ -602,10 +602,7 @@ mod tests {
     fn a_stall_that_holds_only_the_last_frame_adds_no_silence() {
         let mut b = buffer();
         let t0 = Instant::now();
-        for i in 0..5 {
-            b.push(&frame(i + 1), t0 + F * i as u32);
-            drain(&mut b, t0 + F * i as u32);
-        }
+        on_time(&mut b, t0, 5);
         // The last frame, due at 100 ms, comes alone 300 ms late, and nothing after it.
         let at = t0 + 400 * MS;
         b.push(&frame(6), at);
@@ -619,10 +616,7 @@ mod tests {
     fn a_pause_whose_first_frames_come_bunched_is_still_a_pause() {
         let mut b = buffer();
         let t0 = Instant::now();
-        for i in 0..3 {
-            b.push(&frame(i + 1), t0 + F * i as u32);
-            drain(&mut b, t0 + F * i as u32);
-        }
+        on_time(&mut b, t0, 3);
         // 500 ms of pause (frames due at 60..=540 ms never come); the sender resumes at 560 ms,
         // its first frame held up by the network so the second comes with it, then one a frame.
         let resumed = t0 + 580 * MS;
