@@ -19,7 +19,8 @@
 //!   (a paced sender's next frame), and the newest frame is still later than `jitter`, the gap
 //!   was a pause, and its length (that lateness, rounded to frames) goes into the timeline as
 //!   silence *before* the frames. When nothing at all follows the late frames for a frame and
-//!   `jitter`, they were a stall that held the end of the stream: they go through, no silence.
+//!   `jitter`, they were a stall that held the end of the stream (or the sender waits for each
+//!   frame's answer): they go through, no silence, and the timeline restarts from the present.
 //! * While nothing arrives at all for `max_wait` past the due instant, the pause is taken as
 //!   such while it lasts: silence passes fill the gap up to the present and then follow the
 //!   clock, so processors keep call time through a long hold. A stall longer than `max_wait`
@@ -272,7 +273,19 @@ impl InboundBuffer {
             let newest = self.arrivals.len() as u64 - 1;
             let newest_late = self.arrivals.back().map_or(late, |a| a.saturating_duration_since(anchor + frames(self.n + newest)));
             let full = self.room() < self.frame_bytes;
-            if newest_late <= self.config.jitter || full || self.catching_up || self.nothing_followed(now) {
+            if !(newest_late <= self.config.jitter || full || self.catching_up) && self.nothing_followed(now) {
+                // Nothing newer follows them: a stall that held the end of the stream, or a
+                // sender that waits for each frame's answer. They go through now, with no
+                // silence, and the timeline restarts from the present (the newest is due now),
+                // so that such a sender's next frame is not held again.
+                self.anchor = Some(now.checked_sub(frames(self.n + newest)).unwrap_or(anchor));
+                if !self.pausing {
+                    self.stalls += 1;
+                }
+                self.catching_up = true;
+                return self.take(out);
+            }
+            if newest_late <= self.config.jitter || full || self.catching_up {
                 if !self.catching_up && !self.pausing {
                     self.stalls += 1;
                 }
@@ -653,6 +666,27 @@ mod tests {
         assert!((24..=25).contains(&silence) && got[..silence].iter().all(|s| *s == 0), "the pause, within a frame: {got:?}");
         assert_eq!(got[silence..], [5, 6, 7, 8]);
         assert_eq!(b.stalls(), 0);
+    }
+
+    #[test]
+    fn a_sender_that_waits_for_each_answer_is_held_once_after_a_gap() {
+        let mut b = buffer();
+        let t0 = Instant::now();
+        on_time(&mut b, t0, 3);
+        // 200 ms of nothing, then one frame, and the sender waits for its answer before the
+        // next: nothing follows it for a frame and the jitter allowance.
+        let at = t0 + 260 * MS;
+        b.push(&frame(4), at);
+        let decided = at + F + TimelineConfig::default().jitter;
+        assert_eq!(drain(&mut b, decided - MS), NONE);
+        assert_eq!(drain(&mut b, decided), [4], "no silence");
+        // The answers come back at once from here on.
+        for (i, value) in (5..10).enumerate() {
+            let sent = decided + MS * (1 + 3 * i as u32);
+            b.push(&frame(value), sent);
+            assert_eq!(drain(&mut b, sent), [value]);
+        }
+        assert_eq!(b.pause_frames(), 0);
     }
 
     #[test]
