@@ -12,21 +12,28 @@ use std::collections::VecDeque;
 pub(crate) trait GrowOnce {
     /// Makes room for one more entry when there are fewer than `bound`: the first time the
     /// buffer is full, it grows to hold `bound`.
-    fn room_for_one(&mut self, bound: usize);
+    fn room_for_one(&mut self, bound: usize) {
+        self.room_for(1, bound);
+    }
+
+    /// Makes room for `n` more entries, as far as `bound`: the first time they do not fit, the
+    /// buffer grows to hold `bound` (or `n` more, if that is more: a caller that may exceed the
+    /// bound has checked it).
+    fn room_for(&mut self, n: usize, bound: usize);
 }
 
 impl<T> GrowOnce for Vec<T> {
-    fn room_for_one(&mut self, bound: usize) {
-        if self.len() == self.capacity() && self.len() < bound {
-            self.reserve_exact(bound - self.len());
+    fn room_for(&mut self, n: usize, bound: usize) {
+        if self.len() + n > self.capacity() && self.len() < bound {
+            self.reserve_exact(bound.max(self.len() + n) - self.len());
         }
     }
 }
 
 impl<T> GrowOnce for VecDeque<T> {
-    fn room_for_one(&mut self, bound: usize) {
-        if self.len() == self.capacity() && self.len() < bound {
-            self.reserve_exact(bound - self.len());
+    fn room_for(&mut self, n: usize, bound: usize) {
+        if self.len() + n > self.capacity() && self.len() < bound {
+            self.reserve_exact(bound.max(self.len() + n) - self.len());
         }
     }
 }
@@ -60,5 +67,14 @@ mod tests {
         full.extend([0; 4]);
         full.room_for_one(4);
         assert_eq!(full.capacity(), 4);
+        // Room for several at once: a frame of samples.
+        let mut samples: VecDeque<i16> = VecDeque::with_capacity(320);
+        samples.extend([0; 300]);
+        samples.room_for(160, 1600);
+        assert!(samples.capacity() >= 1600, "grown to the bound, not doubled");
+        let grown = samples.capacity();
+        samples.extend([0; 1300]);
+        samples.room_for(0, 1600);
+        assert_eq!(samples.capacity(), grown);
     }
 }

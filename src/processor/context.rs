@@ -37,7 +37,7 @@ impl Requests {
             hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
             // Grows once, to the limit, at the first pass that emits more events than this.
-            events: Vec::with_capacity(8),
+            events: Vec::with_capacity(4),
             queued: Vec::with_capacity(queue_capacity),
             queue_room: queue_capacity,
             dropped_events: 0,

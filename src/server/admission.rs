@@ -133,7 +133,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             .detecting_speech(detects_speech)
             .linking(incoming.is_some()),
     );
-    parser.shrink_to(2 * (rate.frame_bytes() + ws::MAX_HEADER));
+    parser.shrink_to(rate.frame_bytes() + ws::MAX_HEADER);
     let transport = match into_transport(stream) {
         Ok(transport) => transport,
         Err(e) => {

@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{FRAME_DURATION, MAX_FRAME_BYTES, SampleRate, decode_l16};
 
-/// Frames of room an inbound buffer starts with (a frame, a partial one, jitter).
-pub const INBOUND_TO_START: usize = 4;
+/// Frames of room an inbound buffer starts with: what a clean network needs (a frame, or a late
+/// frame and the one that shows whether it ended a pause, beside a partial frame).
+pub const INBOUND_TO_START: usize = 3;
 
 /// Frames that arrive within this of each other came *together* (a stall's backlog, one
 /// message of several frames); a paced sender's next frame comes a whole frame later. Half a
@@ -115,8 +116,8 @@ pub struct InboundBuffer {
 
 impl InboundBuffer {
     /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2). It starts
-    /// with room for four frames (`INBOUND_TO_START`), what a call on a clean network needs, and
-    /// grows (once) to the capacity when a burst fills it.
+    /// with room for three frames (`INBOUND_TO_START`), what a call on a clean network needs, and
+    /// grows (once) to the capacity when jitter or a burst fills it.
     pub fn new(rate: SampleRate, capacity_frames: usize, config: TimelineConfig) -> InboundBuffer {
         let frame_bytes = rate.frame_bytes();
         let frames = capacity_frames.max(2);
@@ -772,9 +773,9 @@ mod tests {
     }
 
     #[test]
-    fn it_starts_with_two_frames_grows_to_its_capacity_and_counts_overflow() {
+    fn it_starts_with_three_frames_grows_to_its_capacity_and_counts_overflow() {
         let mut b = InboundBuffer::new(SampleRate::Hz8000, 8, TimelineConfig::default());
-        assert!(b.bytes.capacity() < 5 * 320, "room for four frames to start with");
+        assert!(b.bytes.capacity() < 4 * 320, "room for three frames to start with");
         let capacity = 8 * 320;
         assert_eq!(b.room(), capacity);
         b.push(&vec![1u8; capacity + 100], Instant::now());

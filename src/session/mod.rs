@@ -66,8 +66,12 @@ use platform::Pending;
 /// for the rest of the call.
 const QUEUE_SLACK_FRAMES: usize = 2;
 
+/// Frames of audio a pipeline that never queues audio has room for at first, in its outbound
+/// queue and in what its pacer released.
+const FRAMES_TO_START: usize = 2;
+
 /// Room for events a session starts with.
-const EVENTS_TO_START: usize = 8;
+const EVENTS_TO_START: usize = 4;
 
 /// How long a wall tick waits for the caller's frame before it runs without it (and, unless the
 /// grid is pinned, how early a caller frame may be and still share its tick's pass): half a
@@ -107,6 +111,8 @@ pub struct Session {
     /// The most entries `transmit` holds (beyond it, audio and markers are dropped and counted).
     transmit_limit: usize,
     released: VecDeque<i16>,
+    /// The most samples `released` holds (beyond it, frames are dropped and counted).
+    released_limit: usize,
     awaiting_notify: VecDeque<Marker>,
     awaiting_clears: u64,
     stats: SessionStats,
@@ -141,17 +147,20 @@ impl Session {
         // counted, so that its echo does not stay late), and no staging for queued audio but a
         // frame (the control API's stream mixes into it); one that does gets the configured
         // queue.
-        let (queue_frames, staging) = if pipeline.queues_output() {
-            (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50))
+        // The first starts with room for what its passes hold on a clean network (a frame
+        // each, two when a visit runs two passes) in its queue and in what the pacer released,
+        // and grows each once, to its bound, at the first catch-up or stream.
+        let (queue_frames, staging, start_frames) = if pipeline.queues_output() {
+            (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50), usize::MAX)
         } else {
-            ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), frame)
+            ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), frame, FRAMES_TO_START)
         };
         let transmit_limit = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
         Ok(Session {
             rate,
             pipeline,
             inbound: InboundBuffer::new(rate, config.inbound_buffer_frames, config.timeline),
-            outbound: Outbound::new(rate, queue_frames, config.lookahead_frames),
+            outbound: Outbound::starting_with(rate, queue_frames, config.lookahead_frames, start_frames),
             requests: Requests::new(staging),
             input: vec![0; frame],
             output: vec![0; frame],
@@ -170,7 +179,8 @@ impl Session {
             events_out: VecDeque::with_capacity(EVENTS_TO_START),
             transmit: VecDeque::with_capacity(lookahead + MARKERS_TO_START),
             transmit_limit,
-            released: VecDeque::with_capacity(frame * (lookahead + 1)),
+            released: VecDeque::with_capacity(frame * (lookahead + 1).min(start_frames)),
+            released_limit: frame * (lookahead + 1),
             awaiting_notify: VecDeque::with_capacity(MAX_PENDING_MARKERS),
             awaiting_clears: 0,
             stats: SessionStats::default(),

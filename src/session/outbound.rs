@@ -34,8 +34,9 @@ pub enum Released<'a> {
     Frame {
         /// When the platform should start playing it.
         deadline: Instant,
-        /// Exactly one frame of samples.
-        samples: &'a [i16],
+        /// Exactly one frame of samples, in two parts (the queue is a ring): the frame is
+        /// `samples.0` followed by `samples.1`.
+        samples: (&'a [i16], &'a [i16]),
     },
     /// A `notify` whose audio has all been released.
     Notify(Marker),
@@ -55,7 +56,6 @@ pub struct Outbound {
     head: u64,
     markers: VecDeque<(u64, Marker)>,
     played_until: Option<Instant>,
-    frame: Vec<i16>,
     dropped_samples: u64,
     padded_frames: u64,
 }
@@ -64,18 +64,24 @@ impl Outbound {
     /// A queue of at most `capacity_frames` frames at `rate`, keeping up to `lookahead_frames`
     /// frames (at least 1) ahead at the platform.
     pub fn new(rate: SampleRate, capacity_frames: usize, lookahead_frames: u32) -> Outbound {
+        Outbound::starting_with(rate, capacity_frames, lookahead_frames, capacity_frames)
+    }
+
+    /// The same, with room for `start_frames` at first: it grows once, to its capacity, the
+    /// first time more is queued (for a pipeline that never queues audio itself, whose passes
+    /// add a frame each: a catch-up's passes, a control API stream).
+    pub fn starting_with(rate: SampleRate, capacity_frames: usize, lookahead_frames: u32, start_frames: usize) -> Outbound {
         let frame_samples = rate.frame_samples();
         let max_samples = frame_samples * capacity_frames.max(1);
         Outbound {
             frame_samples,
             lookahead: FRAME_DURATION * lookahead_frames.max(1),
             max_samples,
-            samples: VecDeque::with_capacity(max_samples),
+            samples: VecDeque::with_capacity(max_samples.min(frame_samples.saturating_mul(start_frames.max(1)))),
             appended: 0,
             head: 0,
             markers: VecDeque::with_capacity(MARKERS_TO_START),
             played_until: None,
-            frame: vec![0; frame_samples],
             dropped_samples: 0,
             padded_frames: 0,
         }
@@ -109,6 +115,7 @@ impl Outbound {
     /// Appends samples; returns how many fit. The rest are dropped and counted.
     pub fn append(&mut self, samples: &[i16]) -> usize {
         let n = samples.len().min(self.room());
+        self.samples.room_for(n, self.max_samples);
         self.samples.extend(&samples[..n]);
         self.appended += n as u64;
         self.dropped_samples += (samples.len() - n) as u64;
@@ -159,18 +166,22 @@ impl Outbound {
                     return;
                 }
                 let missing = self.frame_samples - waiting;
+                self.samples.room_for(missing, self.max_samples);
                 self.samples.extend(std::iter::repeat_n(0, missing));
                 self.appended += missing as u64;
                 self.padded_frames += 1;
                 // Markers placed after the partial audio now sit inside this frame's span and
                 // are released right after it.
             }
-            super::pop_front_into(&mut self.samples, &mut self.frame);
             self.head += self.frame_samples as u64;
             self.played_until = Some(start + FRAME_DURATION);
-            emit(Released::Frame { deadline: start, samples: &self.frame });
+            let (a, b) = self.samples.as_slices();
+            let from_a = self.frame_samples.min(a.len());
+            emit(Released::Frame { deadline: start, samples: (&a[..from_a], &b[..self.frame_samples - from_a]) });
+            self.samples.drain(..self.frame_samples);
         }
     }
+
 
     fn release_markers(&mut self, emit: &mut impl FnMut(Released<'_>)) {
         while let Some(&(position, marker)) = self.markers.front() {
@@ -192,9 +203,9 @@ mod tests {
     fn collect(out: &mut Outbound, now: Instant, fresh: bool) -> Vec<(Option<Duration>, Option<u64>, i16)> {
         let mut got = Vec::new();
         out.release(now, fresh, false, |r| match r {
-            Released::Frame { deadline, samples } => {
-                assert_eq!(samples.len(), 160);
-                got.push((Some(deadline - now), None, samples[0]));
+            Released::Frame { deadline, samples: (a, b) } => {
+                assert_eq!(a.len() + b.len(), 160);
+                got.push((Some(deadline - now), None, a.first().or(b.first()).copied().unwrap()));
             }
             Released::Notify(m) => got.push((None, Some(m.0), 0)),
         });
@@ -244,8 +255,8 @@ mod tests {
         // Next tick, nothing new and the platform runs dry: pad the 90 samples.
         let mut frames = Vec::new();
         out.release(t0 + MS20, false, false, |r| {
-            if let Released::Frame { samples, .. } = r {
-                frames.push(samples.to_vec());
+            if let Released::Frame { samples: (a, b), .. } = r {
+                frames.push([a, b].concat());
             }
         });
         assert_eq!(frames.len(), 1);

@@ -107,13 +107,14 @@ impl Session {
     }
 
     pub(super) fn release(&mut self, now: Instant, fresh: bool, finishing: bool) {
-        let Session { outbound, transmit, transmit_limit, released, stats, .. } = self;
+        let Session { outbound, transmit, transmit_limit, released, released_limit, stats, .. } = self;
         let mut notifies = [Marker(0); MAX_PENDING_MARKERS];
         let mut n_notifies = 0;
         outbound.release(now, fresh, finishing, |r| match r {
-            Released::Frame { deadline, samples } => {
-                if transmit.len() < *transmit_limit && released.len() + samples.len() <= released.capacity() {
-                    released.extend(samples);
+            Released::Frame { deadline, samples: (a, b) } => {
+                if transmit.len() < *transmit_limit && released.len() + a.len() + b.len() <= *released_limit {
+                    released.room_for(a.len() + b.len(), *released_limit);
+                    released.extend(a.iter().chain(b));
                     transmit.room_for_one(*transmit_limit);
                     transmit.push_back(Pending::Audio { released: now, deadline });
                     stats.frames_released += 1;

@@ -2,8 +2,8 @@
 //! zero-allocation tests: per thread while that thread watches ([`allocations_during`]), and
 //! across every thread of the process while [`watch_all`] is on.
 //!
-//! To find what allocated, run the test with `ALLOC_TRACE=1`: every allocation `watch_all`
-//! counts is then printed to stderr with the project's frames of its backtrace (the printing's
+//! To find what allocated, run the test with `ALLOC_TRACE=1`: every allocation counted is then
+//! printed to stderr with the project's frames of its backtrace (the printing's
 //! own allocations are not counted).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -38,8 +38,13 @@ fn count() {
             IN_TRACE.with(|t| t.set(false));
         }
     }
-    if WATCHING.with(Cell::get) {
+    if WATCHING.with(Cell::get) && !IN_TRACE.with(Cell::get) {
         ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        if TRACING.load(Ordering::Relaxed) {
+            IN_TRACE.with(|t| t.set(true));
+            trace();
+            IN_TRACE.with(|t| t.set(false));
+        }
     }
 }
 
@@ -79,6 +84,7 @@ unsafe impl GlobalAlloc for Counting {
 /// Allocations (and frees) made by this thread while `f` runs.
 #[allow(dead_code)]
 pub fn allocations_during(f: impl FnOnce()) -> usize {
+    TRACING.store(std::env::var_os("ALLOC_TRACE").is_some(), Ordering::SeqCst);
     let before = ALLOCATIONS.with(Cell::get);
     WATCHING.with(|w| w.set(true));
     f();
