@@ -18,7 +18,7 @@ use crate::session::{Control, SessionStats};
 
 /// Control commands waiting for the media thread, per call (the media thread takes them all at
 /// each visit; more wait in the call's command channel, and beyond that the API answers 503).
-pub const CONTROL_RING: usize = 8;
+pub const CONTROL_RING: usize = 4;
 
 /// What both sides of a call share: flags, counters and the call task's waker.
 #[derive(Debug)]
@@ -277,7 +277,7 @@ pub struct MediaEnd {
 
 /// Processor events waiting for the call task, per call (more wait in the session, which bounds
 /// them, until the task has emptied the ring).
-pub const EVENT_RING: usize = 16;
+pub const EVENT_RING: usize = 8;
 
 /// Makes a call's rings and link.
 pub fn call_rings() -> (ConnEnd, MediaEnd) {
