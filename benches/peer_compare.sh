@@ -15,6 +15,8 @@
 # loss as the client measured them; then the ratios callpipe/minimal, and across rounds the
 # median and the spread. Loopback only; bounded in calls and time. SERVER_BIN=path serves
 # with that callpipe binary instead (an older build, for a before/after comparison).
+# LOAD_ARGS adds options to the client for every server, e.g. LOAD_ARGS="--jitter-ms 20" to
+# measure the memory of calls whose buffers have grown to take a jittery network's bunches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}
@@ -42,7 +44,7 @@ measure() { # SERVER ROUND -> one line of figures
   local idle peak u0 s0 u1 s1 t0 t1 load
   idle=$(rss "$pid"); peak=$idle
   nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
-    --duration "$seconds" --rate "$rate" --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
+    --duration "$seconds" --rate "$rate" ${LOAD_ARGS:-} --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))
   read -r u0 s0 < <(cpu "$pid"); t0=$(date +%s.%N)

@@ -274,7 +274,10 @@ impl InboundBuffer {
             let newest = self.arrivals.len() as u64 - 1;
             let newest_late = self.arrivals.back().map_or(late, |a| a.saturating_duration_since(anchor + frames(self.n + newest)));
             let full = self.room() < self.frame_bytes;
-            if !(newest_late <= self.config.jitter || full || self.catching_up) && self.nothing_followed(now) {
+            // A stall's backlog: the newest frame is back on time, or the buffer is full, or
+            // the backlog is being taken already.
+            let stall = newest_late <= self.config.jitter || full || self.catching_up;
+            if !stall && self.nothing_followed(now) {
                 // Nothing newer follows them: a stall that held the end of the stream, or a
                 // sender that waits for each frame's answer. They go through now, with no
                 // silence, and the timeline restarts from the present (the newest is due now),
@@ -286,7 +289,7 @@ impl InboundBuffer {
                 self.catching_up = true;
                 return self.take(out);
             }
-            if newest_late <= self.config.jitter || full || self.catching_up {
+            if stall {
                 if !self.catching_up && !self.pausing {
                     self.stalls += 1;
                 }
@@ -358,11 +361,7 @@ impl InboundBuffer {
         let mut frame = [0u8; MAX_FRAME_BYTES];
         let frame = &mut frame[..self.frame_bytes];
         super::pop_front_into(&mut self.bytes, frame);
-        let arrived = self.arrivals.pop_front();
-        if self.arrivals.is_empty() {
-            // A stall's backlog is through: what comes next is judged afresh.
-            self.catching_up = false;
-        }
+        let arrived = self.pop_arrival();
         let together = matches!((arrived, self.last_arrival), (Some(now), Some(before)) if now < before + BURST_WINDOW);
         self.run = if together { self.run.saturating_add(1) } else { 0 };
         self.last_arrival = arrived.or(self.last_arrival);
@@ -375,12 +374,19 @@ impl InboundBuffer {
 
     fn drop_front(&mut self) {
         self.bytes.drain(..self.frame_bytes);
-        self.arrivals.pop_front();
+        self.pop_arrival();
+        self.n += 1;
+        self.dropped_frames += 1;
+    }
+
+    /// The front frame's arrival, which leaves with it. When no frame is left, a stall's
+    /// backlog is through: what comes next is judged afresh.
+    fn pop_arrival(&mut self) -> Option<Instant> {
+        let arrived = self.arrivals.pop_front();
         if self.arrivals.is_empty() {
             self.catching_up = false;
         }
-        self.n += 1;
-        self.dropped_frames += 1;
+        arrived
     }
 
     /// Takes the next whole frame whatever its timing (the call is ending: nothing is lost).
