@@ -117,7 +117,7 @@ pub struct InboundBuffer {
 impl InboundBuffer {
     /// A buffer for `rate` holding at most `capacity_frames` frames (at least 2). It starts
     /// with room for three frames (`INBOUND_TO_START`), what a call on a clean network needs, and
-    /// grows (once) to the capacity when jitter or a burst fills it.
+    /// doubles, up to the capacity, each time jitter or a burst brings more than it has held.
     pub fn new(rate: SampleRate, capacity_frames: usize, config: TimelineConfig) -> InboundBuffer {
         let frame_bytes = rate.frame_bytes();
         let frames = capacity_frames.max(2);
@@ -156,9 +156,13 @@ impl InboundBuffer {
         let n = data.len().min(self.room());
         let before = self.bytes.len() / self.frame_bytes;
         if self.bytes.len() + n > self.bytes.capacity() {
-            // The first burst: grow to the capacity at once, never again.
-            self.bytes.reserve_exact(self.frame_bytes * self.max_frames - self.bytes.len());
-            self.arrivals.reserve_exact(self.max_frames - self.arrivals.len());
+            // A larger bunch than any before: at least double (a few times per call at most,
+            // and never past the capacity), so that a network's usual bunching costs what it
+            // needs and not a stall's worst case.
+            let needed = (self.bytes.len() + n).div_ceil(self.frame_bytes);
+            let frames = needed.max(2 * self.bytes.capacity() / self.frame_bytes).min(self.max_frames);
+            self.bytes.reserve_exact(self.frame_bytes * frames - self.bytes.len());
+            self.arrivals.reserve_exact(frames.saturating_sub(self.arrivals.len()));
         }
         self.bytes.extend(&data[..n]);
         self.overflow_bytes += (data.len() - n) as u64;
@@ -792,9 +796,10 @@ mod tests {
     }
 
     /// A backlog building frame by frame (a media thread held up while frames keep coming)
-    /// grows the buffer once, its bytes and its arrival times together, and never again.
+    /// grows the buffer by doubling, its bytes and its arrival times together, a few times,
+    /// up to its capacity and never past it.
     #[test]
-    fn a_growing_backlog_grows_the_buffer_once() {
+    fn a_growing_backlog_doubles_the_buffer_up_to_its_capacity() {
         let t0 = Instant::now();
         let mut b = InboundBuffer::new(SampleRate::Hz16000, 50, TimelineConfig::default());
         let mut sizes = vec![(b.bytes.capacity(), b.arrivals.capacity())];
@@ -806,7 +811,12 @@ mod tests {
             }
         }
         assert_eq!(b.backlog(), 50);
-        assert_eq!(sizes.len(), 2, "the capacities went {sizes:?}");
-        assert!(sizes[1].0 >= 50 * 640 && sizes[1].1 >= 50);
+        // 3, 6, 12, 24, 48, 50 frames.
+        assert_eq!(sizes.len(), 6, "the capacities went {sizes:?}");
+        for pair in sizes.windows(2).take(4) {
+            assert!(pair[1].0 >= 2 * pair[0].0 && pair[1].1 >= pair[1].0 / 640, "the capacities went {sizes:?}");
+        }
+        let last = sizes[sizes.len() - 1];
+        assert!(last.0 >= 50 * 640 && last.0 < 51 * 640 && last.1 >= 50);
     }
 }

@@ -67,8 +67,9 @@ use platform::Pending;
 const QUEUE_SLACK_FRAMES: usize = 2;
 
 /// Frames of audio a pipeline that never queues audio has room for at first, in its outbound
-/// queue and in what its pacer released.
-const FRAMES_TO_START: usize = 2;
+/// queue and in what its pacer released: on a clean network a visit runs one pass, whose frame
+/// is released at once and written in the same visit.
+const FRAMES_TO_START: usize = 1;
 
 /// Room for events a session starts with.
 const EVENTS_TO_START: usize = 4;
@@ -147,9 +148,9 @@ impl Session {
         // counted, so that its echo does not stay late), and no staging for queued audio but a
         // frame (the control API's stream mixes into it); one that does gets the configured
         // queue.
-        // The first starts with room for what its passes hold on a clean network (a frame
-        // each, two when a visit runs two passes) in its queue and in what the pacer released,
-        // and grows each once, to its bound, at the first catch-up or stream.
+        // The first starts with room for what its pass holds on a clean network (a frame) in
+        // its queue and in what the pacer released, and grows each once, to its bound, at the
+        // first visit that runs more passes (jitter, a catch-up) or the first stream.
         let (queue_frames, staging, start_frames) = if pipeline.queues_output() {
             (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50), usize::MAX)
         } else {
@@ -169,7 +170,7 @@ impl Session {
             next_wall: None,
             early: TICK_GRACE,
             wall_placed: false,
-            wall_input: vec![0; frame],
+            wall_input: Vec::new(),
             wall_input_ready: None,
             max_catchup: config.max_catchup,
             // Events are rare: these start small and grow once, to MAX_PENDING_EVENTS, at the
@@ -292,6 +293,9 @@ impl Session {
                 wall += FRAME_DURATION;
                 self.wall_input_ready = None;
             } else {
+                // Made at the first caller frame that does not share its tick (jitter moved
+                // it), once: on a clean network the grid follows the caller and none needs it.
+                self.wall_input.resize(self.input.len(), 0);
                 self.wall_input.copy_from_slice(&self.input);
                 self.wall_input_ready = Some(present);
             }
