@@ -446,6 +446,10 @@ fn control_commands_never_allocate_on_the_media_thread() {
             if n.is_multiple_of(50) {
                 assert!(conn.control_in.try_push(command).is_ok());
             }
+            if n % 450 == 310 {
+                // The platform reports the notify played, as it does once it reaches it.
+                script.deliver_event(InboundEvent::NotifyPlayed { marker: callpipe::call::Marker(1 << 63 | u64::from(n - 10)) });
+            }
             step(&mut session, &mut media, endpoint.as_mut(), t0 + FRAME_DURATION * n);
             send_released(&script, &mut out, rate);
             while conn.events_out.try_pop().is_some() {

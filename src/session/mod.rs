@@ -182,7 +182,7 @@ impl Session {
             transmit_limit,
             released: VecDeque::with_capacity(frame * (lookahead + 1).min(start_frames)),
             released_limit: frame * (lookahead + 1),
-            awaiting_notify: VecDeque::with_capacity(MAX_PENDING_MARKERS),
+            awaiting_notify: VecDeque::with_capacity(MARKERS_TO_START),
             awaiting_clears: 0,
             stats: SessionStats::default(),
             finished: false,

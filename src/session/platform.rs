@@ -156,6 +156,7 @@ impl Session {
             self.awaiting_notify.pop_front();
             self.stats.dropped_requests += 1;
         }
+        self.awaiting_notify.room_for_one(MAX_PENDING_MARKERS);
         self.awaiting_notify.push_back(marker);
         self.stats.notifies += 1;
     }
