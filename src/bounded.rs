@@ -20,6 +20,12 @@ pub(crate) trait GrowOnce {
     /// buffer grows to hold `bound` (or `n` more, if that is more: a caller that may exceed the
     /// bound has checked it).
     fn room_for(&mut self, n: usize, bound: usize);
+
+    /// Makes room for `n` more entries, as far as `bound`, by doubling: for a call's audio
+    /// buffers, whose need follows its network (a jittery one bunches a few frames, a stall
+    /// brings many), so that a few frames of bunching cost a few frames. A buffer grows at
+    /// most log2(bound / start) times.
+    fn room_doubling(&mut self, n: usize, bound: usize);
 }
 
 impl<T> GrowOnce for Vec<T> {
@@ -28,12 +34,26 @@ impl<T> GrowOnce for Vec<T> {
             self.reserve_exact(bound.max(self.len() + n) - self.len());
         }
     }
+
+    fn room_doubling(&mut self, n: usize, bound: usize) {
+        if self.len() + n > self.capacity() {
+            let to = (2 * self.capacity()).max(self.len() + n).min(bound.max(self.len() + n));
+            self.reserve_exact(to - self.len());
+        }
+    }
 }
 
 impl<T> GrowOnce for VecDeque<T> {
     fn room_for(&mut self, n: usize, bound: usize) {
         if self.len() + n > self.capacity() && self.len() < bound {
             self.reserve_exact(bound.max(self.len() + n) - self.len());
+        }
+    }
+
+    fn room_doubling(&mut self, n: usize, bound: usize) {
+        if self.len() + n > self.capacity() {
+            let to = (2 * self.capacity()).max(self.len() + n).min(bound.max(self.len() + n));
+            self.reserve_exact(to - self.len());
         }
     }
 }
@@ -76,5 +96,21 @@ mod tests {
         samples.extend([0; 1300]);
         samples.room_for(0, 1600);
         assert_eq!(samples.capacity(), grown);
+        // Doubling: 320, 640, 1280, then the bound.
+        let mut audio: VecDeque<i16> = VecDeque::with_capacity(320);
+        let mut capacities = vec![audio.capacity()];
+        for _ in 0..10 {
+            // Callers stay within the bound (the rest is dropped and counted).
+            if audio.len() + 320 <= 1600 {
+                audio.room_doubling(320, 1600);
+                audio.extend([0; 320]);
+            }
+            if capacities.last() != Some(&audio.capacity()) {
+                capacities.push(audio.capacity());
+            }
+        }
+        assert_eq!(capacities.len(), 4, "{capacities:?}");
+        assert!(capacities[1] >= 640 && capacities[2] >= 1280 && capacities[3] >= 1600, "{capacities:?}");
+        assert!(capacities[3] < 1600 + 320, "{capacities:?}");
     }
 }

@@ -149,8 +149,8 @@ impl Session {
         // frame (the control API's stream mixes into it); one that does gets the configured
         // queue.
         // The first starts with room for what its pass holds on a clean network (a frame) in
-        // its queue and in what the pacer released, and grows each once, to its bound, at the
-        // first visit that runs more passes (jitter, a catch-up) or the first stream.
+        // its queue and in what the pacer released, and doubles each, up to its bound, when a
+        // visit runs more passes than before (jitter, a catch-up) or a stream queues more.
         let (queue_frames, staging, start_frames) = if pipeline.queues_output() {
             (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50), usize::MAX)
         } else {

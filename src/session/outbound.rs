@@ -67,8 +67,8 @@ impl Outbound {
         Outbound::starting_with(rate, capacity_frames, lookahead_frames, capacity_frames)
     }
 
-    /// The same, with room for `start_frames` at first: it grows once, to its capacity, the
-    /// first time more is queued (for a pipeline that never queues audio itself, whose passes
+    /// The same, with room for `start_frames` at first: it doubles, up to its capacity, each
+    /// time more is queued than it has held (for a pipeline that never queues audio itself, whose passes
     /// add a frame each: a catch-up's passes, a control API stream).
     pub fn starting_with(rate: SampleRate, capacity_frames: usize, lookahead_frames: u32, start_frames: usize) -> Outbound {
         let frame_samples = rate.frame_samples();
@@ -115,7 +115,7 @@ impl Outbound {
     /// Appends samples; returns how many fit. The rest are dropped and counted.
     pub fn append(&mut self, samples: &[i16]) -> usize {
         let n = samples.len().min(self.room());
-        self.samples.room_for(n, self.max_samples);
+        self.samples.room_doubling(n, self.max_samples);
         self.samples.extend(&samples[..n]);
         self.appended += n as u64;
         self.dropped_samples += (samples.len() - n) as u64;
@@ -166,7 +166,7 @@ impl Outbound {
                     return;
                 }
                 let missing = self.frame_samples - waiting;
-                self.samples.room_for(missing, self.max_samples);
+                self.samples.room_doubling(missing, self.max_samples);
                 self.samples.extend(std::iter::repeat_n(0, missing));
                 self.appended += missing as u64;
                 self.padded_frames += 1;

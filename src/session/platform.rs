@@ -113,7 +113,7 @@ impl Session {
         outbound.release(now, fresh, finishing, |r| match r {
             Released::Frame { deadline, samples: (a, b) } => {
                 if transmit.len() < *transmit_limit && released.len() + a.len() + b.len() <= *released_limit {
-                    released.room_for(a.len() + b.len(), *released_limit);
+                    released.room_doubling(a.len() + b.len(), *released_limit);
                     released.extend(a.iter().chain(b));
                     transmit.room_for_one(*transmit_limit);
                     transmit.push_back(Pending::Audio { released: now, deadline });
