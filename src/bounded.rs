@@ -1,15 +1,28 @@
-//! Buffers that start small and grow once, straight to their bound.
+//! Buffers that start small and grow to their bound.
 //!
 //! A call's buffers for rare things (events, `notify` markers) are sized for a call that has
 //! none, and grow to their bound the first time they fill. They then never grow again, so a
 //! media thread allocates at most once per buffer and call, at the first burst, and a call's
 //! steady state stays free of allocations however its bursts vary in size (the doubling a `Vec`
 //! does on its own would allocate again at each larger burst).
+//!
+//! A call's audio buffers, whose need follows its network (a jittery one bunches a few frames,
+//! a stall brings many), double instead, up to their bound: a few frames of bunching cost a few
+//! frames, and a buffer grows at most ceil(log2(bound / start)) times in a call.
 
 use std::collections::VecDeque;
 
 /// See the [module docs](self).
 pub(crate) trait GrowOnce {
+    /// Entries held.
+    fn entries(&self) -> usize;
+
+    /// Entries there is room for without growing.
+    fn allocated(&self) -> usize;
+
+    /// Grows the room to at least `entries() + more`, exactly.
+    fn allocate_more(&mut self, more: usize);
+
     /// Makes room for one more entry when there are fewer than `bound`: the first time the
     /// buffer is full, it grows to hold `bound`.
     fn room_for_one(&mut self, bound: usize) {
@@ -19,42 +32,49 @@ pub(crate) trait GrowOnce {
     /// Makes room for `n` more entries, as far as `bound`: the first time they do not fit, the
     /// buffer grows to hold `bound` (or `n` more, if that is more: a caller that may exceed the
     /// bound has checked it).
-    fn room_for(&mut self, n: usize, bound: usize);
-
-    /// Makes room for `n` more entries, as far as `bound`, by doubling: for a call's audio
-    /// buffers, whose need follows its network (a jittery one bunches a few frames, a stall
-    /// brings many), so that a few frames of bunching cost a few frames. A buffer grows at
-    /// most log2(bound / start) times.
-    fn room_doubling(&mut self, n: usize, bound: usize);
-}
-
-impl<T> GrowOnce for Vec<T> {
     fn room_for(&mut self, n: usize, bound: usize) {
-        if self.len() + n > self.capacity() && self.len() < bound {
-            self.reserve_exact(bound.max(self.len() + n) - self.len());
+        let held = self.entries();
+        if held + n > self.allocated() && held < bound {
+            self.allocate_more(bound.max(held + n) - held);
         }
     }
 
+    /// Makes room for `n` more entries by doubling, as far as `bound` (or `n` more, if that is
+    /// more: a caller that may exceed the bound has checked it).
     fn room_doubling(&mut self, n: usize, bound: usize) {
-        if self.len() + n > self.capacity() {
-            let to = (2 * self.capacity()).max(self.len() + n).min(bound.max(self.len() + n));
-            self.reserve_exact(to - self.len());
+        let held = self.entries();
+        if held + n > self.allocated() {
+            let to = (2 * self.allocated()).max(held + n).min(bound.max(held + n));
+            self.allocate_more(to - held);
         }
+    }
+}
+
+impl<T> GrowOnce for Vec<T> {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+
+    fn allocated(&self) -> usize {
+        self.capacity()
+    }
+
+    fn allocate_more(&mut self, more: usize) {
+        self.reserve_exact(more);
     }
 }
 
 impl<T> GrowOnce for VecDeque<T> {
-    fn room_for(&mut self, n: usize, bound: usize) {
-        if self.len() + n > self.capacity() && self.len() < bound {
-            self.reserve_exact(bound.max(self.len() + n) - self.len());
-        }
+    fn entries(&self) -> usize {
+        self.len()
     }
 
-    fn room_doubling(&mut self, n: usize, bound: usize) {
-        if self.len() + n > self.capacity() {
-            let to = (2 * self.capacity()).max(self.len() + n).min(bound.max(self.len() + n));
-            self.reserve_exact(to - self.len());
-        }
+    fn allocated(&self) -> usize {
+        self.capacity()
+    }
+
+    fn allocate_more(&mut self, more: usize) {
+        self.reserve_exact(more);
     }
 }
 
