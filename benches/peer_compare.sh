@@ -5,16 +5,17 @@
 #
 # For each of RUNS rounds, runs `callpipe serve` (release build, embedded defaults, /echo), the
 # same with `--media-io io_uring` (its sends batched through io_uring; `callpipe-uring` below;
-# leave it out with IO_URING=0), and then examples/minimal_echo.rs (one tokio task per connection, tokio-tungstenite, 8 KiB read
-# buffer), each loaded by the same client: `callpipe load` with CALLS calls of SECONDS at
-# 16 kHz (tagged frames, ramp 5 s), at nice 10 so that it stands in for a platform on another
-# host. For each server it prints its CPU-seconds per call-minute (its own utime+stime from
-# /proc over the steady window: after the ramp, before the hang-ups; split into user space and
-# kernel), its RSS above the idle
-# process (peak sampled every 0.5 s) and per call, the echo round trip p50/p99/p99.9 and the
-# loss as the client measured them; then the ratios callpipe/minimal, and across rounds the
-# median and the spread. Loopback only; bounded in calls and time. SERVER_BIN=path serves
-# with that callpipe binary instead (an older build, for a before/after comparison).
+# leave it out with IO_URING=0), and then examples/minimal_echo.rs (one tokio task per
+# connection, tokio-tungstenite, 8 KiB read buffer), each loaded by the same client: `callpipe
+# load` with CALLS calls of SECONDS at 16 kHz (tagged frames, ramp 5 s), at nice 10 so that it
+# stands in for a platform on another host. For each server it prints its CPU-seconds per
+# call-minute (its own utime+stime from /proc over the steady window: after the ramp, before
+# the hang-ups; split into user space and kernel), its RSS above the idle process (taken once
+# the RSS has held still for 1 s after start-up; peak sampled every 0.5 s) and per call, the
+# echo round trip p50/p99/p99.9 and the loss as the client measured them; then the ratios
+# callpipe/minimal, and across rounds the median and the spread. Loopback only; bounded in calls
+# and time. SERVER_BIN=path serves with that callpipe binary instead (an older build, for a
+# before/after comparison).
 # LOAD_ARGS adds options to the client for every server, e.g. LOAD_ARGS="--jitter-ms 20" to
 # measure the memory of calls whose buffers have grown to take a jittery network's bunches.
 set -euo pipefail
@@ -31,6 +32,17 @@ trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Waits until PID's RSS has held still for 1 s, at most 10 s: the port accepts connections as
+# soon as it is bound, before the server has finished starting (callpipe starts its media
+# threads after binding), and an idle figure taken then is up to 2 MB low.
+settle() {
+  local last=-1 same=0 now
+  for _ in $(seq 50); do
+    now=$(rss "$1")
+    if [ "$now" = "$last" ]; then same=$((same + 1)); [ "$same" -ge 5 ] && return; else same=0; last=$now; fi
+    sleep 0.2
+  done
+}
 
 measure() { # SERVER ROUND -> one line of figures
   local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
@@ -42,6 +54,7 @@ measure() { # SERVER ROUND -> one line of figures
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   local idle peak u0 s0 u1 s1 t0 t1 load
+  settle "$pid"
   idle=$(rss "$pid"); peak=$idle
   nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" ${LOAD_ARGS:-} --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
