@@ -1,10 +1,11 @@
 //! Buffers that start small and grow to their bound.
 //!
 //! A call's buffers for rare things (events, `notify` markers) are sized for a call that has
-//! none, and grow to their bound the first time they fill. They then never grow again, so a
-//! media thread allocates at most once per buffer and call, at the first burst, and a call's
-//! steady state stays free of allocations however its bursts vary in size (the doubling a `Vec`
-//! does on its own would allocate again at each larger burst).
+//! few, or none at all (events: a call that has none allocates nothing), and grow to their bound
+//! the first time they fill. They then never grow again, so a media thread allocates at most
+//! twice per buffer and call (its first entry, its first burst), and a call's steady state stays
+//! free of allocations however its bursts vary in size (the doubling a `Vec` does on its own
+//! would allocate again at each larger burst).
 //!
 //! A call's audio buffers, whose need follows its network (a jittery one bunches a few frames,
 //! a stall brings many), double instead, up to their bound: a few frames of bunching cost a few
@@ -27,6 +28,17 @@ pub(crate) trait GrowOnce {
     /// buffer is full, it grows to hold `bound`.
     fn room_for_one(&mut self, bound: usize) {
         self.room_for(1, bound);
+    }
+
+    /// [`room_for_one`](Self::room_for_one) for a buffer that starts with no room at all: the
+    /// first entry makes room for `first` (at most `bound`), and the first time those are full
+    /// the buffer grows to hold `bound`.
+    fn room_for_one_from(&mut self, first: usize, bound: usize) {
+        if self.allocated() == 0 && bound > 0 {
+            self.allocate_more(first.clamp(1, bound));
+        } else {
+            self.room_for_one(bound);
+        }
     }
 
     /// Makes room for `n` more entries, as far as `bound`: the first time they do not fit, the
@@ -107,6 +119,18 @@ mod tests {
         full.extend([0; 4]);
         full.room_for_one(4);
         assert_eq!(full.capacity(), 4);
+        // A buffer that starts empty: room for 4 at the first entry, then the bound.
+        let mut events: Vec<u32> = Vec::new();
+        let mut capacities = vec![events.capacity()];
+        for i in 0..64 {
+            events.room_for_one_from(4, 64);
+            events.push(i);
+            if capacities.last() != Some(&events.capacity()) {
+                capacities.push(events.capacity());
+            }
+        }
+        assert_eq!(capacities.len(), 3, "{capacities:?}");
+        assert!(capacities[1] >= 4 && capacities[1] < 8 && capacities[2] >= 64, "{capacities:?}");
         // Room for several at once: a frame of samples.
         let mut samples: VecDeque<i16> = VecDeque::with_capacity(320);
         samples.extend([0; 300]);

@@ -296,6 +296,24 @@ fn playing_a_file_never_allocates() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Requests for a processor driven by hand, as a session's are after the call's first event:
+/// the list of a pass's events starts empty and is made at that event (a call without events
+/// carries none), before the passes these tests count.
+fn requests_after_an_event(rate: SampleRate, queue_capacity: usize) -> callpipe::processor::Requests {
+    let mut requests = callpipe::processor::Requests::new(queue_capacity);
+    let frame = rate.frame_samples();
+    let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
+    let mut cx = Context::new(Instant::now(), 0, rate, &mut input, true, &mut output, &mut requests);
+    cx.emit(Event::Dtmf {
+        digit: DtmfDigit::Digit(0),
+        start_ms: None,
+        duration_ms: None,
+        source: callpipe::processor::DtmfSource::Platform,
+    });
+    requests.reset(queue_capacity);
+    requests
+}
+
 #[test]
 fn finishing_and_barging_in_never_allocate_in_the_player() {
     // The player alone, driven pass by pass: playing to the end and a DTMF barge-in (with its
@@ -308,7 +326,7 @@ fn finishing_and_barging_in_never_allocate_in_the_player() {
             let mut play = Play::new(PlayConfig { loops: 2, barge_in, ..PlayConfig::new(&path) }).unwrap();
             let services = callpipe::services::Services::new();
             play.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
-            let mut requests = callpipe::processor::Requests::new(n * 4);
+            let mut requests = requests_after_an_event(rate, n * 4);
             let (mut input, mut output) = (vec![0i16; n], vec![0i16; n]);
             let key = Event::Dtmf {
                 digit: DtmfDigit::Digit(1),
@@ -526,7 +544,7 @@ fn forking_never_allocates_on_the_media_thread() {
         let services = callpipe::services::Services::new();
         fork.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
         let frame = rate.frame_samples();
-        let mut requests = callpipe::processor::Requests::new(frame * 50);
+        let mut requests = requests_after_an_event(rate, frame * 50);
         let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
         let dtmf = Event::Dtmf {
             digit: DtmfDigit::Digit(5),
@@ -590,7 +608,7 @@ fn a_forks_replies_never_allocate_on_the_media_thread() {
     let services = callpipe::services::Services::new();
     fork.prepare(&callpipe::processor::Setup { rate, call: &call, services: &services }).unwrap();
     let frame = rate.frame_samples();
-    let mut requests = callpipe::processor::Requests::new(frame * 50);
+    let mut requests = requests_after_an_event(rate, frame * 50);
     let (mut input, mut output) = (vec![0i16; frame], vec![0i16; frame]);
     let t0 = Instant::now();
     let (mut allocations, mut mixed, mut notifies, mut clears) = (0, 0, 0, 0);

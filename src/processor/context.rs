@@ -1,7 +1,8 @@
 //! The per-pass [`Context`] a processor works through, and the [`Requests`] it collects.
 //!
-//! Everything here writes into buffers sized at preparation: no method allocates. When a bounded
-//! buffer is full the request is dropped and counted, never grown.
+//! Everything here writes into buffers sized at preparation, except the list of emitted events,
+//! which starts empty and grows at most twice in a call (`crate::bounded`). When a bounded buffer
+//! is full the request is dropped and counted, never grown.
 
 use std::time::Instant;
 
@@ -11,6 +12,9 @@ use crate::protocol::SampleRate;
 
 /// Most events processors may emit in one pass; more are dropped and counted.
 pub const MAX_EVENTS_PER_PASS: usize = 32;
+
+/// Room the list of a pass's events makes at the first event of the call.
+const EVENTS_TO_START: usize = 4;
 
 /// Most `notify` requests processors may make in one pass; more are dropped and counted.
 pub const MAX_NOTIFIES_PER_PASS: usize = 8;
@@ -36,8 +40,9 @@ impl Requests {
             clear: false,
             hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
-            // Grows once, to the limit, at the first pass that emits more events than this.
-            events: Vec::with_capacity(4),
+            // Empty until the first event; grows once more, to the limit, at the first pass
+            // that emits more than EVENTS_TO_START.
+            events: Vec::new(),
             queued: Vec::with_capacity(queue_capacity),
             queue_room: queue_capacity,
             dropped_events: 0,
@@ -339,7 +344,7 @@ impl<'a> Context<'a> {
     /// Emits an event: to the call's event stream, and to the other processors at the next pass.
     pub fn emit(&mut self, event: Event) {
         if self.requests.events.len() < MAX_EVENTS_PER_PASS {
-            self.requests.events.room_for_one(MAX_EVENTS_PER_PASS);
+            self.requests.events.room_for_one_from(EVENTS_TO_START, MAX_EVENTS_PER_PASS);
             self.requests.events.push((Some(self.stage), event));
         } else {
             self.requests.dropped_events += 1;

@@ -12,6 +12,10 @@ use crate::processor::Event;
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;
 
+/// Room each of a session's event lists makes at its first event. They start with none: a call
+/// without events (an echo, a recording) carries no room for them.
+pub(super) const EVENTS_TO_START: usize = 4;
+
 impl Session {
     /// The next event the processors emitted.
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -28,7 +32,7 @@ impl Session {
     /// An event of the session's own: to the processors at the next pass, and out.
     pub(super) fn emit_own(&mut self, event: Event) {
         if self.events_out.len() < MAX_PENDING_EVENTS {
-            self.events_out.room_for_one(MAX_PENDING_EVENTS);
+            self.events_out.room_for_one_from(EVENTS_TO_START, MAX_PENDING_EVENTS);
             self.events_out.push_back(event.clone());
         } else {
             self.stats.dropped_requests += 1;
@@ -38,7 +42,7 @@ impl Session {
 
     pub(super) fn push_event(&mut self, origin: Option<usize>, event: Event) {
         if self.events_next.len() < MAX_PENDING_EVENTS {
-            self.events_next.room_for_one(MAX_PENDING_EVENTS);
+            self.events_next.room_for_one_from(EVENTS_TO_START, MAX_PENDING_EVENTS);
             self.events_next.push((origin, event));
         } else {
             self.stats.dropped_requests += 1;
@@ -70,7 +74,7 @@ impl Session {
         let Session { requests, events_next, events_out, stats, .. } = self;
         for (origin, event) in requests.events.drain(..) {
             if events_next.len() < MAX_PENDING_EVENTS {
-                events_next.room_for_one(MAX_PENDING_EVENTS);
+                events_next.room_for_one_from(EVENTS_TO_START, MAX_PENDING_EVENTS);
                 events_next.push((origin, event));
             } else {
                 // No room for the processors: it goes out at once, unseen.
@@ -85,7 +89,7 @@ impl Session {
 /// counted (the one case in which the media thread frees an event's data).
 fn publish(events_out: &mut VecDeque<Event>, stats: &mut SessionStats, event: Event) {
     if events_out.len() < MAX_PENDING_EVENTS {
-        events_out.room_for_one(MAX_PENDING_EVENTS);
+        events_out.room_for_one_from(EVENTS_TO_START, MAX_PENDING_EVENTS);
         events_out.push_back(event);
     } else {
         stats.dropped_requests += 1;

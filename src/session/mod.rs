@@ -71,9 +71,6 @@ const QUEUE_SLACK_FRAMES: usize = 2;
 /// is released at once and written in the same visit.
 const FRAMES_TO_START: usize = 1;
 
-/// Room for events a session starts with.
-const EVENTS_TO_START: usize = 4;
-
 /// How long a wall tick waits for the caller's frame before it runs without it (and, unless the
 /// grid is pinned, how early a caller frame may be and still share its tick's pass): half a
 /// frame.
@@ -173,11 +170,11 @@ impl Session {
             wall_input: Vec::new(),
             wall_input_ready: None,
             max_catchup: config.max_catchup,
-            // Events are rare: these start small and grow once, to MAX_PENDING_EVENTS, at the
-            // first burst (crate::bounded).
-            events_now: Vec::with_capacity(EVENTS_TO_START),
-            events_next: Vec::with_capacity(EVENTS_TO_START),
-            events_out: VecDeque::with_capacity(EVENTS_TO_START),
+            // Events are rare: these start empty, make a little room at the first event and
+            // grow once more, to their bound, at the first burst (crate::bounded).
+            events_now: Vec::new(),
+            events_next: Vec::new(),
+            events_out: VecDeque::new(),
             transmit: VecDeque::with_capacity(lookahead + MARKERS_TO_START),
             transmit_limit,
             released: VecDeque::with_capacity(frame * (lookahead + 1).min(start_frames)),
