@@ -62,33 +62,27 @@ pub(crate) trait GrowOnce {
     }
 }
 
-impl<T> GrowOnce for Vec<T> {
-    fn entries(&self) -> usize {
-        self.len()
-    }
+/// The primitives of [`GrowOnce`] for a standard collection with `len`, `capacity` and
+/// `reserve_exact`.
+macro_rules! grow_once_for {
+    ($($collection:ident),*) => {$(
+        impl<T> GrowOnce for $collection<T> {
+            fn entries(&self) -> usize {
+                self.len()
+            }
 
-    fn allocated(&self) -> usize {
-        self.capacity()
-    }
+            fn allocated(&self) -> usize {
+                self.capacity()
+            }
 
-    fn allocate_more(&mut self, more: usize) {
-        self.reserve_exact(more);
-    }
+            fn allocate_more(&mut self, more: usize) {
+                self.reserve_exact(more);
+            }
+        }
+    )*};
 }
 
-impl<T> GrowOnce for VecDeque<T> {
-    fn entries(&self) -> usize {
-        self.len()
-    }
-
-    fn allocated(&self) -> usize {
-        self.capacity()
-    }
-
-    fn allocate_more(&mut self, more: usize) {
-        self.reserve_exact(more);
-    }
-}
+grow_once_for!(Vec, VecDeque);
 
 #[cfg(test)]
 mod tests {

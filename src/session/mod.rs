@@ -412,12 +412,18 @@ impl Session {
 /// Moves the first `out.len()` items of `deque` into `out` with two slice copies. The caller
 /// guarantees that many are there.
 pub(crate) fn pop_front_into<T: Copy>(deque: &mut VecDeque<T>, out: &mut [T]) {
-    let n = out.len();
+    let (a, b) = front_slices(deque, out.len());
+    out[..a.len()].copy_from_slice(a);
+    out[a.len()..].copy_from_slice(b);
+    deque.drain(..out.len());
+}
+
+/// The first `n` entries of `deque` (it holds at least `n`), as the two slices its ring keeps
+/// them in (the second empty unless they wrap).
+pub(crate) fn front_slices<T>(deque: &VecDeque<T>, n: usize) -> (&[T], &[T]) {
     let (a, b) = deque.as_slices();
     let from_a = n.min(a.len());
-    out[..from_a].copy_from_slice(&a[..from_a]);
-    out[from_a..].copy_from_slice(&b[..n - from_a]);
-    deque.drain(..n);
+    (&a[..from_a], &b[..n - from_a])
 }
 
 #[cfg(test)]

@@ -175,9 +175,7 @@ impl Outbound {
             }
             self.head += self.frame_samples as u64;
             self.played_until = Some(start + FRAME_DURATION);
-            let (a, b) = self.samples.as_slices();
-            let from_a = self.frame_samples.min(a.len());
-            emit(Released::Frame { deadline: start, samples: (&a[..from_a], &b[..self.frame_samples - from_a]) });
+            emit(Released::Frame { deadline: start, samples: super::front_slices(&self.samples, self.frame_samples) });
             self.samples.drain(..self.frame_samples);
         }
     }
