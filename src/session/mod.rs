@@ -142,16 +142,16 @@ impl Session {
         let lookahead = config.lookahead_frames.max(1) as usize;
         // A pipeline that never queues audio needs room for the look-ahead and a burst of
         // `QUEUE_SLACK_FRAMES` (beyond that, what a stall's backlog produces is dropped and
-        // counted, so that its echo does not stay late), and no staging for queued audio but a
-        // frame (the control API's stream mixes into it); one that does gets the configured
-        // queue.
+        // counted, so that its echo does not stay late), and no staging for queued audio at all
+        // (the control API's stream and tones mix into the pass's frame); one that does gets the
+        // configured queue.
         // The first starts with room for what its pass holds on a clean network (a frame) in
         // its queue and in what the pacer released, and doubles each, up to its bound, when a
-        // visit runs more passes than before (jitter, a catch-up) or a stream queues more.
+        // visit runs more passes than before (jitter, a catch-up).
         let (queue_frames, staging, start_frames) = if pipeline.queues_output() {
             (config.outbound_queue_frames, frame * config.outbound_queue_frames.clamp(1, 50), usize::MAX)
         } else {
-            ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), frame, FRAMES_TO_START)
+            ((lookahead + QUEUE_SLACK_FRAMES).min(config.outbound_queue_frames.max(1)), 0, FRAMES_TO_START)
         };
         let transmit_limit = lookahead + MAX_PENDING_MARKERS + crate::processor::MAX_NOTIFIES_PER_PASS + 4;
         Ok(Session {
