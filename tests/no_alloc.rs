@@ -296,8 +296,8 @@ fn playing_a_file_never_allocates() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// Requests for a processor driven by hand, as a session's are after the call's first event:
-/// the list of a pass's events starts empty and is made at that event (a call without events
+/// Requests for a processor driven by hand, as a session's are after a processor's first
+/// emitted event: the list of a pass's events starts empty and is made at that event (a call without events
 /// carries none), before the passes these tests count.
 fn requests_after_an_event(rate: SampleRate, queue_capacity: usize) -> callpipe::processor::Requests {
     let mut requests = callpipe::processor::Requests::new(queue_capacity);
@@ -735,8 +735,8 @@ fn a_forks_text_replies_pass_through_the_session_without_allocating() {
         let t0 = Instant::now();
         let (mut allocations, mut messages) = (0, 0);
         // 5 s of ticks, 10 ms apart in real time: the replies arrive between them. The session's
-        // event lists start small and grow once, at the first pass with more events than they
-        // hold (crate::bounded): a 200 ms hold-up in the warm-up brings about ten replies to
+        // event lists start empty, make room for a few at the first event and grow once more,
+        // at the first pass with more events than they hold (crate::bounded): a 200 ms hold-up in the warm-up brings about ten replies to
         // one pass, as a busy machine would, so that their growth comes before the count.
         for n in 0..500u32 {
             if n == 10 {

@@ -13,8 +13,10 @@ use crate::protocol::SampleRate;
 /// Most events processors may emit in one pass; more are dropped and counted.
 pub const MAX_EVENTS_PER_PASS: usize = 32;
 
-/// Room the list of a pass's events makes at the first event of the call.
-const EVENTS_TO_START: usize = 4;
+/// Room an event list of a call makes at its first event (a pass's list: at the first event a
+/// processor emits; the session's lists: at the first event they hold). They start with none: a
+/// call without events (an echo) carries no room for them.
+pub(crate) const EVENTS_TO_START: usize = 4;
 
 /// Most `notify` requests processors may make in one pass; more are dropped and counted.
 pub const MAX_NOTIFIES_PER_PASS: usize = 8;
@@ -40,8 +42,8 @@ impl Requests {
             clear: false,
             hangup: false,
             notifies: Vec::with_capacity(MAX_NOTIFIES_PER_PASS),
-            // Empty until the first event; grows once more, to the limit, at the first pass
-            // that emits more than EVENTS_TO_START.
+            // Empty until a processor emits the call's first event; grows once more, to the
+            // limit, at the first pass that emits more than EVENTS_TO_START.
             events: Vec::new(),
             queued: Vec::with_capacity(queue_capacity),
             queue_room: queue_capacity,

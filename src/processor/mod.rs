@@ -54,6 +54,7 @@ pub use conference::{
     Conferences, Join as ConferenceJoin, JoinError as ConferenceJoinError, MemberState, MemberView, Membership, Mixer, MixerMember,
     NameError as ConferenceNameError, Role as ConferenceRole, check_name as check_conference_name,
 };
+pub(crate) use context::EVENTS_TO_START;
 pub use context::{Context, MAX_EVENTS_PER_PASS, MAX_NOTIFIES_PER_PASS, Pass, Requests, Timeline};
 pub use denoise::{Denoise, DenoiseConfig};
 pub use dtmf::{DtmfDetect, DtmfDetectConfig};
@@ -184,7 +185,8 @@ pub trait Processor: Send + 'static {
     /// Whether this processor may queue audio with [`Context::enqueue_output`]. A call whose
     /// processors never do needs an outbound queue of a few frames only (the look-ahead), not
     /// the configured `outbound_queue_frames`: a processor that only writes or mixes its pass's
-    /// frame says `false` and saves its calls that memory.
+    /// frame says `false` and saves its calls that memory. In a call whose processors all say
+    /// `false`, [`Context::output_room`] is 0: what one queues anyway is dropped and counted.
     fn queues_output(&self) -> bool {
         true
     }

@@ -12,9 +12,7 @@ use crate::processor::Event;
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;
 
-/// Room each of a session's event lists makes at its first event. They start with none: a call
-/// without events (an echo, a recording) carries no room for them.
-pub(super) const EVENTS_TO_START: usize = 4;
+use crate::processor::EVENTS_TO_START;
 
 impl Session {
     /// The next event the processors emitted.

@@ -13,9 +13,10 @@
 //! [`poll_event`](Session::poll_event) (events for logs and webhooks).
 //!
 //! Nothing here allocates in a call's steady state: the frame buffers are sized in
-//! [`Session::new`], the queues for rare things (events, `notify` markers) start small and grow
-//! once, to their bounds, at their first burst, and full queues drop and count instead of
-//! growing. Tests drive it with byte literals and a fake clock.
+//! [`Session::new`], the audio buffers double up to their bounds with the network's bunching,
+//! the queues for rare things start small (`notify` markers) or empty (events: room for a few
+//! at the first) and grow once, to their bounds, at their first burst, and full queues drop and
+//! count instead of growing. Tests drive it with byte literals and a fake clock.
 //!
 //! # Events
 //!
@@ -143,7 +144,7 @@ impl Session {
         // A pipeline that never queues audio needs room for the look-ahead and a burst of
         // `QUEUE_SLACK_FRAMES` (beyond that, what a stall's backlog produces is dropped and
         // counted, so that its echo does not stay late), and no staging for queued audio at all
-        // (the control API's stream and tones mix into the pass's frame); one that does gets the
+        // (the control API's stream, talk and tones mix into the pass's frame); one that does gets the
         // configured queue.
         // The first starts with room for what its pass holds on a clean network (a frame) in
         // its queue and in what the pacer released, and doubles each, up to its bound, when a
@@ -329,6 +330,12 @@ impl Session {
         self.output.fill(0);
         self.requests.reset(self.outbound.room());
         std::mem::swap(&mut self.events_now, &mut self.events_next);
+        // The two lists trade buffers at every pass: the one that just emptied gets the room the
+        // other has made (at the call's first event, at its first burst), so that both have it
+        // a pass later, whichever passes the events fall on.
+        if self.events_next.capacity() < self.events_now.capacity() {
+            self.events_next.reserve_exact(self.events_now.capacity());
+        }
         self.watch_events(now);
         if wall {
             self.tick_input(now);
@@ -420,7 +427,7 @@ pub(crate) fn pop_front_into<T: Copy>(deque: &mut VecDeque<T>, out: &mut [T]) {
 
 /// The first `n` entries of `deque` (it holds at least `n`), as the two slices its ring keeps
 /// them in (the second empty unless they wrap).
-pub(crate) fn front_slices<T>(deque: &VecDeque<T>, n: usize) -> (&[T], &[T]) {
+fn front_slices<T>(deque: &VecDeque<T>, n: usize) -> (&[T], &[T]) {
     let (a, b) = deque.as_slices();
     let from_a = n.min(a.len());
     (&a[..from_a], &b[..n - from_a])

@@ -564,3 +564,39 @@ fn the_api_input_collects_keys_and_times_out() {
     let [Event::Input(collected)] = &events[..] else { panic!("{events:?}") };
     assert_eq!((collected.digits(), collected.timed_out), ("4", true));
 }
+
+#[test]
+fn an_echo_carries_no_room_for_events_or_queued_audio_until_it_has_events() {
+    let t0 = Instant::now();
+    let mut s = echo_session();
+    let rooms = |s: &Session| {
+        [
+            s.events_now.capacity(),
+            s.events_next.capacity(),
+            s.events_out.capacity(),
+            s.requests.events.capacity(),
+            s.requests.queued.capacity(),
+        ]
+    };
+    let mut n = 0u32;
+    let mut pass = |s: &mut Session| {
+        let now = t0 + FRAME_DURATION * n;
+        s.handle_audio(&frame_bytes(n as i16), now);
+        s.handle_tick(now);
+        drain(s, now);
+        while s.poll_event().is_some() {}
+        n += 1;
+    };
+    for _ in 0..100 {
+        pass(&mut s);
+    }
+    assert_eq!(rooms(&s), [0; 5], "a clean echo call holds no event lists and no staging");
+    // A key from the platform: its list makes room for a few, and a pass later so has the list
+    // it trades buffers with, whichever pass the next event falls on.
+    s.handle_platform(InboundEvent::Dtmf { digit: DtmfDigit::Digit(1), duration_ms: Some(100) });
+    pass(&mut s);
+    pass(&mut s);
+    let [now, next, ..] = rooms(&s);
+    assert!(now >= crate::processor::EVENTS_TO_START && next >= crate::processor::EVENTS_TO_START, "{:?}", rooms(&s));
+    assert_eq!(rooms(&s)[4], 0, "an echo never queues audio");
+}
