@@ -34,7 +34,7 @@ cpu() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # Waits until PID's RSS has held still for 1 s, at most 10 s: the port accepts connections as
 # soon as it is bound, before the server has finished starting (callpipe starts its media
-# threads after binding), and an idle figure taken then is up to 2 MB low.
+# threads after binding), and an idle figure taken then was up to 3.8 MB low.
 settle() {
   local last=-1 same=0 now
   for _ in $(seq 50); do
@@ -42,6 +42,7 @@ settle() {
     if [ "$now" = "$last" ]; then same=$((same + 1)); [ "$same" -ge 5 ] && return; else same=0; last=$now; fi
     sleep 0.2
   done
+  echo "warning: the server's RSS did not settle in 10 s; its idle figure may be low" >&2
 }
 
 measure() { # SERVER ROUND -> one line of figures
