@@ -297,8 +297,8 @@ fn playing_a_file_never_allocates() {
 }
 
 /// Requests for a processor driven by hand, as a session's are after a processor's first
-/// emitted event: the list of a pass's events starts empty and is made at that event (a call without events
-/// carries none), before the passes these tests count.
+/// emitted event: the list of a pass's events starts empty and is made at that event (a call
+/// without events carries none), before the passes these tests count.
 fn requests_after_an_event(rate: SampleRate, queue_capacity: usize) -> callpipe::processor::Requests {
     let mut requests = callpipe::processor::Requests::new(queue_capacity);
     let frame = rate.frame_samples();

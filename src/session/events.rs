@@ -7,12 +7,10 @@ use std::collections::VecDeque;
 
 use super::{Session, SessionStats};
 use crate::bounded::GrowOnce;
-use crate::processor::Event;
+use crate::processor::{EVENTS_TO_START, Event};
 
 /// Events kept for the next pass (platform events and processors' emitted events).
 const MAX_PENDING_EVENTS: usize = 64;
-
-use crate::processor::EVENTS_TO_START;
 
 impl Session {
     /// The next event the processors emitted.

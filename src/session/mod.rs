@@ -144,8 +144,8 @@ impl Session {
         // A pipeline that never queues audio needs room for the look-ahead and a burst of
         // `QUEUE_SLACK_FRAMES` (beyond that, what a stall's backlog produces is dropped and
         // counted, so that its echo does not stay late), and no staging for queued audio at all
-        // (the control API's stream, talk and tones mix into the pass's frame); one that does gets the
-        // configured queue.
+        // (the control API's stream, talk and tones mix into the pass's frame); one that does
+        // gets the configured queue.
         // The first starts with room for what its pass holds on a clean network (a frame) in
         // its queue and in what the pacer released, and doubles each, up to its bound, when a
         // visit runs more passes than before (jitter, a catch-up).
