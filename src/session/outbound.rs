@@ -68,8 +68,9 @@ impl Outbound {
     }
 
     /// The same, with room for `start_frames` at first: it doubles, up to its capacity, each
-    /// time more is queued than it has held (for a pipeline that never queues audio itself, whose passes
-    /// add a frame each: a catch-up's passes, a control API stream).
+    /// time more is queued than it has held (for a pipeline that never queues audio itself,
+    /// whose passes add a frame each: more than one when a visit runs several passes, as a
+    /// catch-up does).
     pub fn starting_with(rate: SampleRate, capacity_frames: usize, lookahead_frames: u32, start_frames: usize) -> Outbound {
         let frame_samples = rate.frame_samples();
         let max_samples = frame_samples * capacity_frames.max(1);
