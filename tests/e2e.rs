@@ -35,6 +35,28 @@ async fn a_ten_second_call_echoes_byte_exact_at_every_rate() {
     server.stop().await;
 }
 
+/// A media thread does not wake every 1 ms slot for calls that have nothing due: frames are
+/// served as they arrive, and the slots it runs are the calls' deadlines. A call handed to the
+/// thread while it waits for a slot far ahead rings it awake, and is answered like the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_thread_wakes_for_deadlines_not_every_slot() {
+    let server = TestServer::start(&ECHO_CONFIG.replace("threads = 2", "threads = 1")).await;
+    let slots = || server.handle.media.slots.load(std::sync::atomic::Ordering::Relaxed);
+    let first = echo_call(&server, 16000, 100);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        echo_call(&server, 8000, 50).await
+    };
+    let (before, start) = (slots(), Instant::now());
+    let ((sent, received), (sent2, received2)) = tokio::join!(first, second);
+    let (ran, elapsed) = (slots() - before, start.elapsed());
+    assert!(received == sent && received.len() == 100, "the first call's echo is byte-exact and whole");
+    assert!(received2 == sent2 && received2.len() == 50, "so is the second's, handed to a waiting thread");
+    // One a slot would be 1,000 a second.
+    let per_second = ran as f64 / elapsed.as_secs_f64();
+    assert!(per_second < 250.0, "{ran} slots in {elapsed:?}: {per_second:.0} a second");
+}
+
 #[tokio::test]
 async fn wrong_sizes_are_reframed_in_lenient_mode() {
     let server = TestServer::start(ECHO_CONFIG).await;

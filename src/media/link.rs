@@ -13,6 +13,7 @@ use atomic_waker::AtomicWaker;
 use ringbuf::traits::Split;
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
+use super::poller::Doorbell;
 use crate::processor::Event;
 use crate::session::{Control, SessionStats};
 
@@ -50,17 +51,19 @@ pub struct CallLink {
 }
 
 /// One bit per call of a media thread: set when the call task has handed its call something (a
-/// command, a hang-up), taken by the thread at its next 1 ms slot.
+/// command, a hang-up), taken by the thread at its next 1 ms slot (setting it rings the
+/// thread's doorbell, which ends a wait that would go past that slot).
 /// Between those a call is visited only when its own next deadline falls due.
 #[derive(Debug)]
 pub struct ReadyMap {
     words: Box<[AtomicU64]>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl ReadyMap {
-    /// Room for calls `0..capacity`.
-    pub fn new(capacity: usize) -> ReadyMap {
-        ReadyMap { words: (0..capacity.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    /// Room for calls `0..capacity`, ringing `doorbell` at each mark.
+    pub(crate) fn new(capacity: usize, doorbell: Arc<Doorbell>) -> ReadyMap {
+        ReadyMap { words: (0..capacity.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(), doorbell }
     }
 
     /// Calls that fit.
@@ -72,6 +75,7 @@ impl ReadyMap {
     pub fn set(&self, index: usize) {
         if let Some(word) = self.words.get(index / 64) {
             word.fetch_or(1 << (index % 64), Ordering::Release);
+            self.doorbell.ring();
         }
     }
 

@@ -3,7 +3,8 @@
 //! ```text
 //!   media thread (std::thread, one per core)
 //!  ┌───────────────────────────────────────────────────────────────────────────────┐
-//!  │ wait in the poller until the next 1 ms slot (the first ready socket wakes it)  │
+//!  │ wait in the poller until the next 1 ms slot with something due (a ready        │
+//!  │   socket wakes it; so does the doorbell, rung by what other threads hand it)   │
 //!  │   ready socket ─► Endpoint::receive: read, parse, frames ─► Session::handle_audio
 //!  │                   platform events ─► Session::handle_platform                  │
 //!  │   Session::handle_tick(now): a pass per caller frame ready, a wall-only pass   │
@@ -99,6 +100,7 @@ pub enum MediaIo {
 
 struct ThreadHandle {
     commands: Sender<Command>,
+    doorbell: Arc<poller::Doorbell>,
     relay: Arc<AtomicWaker>,
     load: Arc<AtomicUsize>,
     join: Option<JoinHandle<()>>,
@@ -137,12 +139,13 @@ impl MediaPool {
                 config.max_catchup,
             )?
             .with_io(config.io);
+            let doorbell = worker.doorbell();
             let join = std::thread::Builder::new().name(format!("callpipe-media-{i}")).spawn(move || {
                 // The noise suppressor's FFT plans are per thread: made here, not in a call's pass.
                 crate::processor::Denoise::prime_thread();
                 worker.run()
             })?;
-            threads.push(ThreadHandle { commands: tx, relay: waker.clone(), load, join: Some(join) });
+            threads.push(ThreadHandle { commands: tx, doorbell, relay: waker.clone(), load, join: Some(join) });
             relays.push(Relay { ring: ring_c, waker, stopped: stopped.clone() });
         }
         Ok((MediaPool { threads, stats, stopped }, relays))
@@ -174,6 +177,7 @@ impl MediaPool {
         for (i, thread) in order {
             match thread.commands.send(Command::Add(call)) {
                 Ok(()) => {
+                    thread.doorbell.ring();
                     if let Some(home) = home.as_deref_mut() {
                         *home = Some(i);
                     }
@@ -192,6 +196,7 @@ impl MediaPool {
     pub fn shutdown(&mut self) {
         for thread in &self.threads {
             let _ = thread.commands.send(Command::Shutdown);
+            thread.doorbell.ring();
         }
         let me = std::thread::current().id();
         for thread in &mut self.threads {

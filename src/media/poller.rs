@@ -1,10 +1,12 @@
-//! A media thread's readiness poller: its calls' sockets in one epoll set, edge-triggered, and a
-//! timer for waits that end at an instant finer than a millisecond.
+//! A media thread's readiness poller: its calls' sockets in one epoll set, edge-triggered, a
+//! timer for waits that end at an instant finer than a millisecond, and a [`Doorbell`] for other
+//! threads to end a long wait.
 //!
 //! A wait costs one system call, or two when it has a timeout: the timer is armed (its expiry is
 //! itself an event of the set) and `epoll_wait` blocks until a socket or the timer is ready. A
 //! general-purpose poller also re-arms a notifier for other threads at every wait (three more
-//! calls); a media thread needs none, since its commands are looked at once a slot.
+//! calls); here the doorbell costs a system call only when it rings a thread that is parked in a
+//! wait past its next slot (see [`Doorbell`]).
 //!
 //! Arming the timer resets its count of expiries, and epoll re-checks a file's readiness before
 //! it reports it, so an expiry from an earlier wait is never reported for a later one.
@@ -12,13 +14,18 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::{EventfdFlags, eventfd};
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create, timerfd_settime};
 
 /// The timer's key in the set (no call's key reaches it).
 const TIMER: u64 = u64::MAX;
+
+/// The doorbell's key in the set.
+const DOORBELL: u64 = u64::MAX - 1;
 
 /// The most sockets one wait reports.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -28,21 +35,81 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// further report will come.
 pub(crate) const HANGUP: usize = 1 << 62;
 
+/// Lets other threads end a media thread's wait: they ring it after handing the thread
+/// something (a call, a command, a ready mark).
+///
+/// A media thread with nothing due in its next slot waits until the first slot that has
+/// something, which can be a wheel's turn away. Before such a wait it *parks*, and only a ring
+/// of a parked thread writes to the bell's eventfd (one system call); any other ring is an
+/// atomic increment. A ring that comes after the thread last looked at what it was handed, but
+/// before it parked, makes parking fail instead, so nothing handed to a thread waits past its
+/// next slot.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    fd: OwnedFd,
+    knocks: AtomicU64,
+    parked: AtomicBool,
+}
+
+impl Doorbell {
+    pub fn new() -> io::Result<Doorbell> {
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Doorbell { fd, knocks: AtomicU64::new(0), parked: AtomicBool::new(false) })
+    }
+
+    /// Tells the thread it has been handed something; wakes it if it is parked.
+    pub fn ring(&self) {
+        self.knocks.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            // Only fails if the count would overflow, which one write per park cannot do.
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// How many rings so far: what the thread saw when it last looked at what it was handed.
+    pub fn knocks(&self) -> u64 {
+        self.knocks.load(Ordering::SeqCst)
+    }
+
+    /// Parks the thread for a long wait, unless a ring came since `seen` (then returns false).
+    pub fn park(&self, seen: u64) -> bool {
+        self.parked.store(true, Ordering::SeqCst);
+        if self.knocks.load(Ordering::SeqCst) != seen {
+            self.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a park (a ring after it only costs its system call and a spurious wake-up).
+    pub fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Empties the eventfd's count after a ring woke a wait.
+    fn clear(&self) {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut count);
+    }
+}
+
 /// See the [module docs](self).
 pub(crate) struct Poller {
     epoll: OwnedFd,
     timer: OwnedFd,
+    doorbell: std::sync::Arc<Doorbell>,
     batch: usize,
 }
 
 impl Poller {
     /// A poller that reports at most `batch` (up to [`MAX_BATCH`]) sockets per wait (the rest
-    /// stay ready for the next).
-    pub fn new(batch: usize) -> io::Result<Poller> {
+    /// stay ready for the next), and ends a wait when `doorbell` rings while parked.
+    pub fn new(batch: usize, doorbell: std::sync::Arc<Doorbell>) -> io::Result<Poller> {
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
         let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &timer, EventData::new_u64(TIMER), EventFlags::IN | EventFlags::ET)?;
-        Ok(Poller { epoll, timer, batch: batch.clamp(1, MAX_BATCH) })
+        epoll::add(&epoll, &doorbell.fd, EventData::new_u64(DOORBELL), EventFlags::IN | EventFlags::ET)?;
+        Ok(Poller { epoll, timer, doorbell, batch: batch.clamp(1, MAX_BATCH) })
     }
 
     /// Watches `socket` under `key`: readable, and writable too if `write`.
@@ -82,8 +149,11 @@ impl Poller {
             Err(e) => return Err(e.into()),
         };
         let before = keys.len();
+        if ready.iter().any(|e| e.data.u64() == DOORBELL) {
+            self.doorbell.clear();
+        }
         let closed = EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR;
-        keys.extend(ready.iter().filter(|e| e.data.u64() != TIMER).map(|e| {
+        keys.extend(ready.iter().filter(|e| e.data.u64() < DOORBELL).map(|e| {
             // Copied out first: the event is a packed struct.
             let flags = e.flags;
             e.data.u64() as usize | if flags.intersects(closed) { HANGUP } else { 0 }
@@ -104,6 +174,10 @@ pub(crate) mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::time::Instant;
 
+    fn poller(batch: usize) -> Poller {
+        Poller::new(batch, std::sync::Arc::new(Doorbell::new().unwrap())).unwrap()
+    }
+
     /// A connected pair over loopback: the client (blocking), and the server's end
     /// (non-blocking, as a media thread holds it).
     pub(crate) fn pair() -> (TcpStream, TcpStream) {
@@ -116,7 +190,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_wait_with_a_timeout_ends_at_it_not_before() {
-        let poller = Poller::new(8).unwrap();
+        let poller = poller(8);
         let mut keys = Vec::new();
         for micros in [300, 1_500] {
             let start = Instant::now();
@@ -129,7 +203,7 @@ pub(crate) mod tests {
     #[test]
     fn a_readable_socket_is_reported_once_per_arrival() {
         let (mut client, server) = pair();
-        let poller = Poller::new(8).unwrap();
+        let poller = poller(8);
         poller.add(&server, 7, false).unwrap();
         let mut keys = Vec::new();
         assert_eq!(poller.wait(Some(Duration::ZERO), &mut keys).unwrap(), 0);
@@ -149,7 +223,7 @@ pub(crate) mod tests {
     #[test]
     fn a_peer_that_closes_is_reported_with_hangup() {
         let (mut client, server) = pair();
-        let poller = Poller::new(8).unwrap();
+        let poller = poller(8);
         poller.add(&server, 3, false).unwrap();
         let mut keys = Vec::new();
         client.write_all(b"half a frame").unwrap();
@@ -169,7 +243,7 @@ pub(crate) mod tests {
     #[test]
     fn an_expiry_left_from_an_earlier_wait_does_not_end_a_later_one() {
         let (mut client, server) = pair();
-        let poller = Poller::new(8).unwrap();
+        let poller = poller(8);
         poller.add(&server, 1, false).unwrap();
         client.write_all(b"x").unwrap();
         // Returns at once for the socket; its timer stays armed and expires meanwhile.
@@ -181,9 +255,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_ring_ends_a_parked_wait_and_only_a_parked_one() {
+        let bell = std::sync::Arc::new(Doorbell::new().unwrap());
+        let poller = Poller::new(8, bell.clone()).unwrap();
+        let mut keys = Vec::new();
+        // Parked: a ring from another thread ends a long wait, and reports no socket.
+        let seen = bell.knocks();
+        assert!(bell.park(seen));
+        let ringer = {
+            let bell = bell.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                bell.ring();
+            })
+        };
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_secs(10)), &mut keys).unwrap(), 0);
+        assert!(start.elapsed() < Duration::from_secs(5), "the ring did not end the wait");
+        ringer.join().unwrap();
+        assert_ne!(bell.knocks(), seen);
+        bell.unpark();
+        // Not parked: a ring only counts (no wake-up), and parking after it fails.
+        let seen = bell.knocks();
+        bell.ring();
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(100)), &mut keys).unwrap(), 0);
+        assert!(start.elapsed() >= Duration::from_millis(100), "a ring woke a thread that was not parked");
+        assert!(!bell.park(seen), "parked past a ring it had not seen");
+        // The ring that woke the first wait left nothing behind: the next parked wait runs out.
+        let seen = bell.knocks();
+        assert!(bell.park(seen));
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(100)), &mut keys).unwrap(), 0);
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(keys.is_empty());
+    }
+
+    #[test]
     fn at_most_a_batch_per_wait_and_the_rest_at_the_next() {
         let pairs: Vec<_> = (0..5).map(|_| pair()).collect();
-        let poller = Poller::new(2).unwrap();
+        let poller = poller(2);
         for (key, (_, server)) in pairs.iter().enumerate() {
             poller.add(server, key, false).unwrap();
         }

@@ -260,6 +260,12 @@ fn write_media(out: &mut Exposition, media: &MediaStats) {
     .sample(&[], media.batched_sends.load(Ordering::Relaxed) as f64);
     out.family("callpipe_media_batch_submits_total", Kind::Counter, "io_uring_enter system calls that carried those sends.")
         .sample(&[], media.batch_submits.load(Ordering::Relaxed) as f64);
+    out.family(
+        "callpipe_media_slots_total",
+        Kind::Counter,
+        "Slots the media threads woke up for (a slot with nothing due is not woken for).",
+    )
+    .sample(&[], media.slots.load(Ordering::Relaxed) as f64);
 }
 
 /// The processors' families: time per pass by processor type, recording bytes.

@@ -57,6 +57,9 @@ pub struct MediaStats {
     pub batched_sends: AtomicU64,
     /// The `io_uring_enter` system calls that carried them.
     pub batch_submits: AtomicU64,
+    /// Slots the threads ran: each a wake-up for the deadlines due in it (a slot with nothing
+    /// due is not woken for).
+    pub slots: AtomicU64,
 }
 
 /// The media thread's side of its relay.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::step::{hand_over_last_events, transmit};
-use super::{CLOSING_KEY, Closing, MediaCall, NewCall, SLOT, SLOTS, WHEEL, Worker};
+use super::{BATCH_FROM, CLOSING_KEY, Closing, MediaCall, NewCall, READY_CAPACITY, SLOT, SLOTS, WHEEL, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
 use crate::media::poller::HANGUP;
@@ -18,24 +18,70 @@ use crate::processor::{Admitted, Mixer};
 use crate::protocol::FRAME_DURATION;
 
 impl<C: Clock> Worker<C> {
-    /// Waits for the slot at `until`, visiting sockets meanwhile: first the ones left over from
-    /// the last slot, then, if the thread is idle, the first to become ready wakes it and its
-    /// call (with any other ready by then) is visited at once; sockets that become ready after
-    /// that wait for the slot, where the slot's run collects them. A lightly loaded thread thus
-    /// serves each frame as it arrives, and a busy one wakes at most twice a slot instead of
-    /// once per frame. No socket's visit starts at or after `until`: the slot comes first.
-    pub(super) fn wait_io(&mut self, until: Instant) {
-        if !self.visit_pending(until) {
-            return;
-        }
-        let now = self.clock.now();
-        if now < until {
-            if self.take_ready(Some(until - now)) > 0 && !self.visit_pending(until) {
-                return;
+    /// Waits for the slot `self.soonest`, visiting sockets meanwhile: first the ones left over
+    /// from the last slot, then each call whose socket becomes ready, at once. A busy thread
+    /// ([`BATCH_FROM`] calls or more) collects the sockets that become ready after such a visit at
+    /// the end of its slot, so that it wakes at most twice a slot instead of once per frame.
+    /// A visit can bring the slot sooner (a deadline in the next slot), and so can a ring of the
+    /// doorbell (the next slot then takes what was handed to the thread). A wait past the next
+    /// slot parks the thread so that a ring can end it. No socket's visit starts at or after
+    /// the slot's instant: the slot comes first.
+    pub(super) fn wait_io(&mut self) {
+        let mut parked = false;
+        loop {
+            let until = grid_instant(self.epoch, SLOT, self.soonest);
+            if !self.visit_pending(until) {
+                break;
             }
-            // After the early visits, or if the wait ended early (a signal).
-            self.clock.sleep_until(until);
+            let now = self.clock.now();
+            if now >= until {
+                break;
+            }
+            let next = self.slot_at(now) + 1;
+            if self.soonest > next && !parked {
+                parked = self.doorbell.park(self.seen_knocks);
+                if !parked {
+                    self.soonest = next;
+                    continue;
+                }
+            }
+            let ready = self.take_ready(Some(until - now));
+            let now = self.clock.now();
+            if self.doorbell.knocks() != self.seen_knocks {
+                self.soonest = self.soonest.min(self.slot_at(now) + 1);
+            }
+            if ready > 0 && self.active() >= BATCH_FROM {
+                let until = grid_instant(self.epoch, SLOT, self.soonest);
+                if !self.visit_pending(until) {
+                    break;
+                }
+                // What becomes ready during the rest of the slot waits for its end.
+                let end = grid_instant(self.epoch, SLOT, self.slot_at(self.clock.now()) + 1);
+                self.clock.sleep_until(end.min(until));
+                if self.clock.now() < until {
+                    self.take_ready(Some(Duration::ZERO));
+                }
+            }
         }
+        if parked {
+            self.doorbell.unpark();
+        }
+    }
+
+    /// The first slot from `k` with something due: a call's deadline on the wheel, or the next
+    /// cycle's first slot when mixers or closing connections need it; `k` itself when sockets
+    /// are left over, something was handed to the thread since it last looked, or calls beyond
+    /// the ready map's reach are visited every slot. At most a wheel's turn away, the latest
+    /// any call can be listed for.
+    pub(super) fn busy_slot(&self, k: u64) -> u64 {
+        if self.io_next < self.io_keys.len() || self.calls.len() > READY_CAPACITY || self.doorbell.knocks() != self.seen_knocks {
+            return k;
+        }
+        let mut last = k + WHEEL as u64 - 1;
+        if !self.mixers.is_empty() || self.closing_count() > 0 {
+            last = last.min(k.div_ceil(SLOTS as u64) * SLOTS as u64);
+        }
+        (k..last).find(|&s| self.wheel[(s % WHEEL as u64) as usize].iter().any(|&(_, due)| due == s)).unwrap_or(last)
     }
 
     /// Visits the calls whose sockets are ready, until none is left or the instant `until`
@@ -295,7 +341,10 @@ impl<C: Clock> Worker<C> {
         // Room for every call in each of the thread's scheduling lists, made now (a call joining
         // allocates anyway) so that no slot's visits ever grow one.
         let calls = self.active();
-        for list in self.wheel.iter_mut().chain([&mut self.visit_now, &mut self.ready_now, &mut self.to_send]) {
+        for list in &mut self.wheel {
+            list.reserve(calls.saturating_sub(list.len()));
+        }
+        for list in [&mut self.visit_now, &mut self.ready_now, &mut self.to_send] {
             list.reserve(calls.saturating_sub(list.len()));
         }
         if self.sends.is_some() {
@@ -340,6 +389,7 @@ impl<C: Clock> Worker<C> {
             None => latest,
         }
         .clamp(current + 1, latest);
+        self.soonest = self.soonest.min(slot);
         let Worker { calls, wheel, .. } = self;
         if let Some(call) = calls[index].as_mut() {
             if call.due_slot > current {
@@ -352,12 +402,12 @@ impl<C: Clock> Worker<C> {
                 // list outgrows the room made for every call (a search, only when a deadline
                 // moves closer).
                 let listed = &mut wheel[(call.due_slot % WHEEL as u64) as usize];
-                if let Some(at) = listed.iter().position(|&i| i == index) {
+                if let Some(at) = listed.iter().position(|&(i, _)| i == index) {
                     listed.swap_remove(at);
                 }
             }
             call.due_slot = slot;
-            wheel[(slot % WHEEL as u64) as usize].push(index);
+            wheel[(slot % WHEEL as u64) as usize].push((index, slot));
         }
     }
 

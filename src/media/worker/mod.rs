@@ -1,10 +1,12 @@
 //! One media thread: the calls it hosts, each visited when it has something to do.
 //!
 //! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
-//! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot;
-//! the first socket to become readable before it is visited at once, stamped with the instant the
-//! thread woke, and those that become readable later in the slot are collected at the slot (so a
-//! busy thread wakes twice a slot, not once per frame). Socket work never holds up a slot: it stops
+//! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot
+//! that has something due (a slot with nothing due is not woken for: a thread whose calls are
+//! served by their frames sleeps between them); a socket that becomes readable meanwhile is
+//! visited at once, stamped with the instant the thread woke. A busy thread (256 calls or more)
+//! collects the sockets that become readable after such a visit at the end of the slot instead
+//! (so it wakes twice a slot, not once per frame). Socket work never holds up a slot: it stops
 //! when the slot's instant comes, and what is left is visited after the slot's due calls. At a
 //! visit the endpoint reads the frames and hands them to the session, the session runs a pass for
 //! each frame of the caller's timeline that is ready, and what the pacer releases goes back out
@@ -12,11 +14,13 @@
 //! frame's pass therefore runs within a slot of its arrival, at once when the thread is idle, on
 //! the thread that read it.
 //!
-//! At each slot the thread also visits the calls that are due: those marked ready by their call
-//! task (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next
-//! deadline (a wall tick, the end of a late frame's wait for what follows it, pause silence, an
-//! edge limit) falls in the slot of a 32 ms deadline wheel, which also visits every call at
-//! least once a turn.
+//! At each slot the thread visits the calls that are due: those marked ready by their call task
+//! (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next deadline
+//! (a wall tick, the end of a late frame's wait for what follows it, pause silence, an edge
+//! limit) falls in the slot of a 32 ms deadline wheel, which also visits every call at least
+//! once a turn. What other threads hand this one (a call, a command, a ready mark) rings its
+//! [`Doorbell`], which ends a wait past the next slot: it is taken at the next slot, as if the
+//! thread had woken for every slot.
 //!
 //! If the thread wakes late, the visit makes up everything at once: each session runs every
 //! wall tick it missed (up to its `max_catchup`) and every frame that arrived meanwhile.
@@ -42,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use super::clock::{Clock, grid_instant};
 use super::link::ReadyMap;
-use super::poller::Poller;
+use super::poller::{Doorbell, Poller};
 use super::sends::{Outgoing, Sends};
 use crate::processor::Mixer;
 use crate::protocol::FRAME_DURATION;
@@ -63,6 +67,13 @@ const WHEEL: usize = 32;
 /// slot.
 const READY_CAPACITY: usize = 1 << 16;
 
+/// Calls from which a thread collects the sockets that become readable later in a slot at the
+/// slot's end instead of waking for each (about 13 frames a slot, at 20 ms frames). Below it,
+/// each frame is served as it arrives: at 250 calls a thread (500 on two), that cost the same
+/// CPU and took the echo round trip's p99 under 1 ms; at 500 a thread, waking for each frame
+/// cost 17 % more CPU than collecting them (BENCHMARKS.md, "Slots with nothing due").
+const BATCH_FROM: usize = 256;
+
 /// Sockets one wait takes from the poller (the rest stay ready in the poller for the next).
 const IO_BATCH: usize = 128;
 
@@ -79,8 +90,16 @@ pub(crate) struct Worker<C: Clock> {
     /// Boxed: a slot of the list is a pointer, whatever the capacity it has grown to.
     calls: Vec<Option<Box<MediaCall>>>,
     free: Vec<usize>,
-    /// Calls by the slot of their next deadline.
-    wheel: Vec<Vec<usize>>,
+    /// Calls by the slot of their next deadline: each entry is a call's index and the slot it
+    /// was listed for (an entry whose call has since moved is dropped when its slot runs).
+    wheel: Vec<Vec<(usize, u64)>>,
+    /// The first slot with something due, as known while waiting for it (visits during the
+    /// wait can bring it sooner).
+    soonest: u64,
+    /// Rung by the threads that hand this one calls, commands and ready marks.
+    doorbell: Arc<Doorbell>,
+    /// The doorbell's knocks when the thread last looked at what it was handed.
+    seen_knocks: u64,
     /// Calls their call tasks have handed something since the last slot.
     ready: Arc<ReadyMap>,
     /// Indices taken from `ready` (kept to reuse its allocation).
@@ -120,6 +139,7 @@ impl<C: Clock> Worker<C> {
         max_catchup: Duration,
     ) -> std::io::Result<Self> {
         let epoch = clock.now();
+        let doorbell = Arc::new(Doorbell::new()?);
         Ok(Worker {
             clock,
             commands,
@@ -130,14 +150,17 @@ impl<C: Clock> Worker<C> {
             calls: Vec::new(),
             free: Vec::new(),
             wheel: vec![Vec::new(); WHEEL],
-            ready: Arc::new(ReadyMap::new(READY_CAPACITY)),
+            soonest: 0,
+            ready: Arc::new(ReadyMap::new(READY_CAPACITY, doorbell.clone())),
             ready_now: Vec::new(),
             visit_now: Vec::new(),
             mixers: Vec::new(),
             mixed_cycle: u64::MAX,
             epoch,
             next: 0,
-            poller: Poller::new(IO_BATCH)?,
+            poller: Poller::new(IO_BATCH, doorbell.clone())?,
+            doorbell,
+            seen_knocks: 0,
             watched: 0,
             io_keys: Vec::with_capacity(IO_BATCH),
             io_next: 0,
@@ -199,21 +222,35 @@ impl<C: Clock> Worker<C> {
         }
     }
 
-    /// Waits for the next slot, visiting the sockets that become readable meanwhile, then
-    /// visits every call due in the slot.
+    /// The thread that runs this worker: what rings its doorbell ends a wait that would go past
+    /// its next slot.
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        self.doorbell.clone()
+    }
+
+    /// Waits for the next slot with something due, visiting the sockets that become readable
+    /// meanwhile, then visits every call due by then. Slots with nothing due are not woken for
+    /// (with sockets to watch; without, every slot is).
     fn run_next_slot(&mut self) {
         let k = self.next;
-        let scheduled = grid_instant(self.epoch, SLOT, k);
-        if self.watched > 0 {
-            self.wait_io(scheduled);
+        let target = if self.watched > 0 {
+            self.soonest = self.busy_slot(k);
+            self.wait_io();
+            self.soonest
         } else {
-            self.clock.sleep_until(scheduled);
-        }
+            self.clock.sleep_until(grid_instant(self.epoch, SLOT, k));
+            k
+        };
+        self.stats.slots.fetch_add(1, Ordering::Relaxed);
+        let scheduled = grid_instant(self.epoch, SLOT, target);
         let now = self.clock.now();
         let late = now.saturating_duration_since(scheduled);
-        let current = self.slot_at(now).max(k);
+        let current = self.slot_at(now).max(target);
+        // What was handed to the thread up to here is taken below (ready marks) or after the
+        // slot (commands); a ring after this keeps the next wait from going past a slot.
+        self.seen_knocks = self.doorbell.knocks();
         if late > self.max_catchup {
-            let skipped_cycles = (current - k) / SLOTS as u64;
+            let skipped_cycles = (current - target) / SLOTS as u64;
             self.stats.skipped_ticks.fetch_add(skipped_cycles * self.active() as u64, Ordering::Relaxed);
         } else {
             self.stats.tick_lateness.record(late);
@@ -233,7 +270,8 @@ impl<C: Clock> Worker<C> {
         }
         let mut woken = false;
         if current - k >= WHEEL as u64 {
-            // Later than the wheel reaches: everyone.
+            // Later than the wheel reaches: everyone (their ready marks with them).
+            self.ready.drain(|_| {});
             for index in 0..self.calls.len() {
                 woken |= self.visit(index, now, current);
             }
@@ -246,7 +284,7 @@ impl<C: Clock> Worker<C> {
                 let pos = (s % WHEEL as u64) as usize;
                 let mut due = std::mem::take(&mut self.wheel[pos]);
                 let calls = &self.calls;
-                due.retain(|&index| match calls.get(index).and_then(Option::as_ref) {
+                due.retain(|&(index, _)| match calls.get(index).and_then(Option::as_ref) {
                     Some(c) if c.due_slot == s => {
                         visit.push(index);
                         false
