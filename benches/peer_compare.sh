@@ -15,7 +15,10 @@
 # echo round trip p50/p99/p99.9 and the loss as the client measured them; then the ratios
 # callpipe/minimal, and across rounds the median and the spread. Loopback only; bounded in calls
 # and time. SERVER_BIN=path serves with that callpipe binary instead (an older build, for a
-# before/after comparison).
+# before/after comparison); BEFORE_BIN=path adds that binary as one more server of each round
+# (`callpipe-before`), so that two builds are compared in one run. The client's own CPU over the
+# same window is printed too (`client`, its kernel share, and `both`: server and client), since
+# on loopback each side's kernel time includes work for the other.
 # LOAD_ARGS adds options to the client for every server, e.g. LOAD_ARGS="--jitter-ms 20" to
 # measure the memory of calls whose buffers have grown to take a jittery network's bunches.
 set -euo pipefail
@@ -49,45 +52,51 @@ measure() { # SERVER ROUND -> one line of figures
   local server=$1 round=$2 port=$((20000 + RANDOM % 20000)) pid
   case "$server" in
     callpipe) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
+    callpipe-before) "$BEFORE_BIN" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
     callpipe-uring) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off --media-io io_uring >"$work/$server.log" 2>&1 & ;;
     minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  local idle peak u0 s0 u1 s1 t0 t1 load
+  local idle peak u0 s0 u1 s1 cu0 cs0 cu1 cs1 t0 t1 load
   settle "$pid"
   idle=$(rss "$pid"); peak=$idle
   nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" ${LOAD_ARGS:-} --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))
-  read -r u0 s0 < <(cpu "$pid"); t0=$(date +%s.%N)
+  read -r u0 s0 < <(cpu "$pid"); read -r cu0 cs0 < <(cpu "$load"); t0=$(date +%s.%N)
   local window=$((seconds - ramp - 3))
   for _ in $(seq $((window * 2))); do
     sleep 0.5
     local now; now=$(rss "$pid"); [ "$now" -gt "$peak" ] && peak=$now
   done
-  read -r u1 s1 < <(cpu "$pid"); t1=$(date +%s.%N)
+  read -r u1 s1 < <(cpu "$pid"); read -r cu1 cs1 < <(cpu "$load"); t1=$(date +%s.%N)
   wait "$load" || true
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$ticks" "$idle" "$peak" <<'PY'
+  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$ticks" "$idle" "$peak" "$cu0" "$cs0" "$cu1" "$cs1" <<'PY'
 import json, sys
-path, server, rnd, calls, u0, s0, u1, s1, t0, t1, hz, idle, peak = sys.argv[1:]
+path, server, rnd, calls, u0, s0, u1, s1, t0, t1, hz, idle, peak, cu0, cs0, cu1, cs1 = sys.argv[1:]
 r = json.load(open(path))
 calls = int(calls); wall = float(t1) - float(t0)
 user = (float(u1) - float(u0)) / float(hz); kernel = (float(s1) - float(s0)) / float(hz); cpu = user + kernel
 per_min = cpu / (calls * wall / 60)
 user_min = user / (calls * wall / 60); kernel_min = kernel / (calls * wall / 60)
+client_user = (float(cu1) - float(cu0)) / float(hz); client_kernel = (float(cs1) - float(cs0)) / float(hz)
+client_min = (client_user + client_kernel) / (calls * wall / 60); client_kernel_min = client_kernel / (calls * wall / 60)
 above = (int(peak) - int(idle)) / 1024
 t = r["totals"]
 print(f"{server:<14} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {user_min:>8.4f} {kernel_min:>8.4f} {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
-      f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5}")
+      f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5} "
+      f"{client_min:>9.4f} {client_kernel_min:>9.4f} {per_min + client_min:>9.4f}")
 PY
 }
 
-servers="callpipe minimal"
-[ "${IO_URING:-1}" = 1 ] && servers="callpipe callpipe-uring minimal"
-printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?"
+servers="callpipe"
+[ -n "${BEFORE_BIN:-}" ] && servers="$servers callpipe-before"
+[ "${IO_URING:-1}" = 1 ] && servers="$servers callpipe-uring"
+servers="$servers minimal"
+printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s %9s %9s %9s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?" "client" "c.kernel" "both"
 : >"$work/lines"
 for round in $(seq "$runs"); do
   for server in $servers; do
@@ -105,12 +114,14 @@ def show(name, server, i, fmt="{:.4f}"):
     print(f"{name:<26} {server} median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
           f"minimal median {fmt.format(statistics.median(b))} ({fmt.format(min(b))}-{fmt.format(max(b))}), "
           f"ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-for server in [s for s in ("callpipe", "callpipe-uring") if col(s, 2)]:
+for server in [s for s in ("callpipe", "callpipe-before", "callpipe-uring") if col(s, 2)]:
     print()
     show("CPU-s per call-minute", server, 2)
     show("  of which user space", server, 4)
     show("  of which kernel", server, 5)
     show("KiB per call above idle", server, 7, "{:.1f}")
+    show("client CPU-s per call-min", server, 14)
+    show("server and client", server, 16)
     show("round trip p50 ms", server, 8, "{:.3f}")
     show("round trip p99 ms", server, 9, "{:.3f}")
     show("round trip p99.9 ms", server, 10, "{:.3f}")
