@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::step::{hand_over_last_events, transmit};
-use super::{BATCH_FROM, CLOSING_KEY, Closing, MediaCall, NewCall, READY_CAPACITY, SLOT, SLOTS, WHEEL, Worker};
+use super::{BATCH_FROM, CLOSING_KEY, Closing, Listed, MediaCall, NewCall, READY_CAPACITY, SLOT, SLOTS, WHEEL, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::endpoint::Endpoint;
 use crate::media::poller::HANGUP;
@@ -81,7 +81,7 @@ impl<C: Clock> Worker<C> {
         if !self.mixers.is_empty() || self.closing_count() > 0 {
             last = last.min(k.div_ceil(SLOTS as u64) * SLOTS as u64);
         }
-        (k..last).find(|&s| self.wheel[(s % WHEEL as u64) as usize].iter().any(|&(_, due)| due == s)).unwrap_or(last)
+        (k..last).find(|&s| self.wheel[(s % WHEEL as u64) as usize].iter().any(|listed| listed.is_for(s))).unwrap_or(last)
     }
 
     /// Visits the calls whose sockets are ready, until none is left or the instant `until`
@@ -402,12 +402,12 @@ impl<C: Clock> Worker<C> {
                 // list outgrows the room made for every call (a search, only when a deadline
                 // moves closer).
                 let listed = &mut wheel[(call.due_slot % WHEEL as u64) as usize];
-                if let Some(at) = listed.iter().position(|&(i, _)| i == index) {
+                if let Some(at) = listed.iter().position(|listed| listed.index() == index) {
                     listed.swap_remove(at);
                 }
             }
             call.due_slot = slot;
-            wheel[(slot % WHEEL as u64) as usize].push((index, slot));
+            wheel[(slot % WHEEL as u64) as usize].push(Listed::new(index, slot));
         }
     }
 

@@ -80,6 +80,30 @@ const IO_BATCH: usize = 128;
 /// Poller keys at and above this are closing connections (below: live calls by index).
 const CLOSING_KEY: usize = 1 << 40;
 
+/// A call's entry on the wheel: its index and the slot it was listed for, in 32 bits each (the
+/// wheel keeps room for every call in each of its lists). An entry lives less than a wheel's
+/// turn, so the slot's low 32 bits tell its slot from any other.
+#[derive(Clone, Copy, Debug)]
+struct Listed {
+    index: u32,
+    slot: u32,
+}
+
+impl Listed {
+    fn new(index: usize, slot: u64) -> Listed {
+        debug_assert!(u32::try_from(index).is_ok(), "a thread holds fewer than 2^32 calls");
+        Listed { index: index as u32, slot: slot as u32 }
+    }
+
+    fn index(self) -> usize {
+        self.index as usize
+    }
+
+    fn is_for(self, slot: u64) -> bool {
+        self.slot == slot as u32
+    }
+}
+
 pub(crate) struct Worker<C: Clock> {
     pub clock: C,
     pub commands: Receiver<Command>,
@@ -90,9 +114,9 @@ pub(crate) struct Worker<C: Clock> {
     /// Boxed: a slot of the list is a pointer, whatever the capacity it has grown to.
     calls: Vec<Option<Box<MediaCall>>>,
     free: Vec<usize>,
-    /// Calls by the slot of their next deadline: each entry is a call's index and the slot it
-    /// was listed for (an entry whose call has since moved is dropped when its slot runs).
-    wheel: Vec<Vec<(usize, u64)>>,
+    /// Calls by the slot of their next deadline (an entry whose call has since moved is dropped
+    /// when its slot runs).
+    wheel: Vec<Vec<Listed>>,
     /// The first slot with something due, as known while waiting for it (visits during the
     /// wait can bring it sooner).
     soonest: u64,
@@ -284,9 +308,9 @@ impl<C: Clock> Worker<C> {
                 let pos = (s % WHEEL as u64) as usize;
                 let mut due = std::mem::take(&mut self.wheel[pos]);
                 let calls = &self.calls;
-                due.retain(|&(index, _)| match calls.get(index).and_then(Option::as_ref) {
+                due.retain(|listed| match calls.get(listed.index()).and_then(Option::as_ref) {
                     Some(c) if c.due_slot == s => {
-                        visit.push(index);
+                        visit.push(listed.index());
                         false
                     }
                     // Due at a later turn of the wheel (scheduled while the thread was late).

@@ -366,14 +366,14 @@ fn a_call_is_listed_once_on_the_wheel_however_its_deadline_moves() {
     let current = worker.slot_at(clock.now());
     let at = |slot: u64| worker.epoch + SLOT * u32::try_from(slot).unwrap();
     let (first, second, third) = (at(current + 15), at(current + 5), at(current + 10));
-    let listed = |worker: &Worker<FakeClock>| worker.wheel.iter().flatten().filter(|&&(i, _)| i == 0).count();
+    let listed = |worker: &Worker<FakeClock>| worker.wheel.iter().flatten().filter(|listed| listed.index() == 0).count();
     worker.schedule(0, current, Some(first));
     // A frame held for its burst window brings the deadline closer...
     worker.schedule(0, current, Some(second));
     assert_eq!(listed(&worker), 1);
     // ...its slot takes it off the wheel for a visit, which puts it back at its wall tick,
     // and another frame brings that closer.
-    worker.wheel[((current + 5) % WHEEL as u64) as usize].retain(|&(i, _)| i != 0);
+    worker.wheel[((current + 5) % WHEEL as u64) as usize].retain(|listed| listed.index() != 0);
     worker.schedule(0, current + 6, Some(first));
     worker.schedule(0, current + 6, Some(third));
     assert_eq!(listed(&worker), 1);
