@@ -3,7 +3,8 @@
 //! threads to end a long wait.
 //!
 //! A wait costs one system call, or two when it has a timeout: the timer is armed (its expiry is
-//! itself an event of the set) and `epoll_wait` blocks until a socket or the timer is ready. A
+//! itself an event of the set) and `epoll_wait` blocks until a socket or the timer is ready (and
+//! a third, a read, when the doorbell rang). A
 //! general-purpose poller also re-arms a notifier for other threads at every wait (three more
 //! calls); here the doorbell costs a system call only when it rings a thread that is parked in a
 //! wait past its next slot (see [`Doorbell`]).

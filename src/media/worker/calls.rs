@@ -57,8 +57,8 @@ pub struct MediaStats {
     pub batched_sends: AtomicU64,
     /// The `io_uring_enter` system calls that carried them.
     pub batch_submits: AtomicU64,
-    /// Slots the threads ran: each a wake-up for the deadlines due in it (a slot with nothing
-    /// due is not woken for).
+    /// Slots the threads ran: each a wake-up for what was due in it (a thread watching sockets
+    /// does not wake for a slot with nothing due).
     pub slots: AtomicU64,
 }
 

@@ -22,13 +22,18 @@ impl<C: Clock> Worker<C> {
     /// from the last slot, then each call whose socket becomes ready, at once. A busy thread
     /// ([`BATCH_FROM`] calls or more) collects the sockets that become ready after such a visit at
     /// the end of its slot, so that it wakes at most twice a slot instead of once per frame.
-    /// A visit can bring the slot sooner (a deadline in the next slot), and so can a ring of the
+    /// A visit can bring the slot sooner (a deadline it sets), and so can a ring of the
     /// doorbell (the next slot then takes what was handed to the thread). A wait past the next
     /// slot parks the thread so that a ring can end it. No socket's visit starts at or after
     /// the slot's instant: the slot comes first.
     pub(super) fn wait_io(&mut self) {
         let mut parked = false;
         loop {
+            if self.doorbell.knocks() != self.seen_knocks {
+                // Something was handed to the thread (or it marked a call itself): the next slot
+                // takes it.
+                self.soonest = self.soonest.min(self.slot_at(self.clock.now()) + 1);
+            }
             let until = grid_instant(self.epoch, SLOT, self.soonest);
             if !self.visit_pending(until) {
                 break;
@@ -46,10 +51,6 @@ impl<C: Clock> Worker<C> {
                 }
             }
             let ready = self.take_ready(Some(until - now));
-            let now = self.clock.now();
-            if self.doorbell.knocks() != self.seen_knocks {
-                self.soonest = self.soonest.min(self.slot_at(now) + 1);
-            }
             if ready > 0 && self.active() >= BATCH_FROM {
                 let until = grid_instant(self.epoch, SLOT, self.soonest);
                 if !self.visit_pending(until) {
@@ -393,14 +394,13 @@ impl<C: Clock> Worker<C> {
         let Worker { calls, wheel, .. } = self;
         if let Some(call) = calls[index].as_mut() {
             if call.due_slot > current {
-                if call.due_slot <= slot {
-                    // Already due as soon as this or sooner: a visit before a deadline is
-                    // harmless, and an entry per visit would fill the wheel with stale ones.
+                if call.due_slot == slot {
                     return;
                 }
-                // Due sooner now: its later entry goes, so that a call is listed once and no
-                // list outgrows the room made for every call (a search, only when a deadline
-                // moves closer).
+                // Its entry moves with the deadline, so that a call is listed once (no list
+                // outgrows the room made for every call) and the thread does not wake for a
+                // deadline that has moved on: a caller frame that arrives in time moves the
+                // call's wall tick a frame later at each visit (a search of one list).
                 let listed = &mut wheel[(call.due_slot % WHEEL as u64) as usize];
                 if let Some(at) = listed.iter().position(|listed| listed.index() == index) {
                     listed.swap_remove(at);

@@ -81,8 +81,8 @@ const IO_BATCH: usize = 128;
 const CLOSING_KEY: usize = 1 << 40;
 
 /// A call's entry on the wheel: its index and the slot it was listed for, in 32 bits each (the
-/// wheel keeps room for every call in each of its lists). An entry lives less than a wheel's
-/// turn, so the slot's low 32 bits tell its slot from any other.
+/// wheel keeps room for every call in each of its lists). Entries are taken or dropped within a
+/// few turns of the wheel, so the slot's low 32 bits tell its slot from any other.
 #[derive(Clone, Copy, Debug)]
 struct Listed {
     index: u32,
@@ -114,8 +114,9 @@ pub(crate) struct Worker<C: Clock> {
     /// Boxed: a slot of the list is a pointer, whatever the capacity it has grown to.
     calls: Vec<Option<Box<MediaCall>>>,
     free: Vec<usize>,
-    /// Calls by the slot of their next deadline (an entry whose call has since moved is dropped
-    /// when its slot runs).
+    /// Calls by the slot of their next deadline. A call's entry moves when its deadline does; an
+    /// entry left behind (its call gone, or visited after its slot had passed) is dropped when
+    /// its slot runs.
     wheel: Vec<Vec<Listed>>,
     /// The first slot with something due, as known while waiting for it (visits during the
     /// wait can bring it sooner).
@@ -293,7 +294,7 @@ impl<C: Clock> Worker<C> {
             self.run_mixers();
         }
         let mut woken = false;
-        if current - k >= WHEEL as u64 {
+        if current - target >= WHEEL as u64 {
             // Later than the wheel reaches: everyone (their ready marks with them).
             self.ready.drain(|_| {});
             for index in 0..self.calls.len() {

@@ -377,8 +377,9 @@ fn a_call_is_listed_once_on_the_wheel_however_its_deadline_moves() {
     worker.schedule(0, current + 6, Some(first));
     worker.schedule(0, current + 6, Some(third));
     assert_eq!(listed(&worker), 1);
-    // A later deadline keeps the sooner entry: a visit before a deadline is harmless.
+    // A later deadline moves the entry too: the thread does not wake for the one that has gone.
     worker.schedule(0, current + 6, Some(first));
     assert_eq!(listed(&worker), 1);
-    assert_eq!(worker.calls[0].as_ref().unwrap().due_slot, current + 10);
+    assert_eq!(worker.calls[0].as_ref().unwrap().due_slot, current + 15);
+    assert!(worker.wheel[((current + 10) % WHEEL as u64) as usize].is_empty());
 }
