@@ -69,9 +69,9 @@ const READY_CAPACITY: usize = 1 << 16;
 
 /// Calls from which a thread collects the sockets that become readable later in a slot at the
 /// slot's end instead of waking for each (about 13 frames a slot, at 20 ms frames). Below it,
-/// each frame is served as it arrives: at 250 calls a thread (500 on two), that cost the same
-/// CPU and took the echo round trip's p99 under 1 ms; at 500 a thread, waking for each frame
-/// cost 17 % more CPU than collecting them (BENCHMARKS.md, "Slots with nothing due").
+/// each frame is served as it arrives, sooner and, at these rates, for no more CPU; well above
+/// it (500 calls a thread, in the runs that set this bound), a wake-up per frame cost more CPU
+/// than one or two a slot.
 const BATCH_FROM: usize = 256;
 
 /// Sockets one wait takes from the poller (the rest stay ready in the poller for the next).
