@@ -36,6 +36,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// are dropped (and counted) instead of queued: memory stays bounded whatever the server does.
 const MAX_SEND_BACKLOG: usize = 64 * 1024;
 
+/// The slot a new call sends in: the one with the fewest calls, the soonest from `next` among
+/// those. A platform's calls start at independent instants, so their frames are spread over the
+/// 20 ms; calls started on a regular ramp are not (500 calls over 5 s start 10 ms apart and
+/// would all send in two slots), and the bursts that made would be the client's, not the
+/// server's: they delayed the client's own sends by a millisecond at the median and put that
+/// into every round trip it measured.
+fn least_loaded(slots: &[Vec<usize>], next: usize) -> usize {
+    (0..slots.len()).map(|i| (next + i) % slots.len()).min_by_key(|&slot| slots[slot].len()).unwrap_or(0)
+}
+
 /// One call on a driver: its socket, its state machine and what waits to be written.
 struct Conn {
     index: usize,
@@ -175,7 +185,8 @@ impl Driver {
         let mut parser = Parser::new(Role::Client, 16 * 1024, self.max_message);
         parser.push(&leftover);
         let call = PlatformCall::new(self.plan.clone(), self.epoch);
-        let slot = ((now + SLOT).saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as usize % SLOTS;
+        let next = ((now + SLOT).saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as usize % SLOTS;
+        let slot = least_loaded(&self.slots, next);
         let mut conn = Conn {
             index,
             stream,
@@ -274,5 +285,34 @@ impl Driver {
             self.free.push(key);
             self.progress.ended.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_started_in_step_with_the_frame_are_spread_over_the_slots() {
+        // 500 calls over a 5 s ramp start 10 ms apart: by their start instant they would all
+        // fall in slots 0 and 10.
+        let mut slots = vec![Vec::new(); SLOTS];
+        for call in 0..500 {
+            let next = (call * 10) % SLOTS;
+            let slot = least_loaded(&slots, next);
+            slots[slot].push(call);
+        }
+        assert!(slots.iter().all(|s| s.len() == 25), "{:?}", slots.iter().map(Vec::len).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_call_sends_in_the_next_slot_when_the_slots_are_even() {
+        let mut slots = vec![Vec::new(); SLOTS];
+        assert_eq!(least_loaded(&slots, 7), 7);
+        slots[7].push(0);
+        assert_eq!(least_loaded(&slots, 7), 8);
+        assert_eq!(least_loaded(&slots, 19), 19);
+        slots[19].push(1);
+        assert_eq!(least_loaded(&slots, 19), 0);
     }
 }
