@@ -12,7 +12,8 @@
 # call-minute (its own utime+stime from /proc over the steady window: after the ramp, before
 # the hang-ups; split into user space and kernel), its RSS above the idle process (taken once
 # the RSS has held still for 1 s after start-up; peak sampled every 0.5 s) and per call, the
-# echo round trip p50/p99/p99.9 and the loss as the client measured them; then the ratios
+# echo round trip p50/p99/p99.9 and the loss as the client measured them, and how often its
+# threads went to sleep and were woken per frame received (`wakes/f`); then the ratios
 # callpipe/minimal, and across rounds the median and the spread. Loopback only; bounded in calls
 # and time. SERVER_BIN=path serves with that callpipe binary instead (an older build, for a
 # before/after comparison); BEFORE_BIN=path adds that binary as one more server of each round
@@ -35,6 +36,10 @@ trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# The times PID's threads went to sleep and were woken (voluntary context switches, summed over
+# its threads): on a virtual machine a wake-up costs a thread tens of microseconds of CPU
+# (benches/wake_cost.c), so this explains CPU that the system calls alone do not.
+wakes() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n + 0}'; }
 # Waits until PID's RSS has held still for 1 s, at most 10 s: the port accepts connections as
 # soon as it is bound, before the server has finished starting (callpipe starts its media
 # threads after binding), and an idle figure taken then was up to 3.8 MB low.
@@ -58,25 +63,25 @@ measure() { # SERVER ROUND -> one line of figures
   esac
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  local idle peak u0 s0 u1 s1 cu0 cs0 cu1 cs1 t0 t1 load
+  local idle peak u0 s0 u1 s1 cu0 cs0 cu1 cs1 w0 w1 t0 t1 load
   settle "$pid"
   idle=$(rss "$pid"); peak=$idle
   nice -n 10 "$release/callpipe" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" ${LOAD_ARGS:-} --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))
-  read -r u0 s0 < <(cpu "$pid"); read -r cu0 cs0 < <(cpu "$load"); t0=$(date +%s.%N)
+  read -r u0 s0 < <(cpu "$pid"); read -r cu0 cs0 < <(cpu "$load"); w0=$(wakes "$pid"); t0=$(date +%s.%N)
   local window=$((seconds - ramp - 3))
   for _ in $(seq $((window * 2))); do
     sleep 0.5
     local now; now=$(rss "$pid"); [ "$now" -gt "$peak" ] && peak=$now
   done
-  read -r u1 s1 < <(cpu "$pid"); read -r cu1 cs1 < <(cpu "$load"); t1=$(date +%s.%N)
+  read -r u1 s1 < <(cpu "$pid"); read -r cu1 cs1 < <(cpu "$load"); w1=$(wakes "$pid"); t1=$(date +%s.%N)
   wait "$load" || true
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$ticks" "$idle" "$peak" "$cu0" "$cs0" "$cu1" "$cs1" <<'PY'
+  python3 - "$work/$server-$round.json" "$server" "$round" "$calls" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$ticks" "$idle" "$peak" "$cu0" "$cs0" "$cu1" "$cs1" "$w0" "$w1" <<'PY'
 import json, sys
-path, server, rnd, calls, u0, s0, u1, s1, t0, t1, hz, idle, peak, cu0, cs0, cu1, cs1 = sys.argv[1:]
+path, server, rnd, calls, u0, s0, u1, s1, t0, t1, hz, idle, peak, cu0, cs0, cu1, cs1, w0, w1 = sys.argv[1:]
 r = json.load(open(path))
 calls = int(calls); wall = float(t1) - float(t0)
 user = (float(u1) - float(u0)) / float(hz); kernel = (float(s1) - float(s0)) / float(hz); cpu = user + kernel
@@ -85,10 +90,11 @@ user_min = user / (calls * wall / 60); kernel_min = kernel / (calls * wall / 60)
 client_user = (float(cu1) - float(cu0)) / float(hz); client_kernel = (float(cs1) - float(cs0)) / float(hz)
 client_min = (client_user + client_kernel) / (calls * wall / 60); client_kernel_min = client_kernel / (calls * wall / 60)
 above = (int(peak) - int(idle)) / 1024
+wakes_per_frame = (int(w1) - int(w0)) / (calls * wall * 50)  # 50 frames a second each way
 t = r["totals"]
 print(f"{server:<14} {rnd:>5} {per_min:>9.4f} {100 * cpu / wall:>6.1f}% {user_min:>8.4f} {kernel_min:>8.4f} {above:>8.1f} {(int(peak) - int(idle)) / calls:>17.1f} "
       f"{r['rtt']['p50']:>7.3f} {r['rtt']['p99']:>7.3f} {r['rtt']['p999']:>7.3f} {t['lost']:>6} {t['frames_sent']:>9} {'yes' if r['client_saturated'] else 'no':>5} "
-      f"{client_min:>9.4f} {client_kernel_min:>9.4f} {per_min + client_min:>9.4f}")
+      f"{client_min:>9.4f} {client_kernel_min:>9.4f} {per_min + client_min:>9.4f} {wakes_per_frame:>7.3f}")
 PY
 }
 
@@ -96,7 +102,7 @@ servers="callpipe"
 [ -n "${BEFORE_BIN:-}" ] && servers="$servers callpipe-before"
 [ "${IO_URING:-1}" = 1 ] && servers="$servers callpipe-uring"
 servers="$servers minimal"
-printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s %9s %9s %9s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?" "client" "c.kernel" "both"
+printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s %9s %9s %9s %7s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?" "client" "c.kernel" "both" "wakes/f"
 : >"$work/lines"
 for round in $(seq "$runs"); do
   for server in $servers; do
@@ -122,6 +128,7 @@ for server in [s for s in ("callpipe", "callpipe-before", "callpipe-uring") if c
     show("KiB per call above idle", server, 7, "{:.1f}")
     show("client CPU-s per call-min", server, 14)
     show("server and client", server, 16)
+    show("wake-ups per frame", server, 17, "{:.3f}")
     show("round trip p50 ms", server, 8, "{:.3f}")
     show("round trip p99 ms", server, 9, "{:.3f}")
     show("round trip p99.9 ms", server, 10, "{:.3f}")
