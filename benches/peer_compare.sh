@@ -18,7 +18,8 @@
 # and time. SERVER_BIN=path serves with that callpipe binary instead (an older build, for a
 # before/after comparison); BEFORE_BIN=path adds that binary as one more server of each round
 # (`callpipe-before`), so that two builds are compared in one run; CLIENT_BIN=path loads them with
-# that build's `callpipe load` instead. The client's own CPU over the
+# that build's `callpipe load` instead; CLIENT_NICE=N runs the client at that nice level instead
+# of 10 (0: the client competes for the cores on equal terms). The client's own CPU over the
 # same window is printed too (`client`, its kernel share, and `both`: server and client), since
 # on loopback each side's kernel time includes work for the other.
 # LOAD_ARGS adds options to the client for every server, e.g. LOAD_ARGS="--jitter-ms 20" to
@@ -67,7 +68,7 @@ measure() { # SERVER ROUND -> one line of figures
   local idle peak u0 s0 u1 s1 cu0 cs0 cu1 cs1 w0 w1 t0 t1 load
   settle "$pid"
   idle=$(rss "$pid"); peak=$idle
-  nice -n 10 "${CLIENT_BIN:-$release/callpipe}" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
+  nice -n "${CLIENT_NICE:-10}" "${CLIENT_BIN:-$release/callpipe}" load "ws://127.0.0.1:$port/echo" --calls "$calls" --ramp "$ramp" \
     --duration "$seconds" --rate "$rate" ${LOAD_ARGS:-} --report "$work/$server-$round.json" >"$work/$server-$round.out" 2>&1 &
   load=$!
   sleep $((ramp + 1))

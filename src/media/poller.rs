@@ -15,6 +15,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -98,14 +99,14 @@ impl Doorbell {
 pub(crate) struct Poller {
     epoll: OwnedFd,
     timer: OwnedFd,
-    doorbell: std::sync::Arc<Doorbell>,
+    doorbell: Arc<Doorbell>,
     batch: usize,
 }
 
 impl Poller {
     /// A poller that reports at most `batch` (up to [`MAX_BATCH`]) sockets per wait (the rest
     /// stay ready for the next), and ends a wait when `doorbell` rings while parked.
-    pub fn new(batch: usize, doorbell: std::sync::Arc<Doorbell>) -> io::Result<Poller> {
+    pub fn new(batch: usize, doorbell: Arc<Doorbell>) -> io::Result<Poller> {
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
         let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &timer, EventData::new_u64(TIMER), EventFlags::IN | EventFlags::ET)?;
@@ -176,7 +177,7 @@ pub(crate) mod tests {
     use std::time::Instant;
 
     fn poller(batch: usize) -> Poller {
-        Poller::new(batch, std::sync::Arc::new(Doorbell::new().unwrap())).unwrap()
+        Poller::new(batch, Arc::new(Doorbell::new().unwrap())).unwrap()
     }
 
     /// A connected pair over loopback: the client (blocking), and the server's end
@@ -257,7 +258,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_ring_ends_a_parked_wait_and_only_a_parked_one() {
-        let bell = std::sync::Arc::new(Doorbell::new().unwrap());
+        let bell = Arc::new(Doorbell::new().unwrap());
         let poller = Poller::new(8, bell.clone()).unwrap();
         let mut keys = Vec::new();
         // Parked: a ring from another thread ends a long wait, and reports no socket.
