@@ -40,8 +40,8 @@ const MAX_SEND_BACKLOG: usize = 64 * 1024;
 /// those. A platform's calls start at independent instants, so their frames are spread over the
 /// 20 ms; calls started on a regular ramp are not (500 calls over 5 s start 10 ms apart and
 /// would all send in two slots), and the bursts that made would be the client's, not the
-/// server's: they delayed the client's own sends by a millisecond at the median and put that
-/// into every round trip it measured.
+/// server's: they held up the client's own sends and reads, and that went into every round
+/// trip it measured (BENCHMARKS.md, the minimal-echo comparison).
 fn least_loaded(slots: &[Vec<usize>], next: usize) -> usize {
     (0..slots.len()).map(|i| (next + i) % slots.len()).min_by_key(|&slot| slots[slot].len()).unwrap_or(0)
 }
