@@ -36,14 +36,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// are dropped (and counted) instead of queued: memory stays bounded whatever the server does.
 const MAX_SEND_BACKLOG: usize = 64 * 1024;
 
-/// The slot a new call sends in: the one with the fewest calls, the soonest from `next` among
-/// those. A platform's calls start at independent instants, so their frames are spread over the
+/// The slot a new call sends in: the one with the fewest calls among the `count` slots from
+/// `next` on (the soonest of those). A platform's calls start at independent instants, so their frames are spread over the
 /// 20 ms; calls started on a regular ramp are not (500 calls over 5 s start 10 ms apart and
 /// would all send in two slots), and the bursts that made would be the client's, not the
 /// server's: they held up the client's own sends and reads, and that went into every round
 /// trip it measured (BENCHMARKS.md, the minimal-echo comparison).
-fn least_loaded(slots: &[Vec<usize>], next: usize) -> usize {
-    (0..slots.len()).map(|i| (next + i) % slots.len()).min_by_key(|&slot| slots[slot].len()).unwrap_or(0)
+fn least_loaded(slots: &[Vec<usize>], next: usize, count: usize) -> usize {
+    (0..count.clamp(1, slots.len())).map(|i| (next + i) % slots.len()).min_by_key(|&slot| slots[slot].len()).unwrap_or(next)
 }
 
 /// One call on a driver: its socket, its state machine and what waits to be written.
@@ -185,8 +185,11 @@ impl Driver {
         let mut parser = Parser::new(Role::Client, 16 * 1024, self.max_message);
         parser.push(&leftover);
         let call = PlatformCall::new(self.plan.clone(), self.epoch);
-        let next = ((now + SLOT).saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as usize % SLOTS;
-        let slot = least_loaded(&self.slots, next);
+        // The wheel runs slots from `next_slot` on: one whose turn is at or before now (the
+        // driver woke late) would tick the call at an instant before it was added.
+        let now_slot = (now.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as u64;
+        let passed = usize::try_from((now_slot + 1).saturating_sub(self.next_slot)).unwrap_or(SLOTS);
+        let slot = least_loaded(&self.slots, ((now_slot + 1) % SLOTS as u64) as usize, SLOTS.saturating_sub(passed));
         let mut conn = Conn {
             index,
             stream,
@@ -299,7 +302,7 @@ mod tests {
         let mut slots = vec![Vec::new(); SLOTS];
         for call in 0..500 {
             let next = (call * 10) % SLOTS;
-            let slot = least_loaded(&slots, next);
+            let slot = least_loaded(&slots, next, SLOTS);
             slots[slot].push(call);
         }
         assert!(slots.iter().all(|s| s.len() == 25), "{:?}", slots.iter().map(Vec::len).collect::<Vec<_>>());
@@ -308,11 +311,24 @@ mod tests {
     #[test]
     fn a_call_sends_in_the_next_slot_when_the_slots_are_even() {
         let mut slots = vec![Vec::new(); SLOTS];
-        assert_eq!(least_loaded(&slots, 7), 7);
+        assert_eq!(least_loaded(&slots, 7, SLOTS), 7);
         slots[7].push(0);
-        assert_eq!(least_loaded(&slots, 7), 8);
-        assert_eq!(least_loaded(&slots, 19), 19);
+        assert_eq!(least_loaded(&slots, 7, SLOTS), 8);
+        assert_eq!(least_loaded(&slots, 19, SLOTS), 19);
         slots[19].push(1);
-        assert_eq!(least_loaded(&slots, 19), 0);
+        assert_eq!(least_loaded(&slots, 19, SLOTS), 0);
+    }
+
+    #[test]
+    fn a_slot_whose_turn_has_passed_is_not_chosen() {
+        // Every slot has a call but 5 and 6, and the wheel has already passed them: a driver
+        // that woke 2 ms late looks at the 18 slots from 7 on only.
+        let mut slots = vec![vec![0]; SLOTS];
+        slots[5].clear();
+        slots[6].clear();
+        assert_eq!(least_loaded(&slots, 7, SLOTS - 2), 7);
+        assert_eq!(least_loaded(&slots, 7, SLOTS), 5);
+        // More than a cycle late: the next slot, as before.
+        assert_eq!(least_loaded(&slots, 7, 0), 7);
     }
 }
