@@ -80,30 +80,6 @@ const IO_BATCH: usize = 128;
 /// Poller keys at and above this are closing connections (below: live calls by index).
 const CLOSING_KEY: usize = 1 << 40;
 
-/// A call's entry on the wheel: its index and the slot it was listed for, in 32 bits each (the
-/// wheel keeps room for every call in each of its lists). Entries are taken or dropped within a
-/// few turns of the wheel, so the slot's low 32 bits tell its slot from any other.
-#[derive(Clone, Copy, Debug)]
-struct Listed {
-    index: u32,
-    slot: u32,
-}
-
-impl Listed {
-    fn new(index: usize, slot: u64) -> Listed {
-        debug_assert!(u32::try_from(index).is_ok(), "a thread holds fewer than 2^32 calls");
-        Listed { index: index as u32, slot: slot as u32 }
-    }
-
-    fn index(self) -> usize {
-        self.index as usize
-    }
-
-    fn is_for(self, slot: u64) -> bool {
-        self.slot == slot as u32
-    }
-}
-
 pub(crate) struct Worker<C: Clock> {
     pub clock: C,
     pub commands: Receiver<Command>,
@@ -305,21 +281,7 @@ impl<C: Clock> Worker<C> {
             // a visit's new entry is never swept up with a slot drained after it), then those
             // their call tasks marked ready.
             let mut visit = std::mem::take(&mut self.visit_now);
-            for s in k..=current {
-                let pos = (s % WHEEL as u64) as usize;
-                let mut due = std::mem::take(&mut self.wheel[pos]);
-                let calls = &self.calls;
-                due.retain(|listed| match calls.get(listed.index()).and_then(Option::as_ref) {
-                    Some(c) if c.due_slot == s => {
-                        visit.push(listed.index());
-                        false
-                    }
-                    // Due at a later turn of the wheel (scheduled while the thread was late).
-                    Some(c) => c.due_slot > s && c.due_slot % WHEEL as u64 == pos as u64,
-                    None => false,
-                });
-                self.wheel[pos] = due;
-            }
+            self.take_due(k, current, &mut visit);
             for &index in &visit {
                 woken |= self.visit(index, now, current);
             }
@@ -409,11 +371,14 @@ impl<C: Clock> Worker<C> {
 
 mod calls;
 mod io;
+mod members;
 mod step;
+mod wheel;
 
 use calls::{Closing, MediaCall};
 pub(crate) use calls::{Command, RelayFeed};
 pub use calls::{MediaStats, NewCall};
+use wheel::Listed;
 
 pub use step::step;
 use step::{hand_over_last_events, transmit, wake};
