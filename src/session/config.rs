@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use super::TimelineConfig;
-
 /// Per-call limits of the media path. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -32,5 +30,25 @@ impl Default for SessionConfig {
             timeline: TimelineConfig::default(),
             max_catchup: Duration::from_millis(200),
         }
+    }
+}
+
+/// The caller-timeline rules of one call. Every field has a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineConfig {
+    /// Lateness that is only network jitter: a frame up to this late never ends a pause.
+    /// Default 100 ms.
+    pub jitter: Duration,
+    /// How long past its due instant a missing frame is waited for before silence passes run
+    /// (the platform is taken to have paused). Default 1 s: a 300 ms TCP stall (or a 900 ms
+    /// one) loses nothing and adds no silence.
+    pub max_wait: Duration,
+    /// A frame later than this (after the rules above) is dropped and counted. Default 5 s.
+    pub max_backlog: Duration,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> TimelineConfig {
+        TimelineConfig { jitter: Duration::from_millis(100), max_wait: Duration::from_secs(1), max_backlog: Duration::from_secs(5) }
     }
 }
