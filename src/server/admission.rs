@@ -20,7 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::call_task::{CallEvents, CallTask};
+use super::call_events::CallEvents;
+use super::call_task::CallTask;
 use super::calls::{COMMAND_QUEUE, LiveCall};
 use super::endpoint::{LINGER, SocketEndpoint, rejection_for};
 use super::tls::{self, ServerStream};

@@ -9,6 +9,7 @@
 //! that connection only. Media work happens on the media threads, never on the runtime.
 
 mod admission;
+mod call_events;
 mod call_task;
 mod calls;
 mod control;
