@@ -132,7 +132,7 @@ impl Driver {
             while !holding && self.slots[(due % SLOTS as u64) as usize].is_empty() && due < self.next_slot + SLOTS as u64 {
                 due += 1;
             }
-            let slot_at = self.epoch + SLOT * u32::try_from(due).unwrap_or(u32::MAX);
+            let slot_at = self.slot_start(due);
             events.clear();
             if self.active() == 0 {
                 let _ = self.poller.wait(&mut events, Some(Duration::from_millis(50)));
@@ -187,7 +187,7 @@ impl Driver {
         let call = PlatformCall::new(self.plan.clone(), self.epoch);
         // The wheel runs slots from `next_slot` on: one whose turn is at or before now (the
         // driver woke late) would tick the call at an instant before it was added.
-        let now_slot = (now.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as u64;
+        let now_slot = self.slot_of(now);
         let passed = usize::try_from((now_slot + 1).saturating_sub(self.next_slot)).unwrap_or(SLOTS);
         let slot = least_loaded(&self.slots, ((now_slot + 1) % SLOTS as u64) as usize, SLOTS.saturating_sub(passed));
         let mut conn = Conn {
@@ -219,16 +219,26 @@ impl Driver {
         self.read_messages(key, now);
     }
 
+    /// The slot (counted from the epoch) that the instant `t` falls in.
+    fn slot_of(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant slot `n` begins.
+    fn slot_start(&self, n: u64) -> Instant {
+        self.epoch + SLOT * u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     fn run_due_slots(&mut self) {
         let now = Instant::now();
-        let current = (now.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()) as u64;
+        let current = self.slot_of(now);
         if current > self.next_slot + 200 {
             // More than 200 ms behind: the machine is saturated. Skip rather than burst; the
             // send lateness histogram shows it.
             self.next_slot = current;
         }
         while self.next_slot <= current {
-            let scheduled = self.epoch + SLOT * u32::try_from(self.next_slot).unwrap_or(u32::MAX);
+            let scheduled = self.slot_start(self.next_slot);
             let slot = (self.next_slot % SLOTS as u64) as usize;
             for i in 0..self.slots[slot].len() {
                 let key = self.slots[slot][i];
