@@ -2,22 +2,29 @@
 //! timer for waits that end at an instant finer than a millisecond, and a [`Doorbell`] for other
 //! threads to end a long wait.
 //!
-//! A wait costs one system call, or two when it has a timeout: the timer is armed (its expiry is
-//! itself an event of the set) and `epoll_wait` blocks until a socket or the timer is ready (and
-//! a third, a read, when the doorbell rang). A
+//! A wait costs one system call, or two when it has a timeout that the armed timer does not
+//! already cover: the timer is armed (its expiry is itself an event of the set) and
+//! `epoll_wait` blocks until a socket or the timer is ready (and a third, a read, when the
+//! doorbell rang). A timer armed for sooner than a wait's timeout, and not yet expired, is kept:
+//! that wait may end early, with nothing ready, and the next one arms the timer again. A media
+//! thread's deadlines mostly move later (each frame that arrives moves its call's), so this
+//! arms the timer about once per expiry instead of before nearly every wait; re-arming it at
+//! each wait cost callpipe's `/echo` a fifth of its CPU at 500 calls (BENCHMARKS.md). A
 //! general-purpose poller also re-arms a notifier for other threads at every wait (three more
 //! calls); here the doorbell costs a system call only when it rings a thread that is parked in a
 //! wait past its next slot (see [`Doorbell`]).
 //!
 //! Arming the timer resets its count of expiries, and epoll re-checks a file's readiness before
-//! it reports it, so an expiry from an earlier wait is never reported for a later one.
+//! it reports it, so an expiry that a re-arming replaced is never reported; only the expiry of
+//! the timer as armed ends a wait.
 
+use std::cell::Cell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::event::{EventfdFlags, eventfd};
@@ -101,6 +108,8 @@ pub(crate) struct Poller {
     timer: OwnedFd,
     doorbell: Arc<Doorbell>,
     batch: usize,
+    /// When the timer expires, while it is armed and has not been reported expired.
+    armed: Cell<Option<Instant>>,
 }
 
 impl Poller {
@@ -111,7 +120,7 @@ impl Poller {
         let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &timer, EventData::new_u64(TIMER), EventFlags::IN | EventFlags::ET)?;
         epoll::add(&epoll, &doorbell.fd, EventData::new_u64(DOORBELL), EventFlags::IN | EventFlags::ET)?;
-        Ok(Poller { epoll, timer, doorbell, batch: batch.clamp(1, MAX_BATCH) })
+        Ok(Poller { epoll, timer, doorbell, batch: batch.clamp(1, MAX_BATCH), armed: Cell::new(None) })
     }
 
     /// Watches `socket` under `key`: readable, and writable too if `write`.
@@ -130,15 +139,25 @@ impl Poller {
     }
 
     /// Waits until a socket is ready or `timeout` has passed (`None`: no limit; zero: only
-    /// looks), and appends the keys of the ready sockets to `keys`, with [`HANGUP`] set in
-    /// those whose peer has closed. Returns how many.
+    /// looks), or until the timer expires if it is armed for sooner (see the module docs), and
+    /// appends the keys of the ready sockets to `keys`, with [`HANGUP`] set in those whose peer
+    /// has closed. Returns how many.
     pub fn wait(&self, timeout: Option<Duration>, keys: &mut Vec<usize>) -> io::Result<usize> {
         let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
         let limit = match timeout {
             Some(t) if t.is_zero() => Some(&zero),
             Some(t) => {
-                let value = Timespec { tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX), tv_nsec: t.subsec_nanos().into() };
-                timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: zero, it_value: value })?;
+                let now = Instant::now();
+                let until = now + t;
+                match self.armed.get() {
+                    // Armed for sooner, and not yet expired: kept (the wait may end there).
+                    Some(armed) if armed > now && armed <= until => {}
+                    _ => {
+                        let value = Timespec { tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX), tv_nsec: t.subsec_nanos().into() };
+                        timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: zero, it_value: value })?;
+                        self.armed.set(Some(until));
+                    }
+                }
                 None
             }
             None => None,
@@ -153,6 +172,9 @@ impl Poller {
         let before = keys.len();
         if ready.iter().any(|e| e.data.u64() == DOORBELL) {
             self.doorbell.clear();
+        }
+        if ready.iter().any(|e| e.data.u64() == TIMER) {
+            self.armed.set(None);
         }
         let closed = EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR;
         keys.extend(ready.iter().filter(|e| e.data.u64() < DOORBELL).map(|e| {
@@ -254,6 +276,34 @@ pub(crate) mod tests {
         let start = Instant::now();
         assert_eq!(poller.wait(Some(Duration::from_millis(30)), &mut Vec::new()).unwrap(), 0);
         assert!(start.elapsed() >= Duration::from_millis(30), "ended by the earlier wait's expiry");
+    }
+
+    #[test]
+    fn a_timer_armed_for_sooner_is_kept_and_a_later_one_is_brought_forward() {
+        let (mut client, server) = pair();
+        let poller = poller(8);
+        poller.add(&server, 1, false).unwrap();
+        let mut keys = Vec::new();
+        // Returns at once for the socket, its timer armed for 200 ms from now.
+        client.write_all(b"x").unwrap();
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(200)), &mut keys).unwrap(), 1);
+        // A longer wait keeps that timer: it ends when the timer expires, with nothing ready.
+        assert_eq!(poller.wait(Some(Duration::from_secs(10)), &mut keys).unwrap(), 0);
+        let ended = start.elapsed();
+        assert!(ended >= Duration::from_millis(200), "ended before the armed timer, at {ended:?}");
+        assert!(ended < Duration::from_secs(5), "the armed timer did not end the wait");
+        // Expired and reported: the next wait arms its own timeout.
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(50)), &mut keys).unwrap(), 0);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // A timer armed for later than a wait's timeout is brought forward to it.
+        client.write_all(b"y").unwrap();
+        assert_eq!(poller.wait(Some(Duration::from_secs(10)), &mut keys).unwrap(), 1);
+        let start = Instant::now();
+        assert_eq!(poller.wait(Some(Duration::from_millis(30)), &mut keys).unwrap(), 0);
+        let ended = start.elapsed();
+        assert!(ended >= Duration::from_millis(30) && ended < Duration::from_secs(5), "ended at {ended:?}");
     }
 
     #[test]
