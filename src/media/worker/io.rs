@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{BATCH_FROM, CLOSING_KEY, SLOT, Worker};
+use super::{BATCH_FROM, CLOSING_KEY, COLLECT_WINDOW, SLOT, Worker};
 use crate::media::clock::{Clock, grid_instant};
 use crate::media::poller::HANGUP;
 use crate::media::sends::{Outgoing, SEND_BATCH};
@@ -13,8 +13,8 @@ use crate::media::sends::{Outgoing, SEND_BATCH};
 impl<C: Clock> Worker<C> {
     /// Waits for the slot `self.soonest`, visiting sockets meanwhile: first the ones left over
     /// from the last slot, then each call whose socket becomes ready, at once. A busy thread
-    /// ([`BATCH_FROM`] calls or more) collects the sockets that become ready after such a visit at
-    /// the end of its slot, so that it wakes at most twice a slot instead of once per frame.
+    /// ([`BATCH_FROM`] calls or more) collects the sockets that become ready after such a visit
+    /// for [`COLLECT_WINDOW`], so that it wakes a few times a slot instead of once per frame.
     /// A visit can bring the slot sooner (a deadline it sets), and so can a ring of the
     /// doorbell (the next slot then takes what was handed to the thread). A wait past the next
     /// slot parks the thread so that a ring can end it. No socket's visit starts at or after
@@ -49,9 +49,8 @@ impl<C: Clock> Worker<C> {
                 if !self.visit_pending(until) {
                     break;
                 }
-                // What becomes ready during the rest of the slot waits for its end.
-                let end = grid_instant(self.epoch, SLOT, self.slot_at(self.clock.now()) + 1);
-                self.clock.sleep_until(end.min(until));
+                // What becomes ready meanwhile is collected for a while.
+                self.clock.sleep_until((self.clock.now() + COLLECT_WINDOW).min(until));
                 if self.clock.now() < until {
                     self.take_ready(Some(Duration::ZERO));
                 }

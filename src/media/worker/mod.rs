@@ -4,9 +4,9 @@
 //! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot
 //! that has something due (a slot with nothing due is not woken for: a thread whose calls are
 //! served by their frames sleeps between them); a socket that becomes readable meanwhile is
-//! visited at once, stamped with the instant the thread woke. A busy thread (256 calls or more)
-//! collects the sockets that become readable after such a visit at the end of the slot instead
-//! (so it wakes twice a slot, not once per frame). Socket work never holds up a slot: it stops
+//! visited at once, stamped with the instant the thread woke. A busy thread (128 calls or more)
+//! collects the sockets that become readable after such a visit for a quarter of a slot instead
+//! (so it wakes a few times a slot, not once per frame). Socket work never holds up a slot: it stops
 //! when the slot's instant comes, and what is left is visited after the slot's due calls. At a
 //! visit the endpoint reads the frames and hands them to the session, the session runs a pass for
 //! each frame of the caller's timeline that is ready, and what the pacer releases goes back out
@@ -67,12 +67,18 @@ const WHEEL: usize = 32;
 /// slot.
 const READY_CAPACITY: usize = 1 << 16;
 
-/// Calls from which a thread collects the sockets that become readable later in a slot at the
-/// slot's end instead of waking for each (about 13 frames a slot, at 20 ms frames). Below it,
-/// each frame is served as it arrives, sooner and, at these rates, for no more CPU; well above
-/// it (500 calls a thread, in the runs that set this bound), a wake-up per frame cost more CPU
-/// than one or two a slot.
-const BATCH_FROM: usize = 256;
+/// Calls from which a thread collects the sockets that become readable after a visit for
+/// [`COLLECT_WINDOW`] instead of waking for each (about 6 frames a slot, at 20 ms frames). Below
+/// it, each frame is served as it arrives. At 250 calls a thread (`benches/peer_compare.sh 500
+/// 20 3`, BENCHMARKS.md) collecting took the thread from 0.87 wake-ups per frame to 0.08 and its
+/// CPU from 1.02 times the minimal echo's to 0.78, for 0.03 ms more round trip at p99.
+const BATCH_FROM: usize = 128;
+
+/// How long a busy thread collects the sockets that become readable after a visit before it
+/// visits them. At 500 calls a thread (`benches/peer_compare.sh 1000 20 3`, BENCHMARKS.md) it
+/// cost the same CPU as collecting to the end of the 1 ms slot and halved the round trip's
+/// p99; 100 µs cost more CPU for little less delay.
+const COLLECT_WINDOW: Duration = Duration::from_micros(250);
 
 /// Sockets one wait takes from the poller (the rest stay ready in the poller for the next).
 const IO_BATCH: usize = 128;
