@@ -21,12 +21,16 @@ impl<C: Clock> Worker<C> {
     /// the slot's instant: the slot comes first.
     pub(super) fn wait_io(&mut self) {
         let mut parked = false;
+        let mut first = true;
         loop {
             if self.doorbell.knocks() != self.seen_knocks {
                 // Something was handed to the thread (or it marked a call itself): the next slot
-                // takes it; a thread running late takes it in the slot it is about to run.
-                self.soonest = self.soonest.min(self.next.min(self.slot_at(self.clock.now()) + 1));
+                // takes it, or, when it was there before the wait began, the slot the thread is
+                // about to run (the same slot unless the thread is running late).
+                let next = self.slot_at(self.clock.now()) + 1;
+                self.soonest = self.soonest.min(if first { self.next.min(next) } else { next });
             }
+            first = false;
             let until = grid_instant(self.epoch, SLOT, self.soonest);
             if !self.visit_pending(until) {
                 break;
@@ -45,11 +49,12 @@ impl<C: Clock> Worker<C> {
             }
             let ready = self.take_ready(Some(until - now));
             if ready > 0 && self.active() >= BATCH_FROM {
-                let until = grid_instant(self.epoch, SLOT, self.soonest);
-                if !self.visit_pending(until) {
+                if !self.visit_pending(grid_instant(self.epoch, SLOT, self.soonest)) {
                     break;
                 }
-                // What becomes ready meanwhile is collected for a while.
+                // What becomes ready meanwhile is collected for a while, never past the slot
+                // (which those visits may have brought sooner).
+                let until = grid_instant(self.epoch, SLOT, self.soonest);
                 self.clock.sleep_until((self.clock.now() + COLLECT_WINDOW).min(until));
                 if self.clock.now() < until {
                     self.take_ready(Some(Duration::ZERO));
