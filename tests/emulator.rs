@@ -60,6 +60,22 @@ async fn a_call_and_a_load_against_callpipe_echo_are_clean() {
     server.stop().await;
 }
 
+/// One media thread with more calls than it serves one frame at a time: it collects the sockets
+/// that become readable after a visit (docs/media.md), and still echoes every frame, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_thread_that_collects_its_sockets_echoes_every_frame() {
+    let server = TestServer::start(&ECHO_CONFIG.replace("threads = 2", "threads = 1")).await;
+    let result = run_calls(server.url("/echo"), plan(SampleRate::Hz8000, 2000), 160).await;
+    let load = LoadReport::new("ws://test/echo", 8000, &result, &Thresholds { max_loss: Some(0.0), ..Thresholds::default() });
+    assert!(load.failures.is_empty(), "{}", load.summary());
+    assert_eq!(load.totals.frames_sent, 160 * 100);
+    assert_eq!(load.rtt.count, 160 * 100, "every frame's round trip measured: {}", load.summary());
+    for report in &result.reports {
+        assert_eq!((report.echoed, report.lost, report.wrong_size, report.violation_count()), (100, 0, 0, 0), "{report:?}");
+    }
+    server.stop().await;
+}
+
 /// A bot that misbehaves in one way, on 127.0.0.1:0.
 async fn bad_server(
     behaviour: fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> futures_util::future::BoxFuture<'static, ()>,
