@@ -7,7 +7,7 @@
 //! logged with its reason, answered with a close frame the peer gets to read. An admitted call's
 //! socket then leaves the runtime: it is handed, with the session and what the parser already
 //! holds, to a media thread as a [`SocketEndpoint`], and the task goes on as the call's task
-//! (`call_task`) for the control API and the call's events.
+//! (`call_task`) for the control API and the call's events (`call_events`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

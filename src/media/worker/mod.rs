@@ -71,7 +71,7 @@ const READY_CAPACITY: usize = 1 << 16;
 /// [`COLLECT_WINDOW`] instead of waking for each (about 6 frames a slot, at 20 ms frames). Below
 /// it, each frame is served as it arrives. At 250 calls a thread (`benches/peer_compare.sh 500
 /// 20 3`, BENCHMARKS.md) collecting took the thread from 0.87 wake-ups per frame to 0.08 and its
-/// CPU from 1.02 times the minimal echo's to 0.78, for 0.03 ms more round trip at p99.
+/// CPU from 1.02 times the minimal echo's to 0.78, for 0.04 ms more round trip at p99.
 const BATCH_FROM: usize = 128;
 
 /// How long a busy thread collects the sockets that become readable after a visit before it
