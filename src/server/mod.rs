@@ -1,12 +1,12 @@
 //! The tokio side: the accept loop, admission, routing and graceful drain; and the socket
 //! endpoint the media threads drive.
 //!
-//! [`run`] takes its listener and its shutdown signal as arguments. Each connection is admitted
-//! in its own task (`admission`: the TLS handshake when `[server.tls]` is set (`tls`), the
-//! upgrade (`upgrade`), the metadata, the route, the pipeline); an admitted call's socket then
-//! goes to a media thread as a `SocketEndpoint` (`endpoint`, over a `transport`), and a small
-//! task (`call_task`) keeps the call's commands, events (`call_events`) and report. A connection's errors end
-//! that connection only. Media work happens on the media threads, never on the runtime.
+//! [`run`] takes its listener and its shutdown signal as arguments. Each connection is admitted in
+//! its own task (`admission`: the TLS handshake when `[server.tls]` is set (`tls`), the upgrade
+//! (`upgrade`), the metadata, the route, the pipeline); an admitted call's socket then goes to a
+//! media thread as a `SocketEndpoint` (`endpoint`, over a `transport`), and a small task
+//! (`call_task`) keeps the call's commands, events (`call_events`) and report. A connection's
+//! errors end that connection only. Media work happens on the media threads, never on the runtime.
 
 mod admission;
 mod call_events;

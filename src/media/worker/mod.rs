@@ -3,16 +3,16 @@
 //! The thread owns its calls' sockets (each call's [`Endpoint`]), watched edge-triggered in the
 //! thread's own poller. It waits in the poller until the absolute instant of the next 1 ms slot
 //! that has something due (a slot with nothing due is not woken for: a thread whose calls are
-//! served by their frames sleeps between them); a socket that becomes readable meanwhile is
-//! visited at once, stamped with the instant the thread woke. A busy thread (128 calls or more)
-//! collects the sockets that become readable after such a visit for a quarter of a slot instead
-//! (so it wakes a few times a slot, not once per frame). Socket work never holds up a slot: it stops
-//! when the slot's instant comes, and what is left is visited after the slot's due calls. At a
-//! visit the endpoint reads the frames and hands them to the session, the session runs a pass for
-//! each frame of the caller's timeline that is ready, and what the pacer releases goes back out
-//! through the endpoint in one write (more only when a late visit releases more than a frame). A
-//! frame's pass therefore runs within a slot of its arrival, at once when the thread is idle, on
-//! the thread that read it.
+//! served by their frames sleeps between them); a socket that becomes readable meanwhile is visited
+//! at once, stamped with the instant the thread woke. A busy thread (128 calls or more) collects
+//! the sockets that become readable after such a visit for a quarter of a slot instead (so it wakes
+//! a few times a slot, not once per frame). Socket work never holds up a slot: it stops when the
+//! slot's instant comes, and what is left is visited after the slot's due calls. At a visit the
+//! endpoint reads the frames and hands them to the session, the session runs a pass for each frame
+//! of the caller's timeline that is ready, and what the pacer releases goes back out through the
+//! endpoint in one write (more only when a late visit releases more than a frame). A frame's pass
+//! therefore runs within a slot of its arrival, at once when the thread is idle, on the thread that
+//! read it.
 //!
 //! At each slot the thread visits the calls that are due: those marked ready by their call task
 //! (a control command, a hang-up; one bit each in a [`ReadyMap`]) and those whose next deadline

@@ -4,6 +4,7 @@ use std::sync::mpsc::channel;
 use ringbuf::HeapRb;
 use ringbuf::traits::Split;
 
+use super::wheel::wheel_pos;
 use super::*;
 use crate::media::Script;
 use crate::media::link::CallLink;
@@ -373,7 +374,7 @@ fn a_call_is_listed_once_on_the_wheel_however_its_deadline_moves() {
     assert_eq!(listed(&worker), 1);
     // ...its slot takes it off the wheel for a visit, which puts it back at its wall tick,
     // and another frame brings that closer.
-    worker.wheel[((current + 5) % WHEEL as u64) as usize].retain(|listed| listed.index() != 0);
+    worker.wheel[wheel_pos(current + 5)].retain(|listed| listed.index() != 0);
     worker.schedule(0, current + 6, Some(first));
     worker.schedule(0, current + 6, Some(third));
     assert_eq!(listed(&worker), 1);
@@ -381,5 +382,5 @@ fn a_call_is_listed_once_on_the_wheel_however_its_deadline_moves() {
     worker.schedule(0, current + 6, Some(first));
     assert_eq!(listed(&worker), 1);
     assert_eq!(worker.calls[0].as_ref().unwrap().due_slot, current + 15);
-    assert!(worker.wheel[((current + 10) % WHEEL as u64) as usize].is_empty());
+    assert!(worker.wheel[wheel_pos(current + 10)].is_empty());
 }

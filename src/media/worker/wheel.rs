@@ -31,6 +31,11 @@ impl Listed {
     }
 }
 
+/// The wheel's list for `slot`.
+pub(super) fn wheel_pos(slot: u64) -> usize {
+    (slot % WHEEL as u64) as usize
+}
+
 impl<C: Clock> Worker<C> {
     /// Puts a call in the wheel's slot for `deadline` (at the latest a wheel's turn away).
     pub(super) fn schedule(&mut self, index: usize, current: u64, deadline: Option<Instant>) {
@@ -55,13 +60,13 @@ impl<C: Clock> Worker<C> {
                 // outgrows the room made for every call) and the thread does not wake for a
                 // deadline that has moved on: a caller frame that arrives in time moves the
                 // call's wall tick a frame later at each visit (a search of one list).
-                let listed = &mut wheel[(call.due_slot % WHEEL as u64) as usize];
+                let listed = &mut wheel[wheel_pos(call.due_slot)];
                 if let Some(at) = listed.iter().position(|listed| listed.index() == index) {
                     listed.swap_remove(at);
                 }
             }
             call.due_slot = slot;
-            wheel[(slot % WHEEL as u64) as usize].push(Listed::new(index, slot));
+            wheel[wheel_pos(slot)].push(Listed::new(index, slot));
         }
     }
 
@@ -70,7 +75,7 @@ impl<C: Clock> Worker<C> {
     /// Entries left behind by a call that has gone, or that moved, are dropped.
     pub(super) fn take_due(&mut self, from: u64, to: u64, visit: &mut Vec<usize>) {
         for s in from..=to {
-            let pos = (s % WHEEL as u64) as usize;
+            let pos = wheel_pos(s);
             let mut due = std::mem::take(&mut self.wheel[pos]);
             let calls = &self.calls;
             due.retain(|listed| match calls.get(listed.index()).and_then(Option::as_ref) {
@@ -79,7 +84,7 @@ impl<C: Clock> Worker<C> {
                     false
                 }
                 // Due at a later turn of the wheel (scheduled while the thread was late).
-                Some(c) => c.due_slot > s && c.due_slot % WHEEL as u64 == pos as u64,
+                Some(c) => c.due_slot > s && wheel_pos(c.due_slot) == pos,
                 None => false,
             });
             self.wheel[pos] = due;
@@ -99,7 +104,7 @@ impl<C: Clock> Worker<C> {
         if !self.mixers.is_empty() || self.closing_count() > 0 {
             last = last.min(k.div_ceil(SLOTS as u64) * SLOTS as u64);
         }
-        (k..last).find(|&s| self.wheel[(s % WHEEL as u64) as usize].iter().any(|listed| listed.is_for(s))).unwrap_or(last)
+        (k..last).find(|&s| self.wheel[wheel_pos(s)].iter().any(|listed| listed.is_for(s))).unwrap_or(last)
     }
 
     pub(super) fn active(&self) -> usize {

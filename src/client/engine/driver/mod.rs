@@ -37,11 +37,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 const MAX_SEND_BACKLOG: usize = 64 * 1024;
 
 /// The slot a new call sends in: the one with the fewest calls among the `count` slots from
-/// `next` on (the soonest of those). A platform's calls start at independent instants, so their frames are spread over the
-/// 20 ms; calls started on a regular ramp are not (500 calls over 5 s start 10 ms apart and
-/// would all send in two slots), and the bursts that made would be the client's, not the
-/// server's: they held up the client's own sends and reads, and that went into every round
-/// trip it measured (BENCHMARKS.md, the minimal-echo comparison).
+/// `next` on (the soonest of those). A platform's calls start at independent instants, so
+/// their frames are spread over the 20 ms; calls started on a regular ramp are not (500 calls
+/// over 5 s start 10 ms apart and would all send in two slots), and the bursts that made would
+/// be the client's, not the server's: they held up the client's own sends and reads, and that
+/// went into every round trip it measured (BENCHMARKS.md, the minimal-echo comparison).
 fn least_loaded(slots: &[Vec<usize>], next: usize, count: usize) -> usize {
     (0..count.clamp(1, slots.len())).map(|i| (next + i) % slots.len()).min_by_key(|&slot| slots[slot].len()).unwrap_or(next)
 }
