@@ -22,6 +22,10 @@
 # of 10 (0: the client competes for the cores on equal terms). The client's own CPU over the
 # same window is printed too (`client`, its kernel share, and `both`: server and client), since
 # on loopback each side's kernel time includes work for the other.
+# FLOOR=1 adds examples/floor_echo.rs (`floor`): a server that only reads each frame, unmasks
+# it and writes it back, on a media thread per core that collects its sockets for 250 µs as a
+# busy callpipe thread does (FLOOR_COLLECT_US=N: that long instead; 0: each socket as soon as it
+# is ready): the floor that the kernel's work per frame puts under any server here.
 # LOAD_ARGS adds options to the client for every server, e.g. LOAD_ARGS="--jitter-ms 20" to
 # measure the memory of calls whose buffers have grown to take a jittery network's bunches.
 set -euo pipefail
@@ -31,7 +35,7 @@ seconds=${2:-20}
 runs=${3:-3}
 rate=16000
 ramp=5
-cargo build --release --quiet --bin callpipe --example minimal_echo
+cargo build --release --quiet --bin callpipe --example minimal_echo --example floor_echo
 release=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -63,6 +67,7 @@ measure() { # SERVER ROUND -> one line of figures
     callpipe-before) "$BEFORE_BIN" serve --listen "127.0.0.1:$port" --control off >"$work/$server.log" 2>&1 & ;;
     callpipe-uring) "${SERVER_BIN:-$release/callpipe}" serve --listen "127.0.0.1:$port" --control off --media-io io_uring >"$work/$server.log" 2>&1 & ;;
     minimal) "$release/examples/minimal_echo" "127.0.0.1:$port" >"$work/$server.log" 2>&1 & ;;
+    floor) "$release/examples/floor_echo" "127.0.0.1:$port" "${FLOOR_COLLECT_US:-250}" >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
@@ -104,6 +109,7 @@ PY
 servers="callpipe"
 [ -n "${BEFORE_BIN:-}" ] && servers="$servers callpipe-before"
 [ "${IO_URING:-1}" = 1 ] && servers="$servers callpipe-uring"
+[ "${FLOOR:-0}" = 1 ] && servers="$servers floor"
 servers="$servers minimal"
 printf '%-14s %5s %9s %7s %8s %8s %8s %17s %7s %7s %7s %6s %9s %5s %9s %9s %9s %7s\n' server round "cpu/cmin" "core" "user" "kernel" "rss MB+" "KiB per call" "rtt p50" "p99" "p99.9" lost sent "sat?" "client" "c.kernel" "both" "wakes/f"
 : >"$work/lines"
@@ -123,7 +129,7 @@ def show(name, server, i, fmt="{:.4f}"):
     print(f"{name:<26} {server} median {fmt.format(statistics.median(a))} ({fmt.format(min(a))}-{fmt.format(max(a))}), "
           f"minimal median {fmt.format(statistics.median(b))} ({fmt.format(min(b))}-{fmt.format(max(b))}), "
           f"ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-for server in [s for s in ("callpipe", "callpipe-before", "callpipe-uring") if col(s, 2)]:
+for server in [s for s in ("callpipe", "callpipe-before", "callpipe-uring", "floor") if col(s, 2)]:
     print()
     show("CPU-s per call-minute", server, 2)
     show("  of which user space", server, 4)
