@@ -4,6 +4,7 @@ corpus.py's music() (no additive held tones, no vibrato melody, no kick/snare/hi
 
     python3 benches/vad/heldout_music.py --out target/vad-heldout
     target/release/examples/vad_scan target/vad-heldout/{8k,16k}/*.wav   # count "segments"
+    python3 benches/vad/heldout_music.py --out target/vad-fresh --seed 4242 --files 20   # a fresh set
 
 Instruments: Karplus-Strong plucked strings (guitar/harp-like arpeggios, decaying, with the
 string's own slight inharmonicity from the loop filter), a piano-like voice of inharmonic
@@ -108,13 +109,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("target/vad-heldout"))
     ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--seed", type=int, default=777,
+                    help="songs from seed [SEED, i], their -70 dBFS floor from [SEED + 1, i] (777: the corpus's set)")
+    ap.add_argument("--files", type=int, default=5, help="how many files (their levels cycle through five)")
     args = ap.parse_args()
     for d in ("16k", "8k"):
         (args.out / d).mkdir(parents=True, exist_ok=True)
-    for i, level in enumerate((-30.0, -26.0, -22.0, -28.0, -24.0)):
-        rng = np.random.default_rng([777, i])
+    levels = (-30.0, -26.0, -22.0, -28.0, -24.0)
+    for i in range(args.files):
+        level = levels[i % len(levels)]
+        rng = np.random.default_rng([args.seed, i])
         x = song(rng, args.seconds) * 10 ** (level / 20)
-        x = x + np.random.default_rng([778, i]).standard_normal(len(x)) * 10 ** (-70 / 20)
+        x = x + np.random.default_rng([args.seed + 1, i]).standard_normal(len(x)) * 10 ** (-70 / 20)
         p16 = args.out / "16k" / f"heldout_{i:02d}.wav"
         write_wav(p16, x, RATE)
         subprocess.run(["sox", "-D", str(p16), "-r", "8000", str(args.out / "8k" / p16.name)], check=True)
