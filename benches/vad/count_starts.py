@@ -4,7 +4,7 @@ the JSON lines of `vad_scan` or `detect.py` on stdin: one line per file with sta
 total and the rate per hour of audio.
 
     target/release/examples/vad_scan target/vad-fresh/16k/*.wav | python3 benches/vad/count_starts.py
-    python3 benches/vad/detect.py silero target/vad-fresh/16k/*.wav | python3 benches/vad/count_starts.py
+    python3 benches/vad/detect.py silero --min-speech-ms 80 target/vad-fresh/16k/*.wav | python3 benches/vad/count_starts.py
 """
 import json
 import sys

@@ -129,7 +129,7 @@ impl Driver {
             // holds messages back).
             let mut due = self.next_slot;
             let holding = self.conns.iter().flatten().any(|c| !c.delayed.is_empty());
-            while !holding && self.slots[(due % SLOTS as u64) as usize].is_empty() && due < self.next_slot + SLOTS as u64 {
+            while !holding && self.slots[Self::cycle_pos(due)].is_empty() && due < self.next_slot + SLOTS as u64 {
                 due += 1;
             }
             let slot_at = self.slot_start(due);
@@ -189,7 +189,7 @@ impl Driver {
         // driver woke late) would tick the call at an instant before it was added.
         let now_slot = self.slot_of(now);
         let passed = usize::try_from((now_slot + 1).saturating_sub(self.next_slot)).unwrap_or(SLOTS);
-        let slot = least_loaded(&self.slots, ((now_slot + 1) % SLOTS as u64) as usize, SLOTS.saturating_sub(passed));
+        let slot = least_loaded(&self.slots, Self::cycle_pos(now_slot + 1), SLOTS.saturating_sub(passed));
         let mut conn = Conn {
             index,
             stream,
@@ -224,6 +224,11 @@ impl Driver {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos() / SLOT.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Where slot `n` falls in the 20-slot cycle: the index of its calls in `slots`.
+    fn cycle_pos(n: u64) -> usize {
+        (n % SLOTS as u64) as usize
+    }
+
     /// The instant slot `n` begins.
     fn slot_start(&self, n: u64) -> Instant {
         self.epoch + SLOT * u32::try_from(n).unwrap_or(u32::MAX)
@@ -239,7 +244,7 @@ impl Driver {
         }
         while self.next_slot <= current {
             let scheduled = self.slot_start(self.next_slot);
-            let slot = (self.next_slot % SLOTS as u64) as usize;
+            let slot = Self::cycle_pos(self.next_slot);
             for i in 0..self.slots[slot].len() {
                 let key = self.slots[slot][i];
                 self.tick(key, scheduled);
