@@ -14,7 +14,8 @@
 //! long and visits what became ready meanwhile, as a busy callpipe media thread does (it then
 //! wakes a few times a millisecond instead of once per frame); 0 visits each socket as soon as
 //! it is ready, as a one-task-per-connection server does. Not a server for anything but this
-//! measurement: a peer that breaks the framing is dropped without a close frame.
+//! measurement: a peer that breaks the framing, closes or stops reading is dropped without a
+//! close frame.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,8 +26,8 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// Bytes a connection keeps of a frame that has not arrived whole (a 20 ms frame at 24 kHz is
-/// 968 bytes with its header).
+/// The read buffer a connection starts with (a 20 ms frame at 24 kHz is 968 bytes with its
+/// header); it doubles while a frame does not fit.
 const READ_BUFFER: usize = 4096;
 
 fn main() -> anyhow::Result<()> {
@@ -81,7 +82,9 @@ fn upgrade(mut stream: TcpStream) -> Option<TcpStream> {
 
 struct Connection {
     stream: TcpStream,
+    /// Bytes read, `filled` of them not yet parsed (from the start).
     input: Vec<u8>,
+    filled: usize,
     output: Vec<u8>,
 }
 
@@ -101,15 +104,7 @@ fn run(poller: &Poller, incoming: &Receiver<TcpStream>, collect: Duration) {
                     let _ = poller.delete(&connection.stream);
                 }
             }
-            while let Ok(stream) = incoming.try_recv() {
-                let key = connections.len();
-                // SAFETY: the socket stays in `connections` until it is deleted from the poller.
-                #[allow(unsafe_code)]
-                let added = unsafe { poller.add_with_mode(&stream, Event::readable(key), PollMode::Edge) };
-                if added.is_ok() {
-                    connections.push(Some(Connection { stream, input: Vec::with_capacity(READ_BUFFER), output: Vec::new() }));
-                }
-            }
+            take_incoming(poller, incoming, &mut connections);
             if collect.is_zero() {
                 break;
             }
@@ -117,31 +112,50 @@ fn run(poller: &Poller, incoming: &Receiver<TcpStream>, collect: Duration) {
             // nothing did.
             std::thread::sleep(collect);
             events.clear();
-            if poller.wait(&mut events, Some(Duration::ZERO)).is_err() || events.is_empty() {
+            if poller.wait(&mut events, Some(Duration::ZERO)).is_err() {
+                return;
+            }
+            if events.is_empty() {
+                // The wait may have taken a notification of a new connection.
+                take_incoming(poller, incoming, &mut connections);
                 break;
             }
         }
     }
 }
 
-/// Reads what the socket has (once, unless the read filled the buffer), echoes each whole
-/// binary frame unmasked in one write. Returns false when the connection is over.
+/// Watches the connections the listener handed this thread.
+fn take_incoming(poller: &Poller, incoming: &Receiver<TcpStream>, connections: &mut Vec<Option<Connection>>) {
+    while let Ok(stream) = incoming.try_recv() {
+        let key = connections.len();
+        // SAFETY: the socket stays in `connections` until it is deleted from the poller.
+        #[allow(unsafe_code)]
+        let added = unsafe { poller.add_with_mode(&stream, Event::readable(key), PollMode::Edge) };
+        if added.is_ok() {
+            connections.push(Some(Connection { stream, input: vec![0; READ_BUFFER], filled: 0, output: Vec::new() }));
+        }
+    }
+}
+
+/// Reads what the socket has (once, unless the read filled the buffer) and echoes each whole
+/// binary frame unmasked, in one write. Returns false when the connection is over.
 fn visit(c: &mut Connection) -> bool {
     loop {
-        let start = c.input.len();
-        c.input.resize(READ_BUFFER, 0);
-        let n = match c.stream.read(&mut c.input[start..]) {
+        if c.filled == c.input.len() {
+            let len = c.input.len() * 2;
+            c.input.resize(len, 0);
+        }
+        let asked = c.input.len() - c.filled;
+        let n = match c.stream.read(&mut c.input[c.filled..]) {
             Ok(0) => return false,
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                c.input.truncate(start);
-                return true;
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(_) => return false,
         };
-        c.input.truncate(start + n);
-        let Some(used) = echo_frames(&c.input, &mut c.output) else { return false };
-        c.input.drain(..used);
+        c.filled += n;
+        let (used, open) = echo_frames(&c.input[..c.filled], &mut c.output);
+        c.input.copy_within(used..c.filled, 0);
+        c.filled -= used;
         if !c.output.is_empty() {
             match c.stream.write(&c.output) {
                 Ok(n) if n == c.output.len() => {}
@@ -149,33 +163,44 @@ fn visit(c: &mut Connection) -> bool {
             }
             c.output.clear();
         }
-        if start + n < READ_BUFFER {
+        if !open {
+            return false;
+        }
+        if n < asked {
             return true; // a short read: the socket is drained
         }
     }
 }
 
-/// Writes each whole binary frame of `input` to `output`, unmasked; returns the bytes used, or
-/// `None` at a close frame or broken framing.
-fn echo_frames(input: &[u8], output: &mut Vec<u8>) -> Option<usize> {
+/// Writes each whole binary frame of `input` to `output`, unmasked. Returns the bytes used and
+/// whether the connection stays open (false at a close frame or broken framing; the frames
+/// before it are in `output`).
+fn echo_frames(input: &[u8], output: &mut Vec<u8>) -> (usize, bool) {
     let mut at = 0;
     loop {
         let rest = &input[at..];
         if rest.len() < 2 {
-            return Some(at);
+            return (at, true);
         }
         let (opcode, masked, short) = (rest[0] & 0x0f, rest[1] & 0x80 != 0, usize::from(rest[1] & 0x7f));
         if !masked || rest[0] & 0x80 == 0 {
-            return None;
+            return (at, false);
         }
         let (len, header) = match short {
             126 if rest.len() >= 4 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-            127 => return None,
-            126 => return Some(at),
+            127 if rest.len() >= 10 => {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&rest[2..10]);
+                match usize::try_from(u64::from_be_bytes(bytes)) {
+                    Ok(len) if len <= 1 << 24 => (len, 10),
+                    _ => return (at, false),
+                }
+            }
+            126 | 127 => return (at, true),
             n => (n, 2),
         };
         if rest.len() < header + 4 + len {
-            return Some(at);
+            return (at, true);
         }
         let mask = [rest[header], rest[header + 1], rest[header + 2], rest[header + 3]];
         let payload = &rest[header + 4..header + 4 + len];
@@ -184,13 +209,16 @@ fn echo_frames(input: &[u8], output: &mut Vec<u8>) -> Option<usize> {
                 output.push(0x82);
                 if len < 126 {
                     output.push(len as u8);
-                } else {
+                } else if len <= usize::from(u16::MAX) {
                     output.push(126);
                     output.extend_from_slice(&(len as u16).to_be_bytes());
+                } else {
+                    output.push(127);
+                    output.extend_from_slice(&(len as u64).to_be_bytes());
                 }
                 output.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
             }
-            0x8 => return None,
+            0x8 => return (at, false),
             _ => {} // text (the metadata), ping, pong: not echoed
         }
         at += header + 4 + len;
