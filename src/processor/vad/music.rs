@@ -25,8 +25,8 @@ const MUSIC_MEMORY_FRAMES: u32 = 640;
 
 /// Frames of held tones the network does not call voiced (see [`MusicCheck::mark_tone`]), in
 /// the last second (64), after which a voiced run outside music waits [`JUDGE_FRAMES`] before
-/// it starts speech ([`MusicCheck::after_tone`]): 256 ms of a hum, or of notes the network does
-/// not hear.
+/// it starts speech ([`MusicCheck::after_tone`]): 256 ms of a hum, or of notes or chords the
+/// network does not hear.
 const TONE_FRAMES: u32 = 16;
 
 /// See [`MusicCheck::after_tone`]: the frames a voiced run outside music waits past
@@ -36,10 +36,11 @@ const TONE_FRAMES: u32 = 16;
 /// the network hears after notes it did not is then judged as music is, not started as speech.
 /// `benches/vad_accuracy.sh`: the held-out music's starts from 6 / 6 an hour to 0 / 0 (8 / 16
 /// kHz) with no other figure of its tables changed; 20 fresh files of the held-out set's kind
-/// (`heldout_music.py --seed 4242 --files 20`): 6 / 10 starts in 40 minutes to 4 / 4 (4 frames:
-/// 4 / 3, but speech over a hum then started more than 200 ms after its onset). Counting every
-/// audible frame with a pitch-check peak of 0.4 or more as a tone, held or not, left 2 / 2, but
-/// 76 of the corpus's 123 starts over babble then came later (median 60 ms, up to 1.1 s).
+/// (`heldout_music.py --seed 4242 --files 20`): 6 / 10 starts in 40 minutes to 3 / 3 (4 frames
+/// made speech over a hum start more than 200 ms after its onset). Counting every audible frame
+/// with a pitch-check peak of 0.4 or more as a tone, held or not, left 2 / 2, but 76 of the
+/// corpus's 123 starts over babble then came later (median 60 ms, up to 1.1 s); held notes
+/// alone (a peak of 0.6, not chords), 4 / 4.
 pub(super) const JUDGE_FRAMES: u64 = 3;
 
 /// A call counts as music until this many frames (256 ms) were quiet (see
@@ -162,10 +163,10 @@ impl MusicCheck {
     }
 
     /// Records whether the latest frame was a held tone the network does not call voiced: a
-    /// note held (`held`, the held-note check's), audible (`energy` at least the level floor)
-    /// and not `voiced`.
+    /// note or a chord held (`held`, the held-note check's [`Held::sustained`]), audible
+    /// (`energy` at least the level floor) and not `voiced`.
     pub(super) fn mark_tone(&mut self, held: Held, voiced: bool, energy: i64) {
-        let tone = held.steady && !voiced && energy >= super::FLOOR_ENERGY;
+        let tone = held.sustained && !voiced && energy >= super::FLOOR_ENERGY;
         self.tones = (self.tones << 1) | u64::from(tone);
     }
 
@@ -288,9 +289,9 @@ mod tests {
         (rms * rms * DETECTOR_FRAME as f32) as i64
     }
 
-    const STEADY: Held = Held { steady: true, new_note: false };
-    const PLAIN: Held = Held { steady: false, new_note: false };
-    const NEW_NOTE: Held = Held { steady: true, new_note: true };
+    const STEADY: Held = Held { steady: true, new_note: false, sustained: true };
+    const PLAIN: Held = Held { steady: false, new_note: false, sustained: false };
+    const NEW_NOTE: Held = Held { steady: true, new_note: true, sustained: true };
 
     /// A check past the call's opening: a quarter second of silence.
     fn opened() -> MusicCheck {

@@ -80,7 +80,7 @@ pub(super) fn periodicity(quarter: &mut [f32; PITCH_WINDOW], held: &mut HeldNote
         }
     }
     let best = best.sqrt();
-    held.push(&mut profile, total, best >= PERIODIC);
+    held.push(&mut profile, total, best);
     best
 }
 
@@ -92,7 +92,14 @@ pub(super) struct Held {
     /// Steady, not voiced, and on another note than the steady frame before it
     /// ([`NEW_NOTE_DISTANCE`]).
     pub(super) new_note: bool,
+    /// The same as 64 ms before as a steady frame is, with a peak of [`SUSTAINED_PEAK`] or more
+    /// where a steady one has [`PERIODIC`]: a held note, or a held chord whose mixed pitches
+    /// blur the peak.
+    pub(super) sustained: bool,
 }
+
+/// See [`Held::sustained`].
+const SUSTAINED_PEAK: f32 = 0.4;
 
 /// The held-note check's history: the normalized autocorrelations of the last [`STEADY_SPAN`]
 /// frames and of the last steady frame.
@@ -107,29 +114,31 @@ pub(super) struct HeldNotes {
     latest: usize,
     /// Whether the latest frame was steady.
     steady: bool,
+    /// Whether the latest frame was sustained ([`Held::sustained`]).
+    sustained: bool,
 }
 
 impl HeldNotes {
     pub(super) fn new() -> HeldNotes {
-        HeldNotes { profiles: [[0.0; LAG_COUNT]; STEADY_SPAN], next: 0, note: [0.0; LAG_COUNT], latest: 0, steady: false }
+        HeldNotes { profiles: [[0.0; LAG_COUNT]; STEADY_SPAN], next: 0, note: [0.0; LAG_COUNT], latest: 0, steady: false, sustained: false }
     }
 
     /// What the latest frame held, once the network has said whether it was `voiced`; a steady
     /// frame becomes the note the next one is compared with.
     pub(super) fn judge(&mut self, voiced: bool) -> Held {
         if !self.steady {
-            return Held::default();
+            return Held { sustained: self.sustained, ..Held::default() };
         }
         let profile = &self.profiles[self.latest];
         let apart: f32 = self.note.iter().zip(profile.iter()).map(|(a, b)| (a - b).abs()).sum();
         let new_note = !voiced && apart > NEW_NOTE_DISTANCE * LAG_COUNT as f32;
         self.note = *profile;
-        Held { steady: true, new_note }
+        Held { steady: true, new_note, sustained: true }
     }
 
     /// Takes one frame's autocorrelation (`profile`, over the pitch lags; `total` the window's
-    /// energy) and whether it is periodic.
-    fn push(&mut self, profile: &mut [f32; LAG_COUNT], total: f32, periodic: bool) {
+    /// energy) and its peak (`best`; periodic from [`PERIODIC`]).
+    fn push(&mut self, profile: &mut [f32; LAG_COUNT], total: f32, best: f32) {
         let scale = if total > 0.0 { 1.0 / total } else { 0.0 };
         let old = &mut self.profiles[self.next];
         let mut distance = 0.0f32;
@@ -140,7 +149,9 @@ impl HeldNotes {
         *old = *profile;
         self.latest = self.next;
         self.next = (self.next + 1) % STEADY_SPAN;
-        self.steady = periodic && distance < STEADY_DISTANCE * LAG_COUNT as f32;
+        let same = distance < STEADY_DISTANCE * LAG_COUNT as f32;
+        self.steady = best >= PERIODIC && same;
+        self.sustained = best >= SUSTAINED_PEAK && same;
     }
 }
 
