@@ -15,18 +15,17 @@
 //!
 //! # When speech starts and stops
 //!
-//! A frame is voiced when its score reaches `1 - sensitivity` and it is louder than -55 dBFS
-//! (the network's context window would otherwise stretch a short burst into the silence after
-//! it). Speech *starts* when the voiced frames since an onset cover `min_speech_ms` without a
-//! break **and** at least 3 of the last `min_speech_ms` of them are periodic (the pitch check
-//! below): the event is emitted then, with `start_ms` the onset (so a cough or an "mm" shorter
-//! than `min_speech_ms` never starts speech, and the event comes `min_speech_ms` after the onset
-//! at the earliest). A run that waits more than 12 frames (192 ms) past that (and past the wait
-//! after held tones, below) for its periodic frames is dated from the window that had them
-//! instead of its onset. Speech *stops*
-//! when unvoiced frames cover `min_silence_ms` (the hangover): `duration_ms` runs from the onset
-//! to the first of those unvoiced frames. A call that ends mid-speech emits `speech:stopped` at
-//! its end. Passes without caller audio (a pause) are silence.
+//! A frame is voiced when its score reaches `1 - sensitivity` and it is louder than -55 dBFS (the
+//! network's context window would otherwise stretch a short burst into the silence after it).
+//! Speech *starts* when the voiced frames since an onset cover `min_speech_ms` without a break
+//! **and** at least 3 of the last `min_speech_ms` of them are periodic (the pitch check below): the
+//! event is emitted then, with `start_ms` the onset (so a cough or an "mm" shorter than
+//! `min_speech_ms` never starts speech, and the event comes `min_speech_ms` after the onset at the
+//! earliest). A run that waits more than 12 frames (192 ms) past that (and past the wait after held
+//! tones, below) for its periodic frames is dated from the window that had them instead of its
+//! onset. Speech *stops* when unvoiced frames cover `min_silence_ms` (the hangover): `duration_ms`
+//! runs from the onset to the first of those unvoiced frames. A call that ends mid-speech emits
+//! `speech:stopped` at its end. Passes without caller audio (a pause) are silence.
 //!
 //! The pitch check: the 16 kHz audio is averaged down to 4 kHz, and each frame's last 32 ms
 //! (mean removed) is periodic when its normalized autocorrelation peaks at 0.6 or more for some
@@ -56,30 +55,29 @@
 //!   in the middle of music has no history to tell it by. Words in that opening must pass the
 //!   test below, so a word shorter than 352 ms there does not start speech.
 //!
-//! While music plays, speech starts only once the voiced run lasts 22 frames (352 ms) and its
-//! last 22 frames bear a voice's marks: at most one steady frame (no held note), and with one,
-//! a level 4 dB above the audible frames of the second before them (a voice adds itself to the music, where a melody
-//! holding a note over the same accompaniment does not); at least 10 periodic ones (one pitch
-//! at a time; a chord's mixed pitches blur the autocorrelation); and a level that moves as
+//! While music plays, speech starts only once the voiced run lasts 22 frames (352 ms) and its last
+//! 22 frames bear a voice's marks: at most one steady frame (no held note), and with one, a level 4
+//! dB above the audible frames of the second before them (a voice adds itself to the music, where a
+//! melody holding a note over the same accompaniment does not); at least 10 periodic ones (one
+//! pitch at a time; a chord's mixed pitches blur the autocorrelation); and a level that moves as
 //! syllables do (a standard deviation of 2 dB or more around its straight-line trend, so that a
-//! plucked note fading along a line in dB does not pass). It is dated from the run's onset if
-//! that came no more than 12 frames before the 22, and otherwise (a run that began in the
-//! music) from the first of the 22 frames louder than their mean, where the voice rose over
-//! the music. Over music `speech:started` therefore comes about 270 ms later than over silence
-//! or noise, and a call's first words do too when they come in its first quarter second;
-//! without music nothing changes. Once speaking over music, a frame keeps the speech going only
-//! if the network scores it 0.2 above the threshold (0.95 at most): music it calls voiced scores lower than a
-//! voice over it, and at the plain threshold the music alone held speech on between utterances.
+//! plucked note fading along a line in dB does not pass). It is dated from the run's onset if that
+//! came no more than 12 frames before the 22, and otherwise (a run that began in the music) from
+//! the first of the 22 frames louder than their mean, where the voice rose over the music. Over
+//! music `speech:started` therefore comes about 270 ms later than over silence or noise, and a
+//! call's first words do too when they come in its first quarter second; without music nothing
+//! changes. Once speaking over music, a frame keeps the speech going only if the network scores it
+//! 0.2 above the threshold (0.95 at most): music it calls voiced scores lower than a voice over it,
+//! and at the plain threshold the music alone held speech on between utterances.
 //!
 //! After held tones the network does not call voiced (16 frames in the last second that are the
-//! same as 64 ms before with a pitch-check peak of 0.4 or more, audible and not voiced: a hum,
-//! or notes or chords the network does not hear), a voiced run outside
-//! music starts speech up to 3 frames (48 ms) past `min_speech_ms`, once the held-note check
-//! has judged its first frames: the next note of music whose notes the network did not hear so
-//! far, one it does hear, is held, turns the music on meanwhile and is then judged as music is.
-//! Speech over a hum starts that much later; over silence, noise and babble nothing changes (on
-//! the bench's corpus 39 of 335 starts over music came later, by 40 ms at the median and 160
-//! ms at most, and none over anything else).
+//! same as 64 ms before with a pitch-check peak of 0.4 or more, audible and not voiced: a hum, or
+//! notes or chords the network does not hear), a voiced run outside music starts speech up to 3
+//! frames (48 ms) past `min_speech_ms`, once the held-note check has judged its first frames: the
+//! next note of music whose notes the network did not hear so far, one it does hear, is held, turns
+//! the music on meanwhile and is then judged as music is. Speech over a hum starts that much later;
+//! over silence, noise and babble nothing changes (on the bench's corpus 39 of 335 starts over
+//! music came later, by 40 ms at the median and 160 ms at most, and none over anything else).
 //!
 //! Measured with `benches/vad_accuracy.sh --min-speech-ms 80` (the defaults: threshold 0.5,
 //! `min_speech_ms` 80, `min_silence_ms` 300; synthetic corpus, see benches/vad/README.md),

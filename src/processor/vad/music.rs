@@ -170,10 +170,11 @@ impl MusicCheck {
         self.tones = (self.tones << 1) | u64::from(tone);
     }
 
-    /// Whether held tones the network does not call voiced (a hum, or notes it does not hear)
-    /// filled [`TONE_FRAMES`] of the last second. A voiced run that follows them, or comes over
-    /// them, may be the next note of that music, one the network does hear: outside music such a
-    /// run starts speech [`JUDGE_FRAMES`] later, once the held-note check has judged its frames.
+    /// Whether held tones the network does not call voiced (a hum, or notes or chords it does
+    /// not hear) filled [`TONE_FRAMES`] of the last second. A voiced run that follows them, or
+    /// comes over them, may be the next note of that music, one the network does hear: outside
+    /// music such a run starts speech up to [`JUDGE_FRAMES`] later, once the held-note check has
+    /// judged its frames.
     pub(super) fn after_tone(&self) -> bool {
         self.tones.count_ones() >= TONE_FRAMES
     }
