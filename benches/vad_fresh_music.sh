@@ -8,7 +8,7 @@
 #   benches/vad_fresh_music.sh [--files N] [--threshold T] [--min-speech-ms N]
 #                              [--min-silence-ms N] [SEED...]
 #
-# Seeds default to 4242 9090 31337 2718; each set is N files (default 20) of 120 s at 8 and
+# Seeds default to 4242 9090 31337 2718 1111 2222; each set is N files (default 20) of 120 s at 8 and
 # 16 kHz (40 minutes a rate), cached in target/vad-fresh/SEED/. BEFORE=PATH adds a column for
 # another vad_scan binary (an older commit's, say) run on the same files. Needs what
 # benches/vad_accuracy.sh needs; about 1 minute a set to make it, and 1 minute a set to run.
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
        seeds+=("$1"); shift ;;
   esac
 done
-[ ${#seeds[@]} -gt 0 ] || seeds=(4242 9090 31337 2718)
+[ ${#seeds[@]} -gt 0 ] || seeds=(4242 9090 31337 2718 1111 2222)
 
 die() { echo "vad_fresh_music.sh: $*" >&2; exit 1; }
 started=$SECONDS
@@ -46,12 +46,14 @@ echo "building vad_scan ..." >&2
 cargo build --release --quiet --example vad_scan || die "cargo build --release --example vad_scan failed"
 
 root=target/vad-fresh
+wavs_in() { if [ -d "$1" ]; then find "$1" -name 'heldout_*.wav' | wc -l; else echo 0; fi; }
 rule=(--threshold "$threshold" --min-speech-ms "$min_speech_ms" --min-silence-ms "$min_silence_ms")
 results=()
 for seed in "${seeds[@]}"; do
   set_dir=$root/$seed
-  have=$(find "$set_dir/8k" -name '*.wav' 2>/dev/null | wc -l)
-  if [ "$have" -lt "$files" ]; then
+  n8=$(wavs_in "$set_dir/8k")
+  n16=$(wavs_in "$set_dir/16k")
+  if [ "$n8" -lt "$files" ] || [ "$n16" -lt "$files" ]; then
     echo "making set $seed ($files files) ..." >&2
     "$PY" benches/vad/heldout_music.py --out "$set_dir" --seed "$seed" --files "$files" >/dev/null
   fi
