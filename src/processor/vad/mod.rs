@@ -59,7 +59,11 @@
 //!   (0.2 under the threshold, or below the level floor; 2 s at most): a call that opens
 //!   in the middle of music has no history to tell it by (on the corpus, the first words of
 //!   three noisy calls then started 60 to 280 ms later). Words in that opening must pass the
-//!   test below, so a word shorter than 352 ms there does not start speech.
+//!   test below, so a word shorter than 352 ms there does not start speech. An opening that
+//!   lasts the whole 2 s and holds 16 frames or more that are the same as 64 ms before (with a
+//!   pitch-check peak of 0.4 or more, audible, voiced or not) is itself a sure sign: notes and
+//!   chords the network half hears, where a talker without a pause holds a vowel still for a
+//!   few frames.
 //!
 //! While music plays, speech starts only once the voiced run lasts 22 frames (352 ms) and its last
 //! 22 frames bear a voice's marks: at most one steady frame (no held note), and with one, a level 4
@@ -96,15 +100,14 @@
 //! piano music (`benches/vad/heldout_music.py`) 0 / 0 (6 / 6 before the wait after held
 //! tones; with the opening ended by any frame not voiced: 6 / 0 and 6 / 6; before the level's
 //! lift and trend: 30 / 12 and 6 / 6; before the rests, the opening and the voice's marks:
-//! 36 / 96 and 486 / 540; Silero: 0 on both). On four fresh sets of the held-out kind
-//! (`benches/vad_fresh_music.sh`, 160 minutes a rate) 5 / 2 starts, 1.9 / 0.8 an hour (16 / 12
-//! before notes ringing out counted as music, the dating of a run that rose at its onset and the
-//! opening's quiet in a row; Silero 0 / 1). Those left come after notes or chords the network
-//! half hears and that hold nothing the music check knows, most of them just after a call's
-//! 2 s opening has ended without a pause; a longer opening (3 s) left 2 / 0 but took the onset
-//! p90 at 16 kHz to 103 ms (first words on noisy lines then had to pass the test over music),
-//! and waiting 3 frames after such an opening until a pause left 3 / 0 but made starts on noisy
-//! lines come later (at 8 kHz over babble, p99 from 370 to 840 ms after the onset).
+//! 36 / 96 and 486 / 540; Silero: 0 on both). On six fresh sets of the held-out kind
+//! (`benches/vad_fresh_music.sh 4242 9090 31337 2718 1111 2222`, 240 minutes a rate) 2 / 0
+//! starts (18 / 16 before notes ringing out counted as music, the dating of a run that rose at
+//! its onset, the opening's quiet in a row and its held tones; Silero 0 / 2). Tried and
+//! dropped for them: a longer opening (3 s; the onset p90 at 16 kHz to 103 ms, as first words
+//! on noisy lines then had to pass the test over music), and waiting 3 frames after an opening
+//! that ended without a pause until one comes (at 8 kHz over babble, the p99 of starts after
+//! the onset from 370 to 840 ms).
 //! Tried and dropped: a fixed higher threshold, a noise-floor gate and a score-mean gate
 //! (each cost more onset accuracy than it saved), counting held notes the network does not
 //! call voiced (held speech over a hum back by 400 ms), refusing a start whose first frames hold
