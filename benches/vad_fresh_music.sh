@@ -8,9 +8,9 @@
 #   benches/vad_fresh_music.sh [--files N] [--threshold T] [--min-speech-ms N]
 #                              [--min-silence-ms N] [SEED...]
 #
-# Seeds default to 4242 9090 31337 2718 1111 2222; each set is N files (default 20) of 120 s at 8 and
-# 16 kHz (40 minutes a rate), cached in target/vad-fresh/SEED/. BEFORE=PATH adds a column for
-# another vad_scan binary (an older commit's, say) run on the same files. Needs what
+# Seeds default to 4242 9090 31337 2718 1111 2222; each set is N files (default 20) of 120 s
+# at 8 and 16 kHz (40 minutes a rate), cached in target/vad-fresh/SEED/. BEFORE=PATH adds a
+# column for another vad_scan binary (an older commit's, say) run on the same files. Needs what
 # benches/vad_accuracy.sh needs; about 1 minute a set to make it, and 1 minute a set to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
