@@ -10,9 +10,14 @@
 #
 # Seeds default to 4242 9090 31337 2718 1111 2222; each set is N files (default 20) of 120 s
 # at 8 and 16 kHz (40 minutes a rate), cached in target/vad-fresh/SEED/. BEFORE=PATH adds a
-# column for another vad_scan binary (an older commit's, say) run on the same files. Needs what
-# benches/vad_accuracy.sh needs; about 1 minute a set to make it, and 1 minute a set to run.
+# column for another vad_scan binary (an older commit's, say) run on the same files. A set is
+# made again only when files are missing: remove target/vad-fresh/ after changing
+# heldout_music.py. Needs what benches/vad_accuracy.sh needs; about 1 minute a set to make it,
+# and 1 minute a set to run.
 set -euo pipefail
+if [ -n "${BEFORE:-}" ]; then
+  BEFORE=$(realpath "$BEFORE")
+fi
 cd "$(dirname "$0")/.."
 
 files=20
@@ -22,17 +27,18 @@ min_silence_ms=300
 seeds=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --files) files=$2; shift 2 ;;
-    --threshold) threshold=$2; shift 2 ;;
-    --min-speech-ms) min_speech_ms=$2; shift 2 ;;
-    --min-silence-ms) min_silence_ms=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --files) files=${2:?--files needs a count}; shift 2 ;;
+    --threshold) threshold=${2:?--threshold needs a value}; shift 2 ;;
+    --min-speech-ms) min_speech_ms=${2:?--min-speech-ms needs a value}; shift 2 ;;
+    --min-silence-ms) min_silence_ms=${2:?--min-silence-ms needs a value}; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "vad_fresh_music.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     *) [[ $1 =~ ^[0-9]+$ ]] || { echo "vad_fresh_music.sh: seed $1 is not a number" >&2; exit 2; }
        seeds+=("$1"); shift ;;
   esac
 done
 [ ${#seeds[@]} -gt 0 ] || seeds=(4242 9090 31337 2718 1111 2222)
+[[ $files =~ ^[1-9][0-9]*$ ]] || { echo "vad_fresh_music.sh: --files $files is not a positive count" >&2; exit 2; }
 
 die() { echo "vad_fresh_music.sh: $*" >&2; exit 1; }
 started=$SECONDS

@@ -2,7 +2,7 @@
 # packages the reference detectors need with pip if they are missing (numpy, onnxruntime,
 # webrtcvad-wheels, and silero-vad without torch: only the ONNX model in its wheel is used).
 # Nothing is downloaded at run time. Expects `die` to be defined; sets PY.
-PY=${PY:-${PYTHON:-python3}}
+PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null || die "python3 not found"
 for tool in espeak-ng sox; do
   command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install -y espeak-ng sox)"

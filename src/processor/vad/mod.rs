@@ -51,8 +51,9 @@
 //!   in tones it does not hear as a voice; a hum between words is always the same note), or 16
 //!   frames in a second of notes *ringing out*: held tones the network does not call voiced
 //!   (the same as 64 ms before with a pitch-check peak of 0.4 or more, audible) that are 0.3 dB
-//!   or more quieter than 64 ms before, as a plucked string or a piano note fades where a hum
-//!   holds its level (on the bench's corpus, 37 of 295 starts over music then came later, by
+//!   or more quieter than 64 ms before, within a second of an attack (a frame 3 dB louder than
+//!   the one before), as a plucked string or a piano note fades where a hum holds its level or
+//!   wanders as smoothly up as down (on the bench's corpus, 37 of 295 starts over music then came later, by
 //!   220 ms at the median and 1.06 s at most, dated as before). The rests between phrases do
 //!   not end the music;
 //! - or the call has not yet had 256 ms in a row of frames the network is sure hold no voice
@@ -370,7 +371,7 @@ impl Vad {
                 if end - onset >= min_speech.max(1) && periodic_frames >= PERIODIC_FRAMES.min(window) && ready {
                     let wait = if over_music { need.max(music::RUN_FRAMES) } else { need + judge };
                     // A run over music that rose over it at its onset and held no note is a
-                    // voice from there, however long its own held vowels kept it waiting.
+                    // voice from there, though its own held vowels kept it waiting (up to a second).
                     let start = if run <= wait + LATE_START_FRAMES || (over_music && self.music.rose_at_onset(run)) {
                         onset
                     } else if over_music {
