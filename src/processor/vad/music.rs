@@ -345,7 +345,8 @@ impl MusicCheck {
     /// steady frames are kept for a second only.
     pub(super) fn rose_at_onset(&self, run: u64) -> bool {
         let run = run as usize;
-        if run < ONSET_RISE_FRAMES || run > 64 || run + ONSET_BEFORE_FRAMES > LEVEL_HISTORY {
+        const _: () = assert!(64 + ONSET_BEFORE_FRAMES <= LEVEL_HISTORY, "the levels before a run are kept");
+        if !(ONSET_RISE_FRAMES..=64).contains(&run) {
             return false;
         }
         let first = (run - ONSET_RISE_FRAMES..run).map(|back| self.level(back)).sum::<f32>() / ONSET_RISE_FRAMES as f32;
@@ -655,12 +656,7 @@ mod tests {
         // A hum whose level wanders, as two hums beating do (6 dB over 2 s), or jitters by up
         // to 1 dB from frame to frame, falls in many frames but was never struck: it rises as
         // smoothly as it falls. The first second (its own onset after silence) is left out.
-        let mut jitter = crate::processor::testkit::signal::Rng(7);
-        let wanders: [(&str, Box<dyn FnMut(u32) -> f32>); 2] = [
-            ("beating", Box::new(|i| -30.0 + 3.0 * (std::f32::consts::TAU * i as f32 / 125.0).sin())),
-            ("jittering", Box::new(move |_| -30.0 + jitter.gauss() as f32 * 0.5)),
-        ];
-        for (name, mut level) in wanders {
+        let wandering = |name: &str, mut level: Box<dyn FnMut(u32) -> f32>| {
             let mut hum = opened();
             for i in 0..64 {
                 hum.mark(STEADY, false, false, energy(level(i)));
@@ -672,7 +668,10 @@ mod tests {
             }
             assert_eq!(struck, 0, "a {name} hum");
             assert!(!hum.playing(), "a {name} hum is not music");
-        }
+        };
+        wandering("beating", Box::new(|i| -30.0 + 3.0 * (std::f32::consts::TAU * i as f32 / 125.0).sin()));
+        let mut jitter = crate::processor::testkit::signal::Rng(7);
+        wandering("jittering", Box::new(move |_| -30.0 + jitter.gauss() as f32 * 0.5));
     }
 
     #[test]
