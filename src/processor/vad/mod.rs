@@ -53,9 +53,9 @@
 //!   (the same as 64 ms before with a pitch-check peak of 0.4 or more, audible) that are 0.3 dB
 //!   or more quieter than 64 ms before, within a second of an attack (a frame 3 dB louder than
 //!   the one before), as a plucked string or a piano note fades where a hum holds its level or
-//!   wanders as smoothly up as down (on the bench's corpus, 37 of 295 starts over music then came later, by
-//!   220 ms at the median and 1.06 s at most, dated as before). The rests between phrases do
-//!   not end the music;
+//!   wanders as smoothly up as down (on the bench's corpus, 37 of 295 starts over music then
+//!   came later, by 220 ms at the median and 1.06 s at most, dated as before). The rests
+//!   between phrases do not end the music;
 //! - or the call has not yet had 256 ms in a row of frames the network is sure hold no voice
 //!   (0.2 under the threshold, or below the level floor; 2 s at most): a call that opens
 //!   in the middle of music has no history to tell it by (on the corpus, the first words of
