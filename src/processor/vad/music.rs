@@ -217,33 +217,40 @@ impl MusicCheck {
         self.next = (self.next + 1) % LEVEL_HISTORY;
         self.steady_voiced = (self.steady_voiced << 1) | u64::from(held.steady && voiced);
         self.quiet_notes = (self.quiet_notes << 1) | u64::from(held.new_note && !voiced);
-        let tone = held.sustained && !voiced && energy >= super::FLOOR_ENERGY;
+        let audible = energy >= super::FLOOR_ENERGY;
+        let tone = held.sustained && !voiced && audible;
         self.tones = (self.tones << 1) | u64::from(tone);
         let attack = self.level(0) - self.level(1) >= STRUCK_ATTACK_DB;
         self.since_attack = if attack { 0 } else { self.since_attack.saturating_add(1) };
         let struck = tone && self.since_attack < STRUCK_AFTER_FRAMES && self.level(STRUCK_SPAN) - self.level(0) >= STRUCK_FALL_DB;
         self.struck = (self.struck << 1) | u64::from(struck);
-        let opening = self.quiet < OPENING_QUIET_FRAMES && self.frames < OPENING_MAX_FRAMES;
+        let opening = self.opening();
+        if opening {
+            self.opening_held += u32::from(held.sustained && audible);
+        }
         if self.quiet < OPENING_QUIET_FRAMES {
             self.quiet = if quiet { self.quiet + 1 } else { 0 };
         }
-        if opening {
-            self.opening_held += u32::from(held.sustained && energy >= super::FLOOR_ENERGY);
-        }
         self.frames = self.frames.saturating_add(1);
-        let busy_end = opening && self.frames == OPENING_MAX_FRAMES && self.quiet < OPENING_QUIET_FRAMES;
+        // The opening ended with this frame, at its limit rather than on a pause.
+        let ended_busy = opening && !self.opening() && self.quiet < OPENING_QUIET_FRAMES;
         let sure = self.steady_voiced.count_ones() >= SURE_MUSIC_FRAMES
             || self.quiet_notes.count_ones() >= SURE_NEW_NOTES
             || self.struck.count_ones() >= SURE_STRUCK_FRAMES
-            || (busy_end && self.opening_held >= OPENING_HELD_FRAMES);
+            || (ended_busy && self.opening_held >= OPENING_HELD_FRAMES);
         self.since_sure = if sure { 0 } else { self.since_sure.saturating_add(1) };
     }
 
     /// Whether music is playing: a few steady voiced frames in the last second, a sure sign of
     /// music in the [`MUSIC_MEMORY_FRAMES`] before, or the call's opening.
     pub(super) fn playing(&self) -> bool {
-        let opening = self.quiet < OPENING_QUIET_FRAMES && self.frames < OPENING_MAX_FRAMES;
-        self.steady_voiced.count_ones() >= MUSIC_FRAMES || self.since_sure <= MUSIC_MEMORY_FRAMES || opening
+        self.steady_voiced.count_ones() >= MUSIC_FRAMES || self.since_sure <= MUSIC_MEMORY_FRAMES || self.opening()
+    }
+
+    /// Whether the call is still in its opening: no [`OPENING_QUIET_FRAMES`] of quiet in a row
+    /// yet, and fewer than [`OPENING_MAX_FRAMES`] frames.
+    fn opening(&self) -> bool {
+        self.quiet < OPENING_QUIET_FRAMES && self.frames < OPENING_MAX_FRAMES
     }
 
     /// Whether held tones the network does not call voiced (a hum, or notes or chords it does
